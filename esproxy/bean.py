@@ -1,0 +1,101 @@
+"""The bean: one captured write, the only message type that crosses a boundary.
+
+Its JSON is the Go original's (``labels, host, remoteAddr, method, requestUri, header, body,
+clusterIds``), so either program can read what the other wrote. Two tolerances for old beans:
+keys match case-insensitively, and ``body`` may be an embedded JSON value instead of a string
+(the shape the original logs). A body that is not UTF-8 is carried as base64 with
+``"bodyEncoding": "base64"`` (an esproxy field the original ignores).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+class BeanError(ValueError):
+    """A message that is not a usable bean; the text says why."""
+
+
+@dataclass
+class Bean:
+    method: str
+    requestUri: str
+    body: bytes = b""
+    header: dict[str, list[str]] = field(default_factory=dict)
+    host: str = ""
+    remoteAddr: str = ""
+    labels: Optional[dict[str, Any]] = None
+    clusterIds: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "labels": self.labels or None,
+            "host": self.host,
+            "remoteAddr": self.remoteAddr,
+            "method": self.method,
+            "requestUri": self.requestUri,
+            "header": self.header,
+            "clusterIds": self.clusterIds,
+        }
+        try:
+            out["body"] = self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            out["body"] = base64.b64encode(self.body).decode("ascii")
+            out["bodyEncoding"] = "base64"
+        return out
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Bean:
+        try:
+            raw = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BeanError(f"not JSON: {e}") from None
+        if not isinstance(raw, dict):
+            raise BeanError(f"not a JSON object but {type(raw).__name__}")
+        fields = {str(k).lower(): v for k, v in raw.items()}
+        method, uri = fields.get("method"), fields.get("requesturi")
+        if not isinstance(method, str) or not method:
+            raise BeanError("no method")
+        if not isinstance(uri, str) or not uri.startswith("/"):
+            raise BeanError("no requestUri (an absolute path)")
+        return cls(
+            method=method.upper(),
+            requestUri=uri,
+            body=_body(fields.get("body"), fields.get("bodyencoding")),
+            header=_header(fields.get("header")),
+            host=str(fields.get("host") or ""),
+            remoteAddr=str(fields.get("remoteaddr") or ""),
+            labels=fields.get("labels") if isinstance(fields.get("labels"), dict) else None,
+            clusterIds=[str(c) for c in fields.get("clusterids") or [] if c],
+        )
+
+
+def _body(body: Any, encoding: Any) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, str):
+        if encoding == "base64":
+            try:
+                return base64.b64decode(body, validate=True)
+            except ValueError:
+                raise BeanError("body is not valid base64") from None
+        return body.encode("utf-8")
+    # The original logs bodies as embedded JSON; such a bean carries the document itself.
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _header(header: Any) -> dict[str, list[str]]:
+    if header is None:
+        return {}
+    if not isinstance(header, dict):
+        raise BeanError("header is not an object")
+    out: dict[str, list[str]] = {}
+    for name, values in header.items():
+        out[str(name)] = [str(v) for v in values] if isinstance(values, list) else [str(values)]
+    return out

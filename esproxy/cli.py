@@ -1,0 +1,95 @@
+"""Command line: ``esproxy -c conf.yml`` runs the roles a config enables; ``esproxy init`` writes one.
+
+Exit codes: 0 done, 1 runtime failure (port taken, file exists), 2 bad usage or bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from . import __version__
+
+ROLES = {"proxy": "elasticproxy", "replay": "kafka2elastic"}
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="esproxy",
+        description="Keep Elasticsearch cluster B in sync with cluster A through a proxy and Kafka.",
+        epilog="Other commands: esproxy init [--role proxy|replay]; esproxy config-reference.",
+    )
+    p.add_argument("-c", "--conf", required=True, help="config file (YAML, the Go original's schema)")
+    p.add_argument("--check", action="store_true", help="validate the config, print warnings and exit")
+    p.add_argument("--version", action="version", version=f"esproxy {__version__}")
+    return p
+
+
+def _init(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="esproxy init", description="Write a sample conf.yml and supervisord snippet.")
+    p.add_argument("--role", choices=sorted(ROLES), default="proxy", help="which role the sample configures")
+    args = p.parse_args(argv)
+    here = Path.cwd()
+    conf, snippet = here / "conf.yml", here / "supervisord-esproxy.conf"
+    existing = [f.name for f in (conf, snippet) if f.exists()]
+    if existing:
+        print(f"esproxy init: {', '.join(existing)} already exists in {here}; nothing written", file=sys.stderr)
+        return 1
+    templates = resources.files("esproxy") / "templates"
+    conf.write_text((templates / f"{args.role}.yml").read_text(encoding="utf-8"), encoding="utf-8")
+    executable = shutil.which("esproxy") or f"{sys.executable} -m esproxy"
+    snippet.write_text(
+        (templates / "supervisord-program.conf")
+        .read_text(encoding="utf-8")
+        .format(role=args.role, program=ROLES[args.role], esproxy=executable, directory=here),
+        encoding="utf-8",
+    )
+    print(f"wrote {conf.name} ({args.role} role) and {snippet.name}; edit conf.yml, then: esproxy -c conf.yml")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["init"]:
+        return _init(argv[1:])
+    if argv[:1] == ["config-reference"]:
+        from .config import reference_markdown
+
+        print(reference_markdown())
+        return 0
+    args = _run_parser().parse_args(argv)
+
+    from .config import ConfigError, load
+
+    try:
+        cfg = load(args.conf)
+    except ConfigError as e:
+        print(f"esproxy: config error: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        for warning in cfg.warnings:
+            print(f"esproxy: warning: {warning}", file=sys.stderr)
+        print(f"esproxy: {args.conf} is valid")
+        return 0
+
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    from . import logs
+    from .arbiter import Arbiter
+
+    logs.setup()
+    return Arbiter(cfg).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def console() -> None:
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Every esproxy setting, declared once: YAML key, type, default and meaning.
+
+The schema is the Go original's (``chanSize``, ``source.proxies[]``, ``source.kafkas[]``,
+``destination.primaries[]``, ``destination.rests[]``, ``destination.kafkas[]``); keys match
+case-insensitively, as they did there. Settings esproxy adds are marked as ours in their doc.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import yaml
+
+from . import labels
+from .schema import ConfigError, Duration, Url, build, reference, setting, walk_compat
+
+__all__ = ["Config", "ConfigError", "load", "parse", "reference_markdown"]
+
+_VERSION_NOTE = "accepted and ignored: the Kafka protocol version is negotiated with the broker."
+
+
+@dataclass
+class ProxySource:
+    port: int = setting(doc="TCP port the proxy listens on.", required=True)
+    host: str = setting("0.0.0.0", "Address the proxy binds (ours).")
+    disabled: bool = setting(False, "Skip this entry.")
+    accesslog: bool = setting(False, "Log one `access log: {...}` JSON line per request.")
+    noaccesslog: bool = setting(False, "Go original's spelling: true turns the access log off.")
+    header: dict[str, str] = setting(
+        {}, "Headers every client request must carry (e.g. `Authorization: Basic ...`); else 401."
+    )
+    labels: dict[str, str] = setting({}, "Labels copied into each captured write; matched by `labelEval`.")
+    passHeaders: list[str] = setting(
+        [], "Extra request headers forwarded to the primary, besides the standard ones (ours)."
+    )
+
+
+@dataclass
+class KafkaSource:
+    brokers: list[str] = setting([], "Bootstrap brokers, `host:port`.", required=True)
+    topics: list[str] = setting([], "Topics to consume.", required=True)
+    group: str = setting(doc="Consumer group id; offsets are committed only after a replay succeeded.", required=True)
+    newest: bool = setting(False, "A group with no committed offset starts at the end (true) or the beginning.")
+    assignor: str = setting("range", "Partition assignment strategy.", choices=("range", "roundrobin", "rr", "sticky"))
+    labels: dict[str, str] = setting({}, "Labels given to every consumed write (replace the bean's labels).")
+    concurrency: int = setting(8, "Greenlets replaying messages in parallel (ours).")
+    sessionTimeout: Duration = setting(
+        Duration(10), "Consumer group session timeout; heartbeats every third of it, at most 3s (ours)."
+    )
+    warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
+    version: str = setting("", "Kafka version.", compat=_VERSION_NOTE)
+    disabled: bool = setting(False, "Skip this entry.")
+    noaccesslog: bool = setting(
+        False, "Accepted for Go configs; the replay's access log is `destination.primaries[].accesslog`."
+    )
+
+
+@dataclass
+class ElasticDestination:
+    url: Url = setting(doc="Base URL of the cluster, e.g. `http://127.0.0.1:9200/`.", required=True)
+    timeout: Duration = setting(Duration(60), "Time to wait for the cluster's answer (connect: at most 5s).")
+    header: dict[str, str] = setting({}, "Headers added to every request to the cluster (credentials).")
+    labelEval: str = setting("", "Label expression (`SRC==PROXY || SRC==KAFKA`); empty matches all.")
+    accesslog: bool = setting(False, "Log one `access log: {...}` JSON line per request to this cluster.")
+    noaccesslog: bool = setting(False, "Go original's spelling: true turns the access log off.")
+    maxConns: int = setting(256, "Upper bound of kept-alive connections to the cluster (ours).")
+    disabled: bool = setting(False, "Skip this entry.")
+
+
+@dataclass
+class KafkaDestination:
+    topic: str = setting(doc="Topic the captured writes are produced to.", required=True)
+    brokers: list[str] = setting([], "Bootstrap brokers, `host:port`.", required=True)
+    codec: str = setting("none", "Compression.", choices=("none", "gzip", "snappy", "lz4", "zstd"))
+    sync: bool = setting(False, "Wait for the broker's acknowledgement of each message before the next.")
+    # The Go original spelled it `async` (its inverse); accepted for configs written for it.
+    async_: str = setting(
+        "",
+        "Go original's inverse of `sync`: `async: false` is the same as `sync: true`.",
+        choices=("true", "false"),
+        key="async",
+    )
+    requiredAcks: str = setting(
+        "WaitForLocal",
+        "Broker acknowledgement: NoResponse (0), WaitForLocal (1, leader only), WaitForAll (all in-sync replicas).",
+        choices=("noresponse", "waitforlocal", "waitforall", "0", "1", "-1", "all"),
+    )
+    labelEval: str = setting("", "Label expression; empty matches all.")
+    warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
+    version: str = setting("", "Kafka version.", compat=_VERSION_NOTE)
+    disabled: bool = setting(False, "Skip this entry.")
+
+    @property
+    def synchronous(self) -> bool:
+        return self.sync or self.async_ == "false"
+
+    @property
+    def acks(self) -> int | str:
+        return {"noresponse": 0, "0": 0, "waitforall": "all", "-1": "all", "all": "all"}.get(self.requiredAcks, 1)
+
+
+@dataclass
+class Source:
+    proxies: list[ProxySource] = setting([], "Proxy role: one HTTP listener per entry, in front of the primary.")
+    kafkas: list[KafkaSource] = setting([], "Replay role: one consumer group per entry.")
+
+
+@dataclass
+class Destination:
+    primaries: list[ElasticDestination] = setting(
+        [], "Elasticsearch clusters: the proxy forwards to them, the replay writes into them."
+    )
+    rests: list[ElasticDestination] = setting([], "HTTP backups: every captured write is also sent there.")
+    kafkas: list[KafkaDestination] = setting([], "Topics the proxy produces captured writes to.")
+
+
+@dataclass
+class Config:
+    chanSize: int = setting(
+        0, "Capacity of the queue between request handlers and the Kafka producer; 0 = direct hand-off."
+    )
+    source: Source = setting(Source(), "Where requests come from.")
+    destination: Destination = setting(Destination(), "Where they go.")
+
+    warnings: ClassVar[tuple[str, ...]] = ()  # set by parse(), not a setting
+
+    def proxies(self) -> list[ProxySource]:
+        return [p for p in self.source.proxies if not p.disabled]
+
+    def kafka_sources(self) -> list[KafkaSource]:
+        return [k for k in self.source.kafkas if not k.disabled]
+
+    def primaries(self) -> list[ElasticDestination]:
+        return [p for p in self.destination.primaries if not p.disabled]
+
+    def rests(self) -> list[ElasticDestination]:
+        return [r for r in self.destination.rests if not r.disabled]
+
+    def kafka_destinations(self) -> list[KafkaDestination]:
+        return [k for k in self.destination.kafkas if not k.disabled]
+
+
+_CODEC_MODULES = {"snappy": ("snappy", "python-snappy"), "lz4": ("lz4", "lz4"), "zstd": ("zstandard", "zstandard")}
+
+
+def _check(cfg: Config) -> list[str]:
+    """Checks across settings; returns warnings, raises ConfigError for what cannot run."""
+    warnings: list[str] = []
+    for kind, entries in (("primaries", cfg.destination.primaries), ("rests", cfg.destination.rests)):
+        for i, e in enumerate(entries):
+            _parse_label_eval(e.labelEval, f"destination.{kind}[{i}].labelEval")
+            if e.maxConns < 1:
+                raise ConfigError(f"destination.{kind}[{i}].maxConns", f"{e.maxConns} must be at least 1")
+    for i, k in enumerate(cfg.destination.kafkas):
+        _parse_label_eval(k.labelEval, f"destination.kafkas[{i}].labelEval")
+        module = _CODEC_MODULES.get(k.codec)
+        if module and not k.disabled and importlib.util.find_spec(module[0]) is None:
+            raise ConfigError(
+                f"destination.kafkas[{i}].codec",
+                f'"{k.codec}" needs the {module[1]} package (pip install "esproxy[codecs]")',
+            )
+    if cfg.chanSize < 0:
+        raise ConfigError("chanSize", f"{cfg.chanSize} must be 0 or more")
+
+    ports: dict[int, str] = {}
+    for i, p in enumerate(cfg.source.proxies):
+        path = f"source.proxies[{i}]"
+        if not 0 < p.port < 65536:
+            raise ConfigError(f"{path}.port", f"{p.port} is not a TCP port")
+        if p.disabled:
+            continue
+        if p.port in ports:
+            raise ConfigError(f"{path}.port", f"{p.port} is already used by {ports[p.port]}")
+        ports[p.port] = path
+        if not _matching(cfg.primaries(), p.labels):
+            raise ConfigError(path, "no destination.primaries[] entry to forward to (all disabled or none match)")
+        if not cfg.kafka_destinations() and not cfg.rests():
+            warnings.append(f"{path}: no destination.kafkas[] or rests[]: writes are forwarded but not captured")
+    for i, k in enumerate(cfg.source.kafkas):
+        path = f"source.kafkas[{i}]"
+        if k.disabled:
+            continue
+        if k.concurrency < 1:
+            raise ConfigError(f"{path}.concurrency", f"{k.concurrency} must be at least 1")
+        if k.sessionTimeout < 1:
+            raise ConfigError(f"{path}.sessionTimeout", "must be at least 1s")
+        if not _matching(cfg.primaries(), k.labels):
+            raise ConfigError(path, "no destination.primaries[] entry to replay into (all disabled or none match)")
+    if not cfg.proxies() and not cfg.kafka_sources():
+        raise ConfigError("source", "nothing to run: enable an entry of source.proxies[] or source.kafkas[]")
+    walk_compat(cfg, "", lambda path, note: warnings.append(f"{path}: {note}"))
+    return warnings
+
+
+def _parse_label_eval(expr: str, path: str) -> labels.Matcher:
+    try:
+        return labels.parse(expr)
+    except ValueError as e:
+        raise ConfigError(path, str(e)) from None
+
+
+def _matching(entries: list[ElasticDestination], source_labels: dict[str, str]) -> list[ElasticDestination]:
+    return [e for e in entries if labels.parse(e.labelEval)(source_labels)]
+
+
+def parse(text: str) -> Config:
+    """Build and check a Config from YAML text."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        raise ConfigError("", f"{where}: {getattr(e, 'problem', None) or e}") from None
+    if data is None:
+        raise ConfigError("", "the file is empty")
+    cfg = build(Config, data)
+    cfg.warnings = tuple(_check(cfg))
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError("", f"cannot read {path}: {e.strerror or e}") from None
+    return parse(text)
+
+
+def reference_markdown() -> str:
+    header = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    return "\n".join(header + reference(Config))

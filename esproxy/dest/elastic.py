@@ -1,0 +1,234 @@
+"""An Elasticsearch cluster (or an HTTP backup endpoint) reached over kept-alive pooled connections.
+
+One :class:`Elastic` per ``destination.primaries[]`` / ``rests[]`` entry. The pool is bounded
+(``maxConns``) and blocks when all connections are busy, so the number of upstream connections
+stays at most the number of concurrent callers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+import urllib3
+from urllib3.util import Retry, Timeout
+
+from .. import labels
+from ..bean import Bean
+from ..config import ElasticDestination
+from ..logs import access_log, redact_url
+
+log = logging.getLogger("esproxy.elastic")
+
+CLUSTER_ID_PATH = "/meta.elasticproxy/_doc/clusterid"
+CONNECT_TIMEOUT = 5.0
+
+
+class UpstreamError(Exception):
+    """The cluster could not be asked or did not answer; ``timeout`` tells the two apart."""
+
+    def __init__(self, target: str, reason: str, timeout: bool) -> None:
+        super().__init__(f"{redact_url(target)}: {reason}")
+        self.timeout = timeout
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def json(self) -> dict:
+        try:
+            value = json.loads(self.body)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+class Elastic:
+    def __init__(self, cfg: ElasticDestination, direction: str = "primary") -> None:
+        self.cfg = cfg
+        self.url = cfg.url
+        self.direction = direction
+        self.accesslog = cfg.accesslog and not cfg.noaccesslog
+        self.matches = labels.parse(cfg.labelEval)
+        self.header = dict(cfg.header)
+        self.cluster_id = ""
+        parts = urlsplit(cfg.url)
+        self._prefix = parts.path.rstrip("/")
+        if parts.username is not None and not any(k.lower() == "authorization" for k in self.header):
+            self.header["Authorization"] = urllib3.make_headers(basic_auth=f"{parts.username}:{parts.password or ''}")[
+                "authorization"
+            ]
+        self._pool = urllib3.connection_from_url(
+            f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else ""),
+            maxsize=cfg.maxConns,
+            block=True,
+            timeout=Timeout(connect=min(CONNECT_TIMEOUT, cfg.timeout), read=cfg.timeout),
+            # A pooled connection the cluster closed while idle fails on connect/send: safe to retry once.
+            retries=Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0, raise_on_status=False),
+        )
+
+    def __repr__(self) -> str:
+        return f"Elastic({redact_url(self.url)})"
+
+    def target(self, uri: str) -> str:
+        return redact_url(self.url.rstrip("/")) + uri
+
+    def request(self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes]) -> Response:
+        """Send one request; ``uri`` is the raw path and query. Raises UpstreamError, never 5xx-wraps."""
+        merged = {**headers, **self.header}
+        try:
+            r = self._pool.urlopen(
+                method,
+                self._prefix + uri,
+                body=body or None,
+                headers=merged,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=True,
+                decode_content=False,
+            )
+        except urllib3.exceptions.NewConnectionError as e:
+            raise UpstreamError(self.target(uri), f"cannot connect: {_root(e)}", timeout=False) from None
+        except urllib3.exceptions.MaxRetryError as e:
+            timed_out = isinstance(e.reason, urllib3.exceptions.TimeoutError) and not isinstance(
+                e.reason, urllib3.exceptions.NewConnectionError
+            )
+            raise UpstreamError(self.target(uri), _root(e.reason), timeout=timed_out) from None
+        except urllib3.exceptions.TimeoutError as e:
+            raise UpstreamError(self.target(uri), f"timed out: {_root(e)}", timeout=True) from None
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise UpstreamError(self.target(uri), _root(e), timeout=False) from None
+        return Response(r.status, r.reason or "", list(r.headers.iteritems()), r.data)
+
+    def ensure_cluster_id(self) -> str:
+        """Read (or create once) the id stored in the cluster, as the Go original does."""
+        found = self.request("GET", CLUSTER_ID_PATH, {}, None)
+        cid = found.json().get("_source", {}).get("id") if found.status == 200 else None
+        if not cid:
+            if found.status not in (200, 404):
+                raise UpstreamError(self.target(CLUSTER_ID_PATH), _status_text(found), timeout=False)
+            created = self.request(
+                "PUT",
+                CLUSTER_ID_PATH + "?op_type=create",
+                {"Content-Type": "application/json"},
+                json.dumps({"id": new_cluster_id()}).encode(),
+            )
+            if created.status not in (200, 201, 409):  # 409: another process created it first
+                raise UpstreamError(self.target(CLUSTER_ID_PATH), _status_text(created), timeout=False)
+            return self.ensure_cluster_id()
+        self.cluster_id = str(cid)
+        return self.cluster_id
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _status_text(r: Response) -> str:
+    return f"status {r.status}: {r.body[:300].decode('utf-8', 'replace')}"
+
+
+def _root(e: Optional[BaseException]) -> str:
+    """The innermost reason, without urllib3's object reprs."""
+    while e is not None and getattr(e, "reason", None) is not None and e.reason is not e:
+        e = e.reason if isinstance(e.reason, BaseException) else None
+        if e is None:
+            break
+    text = str(e) if e is not None else "unknown error"
+    return text.split(": ", 1)[-1] if text.startswith("<") else text
+
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_KSUID_EPOCH = 1400000000
+
+
+def new_cluster_id() -> str:
+    """A 27-character KSUID (time-ordered, random), the id format of the Go original."""
+    raw = int(time.time() - _KSUID_EPOCH).to_bytes(4, "big") + os.urandom(16)
+    n = int.from_bytes(raw, "big")
+    out = []
+    for _ in range(27):
+        n, rem = divmod(n, 62)
+        out.append(_BASE62[rem])
+    return "".join(reversed(out))
+
+
+def backoff(attempt: int, base: float = 0.1, cap: float = 30.0) -> float:
+    """Capped exponential backoff with full jitter."""
+    return random.uniform(base, min(cap, base * 2**attempt))
+
+
+class Aborted(Exception):
+    """A retry loop gave up because the process is stopping; the write was not applied."""
+
+
+def is_retriable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
+    """Apply ``bean`` to ``dest``, retrying connection errors, 5xx and 429 with capped backoff.
+
+    Returns the final response (2xx, or a 4xx the cluster will answer again: the caller decides);
+    raises Aborted if ``stopping()`` turns true while waiting.
+    """
+    content_type = next((v[0] for k, v in bean.header.items() if k.lower() == "content-type" and v), "")
+    headers = {"Content-Type": content_type or "application/json"}
+    attempt = 0
+    while True:
+        started = time.perf_counter()
+        try:
+            r = dest.request(bean.method, bean.requestUri, headers, bean.body)
+        except UpstreamError as e:
+            problem, status, body = str(e), 0, b""
+        else:
+            if not is_retriable(r.status):
+                if dest.accesslog:
+                    access_log(
+                        bean.remoteAddr,
+                        bean.method,
+                        bean.requestUri,
+                        dest.target(bean.requestUri),
+                        dest.direction,
+                        time.perf_counter() - started,
+                        r.status,
+                        r.body,
+                    )
+                return r
+            problem, status, body = _status_text(r), r.status, r.body
+        if dest.accesslog:
+            access_log(
+                bean.remoteAddr,
+                bean.method,
+                bean.requestUri,
+                dest.target(bean.requestUri),
+                dest.direction,
+                time.perf_counter() - started,
+                status,
+                body,
+            )
+        delay = backoff(attempt)
+        attempt += 1
+        log.warning(
+            "%s %s %s failed (attempt %d): %s; retrying in %.1fs",
+            dest.direction,
+            bean.method,
+            dest.target(bean.requestUri),
+            attempt,
+            problem,
+            delay,
+        )
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if stopping():
+                raise Aborted(f"{bean.method} {bean.requestUri} not applied: stopping")
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

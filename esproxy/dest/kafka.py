@@ -1,0 +1,97 @@
+"""A Kafka topic that captured writes are produced to (``destination.kafkas[]``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Optional
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from .. import labels
+from ..bean import Bean
+from ..config import KafkaDestination
+from .elastic import Aborted, backoff
+
+log = logging.getLogger("esproxy.kafka")
+
+
+def partition_key(bean: Bean) -> bytes:
+    """Writes to one index share a key, hence a partition, hence their order in the replay."""
+    path = bean.requestUri.split("?", 1)[0]
+    return path.lstrip("/").split("/", 1)[0].encode("utf-8")
+
+
+class KafkaDest:
+    def __init__(self, cfg: KafkaDestination) -> None:
+        self.cfg = cfg
+        self.topic = cfg.topic
+        self.matches = labels.parse(cfg.labelEval)
+        self._producer: Optional[KafkaProducer] = None
+
+    def __repr__(self) -> str:
+        return f"KafkaDest({self.topic} on {','.join(self.cfg.brokers)})"
+
+    def producer_config(self) -> dict[str, Any]:
+        acks = self.cfg.acks
+        conf: dict[str, Any] = {
+            "bootstrap_servers": self.cfg.brokers,
+            "acks": acks,
+            "compression_type": None if self.cfg.codec == "none" else self.cfg.codec,
+            "linger_ms": 2,
+            "client_id": "esproxy",
+        }
+        if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
+            conf["enable_idempotence"] = acks == "all"
+        if acks != "all":
+            # Without idempotence, a retried batch can overtake the next one: keep one in flight.
+            conf["max_in_flight_requests_per_connection"] = 1
+        return conf
+
+    def connect(self, stopping: Callable[[], bool]) -> None:
+        """Create the producer, waiting (with backoff) while no broker answers."""
+        attempt = 0
+        while self._producer is None:
+            try:
+                self._producer = KafkaProducer(**self.producer_config())
+            except KafkaError as e:
+                delay = backoff(attempt, base=0.5, cap=10)
+                attempt += 1
+                log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    if stopping():
+                        raise Aborted("stopping before Kafka was reachable") from None
+                    time.sleep(0.2)
+        log.info("kafka producer for topic %s connected to %s", self.topic, ",".join(self.cfg.brokers))
+
+    def write(self, bean: Bean) -> None:
+        assert self._producer is not None, "connect() first"
+        value = bean.to_json()
+        level = logging.WARNING if len(value) >= self.cfg.warnSize else logging.INFO
+        log.log(level, "kafka write size: %d, message: %s,to kafka", len(value), value.decode("utf-8"))
+        future = self._producer.send(self.topic, value=value, key=partition_key(bean))
+        if self.cfg.synchronous:
+            try:
+                self._log_result(future.get(timeout=60))
+            except KafkaError as e:
+                self._log_failure(value, e)
+        else:
+            future.add_callback(self._log_result)
+            future.add_errback(lambda e: self._log_failure(value, e))
+
+    def _log_result(self, md: Any) -> None:
+        result = {"Partition": md.partition, "Offset": md.offset, "Topic": md.topic}
+        log.info("kafka.produce result %s", json.dumps(result, separators=(",", ":")))
+
+    def _log_failure(self, value: bytes, e: BaseException) -> None:
+        # Until the durable spool lands, a message the broker never took is only in this line.
+        log.error("kafka.produce failed for topic %s: %s; message lost: %s", self.topic, e, value.decode())
+
+    def close(self, timeout: float) -> None:
+        if self._producer is not None:
+            self._producer.flush(timeout=timeout)
+            self._producer.close(timeout=timeout)
+            self._producer = None

@@ -1,0 +1,249 @@
+"""Declare settings once (type, default, doc) and build typed objects from YAML data.
+
+A settings class is a dataclass whose fields are made with :func:`setting`. :func:`build` turns
+parsed YAML into instances, raising :class:`ConfigError` with the key path on the first bad value;
+:func:`reference` renders the same declarations as Markdown for the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A config value that cannot be used; ``str()`` is the one line shown to the operator."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path = path
+        self.reason = reason
+
+
+class Duration(float):
+    """Seconds, written in the config like Go durations: ``500ms``, ``3s``, ``1m30s``, ``2h``."""
+
+
+class Url(str):
+    """An absolute http(s) URL."""
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """``"1m30s"`` → 90.0; raises ValueError for anything Go's time.ParseDuration would reject."""
+    s = text.strip()
+    if s in ("0", ""):
+        if s == "":
+            raise ValueError(text)
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if not m:
+            raise ValueError(text)
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Go's time.Duration.String() style, as the original's access log prints: ``29.114144ms``."""
+    if seconds == 0:
+        return "0s"
+    if seconds < 1e-6:
+        return f"{round(seconds * 1e9)}ns"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.3f}".rstrip("0").rstrip(".") + "µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.6f}".rstrip("0").rstrip(".") + "ms"
+    if seconds < 60:
+        return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    sec_text = f"{secs:.9f}".rstrip("0").rstrip(".") + "s"
+    return (f"{hours}h" if hours else "") + f"{minutes}m" + sec_text
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    doc: str = "",
+    *,
+    required: bool = False,
+    choices: tuple[str, ...] = (),
+    compat: str = "",
+    key: str = "",
+) -> Any:
+    """A declared setting. ``compat`` marks a key of the Go original and says what esproxy does with it;
+    ``key`` is the YAML key where it cannot be the attribute name (``async``)."""
+    meta = {"doc": doc, "required": required, "choices": choices, "compat": compat, "key": key}
+    if default is dataclasses.MISSING:
+        default = None  # only for required settings: build() refuses a config without them
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
+    if dataclasses.is_dataclass(default):
+        cls = type(default)
+        return dataclasses.field(default_factory=cls, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return {key_of(f).lower(): (f, hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def key_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("key") or f.name
+
+
+def _describe(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str) and not dataclasses.is_dataclass(item_tp):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(path, f"{_describe(value)} is not a list")
+        return [_coerce(item_tp, item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"{_describe(value)} is not a mapping")
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, (dict, list)):
+                raise ConfigError(f"{path}.{k}", f"{_describe(v)} is not a plain value")
+            out[str(k)] = "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v))
+        return out
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(path, f"{_describe(value)} is not a boolean (true or false)")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ConfigError(path, f"{_describe(value)} is not an integer")
+    if tp is Duration:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return Duration(value)
+        try:
+            return Duration(parse_duration(str(value)))
+        except ValueError:
+            raise ConfigError(path, f"{_describe(value)} is not a duration (like 500ms, 3s, 5m)") from None
+    if tp is Url:
+        parts = urlsplit(str(value))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(path, f"{_describe(value)} is not an http(s) URL")
+        try:
+            parts.port  # noqa: B018 — raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError(path, f"{_describe(value)} has a bad port") from None
+        return Url(str(value))
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(path, f"{_describe(value)} is not a string")
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    raise TypeError(f"unsupported setting type {tp!r} at {path}")
+
+
+def build(cls: type[T], data: Any, path: str = "") -> T:
+    """Instantiate ``cls`` from a YAML mapping; unknown keys, wrong types and bad values raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, f"{_describe(data)} is not a mapping")
+    known = _fields(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        entry = known.get(str(key).lower())
+        if entry is None:
+            names = [key_of(f) for f, _ in known.values()]
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(key_path, f"unknown key{hint}")
+        f, tp = entry
+        if value is None:
+            continue  # `key:` with nothing after it keeps the default, as in the Go original
+        coerced = _coerce(tp, value, key_path)
+        choices = f.metadata.get("choices")
+        if choices and str(coerced).lower() not in choices:
+            raise ConfigError(key_path, f"{_describe(value)} is not one of {', '.join(choices)}")
+        kwargs[f.name] = str(coerced).lower() if choices else coerced
+    for f, _ in known.values():
+        if f.metadata.get("required") and f.name not in kwargs:
+            raise ConfigError(f"{path}.{key_of(f)}" if path else key_of(f), "is required")
+    return cls(**kwargs)
+
+
+def walk_compat(obj: Any, path: str, visit: Callable[[str, str], None]) -> None:
+    """Call ``visit(key_path, note)`` for every Go-original key that is set and only partly honoured."""
+    if isinstance(obj, list):
+        for i, item in enumerate(obj):
+            walk_compat(item, f"{path}[{i}]", visit)
+        return
+    if not dataclasses.is_dataclass(obj):
+        return
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key_path = f"{path}.{key_of(f)}" if path else key_of(f)
+        note = f.metadata.get("compat")
+        if note and value != (f.default if f.default is not dataclasses.MISSING else None):
+            visit(key_path, note)
+        walk_compat(value, key_path, visit)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return "list of entries" if dataclasses.is_dataclass(item) else f"list of {_type_name(item)}"
+    if origin is dict:
+        return "map"
+    return {bool: "bool", int: "int", str: "string", Duration: "duration", Url: "URL"}.get(tp, tp.__name__)
+
+
+def reference(cls: type, path: str = "") -> list[str]:
+    """Markdown table rows (key, type, default, meaning) for every setting under ``cls``."""
+    rows: list[str] = []
+    for f, tp in _fields(cls).values():
+        key = f"{path}.{key_of(f)}" if path else key_of(f)
+        item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
+        if dataclasses.is_dataclass(item):
+            suffix = "[]" if typing.get_origin(tp) is list else ""
+            rows.append(f"| `{key}{suffix}` | {_type_name(tp)} | | {f.metadata['doc']} |")
+            rows.extend(reference(item, key + suffix))
+            continue
+        if f.metadata.get("required"):
+            default = "required"
+        elif f.default is not dataclasses.MISSING and f.default is not None:
+            d = f.default
+            default = f"`{format_duration(d) if tp is Duration else str(d).lower() if isinstance(d, bool) else d}`"
+            default = "" if default == "``" else default
+        else:
+            default = f"`{f.default_factory()}`" if f.default_factory() else ""  # type: ignore[misc]
+        doc = f.metadata["doc"]
+        if f.metadata.get("choices"):
+            doc += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
+        if f.metadata.get("compat"):
+            doc += f" *Go original:* {f.metadata['compat']}"
+        rows.append(f"| `{key}` | {_type_name(tp)} | {default} | {doc} |")
+    return rows

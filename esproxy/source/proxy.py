@@ -1,0 +1,193 @@
+"""The proxy role's request handler: forward to the primary unchanged, capture successful writes.
+
+One :class:`ProxyApp` (a WSGI app) per ``source.proxies[]`` entry, served by a gevent
+``WSGIServer``. Responses go back as the primary sent them (status, headers but hop-by-hop ones,
+body bytes, compressed or not). A 2xx answer to a write becomes a bean on the fanout queue before
+the client gets its answer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import time
+import zlib
+from http import HTTPStatus
+from typing import Any, Callable, Iterable, Optional
+
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from .. import routing
+from ..bean import Bean
+from ..config import ProxySource
+from ..dest.elastic import Elastic, UpstreamError
+from ..fanout import Fanout
+from ..logs import access_log
+
+log = logging.getLogger("esproxy.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",  # recomputed by the server from the body we return
+    }
+)
+# Request headers forwarded as they are; more with `passHeaders`.
+FORWARDED = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "Authorization", "X-Opaque-Id")
+
+StartResponse = Callable[..., Any]
+
+
+def error_body(status: int, kind: str, reason: str, header: Optional[dict[str, str]] = None) -> bytes:
+    """An Elasticsearch-style error: ``{"error": {"root_cause": [...], "type", "reason"}, "status"}``."""
+    cause: dict[str, Any] = {"type": kind, "reason": reason}
+    if header:
+        cause["header"] = header
+    return json.dumps({"error": {"root_cause": [cause], **cause}, "status": status}).encode()
+
+
+class RawPathHandler(WSGIHandler):
+    """Keeps the request target as the client sent it: PATH_INFO is percent-decoded, which would
+    turn a document id like ``a%2Fb`` into a path."""
+
+    def get_environ(self) -> dict[str, Any]:
+        env = super().get_environ()
+        env["RAW_URI"] = self.path
+        return env
+
+
+class ProxyApp:
+    def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Fanout]) -> None:
+        self.cfg = cfg
+        self.primary = primary
+        self.fanout = fanout
+        self.accesslog = cfg.accesslog and not cfg.noaccesslog
+        self.required = [(f"HTTP_{k.upper().replace('-', '_')}", k, v) for k, v in cfg.header.items()]
+        names = list(FORWARDED) + [h for h in cfg.passHeaders if h not in FORWARDED]
+        self.forwarded = [(f"HTTP_{h.upper().replace('-', '_')}", h) for h in names]
+        self.inflight = 0
+        self.draining = False
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        self.inflight += 1
+        try:
+            return self._handle(environ, start_response)
+        finally:
+            self.inflight -= 1
+
+    def _handle(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        method = environ["REQUEST_METHOD"]
+        uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
+        denied = self._check_header(environ)
+        if denied is not None:
+            return self._reply(start_response, 401, [("WWW-Authenticate", denied)] if denied else [], b"", True)
+        body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        headers = {name: environ[key] for key, name in self.forwarded if key in environ}
+        if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
+            headers["Content-Type"] = environ["CONTENT_TYPE"]
+        remote = f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
+        headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
+        try:
+            r = self.primary.request(method, uri, headers, body)
+        except UpstreamError as e:
+            status = 504 if e.timeout else 502
+            kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
+            log.warning("primary %s %s failed: %s", method, uri, e)
+            payload = error_body(status, kind, f"primary cluster did not answer: {e}")
+            self._access(remote, method, uri, started, status, payload)
+            return self._reply(start_response, status, [("Content-Type", "application/json")], payload)
+        if 200 <= r.status < 300 and self.fanout is not None and routing.is_write(method, uri):
+            self.fanout.put(self._bean(environ, method, uri, remote, body))
+        self._access(remote, method, uri, started, r.status, r.body)
+        out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
+        if method == "HEAD":  # no body to measure: keep the primary's length
+            out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
+        return self._reply(start_response, r.status, out, r.body, reason=r.reason)
+
+    def _reply(
+        self,
+        start_response: StartResponse,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        auth_error: bool = False,
+        reason: str = "",
+    ) -> Iterable[bytes]:
+        if auth_error:
+            challenge = dict(headers)
+            body = error_body(
+                401,
+                "security_exception",
+                "missing or wrong credentials for the proxy (source.proxies[].header)",
+                challenge or None,
+            )
+            headers = headers + [("Content-Type", "application/json")]
+        if self.draining:
+            headers = [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
+        start_response(f"{status} {reason or _phrase(status)}", headers)
+        return [body]
+
+    def _check_header(self, environ: dict[str, Any]) -> Optional[str]:
+        """None when the request carries every required header; else the WWW-Authenticate value ('' if none)."""
+        for key, name, value in self.required:
+            if environ.get(key) != value:
+                if name.lower() == "authorization" and value.startswith("Basic "):
+                    return 'Basic realm="esproxy" charset="UTF-8"'
+                return ""
+        return None
+
+    def _bean(self, environ: dict[str, Any], method: str, uri: str, remote: str, body: bytes) -> Bean:
+        if environ.get("HTTP_CONTENT_ENCODING", "").lower() in ("gzip", "deflate"):
+            body = _decompress(body, environ["HTTP_CONTENT_ENCODING"].lower())
+        content_type = environ.get("CONTENT_TYPE") or "application/json"
+        return Bean(
+            method=method,
+            requestUri=uri,
+            body=body,
+            header={"Content-Type": [content_type]},
+            host=environ.get("HTTP_HOST", ""),
+            remoteAddr=remote,
+            labels=dict(self.cfg.labels) or None,
+            clusterIds=[self.primary.cluster_id] if self.primary.cluster_id else [],
+        )
+
+    def _access(self, remote: str, method: str, uri: str, started: float, status: int, body: bytes) -> None:
+        if self.accesslog or self.primary.accesslog:
+            seconds = time.perf_counter() - started
+            access_log(remote, method, uri, self.primary.target(uri), "primary", seconds, status, body)
+
+
+def _has_body(environ: dict[str, Any]) -> bool:
+    return bool(environ.get("CONTENT_LENGTH")) or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    # The primary accepted this body, so it decodes; the bean carries it plain for any replayer.
+    return gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def make_server(app: ProxyApp) -> WSGIServer:
+    return WSGIServer(
+        (app.cfg.host, app.cfg.port),
+        app,
+        handler_class=RawPathHandler,
+        log=None,
+        error_log=logging.getLogger("esproxy.wsgi"),
+    )
