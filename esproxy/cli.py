@@ -41,7 +41,8 @@ def _init(argv: list[str]) -> int:
         return 1
     templates = resources.files("esproxy") / "templates"
     conf.write_text((templates / f"{args.role}.yml").read_text(encoding="utf-8"), encoding="utf-8")
-    executable = shutil.which("esproxy") or f"{sys.executable} -m esproxy"
+    beside = Path(sys.executable).parent / "esproxy"  # the venv's script, even when it is not on PATH
+    executable = str(beside) if beside.exists() else shutil.which("esproxy") or f"{sys.executable} -m esproxy"
     snippet.write_text(
         (templates / "supervisord-program.conf")
         .read_text(encoding="utf-8")

@@ -50,7 +50,10 @@ class Fanout:
             item = self.queue.get()
             if item is _STOP:
                 return
-            self._deliver(item)
+            try:
+                self._deliver(item)
+            except Exception:  # a bug must not stop the shipping of every later write
+                log.exception("fanout: delivering %s %s failed", item.method, item.requestUri)
 
     def _deliver(self, bean: Bean) -> None:
         for kafka in self.kafkas:

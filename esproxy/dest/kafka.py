@@ -72,7 +72,11 @@ class KafkaDest:
         value = bean.to_json()
         level = logging.WARNING if len(value) >= self.cfg.warnSize else logging.INFO
         log.log(level, "kafka write size: %d, message: %s,to kafka", len(value), value.decode("utf-8"))
-        future = self._producer.send(self.topic, value=value, key=partition_key(bean))
+        try:
+            future = self._producer.send(self.topic, value=value, key=partition_key(bean))
+        except KafkaError as e:  # buffer full for max_block_ms, or the topic's metadata never came
+            self._log_failure(value, e)
+            return
         if self.cfg.synchronous:
             try:
                 self._log_result(future.get(timeout=60))

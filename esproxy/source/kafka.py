@@ -142,6 +142,8 @@ class KafkaReplay:
             except Aborted as e:
                 log.info("replay of %s-%d@%d interrupted: %s", record.topic, record.partition, record.offset, e)
                 return last
+            except Exception:  # a message that breaks the replay must not be retried forever
+                log.exception("replay of %s-%d@%d failed; skipped", record.topic, record.partition, record.offset)
             last = record.offset
         return last
 
