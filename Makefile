@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run stop status test lint clean
+.PHONY: install run stop status test lint docs clean
 
 install: $(STAMP)
 
@@ -26,8 +26,12 @@ test: install
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check esproxy tests ops/demo-server
+	$(BIN)/ruff check esproxy tests ops/demo-server ops/update-config-reference
 	$(BIN)/ruff format --check esproxy tests
+	$(BIN)/python ops/update-config-reference --check
+
+docs: install          ## regenerate README's config reference from esproxy/config.py
+	$(BIN)/python ops/update-config-reference
 
 clean: stop
 	rm -rf $(VENV) var *.egg-info

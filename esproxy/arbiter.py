@@ -76,25 +76,23 @@ class Arbiter:
         return 0
 
     def _elastic(self, cfg_index: int, direction: str) -> Elastic:
-        cfg = self.cfg.primaries()[cfg_index]
-        e = Elastic(cfg, direction)
-        self._wait_for_cluster_id(e)
+        e = Elastic(self.cfg.primaries()[cfg_index], direction)
         self.elastics.append(e)
         return e
 
-    def _wait_for_cluster_id(self, e: Elastic) -> None:
+    def _wait_for_cluster_id(self, e: Elastic) -> bool:
+        """Read the cluster's id, retrying while it is down; False if a stop came first."""
         attempt = 0
-        while True:
+        while not e.cluster_id:
             try:
-                cid = e.ensure_cluster_id()
-                log.info("cluster %s has id %s", e.target(""), cid)
-                return
+                log.info("cluster %s has id %s", e.target(""), e.ensure_cluster_id())
             except UpstreamError as err:
                 delay = backoff(attempt, base=0.5, cap=10)
                 attempt += 1
                 log.warning("cluster not ready: %s; retrying in %.1fs", err, delay)
                 if self.stop_event.wait(delay):
-                    raise _Stopped() from None
+                    return False
+        return True
 
     def _start_proxies(self) -> None:
         kafkas = [KafkaDest(k) for k in self.cfg.kafka_destinations()]
@@ -106,7 +104,10 @@ class Arbiter:
             matching = _matching_indexes(self.cfg, p.labels)
             if len(matching) > 1:
                 log.warning("proxy :%d: %d primaries match; forwarding to the first only", p.port, len(matching))
-            app = ProxyApp(p, self._elastic(matching[0], "primary"), self.fanout)
+            primary = self._elastic(matching[0], "primary")
+            # Serve (and answer 502 while the primary is down) rather than wait for its id.
+            gevent.spawn(self._wait_for_cluster_id, primary)
+            app = ProxyApp(p, primary, self.fanout)
             server = make_server(app)
             server.start()
             self.apps.append(app)
@@ -116,6 +117,9 @@ class Arbiter:
     def _start_replays(self) -> None:
         for k in self.cfg.kafka_sources():
             primaries = [self._elastic(i, "replay") for i in _matching_indexes(self.cfg, k.labels)]
+            for primary in primaries:  # needed before replaying: it says which beans to skip
+                if not self._wait_for_cluster_id(primary):
+                    raise _Stopped()
             replay = KafkaReplay(k, primaries)
             replay.start()
             self.replays.append(replay)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,9 @@ def test_reference_lists_every_key() -> None:
         "destination.primaries[].timeout",
     ):
         assert f"`{key}`" in ref
+
+
+def test_readme_config_reference_matches_the_declaration() -> None:
+    script = HERE.parent / "ops" / "update-config-reference"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

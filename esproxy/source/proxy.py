@@ -52,7 +52,7 @@ def error_body(status: int, kind: str, reason: str, header: Optional[dict[str, s
     cause: dict[str, Any] = {"type": kind, "reason": reason}
     if header:
         cause["header"] = header
-    return json.dumps({"error": {"root_cause": [cause], **cause}, "status": status}).encode()
+    return json.dumps({"error": {"root_cause": [cause], **cause}, "status": status}, separators=(",", ":")).encode()
 
 
 class RawPathHandler(WSGIHandler):
@@ -158,8 +158,16 @@ class ProxyApp:
             host=environ.get("HTTP_HOST", ""),
             remoteAddr=remote,
             labels=dict(self.cfg.labels) or None,
-            clusterIds=[self.primary.cluster_id] if self.primary.cluster_id else [],
+            clusterIds=[self._cluster_id()] if self._cluster_id() else [],
         )
+
+    def _cluster_id(self) -> str:
+        if not self.primary.cluster_id:  # the primary was down at start; it answered just now
+            try:
+                self.primary.ensure_cluster_id()
+            except UpstreamError as e:
+                log.warning("cluster id of %s still unknown: %s", self.primary.target(""), e)
+        return self.primary.cluster_id
 
     def _access(self, remote: str, method: str, uri: str, started: float, status: int, body: bytes) -> None:
         if self.accesslog or self.primary.accesslog:
