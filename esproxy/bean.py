@@ -3,8 +3,10 @@
 Its JSON is the Go original's (``labels, host, remoteAddr, method, requestUri, header, body,
 clusterIds``), so either program can read what the other wrote. Two tolerances for old beans:
 keys match case-insensitively, and ``body`` may be an embedded JSON value instead of a string
-(the shape the original logs). A body that is not UTF-8 is carried as base64 with
-``"bodyEncoding": "base64"`` (an esproxy field the original ignores).
+(the shape the original logs). Fields esproxy adds, which the original ignores: ``bodyEncoding``
+(``"base64"`` for a body that is not UTF-8), ``index`` (the index the write is about: the Kafka
+key, so that an index's writes stay in order) and ``kind`` (``"docs"``: a `_bulk` of versioned
+document states, see capture.py, which can be batched with its neighbours on replay).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Bean:
     remoteAddr: str = ""
     labels: Optional[dict[str, Any]] = None
     clusterIds: list[str] = field(default_factory=list)
+    index: str = ""
+    kind: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -45,6 +49,10 @@ class Bean:
         except UnicodeDecodeError:
             out["body"] = base64.b64encode(self.body).decode("ascii")
             out["bodyEncoding"] = "base64"
+        if self.index:
+            out["index"] = self.index
+        if self.kind:
+            out["kind"] = self.kind
         return out
 
     def to_json(self) -> bytes:
@@ -73,6 +81,8 @@ class Bean:
             remoteAddr=str(fields.get("remoteaddr") or ""),
             labels=fields.get("labels") if isinstance(fields.get("labels"), dict) else None,
             clusterIds=[str(c) for c in fields.get("clusterids") or [] if c],
+            index=str(fields.get("index") or ""),
+            kind=str(fields.get("kind") or ""),
         )
 
 

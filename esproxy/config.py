@@ -46,7 +46,12 @@ class KafkaSource:
     newest: bool = setting(False, "A group with no committed offset starts at the end (true) or the beginning.")
     assignor: str = setting("range", "Partition assignment strategy.", choices=("range", "roundrobin", "rr", "sticky"))
     labels: dict[str, str] = setting({}, "Labels given to every consumed write (replace the bean's labels).")
-    concurrency: int = setting(8, "Greenlets replaying messages in parallel (ours).")
+    concurrency: int = setting(8, "Partitions replayed in parallel, each in offset order (ours).")
+    batchSize: int = setting(1000, "Most document actions sent to the cluster in one `_bulk` request (ours).")
+    batchBytes: int = setting(5 * 1024 * 1024, "Most bytes in one `_bulk` request (ours).")
+    linger: Duration = setting(
+        Duration(0), "Wait this long for more messages when a poll returned fewer than `batchSize` (ours)."
+    )
     sessionTimeout: Duration = setting(
         Duration(10), "Consumer group session timeout; heartbeats every third of it, at most 3s (ours)."
     )
@@ -185,6 +190,8 @@ def _check(cfg: Config) -> list[str]:
             continue
         if k.concurrency < 1:
             raise ConfigError(f"{path}.concurrency", f"{k.concurrency} must be at least 1")
+        if k.batchSize < 1 or k.batchBytes < 1:
+            raise ConfigError(f"{path}.batchSize", "batchSize and batchBytes must be at least 1")
         if k.sessionTimeout < 1:
             raise ConfigError(f"{path}.sessionTimeout", "must be at least 1s")
         if not _matching(cfg.primaries(), k.labels):

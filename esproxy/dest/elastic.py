@@ -21,6 +21,7 @@ from urllib3.util import Retry, Timeout
 
 from .. import labels
 from ..bean import Bean
+from ..bulk import Item, parse_response
 from ..config import ElasticDestination
 from ..logs import access_log, redact_url
 
@@ -216,19 +217,86 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
                 status,
                 body,
             )
-        delay = backoff(attempt)
+        _sleep_backoff(dest, attempt, bean.method, bean.requestUri, problem, stopping)
         attempt += 1
-        log.warning(
-            "%s %s %s failed (attempt %d): %s; retrying in %.1fs",
-            dest.direction,
-            bean.method,
-            dest.target(bean.requestUri),
-            attempt,
-            problem,
-            delay,
-        )
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline:
-            if stopping():
-                raise Aborted(f"{bean.method} {bean.requestUri} not applied: stopping")
-            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def split_actions(body: bytes) -> list[bytes]:
+    """Cut a `_bulk` body into one chunk per action (its metadata line and, but for delete, its source)."""
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    chunks, i = [], 0
+    while i < len(lines):
+        width = 1 if lines[i].lstrip().startswith(b'{"delete"') else 2
+        chunks.append(b"\n".join(lines[i : i + width]) + b"\n")
+        i += width
+    return chunks
+
+
+def replay_docs(dest: Elastic, chunks: list[bytes], stopping: Callable[[], bool]) -> list[tuple[bytes, Item]]:
+    """Apply versioned document actions in one `_bulk`, retrying what can succeed later.
+
+    An item B answers 409 holds an older version than B already has (a newer write won) and a
+    delete answered 404 found nothing to delete: both are done. 429 and 5xx items are sent again
+    after a backoff; what is left is returned: actions B refuses for good (mapping errors...).
+    """
+    pending, failed, attempt = chunks, [], 0
+    while pending:
+        started = time.perf_counter()
+        body = b"".join(pending)
+        retry: list[bytes] = []
+        try:
+            r = dest.request("POST", "/_bulk", {"Content-Type": "application/x-ndjson"}, body)
+        except UpstreamError as e:
+            retry, problem = pending, str(e)
+        else:
+            if dest.accesslog:
+                access_log(
+                    "",
+                    "POST",
+                    "/_bulk",
+                    dest.target("/_bulk"),
+                    dest.direction,
+                    time.perf_counter() - started,
+                    r.status,
+                    b"",
+                )
+            if is_retriable(r.status):
+                retry, problem = pending, _status_text(r)
+            elif r.status >= 300:
+                item = Item("bulk", r.status, error=r.body[:1000].decode("utf-8", "replace"))
+                return failed + [(chunk, item) for chunk in pending]
+            else:
+                items = parse_response(r.body)
+                for chunk, item in zip(pending, items):
+                    if item.ok or item.status == 409 or (item.verb == "delete" and item.status == 404):
+                        continue
+                    if is_retriable(item.status):
+                        retry.append(chunk)
+                    else:
+                        failed.append((chunk, item))
+                problem = f"{len(retry)} of {len(pending)} actions answered 429/5xx"
+        pending = retry
+        if pending:
+            _sleep_backoff(dest, attempt, "POST", "/_bulk", problem, stopping)
+            attempt += 1
+    return failed
+
+
+def _sleep_backoff(
+    dest: Elastic, attempt: int, method: str, uri: str, problem: str, stopping: Callable[[], bool]
+) -> None:
+    delay = backoff(attempt)
+    log.warning(
+        "%s %s %s failed (attempt %d): %s; retrying in %.1fs",
+        dest.direction,
+        method,
+        dest.target(uri),
+        attempt + 1,
+        problem,
+        delay,
+    )
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        if stopping():
+            raise Aborted(f"{method} {uri} not applied: stopping")
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

@@ -12,6 +12,7 @@ from kafka.errors import KafkaError
 
 from .. import labels
 from ..bean import Bean
+from ..capture import key_of
 from ..config import KafkaDestination
 from .elastic import Aborted, backoff
 
@@ -20,8 +21,7 @@ log = logging.getLogger("esproxy.kafka")
 
 def partition_key(bean: Bean) -> bytes:
     """Writes to one index share a key, hence a partition, hence their order in the replay."""
-    path = bean.requestUri.split("?", 1)[0]
-    return path.lstrip("/").split("/", 1)[0].encode("utf-8")
+    return (bean.index or key_of(bean.requestUri.split("?", 1)[0])).encode("utf-8")
 
 
 class KafkaDest:

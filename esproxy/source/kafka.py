@@ -8,6 +8,7 @@ one partition keep their order.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, Optional
@@ -23,8 +24,9 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ..bean import Bean, BeanError
+from ..capture import DOCS_KIND
 from ..config import KafkaSource
-from ..dest.elastic import Aborted, Elastic, backoff, replay
+from ..dest.elastic import Aborted, Elastic, backoff, replay, replay_docs, split_actions
 
 log = logging.getLogger("esproxy.replay")
 
@@ -46,6 +48,34 @@ class _AssignmentLogger(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("kafka consumer group %s assigned partitions %s", self.group, _names(assigned))
+
+
+def _where(record: Any) -> str:
+    return f"{record.topic}-{record.partition}@{record.offset}"
+
+
+class _Batch:
+    """Document actions gathered from consecutive records, per target cluster."""
+
+    def __init__(self, primaries: list[Elastic]) -> None:
+        self.primaries = primaries
+        self.clear()
+
+    def clear(self) -> None:
+        self.records: list[Any] = []
+        self.chunks: dict[Elastic, list[bytes]] = {p: [] for p in self.primaries}
+        self.actions = 0
+        self.bytes = 0
+
+    def fits(self, actions: int, size: int, cfg: KafkaSource) -> bool:
+        return self.actions + actions <= cfg.batchSize and self.bytes + size <= cfg.batchBytes
+
+    def add(self, record: Any, bean: Bean, chunks: list[bytes], targets: list[Elastic]) -> None:
+        self.records.append(record)
+        for target in targets:
+            self.chunks[target].extend(chunks)
+        self.actions += len(chunks)
+        self.bytes += len(bean.body)
 
 
 def _names(partitions: Any) -> str:
@@ -71,7 +101,7 @@ class KafkaReplay:
             "partition_assignment_strategy": [ASSIGNORS[self.cfg.assignor]],
             "session_timeout_ms": session_ms,
             "heartbeat_interval_ms": min(3000, max(100, session_ms // 3)),
-            "max_poll_records": 500,
+            "max_poll_records": max(500, self.cfg.batchSize),
         }
 
     def start(self) -> None:
@@ -105,7 +135,7 @@ class KafkaReplay:
         pool = Pool(self.cfg.concurrency)
         while not self.stopping:
             try:
-                batch = self._consumer.poll(timeout_ms=500)
+                batch = self._poll()
             except KafkaError as e:
                 log.warning("kafka poll failed: %s", e)
                 gevent.sleep(1)
@@ -116,11 +146,25 @@ class KafkaReplay:
             pool.join()
             done = {tp: OffsetAndMetadata(job.value + 1, "", -1) for tp, job in jobs.items() if job.value is not None}
             self._commit(done)
-            for tp, job in jobs.items():
-                if job.value is None or job.value < batch[tp][-1].offset:
-                    # Stopping mid-batch: what is not committed is replayed by whoever takes over.
-                    next_offset = batch[tp][0].offset if job.value is None else job.value + 1
-                    self._consumer.seek(tp, next_offset)
+            unfinished = {tp: job.value for tp, job in jobs.items() if job.value != batch[tp][-1].offset}
+            for tp, last in unfinished.items():
+                # What is not committed is replayed again: by us after a pause, or by whoever takes over.
+                self._consumer.seek(tp, batch[tp][0].offset if last is None else last + 1)
+            if unfinished and not self.stopping:
+                gevent.sleep(1)
+
+    def _poll(self) -> dict[TopicPartition, list[Any]]:
+        """One poll, topped up for up to `linger` while it holds fewer than batchSize records."""
+        assert self._consumer is not None
+        batch = self._consumer.poll(timeout_ms=500)
+        deadline = time.monotonic() + self.cfg.linger
+        while batch and time.monotonic() < deadline:
+            if sum(len(r) for r in batch.values()) >= self.cfg.batchSize:
+                break
+            more = self._consumer.poll(timeout_ms=max(1, int((deadline - time.monotonic()) * 1000)))
+            for tp, records in more.items():
+                batch.setdefault(tp, []).extend(records)
+        return batch
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         if not offsets or self._consumer is None:
@@ -134,51 +178,90 @@ class KafkaReplay:
             log.warning("kafka commit failed: %s", e)
 
     def _replay_partition(self, records: list[Any]) -> Optional[int]:
-        """Replay records in order; return the offset of the last one done (None if none)."""
-        last = None
-        for record in records:
-            try:
-                self._replay_record(record)
-            except Aborted as e:
-                log.info("replay of %s-%d@%d interrupted: %s", record.topic, record.partition, record.offset, e)
-                return last
-            except Exception:  # a message that breaks the replay must not be retried forever
-                log.exception("replay of %s-%d@%d failed; skipped", record.topic, record.partition, record.offset)
-            last = record.offset
+        """Replay records in offset order; return the offset of the last one done (None if none).
+
+        Consecutive document beans are sent as one `_bulk` (up to batchSize actions / batchBytes);
+        any other bean is a barrier, replayed on its own once the batch before it is applied.
+        """
+        last: Optional[int] = None
+        batch = _Batch(self.primaries)
+        try:
+            for record in records:
+                bean = self._decode(record)
+                if bean is not None and bean.kind == DOCS_KIND:
+                    chunks = split_actions(bean.body)
+                    if batch.records and not batch.fits(len(chunks), len(bean.body), self.cfg):
+                        last = self._flush(batch)
+                    batch.add(record, bean, chunks, self._targets(record, bean))
+                    continue
+                if batch.records:
+                    last = self._flush(batch)
+                if bean is not None:
+                    self._replay_raw(record, bean)
+                last = record.offset
+            if batch.records:
+                last = self._flush(batch)
+        except Aborted as e:
+            log.info("replay interrupted at %s: %s", _where(records[0]) if last is None else last, e)
+        except Exception:  # a bug: do not retry the same messages forever, do not skip them silently
+            log.exception("replay of %s..%d failed; not committed", _where(records[0]), records[-1].offset)
         return last
 
-    def _replay_record(self, record: Any) -> None:
-        where = f"{record.topic}-{record.partition}@{record.offset}"
+    def _decode(self, record: Any) -> Optional[Bean]:
         value = record.value or b""
         level = logging.WARNING if len(value) >= self.cfg.warnSize else logging.DEBUG
-        log.log(level, "kafka.claimed group: %s, len: %d, at %s", self.cfg.group, len(value), where)
+        log.log(level, "kafka.claimed group: %s, len: %d, at %s", self.cfg.group, len(value), _where(record))
         try:
             bean = Bean.from_json(value)
         except BeanError as e:
             # A dead-letter destination comes later; until then the message is in this line.
-            log.error("skipping message %s that is not a bean (%s): %r", where, e, value[:2000])
-            return
+            log.error("skipping message %s that is not a bean (%s): %r", _where(record), e, value[:2000])
+            return None
         if self.cfg.labels:
             bean.labels = dict(self.cfg.labels)
+        return bean
+
+    def _targets(self, record: Any, bean: Bean) -> list[Elastic]:
+        targets = []
         for primary in self.primaries:
             if primary.cluster_id and primary.cluster_id in bean.clusterIds:
-                log.debug("%s already applied to cluster %s, skipped", where, primary.cluster_id)
+                log.debug("%s already applied to cluster %s, skipped", _where(record), primary.cluster_id)
+            elif primary.matches(bean.labels):
+                targets.append(primary)
+        return targets
+
+    def _flush(self, batch: _Batch) -> int:
+        for primary, chunks in batch.chunks.items():
+            if not chunks:
                 continue
-            if not primary.matches(bean.labels):
-                continue
-            started = time.perf_counter()
+            for chunk, item in replay_docs(primary, chunks, lambda: self.stopping):
+                # A dead-letter destination comes later; until then the action is in this line.
+                log.warning(
+                    "replay into %s refused %s %s/%s (%d): %s; skipped: %s",
+                    primary.target(""),
+                    item.verb,
+                    item.index,
+                    item.id,
+                    item.status,
+                    json.dumps(item.error, ensure_ascii=False)[:1000],
+                    chunk[:1000].decode("utf-8", "replace"),
+                )
+        last = batch.records[-1].offset
+        batch.clear()
+        return last
+
+    def _replay_raw(self, record: Any, bean: Bean) -> None:
+        for primary in self._targets(record, bean):
             r = replay(primary, bean, lambda: self.stopping)
             if r.status >= 300:
                 log.warning(
                     "replay %s %s %s answered %d, skipped: %s",
-                    where,
+                    _where(record),
                     bean.method,
                     primary.target(bean.requestUri),
                     r.status,
                     r.body[:1000].decode("utf-8", "replace"),
                 )
-            else:
-                log.debug("replayed %s in %.1fms", where, (time.perf_counter() - started) * 1000)
 
     def stop(self, timeout: float) -> None:
         """Finish or abandon the batch in flight, commit what was applied, leave the group."""

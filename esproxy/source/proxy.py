@@ -20,8 +20,9 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from .. import routing
 from ..bean import Bean
+from ..capture import capture
 from ..config import ProxySource
-from ..dest.elastic import Elastic, UpstreamError
+from ..dest.elastic import Elastic, Response, UpstreamError
 from ..fanout import Fanout
 from ..logs import access_log
 
@@ -107,7 +108,9 @@ class ProxyApp:
             self._access(remote, method, uri, started, status, payload)
             return self._reply(start_response, status, [("Content-Type", "application/json")], payload)
         if 200 <= r.status < 300 and self.fanout is not None and routing.is_write(method, uri):
-            self.fanout.put(self._bean(environ, method, uri, remote, body))
+            template = self._bean(environ, method, uri, remote, body)
+            for bean in capture(template, _decoded(r), self._fetch):
+                self.fanout.put(bean)
         self._access(remote, method, uri, started, r.status, r.body)
         out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
         if method == "HEAD":  # no body to measure: keep the primary's length
@@ -161,6 +164,24 @@ class ProxyApp:
             clusterIds=[self._cluster_id()] if self._cluster_id() else [],
         )
 
+    def _fetch(self, docs: list[tuple[str, str, Optional[str]]]) -> dict[tuple[str, str], Optional[tuple[bytes, int]]]:
+        """The current source and _seq_no of documents on the primary (for updates)."""
+        wanted = [{"_index": i, "_id": d, **({"routing": r} if r is not None else {})} for i, d, r in docs]
+        r = self.primary.request(
+            "POST", "/_mget", {"Content-Type": "application/json"}, json.dumps({"docs": wanted}).encode()
+        )
+        if r.status != 200:
+            raise ValueError(f"_mget on the primary answered {r.status}")
+        found: dict[tuple[str, str], Optional[tuple[bytes, int]]] = {}
+        for doc in json.loads(r.body).get("docs", []):
+            key = (str(doc.get("_index")), str(doc.get("_id")))
+            if doc.get("found"):
+                source = json.dumps(doc["_source"], ensure_ascii=False, separators=(",", ":")).encode()
+                found[key] = (source, int(doc.get("_seq_no", 0)))
+            else:
+                found[key] = None
+        return found
+
     def _cluster_id(self) -> str:
         if not self.primary.cluster_id:  # the primary was down at start; it answered just now
             try:
@@ -173,6 +194,11 @@ class ProxyApp:
         if self.accesslog or self.primary.accesslog:
             seconds = time.perf_counter() - started
             access_log(remote, method, uri, self.primary.target(uri), "primary", seconds, status, body)
+
+
+def _decoded(r: Response) -> bytes:
+    encoding = next((v.lower() for k, v in r.headers if k.lower() == "content-encoding"), "")
+    return _decompress(r.body, encoding) if encoding in ("gzip", "deflate") else r.body
 
 
 def _has_body(environ: dict[str, Any]) -> bool:

@@ -1,0 +1,119 @@
+"""The `_bulk` NDJSON format: reading requests, writing versioned actions, reading item results."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+ACTIONS = ("index", "create", "update", "delete")
+
+
+class BulkFormatError(ValueError):
+    pass
+
+
+@dataclass
+class Action:
+    """One bulk action: its verb, its metadata line and, except for delete, its source line."""
+
+    verb: str
+    meta: dict[str, Any]
+    source: Optional[bytes] = None  # the raw line, exactly as the client sent it
+
+
+def parse_request(body: bytes) -> list[Action]:
+    """Split a `_bulk` body into actions; raises BulkFormatError like Elasticsearch would reject it."""
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    actions: list[Action] = []
+    i = 0
+    while i < len(lines):
+        try:
+            header = json.loads(lines[i])
+        except ValueError:
+            raise BulkFormatError(f"line {i + 1} is not JSON") from None
+        if not isinstance(header, dict) or len(header) != 1:
+            raise BulkFormatError(f"line {i + 1} is not an action")
+        verb, meta = next(iter(header.items()))
+        if verb not in ACTIONS or not isinstance(meta, dict):
+            raise BulkFormatError(f"line {i + 1}: unknown action {verb!r}")
+        if verb == "delete":
+            actions.append(Action(verb, meta))
+            i += 1
+            continue
+        if i + 1 >= len(lines):
+            raise BulkFormatError(f"line {i + 1}: {verb} without a source line")
+        actions.append(Action(verb, meta, lines[i + 1].strip()))
+        i += 2
+    return actions
+
+
+@dataclass
+class Item:
+    """One item of a `_bulk` response."""
+
+    verb: str
+    status: int
+    index: str = ""
+    id: str = ""
+    seq_no: Optional[int] = None
+    version: Optional[int] = None
+    result: str = ""
+    error: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def parse_response(body: bytes) -> list[Item]:
+    data = json.loads(body)
+    items = []
+    for entry in data.get("items", []):
+        verb, r = next(iter(entry.items()))
+        items.append(
+            Item(
+                verb=verb,
+                status=int(r.get("status", 0)),
+                index=str(r.get("_index", "")),
+                id=str(r.get("_id", "")),
+                seq_no=r.get("_seq_no"),
+                version=r.get("_version"),
+                result=str(r.get("result", "")),
+                error=r.get("error"),
+            )
+        )
+    return items
+
+
+@dataclass
+class DocOp:
+    """A document write as esproxy replays it: the final state, versioned by A's sequence number.
+
+    ``index`` puts the whole source (a create, an update's result or an index); ``delete`` removes.
+    ``version`` (A's ``_seq_no``) makes B keep the newest state whatever order copies arrive in.
+    """
+
+    verb: str  # "index" or "delete"
+    index: str
+    id: str
+    version: int
+    source: Optional[bytes] = None
+    routing: Optional[str] = None
+    pipeline: Optional[str] = None
+    type: Optional[str] = None  # custom mapping type of Elasticsearch 6 requests
+
+    def lines(self) -> bytes:
+        meta: dict[str, Any] = {"_index": self.index, "_id": self.id}
+        if self.type:
+            meta["_type"] = self.type
+        if self.routing is not None:
+            meta["routing"] = self.routing
+        if self.pipeline and self.verb == "index":
+            meta["pipeline"] = self.pipeline
+        meta["version"] = self.version
+        meta["version_type"] = "external_gte"
+        head = json.dumps({self.verb: meta}, ensure_ascii=False, separators=(",", ":")).encode()
+        if self.verb == "delete":
+            return head + b"\n"
+        return head + b"\n" + (self.source or b"{}") + b"\n"

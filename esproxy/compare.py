@@ -1,0 +1,183 @@
+"""`esproxy compare`: does cluster B hold exactly the documents cluster A holds?
+
+Index by index: document counts, then every `_id` and a hash of its `_source`, read by scrolling
+both sides. Prints a summary and the first differences (missing in the target, extra in the
+target, different `_source`); exit status 1 when anything differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, TextIO
+
+from .config import ConfigError, ElasticDestination, load
+from .dest.elastic import Elastic, UpstreamError
+from .schema import Duration, Url
+
+SKIPPED = ("meta.elasticproxy",)  # each cluster's own id lives there: it differs by design
+
+
+@dataclass
+class IndexReport:
+    index: str
+    source_count: int = 0
+    target_count: int = 0
+    missing: list[str] = field(default_factory=list)  # in the source, not in the target
+    extra: list[str] = field(default_factory=list)  # in the target, not in the source
+    different: list[str] = field(default_factory=list)
+
+    @property
+    def differences(self) -> int:
+        return len(self.missing) + len(self.extra) + len(self.different)
+
+
+def _cluster(spec: str) -> Elastic:
+    """A URL, or a config file whose first enabled primary is the cluster (credentials included)."""
+    if spec.endswith((".yml", ".yaml")):
+        cfg = load(spec)
+        if not cfg.primaries():
+            raise ConfigError("destination.primaries", f"{spec} has no enabled primary")
+        return Elastic(cfg.primaries()[0], "compare")
+    return Elastic(ElasticDestination(url=Url(spec), timeout=Duration(120), maxConns=4), "compare")
+
+
+def _get(cluster: Elastic, method: str, uri: str, body: Optional[dict] = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    r = cluster.request(method, uri, {"Content-Type": "application/json"}, data)
+    if r.status >= 300:
+        raise UpstreamError(cluster.target(uri), f"status {r.status}: {r.body[:300]!r}", timeout=False)
+    return json.loads(r.body) if r.body else {}
+
+
+def indices(cluster: Elastic, pattern: str) -> set[str]:
+    rows = json.loads(cluster.request("GET", "/_cat/indices?format=json&h=index", {}, None).body or b"[]")
+    names = {row["index"] for row in rows}
+    wanted = [p for p in pattern.split(",") if p]
+    return {
+        n
+        for n in names
+        if n not in SKIPPED and any(fnmatch.fnmatchcase(n, p) for p in wanted) and (pattern != "*" or n[0] != ".")
+    }
+
+
+def documents(cluster: Elastic, index: str, page: int = 1000) -> Iterator[tuple[str, str]]:
+    """(id, sha1 of the canonical `_source`) of every document, by scroll."""
+    r = _get(cluster, "POST", f"/{index}/_search?scroll=2m", {"size": page, "sort": ["_doc"]})
+    scroll_id = r.get("_scroll_id")
+    try:
+        while True:
+            hits = r.get("hits", {}).get("hits", [])
+            if not hits:
+                return
+            for hit in hits:
+                canonical = json.dumps(hit.get("_source"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                yield hit["_id"], hashlib.sha1(canonical.encode()).hexdigest()
+            r = _get(cluster, "POST", "/_search/scroll", {"scroll": "2m", "scroll_id": scroll_id})
+            scroll_id = r.get("_scroll_id", scroll_id)
+    finally:
+        if scroll_id:
+            try:
+                cluster.request(
+                    "DELETE",
+                    "/_search/scroll",
+                    {"Content-Type": "application/json"},
+                    json.dumps({"scroll_id": scroll_id}).encode(),
+                )
+            except UpstreamError:
+                pass
+
+
+def compare_index(source: Elastic, target: Elastic, index: str, present_in_target: bool) -> IndexReport:
+    report = IndexReport(index)
+    report.source_count = _get(source, "GET", f"/{index}/_count").get("count", 0)
+    theirs = dict(documents(target, index)) if present_in_target else {}
+    report.target_count = len(theirs)
+    for doc_id, digest in documents(source, index):
+        other = theirs.pop(doc_id, None)
+        if other is None:
+            report.missing.append(doc_id)
+        elif other != digest:
+            report.different.append(doc_id)
+    report.extra = sorted(theirs)
+    return report
+
+
+class _Progress:
+    def __init__(self, total: int, out: TextIO) -> None:
+        self.total, self.done, self.out = total, 0, out
+        self.enabled = out.isatty()
+
+    def step(self, name: str) -> None:
+        self.done += 1
+        if self.enabled:
+            width = 30
+            filled = width * self.done // max(1, self.total)
+            self.out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {name[:40]:<40}")
+            self.out.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.out.write("\n")
+
+
+def run(source: Elastic, target: Elastic, pattern: str, show: int, refresh: bool, out: TextIO) -> int:
+    ours, theirs = indices(source, pattern), indices(target, pattern)
+    if refresh:
+        for cluster, names in ((source, ours), (target, theirs)):
+            for name in names:
+                cluster.request("POST", f"/{name}/_refresh", {}, None)
+    reports = []
+    progress = _Progress(len(ours | theirs), sys.stderr)
+    for index in sorted(ours | theirs):
+        if index in ours:
+            reports.append(compare_index(source, target, index, index in theirs))
+        else:  # only in the target
+            report = IndexReport(index)
+            report.extra = [doc_id for doc_id, _ in documents(target, index)]
+            report.target_count = len(report.extra)
+            reports.append(report)
+        progress.step(index)
+    progress.close()
+    total = sum(r.differences for r in reports)
+    for r in reports:
+        state = (
+            "ok"
+            if not r.differences
+            else (f"{len(r.missing)} missing, {len(r.extra)} extra, {len(r.different)} different")
+        )
+        print(f"{r.index}: source {r.source_count} docs, target {r.target_count} docs: {state}", file=out)
+    shown = 0
+    for r in reports:
+        for label, ids in (("missing", r.missing), ("extra", r.extra), ("different", r.different)):
+            for doc_id in ids:
+                if shown >= show:
+                    break
+                print(f"  {label}: {r.index}/{doc_id}", file=out)
+                shown += 1
+    verdict = "no differences" if total == 0 else f"{total} difference(s)"
+    print(f"compared {len(reports)} index(es): {verdict}", file=out)
+    return 0 if total == 0 else 1
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="esproxy compare", description=__doc__.splitlines()[0])
+    p.add_argument("--source", required=True, help="cluster A: URL, or a conf file (its first primary)")
+    p.add_argument("--target", required=True, help="cluster B: URL, or a conf file (its first primary)")
+    p.add_argument("--index", default="*", help="index pattern(s), comma-separated (default: all but hidden)")
+    p.add_argument("--show", type=int, default=20, help="how many differences to list (default 20)")
+    p.add_argument("--no-refresh", action="store_true", help="do not refresh the indices before reading")
+    args = p.parse_args(argv)
+    try:
+        source, target = _cluster(args.source), _cluster(args.target)
+        return run(source, target, args.index, args.show, not args.no_refresh, sys.stdout)
+    except ConfigError as e:
+        print(f"esproxy compare: config error: {e}", file=sys.stderr)
+        return 2
+    except UpstreamError as e:
+        print(f"esproxy compare: {e}", file=sys.stderr)
+        return 2
