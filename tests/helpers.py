@@ -504,3 +504,30 @@ class RecordingServer:
     def stop(self) -> None:
         self._srv.shutdown()
         self._srv.server_close()
+
+
+def writes_of(bean: dict) -> list[tuple]:
+    """What a bean does, whatever its form.
+
+    A document bean (`"kind": "docs"`, a `_bulk` of versioned actions) gives one
+    ("index"|"delete", index, id, source-or-None) per action; a write replayed as sent gives
+    (method, requestUri).
+    """
+    if bean.get("kind") != "docs":
+        return [(bean["method"], bean["requestUri"])]
+    lines = [json.loads(line) for line in bean["body"].splitlines() if line.strip()]
+    out, i = [], 0
+    while i < len(lines):
+        verb, meta = next(iter(lines[i].items()))
+        assert meta.get("version_type") == "external_gte" and isinstance(meta.get("version"), int), meta
+        if verb == "delete":
+            out.append(("delete", meta["_index"], meta["_id"], None))
+            i += 1
+        else:
+            out.append((verb, meta["_index"], meta["_id"], lines[i + 1]))
+            i += 2
+    return out
+
+
+def doc_writes(beans: list) -> list[tuple]:
+    return [w for b in beans for w in writes_of(b)]

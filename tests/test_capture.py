@@ -8,7 +8,7 @@ import re
 
 import pytest
 import requests
-from helpers import count_messages, es_cluster_id, proxy_config, read_topic, wait_until
+from helpers import count_messages, doc_writes, es_cluster_id, proxy_config, read_topic, wait_until, writes_of
 
 JSON = {"Content-Type": "application/json"}
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -18,14 +18,14 @@ def beans(kafka: str, topic: str) -> list:
     return [json.loads(r.value) for r in read_topic(kafka, topic)]
 
 
-def wait_for_uri(kafka: str, topic: str, uri: str, timeout: float = 15.0) -> list:
-    """Wait until a bean with requestUri == uri is in topic; return all beans."""
+def wait_for_doc(kafka: str, topic: str, index: str, doc_id: str, timeout: float = 15.0) -> list:
+    """Wait until a bean writing index/doc_id is in topic; return all beans."""
 
     def found():
         all_beans = beans(kafka, topic)
-        return all_beans if any(b.get("requestUri") == uri for b in all_beans) else None
+        return all_beans if any(w[1:3] == (index, doc_id) for w in doc_writes(all_beans)) else None
 
-    return wait_until(found, timeout=timeout, interval=0.2, msg=f"bean {uri} in {topic}")
+    return wait_until(found, timeout=timeout, interval=0.2, msg=f"bean for {index}/{doc_id} in {topic}")
 
 
 @pytest.fixture
@@ -52,20 +52,36 @@ def test_writes_become_messages(capture, kafka):
         ("PUT", f"/{index}/_create/3", {"json": {"n": 3}}),
         ("DELETE", f"/{index}/_doc/2", {}),
     ]
-    ok = 0
+    answers = []
     for method, path, kw in writes:
         r = requests.request(method, base + path, timeout=10, **kw)
         assert 200 <= r.status_code < 300, f"{method} {path} -> {r.status_code} {r.text[:300]}"
-        ok += 1
-    sentinel = f"/{index}/_doc/sentinel"
-    assert requests.put(base + sentinel, json={"n": 0}, timeout=10).status_code == 201
-    wait_for_uri(kafka, topic, sentinel)
+        answers.append(r.json())
+    assert requests.put(base + f"/{index}/_doc/sentinel", json={"n": 0}, timeout=10).status_code == 201
+    wait_for_doc(kafka, topic, index, "sentinel")
     # The sentinel may overtake earlier writes in the producer: wait for the full count, then re-read.
-    wait_until(lambda: count_messages(kafka, topic) >= ok + 1, timeout=10, msg="all writes captured")
+    wait_until(lambda: count_messages(kafka, topic) >= len(writes) + 1, timeout=10, msg="all writes captured")
     got = beans(kafka, topic)
-    assert len(got) == ok + 1, [(b["method"], b["requestUri"]) for b in got]
-    assert sorted((b["method"], b["requestUri"]) for b in got) == sorted(
-        [(m, p) for m, p, _ in writes] + [("PUT", sentinel)]
+    assert len(got) == len(writes) + 1, [writes_of(b) for b in got]
+    auto_id = answers[3]["_id"]
+    # Document writes arrive as the document's final state on A, with A's ids (auto-id included);
+    # the index creation is replayed as sent.
+    assert sorted(map(repr, doc_writes(got))) == sorted(
+        map(
+            repr,
+            [
+                ("PUT", f"/{index}"),
+                ("index", index, "1", {"n": 1}),
+                ("index", index, "2", {"n": 2}),
+                ("index", index, auto_id, {"n": 3}),
+                ("index", index, "1", {"n": 10}),
+                ("index", index, "b1", {"n": 1}),
+                ("index", index, "b2", {"n": 2}),
+                ("index", index, "3", {"n": 3}),
+                ("delete", index, "2", None),
+                ("index", index, "sentinel", {"n": 0}),
+            ],
+        )
     )
 
 
@@ -98,11 +114,10 @@ def test_reads_produce_no_message(capture, kafka):
     for method, path, kw in reads:
         r = requests.request(method, base + path, timeout=10, **kw)
         assert r.status_code < 500, f"{method} {path} -> {r.status_code} {r.text[:300]}"
-    sentinel = f"/{index}/_doc/sentinel"
-    assert requests.put(base + sentinel, json={"n": 0}, timeout=10).status_code == 201
-    wait_for_uri(kafka, topic, sentinel)
-    got = [(b["method"], b["requestUri"]) for b in beans(kafka, topic)]
-    assert got == [("PUT", f"/{index}/_doc/1?refresh=true"), ("PUT", sentinel)], got
+    assert requests.put(f"{base}/{index}/_doc/sentinel", json={"n": 0}, timeout=10).status_code == 201
+    wait_for_doc(kafka, topic, index, "sentinel")
+    got = doc_writes(beans(kafka, topic))
+    assert got == [("index", index, "1", {"n": 1}), ("index", index, "sentinel", {"n": 0})], got
 
 
 def test_rejected_write_produces_no_message(capture, kafka):
@@ -117,13 +132,10 @@ def test_rejected_write_produces_no_message(capture, kafka):
     for method, path, kw in rejected:
         statuses.append(requests.request(method, base + path, timeout=10, **kw).status_code)
     assert statuses[0] == 400 and statuses[1] == 404 and statuses[2] == 201 and statuses[3] == 409, statuses
-    sentinel = f"/{index}/_doc/sentinel"
-    assert requests.put(base + sentinel, json={"n": 0}, timeout=10).status_code == 201
-    wait_for_uri(kafka, topic, sentinel)
-    got = [(b["method"], b["requestUri"]) for b in beans(kafka, topic)]
-    assert got == [("PUT", f"/{index}/_create/dup"), ("PUT", sentinel)], got
-    bodies = [b["body"] for b in beans(kafka, topic)]
-    assert json.loads(bodies[0]) == {"n": 1}
+    assert requests.put(f"{base}/{index}/_doc/sentinel", json={"n": 0}, timeout=10).status_code == 201
+    wait_for_doc(kafka, topic, index, "sentinel")
+    got = doc_writes(beans(kafka, topic))
+    assert got == [("index", index, "dup", {"n": 1}), ("index", index, "sentinel", {"n": 0})], got
 
 
 def test_bean_fields(capture, kafka, es_a, port):
@@ -137,19 +149,21 @@ def test_bean_fields(capture, kafka, es_a, port):
         timeout=10,
     )
     assert r.status_code == 201, r.text
-    [bean] = wait_for_uri(kafka, topic, uri)
+    [bean] = wait_for_doc(kafka, topic, index, "bean-1")
     assert bean["labels"] == {"SRC": "PROXY", "team": "qa"}
     assert bean["host"] == f"127.0.0.1:{port}"
     assert re.fullmatch(r"127\.0\.0\.1:\d+", bean["remoteAddr"]), bean["remoteAddr"]
-    assert bean["method"] == "PUT"
-    assert bean["requestUri"] == uri
+    # A document write travels as a _bulk of its final state, keyed by its index.
+    assert bean["method"] == "POST" and bean["requestUri"] == "/_bulk"
+    assert bean["kind"] == "docs" and bean["index"] == index
     assert isinstance(bean["header"], dict)
     assert all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in bean["header"].values())
     hdr = {k.lower(): v for k, v in bean["header"].items()}
-    assert hdr.get("content-type") == ["application/json"], bean["header"]
-    # Which other request headers a bean keeps is not specified (the Go beans carry Content-Type only).
+    assert hdr.get("content-type") == ["application/x-ndjson"], bean["header"]
+    assert "x-test-header" not in hdr  # beans carry Content-Type only, as the Go original's do
     assert isinstance(bean["body"], str)
-    assert bean["body"] == body
+    assert writes_of(bean) == [("index", index, "bean-1", json.loads(body))]
+    assert body in bean["body"]  # the source line travels byte for byte
     cluster_id = wait_until(lambda: es_cluster_id(es_a), timeout=5, msg="A's clusterid document")
     assert bean["clusterIds"] == [cluster_id]
 
@@ -166,13 +180,10 @@ def test_gzip_request_body_is_captured_decoded(capture, kafka):
         timeout=10,
     )
     assert r.status_code == 201, r.text
-    [bean] = wait_for_uri(kafka, topic, uri)
+    [bean] = wait_for_doc(kafka, topic, index, "gz")
     hdr = {k.lower(): v for k, v in bean["header"].items()}
-    if hdr.get("content-encoding") == ["gzip"]:
-        # Kept compressed: then the body must be the exact compressed bytes (base64 carried).
-        assert bean.get("bodyEncoding") == "base64", bean
-    else:
-        assert json.loads(bean["body"]) == doc, bean
+    assert "content-encoding" not in hdr, bean
+    assert writes_of(bean) == [("index", index, "gz", doc)], bean
 
 
 # Kafka record batch attribute bits for each codec.
@@ -188,9 +199,8 @@ def test_capture_codecs(esproxy, es_a, kafka, names, port, codec, monkeypatch):
     sent = {}
     for i in range(5):
         doc = {"i": i, "codec": codec, "pad": "abc" * 50}
-        uri = f"/{index}/_doc/{i}"
-        assert requests.put(base + uri, json=doc, timeout=10).status_code == 201
-        sent[uri] = doc
+        assert requests.put(f"{base}/{index}/_doc/{i}", json=doc, timeout=10).status_code == 201
+        sent[str(i)] = doc
     wait_until(lambda: count_messages(kafka, topic) >= 5, timeout=15, interval=0.2, msg=f"5 beans ({codec})")
 
     # Note the compression of every record batch the test's own consumer decodes (Tansu stores
@@ -205,6 +215,6 @@ def test_capture_codecs(esproxy, es_a, kafka, names, port, codec, monkeypatch):
         return original(batch)
 
     monkeypatch.setattr(DefaultRecordBatch, "_maybe_uncompress", spy)
-    got = {b["requestUri"]: json.loads(b["body"]) for b in beans(kafka, topic)}
+    got = {doc_id: source for _, _, doc_id, source in doc_writes(beans(kafka, topic))}
     assert got == sent
     assert seen == {CODEC_IDS[codec]}, f"record batches compressed with {seen}, expected {codec}"

@@ -194,10 +194,7 @@ def test_replay_continues_after_rejected_write(esproxy, es_b, kafka, names):
 
 
 def test_auto_id_write_replayed_once(esproxy, es_a, es_b, kafka, names, port):
-    """POST /{index}/_doc (server-generated id) reaches B exactly once with the same _source.
-
-    Whether B's `_id` equals A's is not specified (the bean carries the request, not A's answer),
-    so it is not asserted here."""
+    """POST /{index}/_doc (server-generated id) reaches B exactly once, with A's `_id` and `_source`."""
     topic, group, index = names.topic(), names.group(), names.index()
     create_topic(kafka, topic, partitions=1)
     esproxy(replay_config(kafka, topic, group, es_b))
@@ -217,3 +214,4 @@ def test_auto_id_write_replayed_once(esproxy, es_a, es_b, kafka, names, port):
     wait_until(lambda: es_doc(es_b, f"{index}-s", "s"), timeout=20, msg="sentinel in B")
     found = hits()
     assert [h["_source"] for h in found] == [doc], found
+    assert [h["_id"] for h in found] == [r.json()["_id"]], found
