@@ -21,7 +21,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="esproxy",
         description="Keep Elasticsearch cluster B in sync with cluster A through a proxy and Kafka.",
-        epilog="Other commands: esproxy init [--role proxy|replay]; esproxy config-reference.",
+        epilog="Other commands: esproxy init [--role proxy|replay]; esproxy profile cpu.profile [--top N]; "
+        "esproxy config-reference.",
     )
     p.add_argument("-c", "--conf", required=True, help="config file (YAML, the Go original's schema)")
     p.add_argument("--check", action="store_true", help="validate the config, print warnings and exit")
@@ -57,6 +58,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["init"]:
         return _init(argv[1:])
+    if argv[:1] == ["profile"]:
+        from .profiling import main as profile_main
+
+        return profile_main(argv[1:])
     if argv[:1] == ["config-reference"]:
         from .config import reference_markdown
 
@@ -84,7 +89,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from . import logs
     from .arbiter import Arbiter
 
-    logs.setup()
+    logs.setup(cfg.logLevel)
     return Arbiter(cfg).run()
 
 

@@ -25,6 +25,7 @@ from kafka.structs import OffsetAndMetadata
 from ..bean import Bean, BeanError
 from ..config import KafkaSource
 from ..dest.elastic import Aborted, Elastic, backoff, replay
+from ..stats import STATS
 
 log = logging.getLogger("esproxy.replay")
 
@@ -150,6 +151,7 @@ class KafkaReplay:
     def _replay_record(self, record: Any) -> None:
         where = f"{record.topic}-{record.partition}@{record.offset}"
         value = record.value or b""
+        STATS.replay_message(len(value))
         level = logging.WARNING if len(value) >= self.cfg.warnSize else logging.DEBUG
         log.log(level, "kafka.claimed group: %s, len: %d, at %s", self.cfg.group, len(value), where)
         try:
@@ -157,6 +159,7 @@ class KafkaReplay:
         except BeanError as e:
             # A dead-letter destination comes later; until then the message is in this line.
             log.error("skipping message %s that is not a bean (%s): %r", where, e, value[:2000])
+            STATS.replayed("/(not a bean)", len(value), ok=False)
             return
         if self.cfg.labels:
             bean.labels = dict(self.cfg.labels)
@@ -168,6 +171,7 @@ class KafkaReplay:
                 continue
             started = time.perf_counter()
             r = replay(primary, bean, lambda: self.stopping)
+            STATS.replayed(bean.requestUri, len(value), r.status < 300)
             if r.status >= 300:
                 log.warning(
                     "replay %s %s %s answered %d, skipped: %s",
