@@ -6,6 +6,8 @@ Signals (the one table; supervisord sends TERM):
 |---------------|-------------------------------------------------------------------------------|
 | TERM, INT     | graceful stop: stop accepting, finish requests in flight, ship the queue to  |
 |               | Kafka, commit replayed offsets, exit 0 (a second one exits at once, code 1)  |
+| USR1          | profiling in the working directory: jj.cpu -> cpu.profile, jj.mem ->         |
+|               | mem.profile (see esproxy/profiling.py and docs/operations.md)                |
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import gevent
 from gevent.event import Event
 
 from . import __version__, labels
+from .admin import Admin
 from .config import Config
 from .dest.elastic import Elastic, UpstreamError, backoff
 from .dest.kafka import KafkaDest
 from .fanout import Fanout
+from .profiling import Profiler
 from .source.kafka import KafkaReplay
 from .source.proxy import ProxyApp, make_server
 
@@ -41,6 +45,8 @@ class Arbiter:
         self.replays: list[KafkaReplay] = []
         self.fanout: Optional[Fanout] = None
         self.elastics: list[Elastic] = []
+        self.admin = Admin(self)
+        self.profiler = Profiler()
 
     def handle_signal(self, signum: int) -> None:
         if self.stop_event.is_set():
@@ -52,6 +58,7 @@ class Arbiter:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self.handle_signal, signum)
+        gevent.signal_handler(signal.SIGUSR1, self.profiler.on_signal)
         roles = [f"proxy(:{p.port})" for p in self.cfg.proxies()] + [
             f"replay({k.group})" for k in self.cfg.kafka_sources()
         ]
@@ -59,6 +66,8 @@ class Arbiter:
         for warning in self.cfg.warnings:
             log.warning("config: %s", warning)
         try:
+            if self.cfg.admin.port:
+                self.admin.start_listener(self.cfg.admin.host, self.cfg.admin.port, self.cfg.admin.header)
             if self.cfg.proxies():
                 self._start_proxies()
             if self.cfg.kafka_sources():
@@ -108,6 +117,7 @@ class Arbiter:
             # Serve (and answer 502 while the primary is down) rather than wait for its id.
             gevent.spawn(self._wait_for_cluster_id, primary)
             app = ProxyApp(p, primary, self.fanout)
+            app.admin = self.admin
             server = make_server(app)
             server.start()
             self.apps.append(app)
@@ -139,6 +149,8 @@ class Arbiter:
             replay.stop(timeout=max(1.0, deadline - time.monotonic()))
         for e in self.elastics:
             e.close()
+        self.admin.stop()
+        self.profiler.stop_cpu()  # a profile running at exit is still written
 
 
 class _Stopped(Exception):

@@ -22,7 +22,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="esproxy",
         description="Keep Elasticsearch cluster B in sync with cluster A through a proxy and Kafka.",
         epilog="Other commands: esproxy init [--role proxy|replay]; esproxy compare --source URL --target URL;"
-        " esproxy config-reference.",
+        " esproxy profile cpu.profile [--top N]; esproxy config-reference.",
     )
     p.add_argument("-c", "--conf", required=True, help="config file (YAML, the Go original's schema)")
     p.add_argument("--check", action="store_true", help="validate the config, print warnings and exit")
@@ -62,6 +62,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .compare import main as compare
 
         return compare(argv[1:])
+    if argv[:1] == ["profile"]:
+        from .profiling import main as profile_main
+
+        return profile_main(argv[1:])
     if argv[:1] == ["config-reference"]:
         from .config import reference_markdown
 
@@ -89,7 +93,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from . import logs
     from .arbiter import Arbiter
 
-    logs.setup()
+    logs.setup(cfg.logLevel)
     return Arbiter(cfg).run()
 
 

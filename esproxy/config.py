@@ -123,10 +123,25 @@ class Destination:
 
 
 @dataclass
+class AdminListener:
+    port: int = setting(
+        0,
+        "Port of a separate listener for `/_esproxy/health`, `/_esproxy/stats` and `/_esproxy/metrics`; "
+        "0 = none. The proxy serves them on its own port(s) anyway; the replay role needs this to be scraped (ours).",
+    )
+    host: str = setting("127.0.0.1", "Address the admin listener binds (ours).")
+    header: dict[str, str] = setting({}, "Headers every request to the admin listener must carry; else 401 (ours).")
+
+
+@dataclass
 class Config:
     chanSize: int = setting(
         0, "Capacity of the queue between request handlers and the Kafka producer; 0 = direct hand-off."
     )
+    logLevel: str = setting(
+        "info", "Lowest level logged (ours).", choices=("debug", "info", "warn", "warning", "error")
+    )
+    admin: AdminListener = setting(AdminListener(), "Stats and metrics listener (ours).")
     source: Source = setting(Source(), "Where requests come from.")
     destination: Destination = setting(Destination(), "Where they go.")
 
@@ -196,6 +211,11 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(f"{path}.sessionTimeout", "must be at least 1s")
         if not _matching(cfg.primaries(), k.labels):
             raise ConfigError(path, "no destination.primaries[] entry to replay into (all disabled or none match)")
+    if cfg.admin.port:
+        if not 0 < cfg.admin.port < 65536:
+            raise ConfigError("admin.port", f"{cfg.admin.port} is not a TCP port")
+        if cfg.admin.port in ports:
+            raise ConfigError("admin.port", f"{cfg.admin.port} is already used by {ports[cfg.admin.port]}")
     if not cfg.proxies() and not cfg.kafka_sources():
         raise ConfigError("source", "nothing to run: enable an entry of source.proxies[] or source.kafkas[]")
     walk_compat(cfg, "", lambda path, note: warnings.append(f"{path}: {note}"))

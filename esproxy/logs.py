@@ -3,7 +3,9 @@
     2022-05-24 14:36:16.777 [INFO ] 14008 --- [20   ] [-]  : cpu.profile started
 
 The bracket after ``---`` is the greenlet (the original printed the goroutine id). Nothing that
-can carry credentials (request headers, URLs with user info) is logged: see :func:`redact_url`.
+can carry credentials (request headers, URLs with user info) is logged: see :func:`redact_url`;
+and every line goes through :func:`redact` as a last guard (``Authorization``/``ApiKey``/``Basic``/
+``Bearer`` values, passwords in URLs, ``"password": "..."`` fields of captured bodies).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -39,7 +42,29 @@ class SeedFormatter(logging.Formatter):
         text = record.getMessage()
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return line + text
+        return line + redact(text)
+
+
+_SECRETS = (
+    # Authorization: Basic xxx / ApiKey xxx / Bearer xxx, as a header, in JSON or in a repr
+    (re.compile(r"\b(Basic|ApiKey|Bearer)(\s+|%20)[A-Za-z0-9+/._~-]{6,}=*"), r"\1\2***"),
+    # user:password@ in URLs
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@\"']*):[^@/\s\"']*@", re.IGNORECASE), r"\1:***@"),
+    # "password": "..." (and passwd, secret, api_key) in JSON bodies, also escaped inside JSON strings
+    (
+        re.compile(
+            r'((?:\\?")(?:password|passwd|secret|api_key|apikey)(?:\\?")\s*:\s*(?:\\?"))(?:[^"\\]|\\[^"])*', re.I
+        ),
+        r"\1***",
+    ),
+)
+
+
+def redact(text: str) -> str:
+    """Mask credentials in a log line."""
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    return text
 
 
 def setup(level: str = "INFO") -> None:
@@ -47,7 +72,7 @@ def setup(level: str = "INFO") -> None:
     handler.setFormatter(SeedFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel({"WARN": "WARNING"}.get(level.upper(), level.upper()))
     # Their retry chatter repeats what esproxy's own warnings say; keep their errors.
     for noisy in ("kafka", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

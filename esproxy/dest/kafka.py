@@ -14,6 +14,7 @@ from .. import labels
 from ..bean import Bean
 from ..capture import key_of
 from ..config import KafkaDestination
+from ..stats import STATS
 from .elastic import Aborted, backoff
 
 log = logging.getLogger("esproxy.kafka")
@@ -87,10 +88,12 @@ class KafkaDest:
             future.add_errback(lambda e: self._log_failure(value, e))
 
     def _log_result(self, md: Any) -> None:
+        STATS.produced(self.topic)
         result = {"Partition": md.partition, "Offset": md.offset, "Topic": md.topic}
         log.info("kafka.produce result %s", json.dumps(result, separators=(",", ":")))
 
     def _log_failure(self, value: bytes, e: BaseException) -> None:
+        STATS.produce_failed(self.topic)
         # Until the durable spool lands, a message the broker never took is only in this line.
         log.error("kafka.produce failed for topic %s: %s; message lost: %s", self.topic, e, value.decode())
 

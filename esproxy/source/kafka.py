@@ -24,9 +24,10 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ..bean import Bean, BeanError
-from ..capture import DOCS_KIND
+from ..capture import DOCS_KIND, key_of
 from ..config import KafkaSource
 from ..dest.elastic import Aborted, Elastic, backoff, replay, replay_docs, split_actions
+from ..stats import STATS
 
 log = logging.getLogger("esproxy.replay")
 
@@ -63,6 +64,7 @@ class _Batch:
 
     def clear(self) -> None:
         self.records: list[Any] = []
+        self.beans: list[Bean] = []
         self.chunks: dict[Elastic, list[bytes]] = {p: [] for p in self.primaries}
         self.actions = 0
         self.bytes = 0
@@ -72,6 +74,7 @@ class _Batch:
 
     def add(self, record: Any, bean: Bean, chunks: list[bytes], targets: list[Elastic]) -> None:
         self.records.append(record)
+        self.beans.append(bean)
         for target in targets:
             self.chunks[target].extend(chunks)
         self.actions += len(chunks)
@@ -209,6 +212,7 @@ class KafkaReplay:
 
     def _decode(self, record: Any) -> Optional[Bean]:
         value = record.value or b""
+        STATS.replay_message(len(value))
         level = logging.WARNING if len(value) >= self.cfg.warnSize else logging.DEBUG
         log.log(level, "kafka.claimed group: %s, len: %d, at %s", self.cfg.group, len(value), _where(record))
         try:
@@ -216,6 +220,7 @@ class KafkaReplay:
         except BeanError as e:
             # A dead-letter destination comes later; until then the message is in this line.
             log.error("skipping message %s that is not a bean (%s): %r", _where(record), e, value[:2000])
+            STATS.replayed("(not a bean)", len(value), ok=False)
             return None
         if self.cfg.labels:
             bean.labels = dict(self.cfg.labels)
@@ -234,7 +239,11 @@ class KafkaReplay:
         for primary, chunks in batch.chunks.items():
             if not chunks:
                 continue
-            for chunk, item in replay_docs(primary, chunks, lambda: self.stopping):
+            refused = replay_docs(primary, chunks, lambda: self.stopping)
+            for bean in batch.beans:
+                STATS.replayed(bean.index, len(bean.body), ok=True)
+            for chunk, item in refused:
+                STATS.replayed(item.index, len(chunk), ok=False)
                 # A dead-letter destination comes later; until then the action is in this line.
                 log.warning(
                     "replay into %s refused %s %s/%s (%d): %s; skipped: %s",
@@ -253,6 +262,7 @@ class KafkaReplay:
     def _replay_raw(self, record: Any, bean: Bean) -> None:
         for primary in self._targets(record, bean):
             r = replay(primary, bean, lambda: self.stopping)
+            STATS.replayed(bean.index or key_of(bean.requestUri.split("?", 1)[0]), len(bean.body), r.status < 300)
             if r.status >= 300:
                 log.warning(
                     "replay %s %s %s answered %d, skipped: %s",

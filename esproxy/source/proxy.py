@@ -25,6 +25,7 @@ from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
 from ..fanout import Fanout
 from ..logs import access_log
+from ..stats import STATS
 
 log = logging.getLogger("esproxy.proxy")
 
@@ -67,6 +68,8 @@ class RawPathHandler(WSGIHandler):
 
 
 class ProxyApp:
+    admin = None  # esproxy.admin.Admin: answers /_esproxy/ paths (set by the arbiter)
+
     def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Fanout]) -> None:
         self.cfg = cfg
         self.primary = primary
@@ -79,9 +82,11 @@ class ProxyApp:
         self.draining = False
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self.admin is not None and environ.get("PATH_INFO", "").startswith("/_esproxy/"):
+            return self.admin.serve(environ, start_response, self._check_header if self.required else None)
         self.inflight += 1
         try:
-            return self._handle(environ, start_response)
+            return STATS.track(self._handle, environ, start_response)
         finally:
             self.inflight -= 1
 
@@ -111,6 +116,7 @@ class ProxyApp:
             template = self._bean(environ, method, uri, remote, body)
             for bean in capture(template, _decoded(r), self._fetch):
                 self.fanout.put(bean)
+            STATS.writes_captured += 1
         self._access(remote, method, uri, started, r.status, r.body)
         out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
         if method == "HEAD":  # no body to measure: keep the primary's length

@@ -1,0 +1,331 @@
+"""``/_esproxy/health``, ``/_esproxy/stats`` (JSON) and ``/_esproxy/metrics`` (Prometheus text).
+
+The proxy role answers them on its own port(s) (they are never forwarded to Elasticsearch: index
+names cannot start with ``_``); any role answers them on ``admin.port`` when it is set, which is how
+the replay role is scraped. Where the proxy requires client headers (``source.proxies[].header``)
+these paths require them too; the admin port requires ``admin.header``.
+
+Gauges are read at scrape time from what the :class:`~esproxy.arbiter.Arbiter` holds: the fanout
+queue, the upstream connection pools, the replay consumers. Counters come from
+:data:`esproxy.stats.STATS`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+
+from gevent.pywsgi import WSGIServer
+
+from . import __version__
+from .logs import redact_url
+from .stats import LATENCY_BUCKETS, STATS, Stats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .arbiter import Arbiter
+
+log = logging.getLogger("esproxy.admin")
+
+PREFIX = "/_esproxy/"
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# A header check: None when the request may pass, else the WWW-Authenticate value ('' if none).
+Check = Callable[[dict], Optional[str]]
+
+
+def header_check(required: dict[str, str]) -> Check:
+    wanted = [(f"HTTP_{k.upper().replace('-', '_')}", k, v) for k, v in required.items()]
+
+    def check(environ: dict) -> Optional[str]:
+        for key, name, value in wanted:
+            if environ.get(key) != value:
+                basic = name.lower() == "authorization" and value.startswith("Basic ")
+                return 'Basic realm="esproxy" charset="UTF-8"' if basic else ""
+        return None
+
+    return check
+
+
+class Admin:
+    def __init__(self, arbiter: Arbiter, stats: Stats = STATS) -> None:
+        self.arbiter = arbiter
+        self.stats = stats
+        self.server: Optional[WSGIServer] = None
+
+    # ------------------------------------------------------------------ HTTP
+
+    def serve(self, environ: dict, start_response: Callable, check: Optional[Check] = None) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if check is not None:
+            challenge = check(environ)
+            if challenge is not None:
+                body = _error(401, "security_exception", "missing or wrong credentials for /_esproxy/")
+                headers = [("Content-Type", "application/json")]
+                if challenge:
+                    headers.append(("WWW-Authenticate", challenge))
+                return _reply(start_response, "401 Unauthorized", headers, body)
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            body = _error(405, "method_not_allowed", f"{path} answers GET only")
+            return _reply(start_response, "405 Method Not Allowed", [("Content-Type", "application/json")], body)
+        if path == PREFIX + "metrics":
+            return _reply(start_response, "200 OK", [("Content-Type", PROMETHEUS_TYPE)], self.prometheus().encode())
+        if path == PREFIX + "stats":
+            body = json.dumps(self.snapshot(), ensure_ascii=False, indent=1).encode() + b"\n"
+            return _reply(start_response, "200 OK", [("Content-Type", "application/json")], body)
+        if path == PREFIX + "health":
+            stopping = self.arbiter.stop_event.is_set()
+            doc = {"status": "stopping" if stopping else "ok", "version": __version__, "pid": os.getpid()}
+            status = "503 Service Unavailable" if stopping else "200 OK"
+            body = json.dumps(doc).encode() + b"\n"
+            return _reply(start_response, status, [("Content-Type", "application/json")], body)
+        body = _error(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats or metrics")
+        return _reply(start_response, "404 Not Found", [("Content-Type", "application/json")], body)
+
+    def start_listener(self, host: str, port: int, required: dict[str, str]) -> None:
+        """The separate admin listener (``admin.port``)."""
+        check = header_check(required) if required else None
+
+        def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+            return self.serve(environ, start_response, check)
+
+        self.server = WSGIServer((host, port), app, log=None, error_log=logging.getLogger("esproxy.wsgi"))
+        self.server.start()
+        log.info("admin listening on %s:%d (%shealth, stats, metrics)", host, port, PREFIX)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(timeout=0.5)
+
+    # ------------------------------------------------------------------ gauges read at scrape time
+
+    def _queue(self) -> tuple[int, int]:
+        fanout = self.arbiter.fanout
+        if fanout is None:
+            return 0, 0
+        return fanout.depth(), getattr(fanout.queue, "maxsize", None) or 0
+
+    def _upstreams(self) -> list[dict[str, Any]]:
+        out = []
+        for e in self.arbiter.elastics:
+            pool = getattr(getattr(e, "_pool", None), "pool", None)  # urllib3's queue of connection slots
+            in_use = idle = 0
+            if pool is not None:
+                in_use = max(0, pool.maxsize - pool.qsize())
+                idle = sum(1 for c in list(pool.queue) if c is not None)
+            out.append(
+                {
+                    "cluster": redact_url(e.url),
+                    "direction": e.direction,
+                    "cluster_id": e.cluster_id,
+                    "connections_in_use": in_use,
+                    "connections_idle": idle,
+                }
+            )
+        return out
+
+    def _lags(self) -> list[dict[str, Any]]:
+        """Per assigned partition: high watermark minus the consumer's fetch position."""
+        out = []
+        for replay in self.arbiter.replays:
+            consumer = getattr(replay, "_consumer", None)
+            if consumer is None:
+                continue
+            try:
+                assigned = sorted(consumer.assignment())
+                states = consumer._subscription.assignment  # read only: no network call
+            except Exception:  # noqa: BLE001 - a consumer being closed or rebalancing
+                continue
+            for tp in assigned:
+                state = states.get(tp)
+                position = getattr(state, "position", None)
+                position = getattr(position, "offset", position)
+                highwater = consumer.highwater(tp)
+                if position is None or highwater is None:
+                    continue
+                lag = max(0, highwater - position)
+                out.append({"group": replay.cfg.group, "topic": tp.topic, "partition": tp.partition, "lag": lag})
+        return out
+
+    # ------------------------------------------------------------------ renderings
+
+    def snapshot(self) -> dict[str, Any]:
+        s = self.stats
+        depth, capacity = self._queue()
+        buckets = {}
+        total = 0
+        for bound, n in zip(list(LATENCY_BUCKETS) + ["+Inf"], s.latency_buckets):
+            total += n
+            buckets[str(bound)] = total
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_seconds": round(s.uptime(), 3),
+            "proxy": {
+                "requests": {f"{m} {st}": n for (m, st), n in sorted(s.requests.items())},
+                "latency_seconds": {"count": s.latency_count, "sum": round(s.latency_sum, 6), "le": buckets},
+                "writes_captured": s.writes_captured,
+                "queue": {"depth": depth, "capacity": capacity},
+                "spool": {"records": s.spool_records, "bytes": s.spool_bytes},
+                "kafka": {"produced": dict(s.kafka_produced), "failed": dict(s.kafka_failed)},
+            },
+            "upstreams": self._upstreams(),
+            "replay": {
+                "messages": s.replay_messages,
+                "bytes": s.replay_bytes,
+                "messages_per_second": s.replay_rate(),
+                "by_index": {i: {"writes": c, "bytes": b} for i, (c, b) in sorted(s.replay_by_index.items())},
+                "skipped": dict(s.replay_skipped),
+                "dead_letters": s.dead_letters,
+                "consumer_lag": self._lags(),
+            },
+        }
+
+    def prometheus(self) -> str:
+        s = self.stats
+        out = _Prom()
+        out.metric("esproxy_build_info", "gauge", "esproxy version (always 1).", [({"version": __version__}, 1)])
+        out.metric("esproxy_uptime_seconds", "gauge", "Seconds since the process started.", [({}, s.uptime())])
+        out.metric(
+            "esproxy_requests_total",
+            "counter",
+            "Proxy requests answered, by method and status (/_esproxy/ paths not counted).",
+            [({"method": m, "status": str(st)}, n) for (m, st), n in sorted(s.requests.items())],
+        )
+        out.histogram("esproxy_request_duration_seconds", "Time to answer a proxy request.", s)
+        out.metric(
+            "esproxy_writes_captured_total",
+            "counter",
+            "Successful writes captured for Kafka.",
+            [({}, s.writes_captured)],
+        )
+        depth, capacity = self._queue()
+        out.metric("esproxy_queue_depth", "gauge", "Captured writes waiting for the producer.", [({}, depth)])
+        out.metric("esproxy_queue_capacity", "gauge", "chanSize (0: direct hand-off).", [({}, capacity)])
+        spool = "in the durable spool, not yet taken by Kafka (0 until the spool exists)."
+        out.metric("esproxy_spool_records", "gauge", "Records " + spool, [({}, s.spool_records)])
+        out.metric("esproxy_spool_bytes", "gauge", "Bytes " + spool, [({}, s.spool_bytes)])
+        out.metric(
+            "esproxy_kafka_produced_total",
+            "counter",
+            "Messages the broker acknowledged (or accepted, requiredAcks NoResponse), by topic.",
+            [({"topic": t}, n) for t, n in sorted(s.kafka_produced.items())],
+        )
+        out.metric(
+            "esproxy_kafka_produce_failed_total",
+            "counter",
+            "Messages the broker did not take, by topic.",
+            [({"topic": t}, n) for t, n in sorted(s.kafka_failed.items())],
+        )
+        ups = self._upstreams()
+        labels = [{"cluster": u["cluster"], "direction": u["direction"]} for u in ups]
+        out.metric(
+            "esproxy_upstream_connections_in_use",
+            "gauge",
+            "Connections to a cluster serving a request now.",
+            [(lab, u["connections_in_use"]) for lab, u in zip(labels, ups)],
+        )
+        out.metric(
+            "esproxy_upstream_connections_idle",
+            "gauge",
+            "Kept-alive connections to a cluster waiting for a request.",
+            [(lab, u["connections_idle"]) for lab, u in zip(labels, ups)],
+        )
+        out.metric(
+            "esproxy_cluster_info",
+            "gauge",
+            "Clusters and their ids (/meta.elasticproxy/_doc/clusterid; empty until read).",
+            [({**lab, "cluster_id": u["cluster_id"]}, 1) for lab, u in zip(labels, ups)],
+        )
+        out.metric("esproxy_replay_messages_total", "counter", "Kafka messages consumed.", [({}, s.replay_messages)])
+        out.metric(
+            "esproxy_replay_message_bytes_total", "counter", "Bytes of Kafka messages consumed.", [({}, s.replay_bytes)]
+        )
+        out.metric(
+            "esproxy_replay_messages_per_second",
+            "gauge",
+            "Messages consumed per second over the last 10 s.",
+            [({}, s.replay_rate())],
+        )
+        out.metric(
+            "esproxy_replay_writes_total",
+            "counter",
+            "Writes applied to the target cluster, by index (first path segment of the request).",
+            [({"index": i}, c) for i, (c, _b) in sorted(s.replay_by_index.items())],
+        )
+        out.metric(
+            "esproxy_replay_bytes_total",
+            "counter",
+            "Message bytes of the writes applied, by index.",
+            [({"index": i}, b) for i, (_c, b) in sorted(s.replay_by_index.items())],
+        )
+        out.metric(
+            "esproxy_replay_skipped_total",
+            "counter",
+            "Messages skipped: refused by the target (4xx) or not a bean, by index.",
+            [({"index": i}, n) for i, n in sorted(s.replay_skipped.items())],
+        )
+        out.metric(
+            "esproxy_dead_letters_total",
+            "counter",
+            "Messages sent to the dead-letter topic (0 until it exists).",
+            [({}, s.dead_letters)],
+        )
+        out.metric(
+            "esproxy_consumer_lag",
+            "gauge",
+            "High watermark minus the consumer's position, per assigned partition.",
+            [
+                ({"group": x["group"], "topic": x["topic"], "partition": str(x["partition"])}, x["lag"])
+                for x in self._lags()
+            ],
+        )
+        return out.text()
+
+
+class _Prom:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def metric(self, name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
+
+    def histogram(self, name: str, help_text: str, s: Stats) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} histogram")
+        total = 0
+        for bound, n in zip(list(LATENCY_BUCKETS) + ["+Inf"], s.latency_buckets):
+            total += n
+            self.lines.append(f'{name}_bucket{{le="{bound}"}} {total}')
+        self.lines.append(f"{name}_sum {_number(s.latency_sum)}")
+        self.lines.append(f"{name}_count {s.latency_count}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    esc = {k: str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for k, v in labels.items()}
+    return "{" + ",".join(f'{k}="{v}"' for k, v in esc.items()) + "}"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+def _error(status: int, kind: str, reason: str) -> bytes:
+    cause = {"type": kind, "reason": reason}
+    return json.dumps({"error": {"root_cause": [cause], **cause}, "status": status}).encode()
+
+
+def _reply(start_response: Callable, status: str, headers: list, body: bytes) -> Iterable[bytes]:
+    start_response(status, headers)
+    return [body]

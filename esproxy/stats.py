@@ -1,0 +1,115 @@
+"""Counters of one esproxy process, rendered as JSON (``/_esproxy/stats``) and Prometheus text
+(``/_esproxy/metrics``) by :mod:`esproxy.admin`.
+
+The hot-path hooks are attribute increments on the module-level :data:`STATS`: under gevent the
+process runs one greenlet at a time, so no locks. Nothing here parses request or response bodies.
+Gauges that live elsewhere (queue depth, upstream pools, consumer lag) are read when scraped, from
+the objects the arbiter holds (see :mod:`esproxy.admin`).
+
+Fed by code that does not exist yet, and 0 until it does: ``spool_records`` / ``spool_bytes``
+(the durable spool) and ``dead_letters`` (the dead-letter topic). Their owners set or increment
+them; nothing else has to change for the metrics to show them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Callable, Iterable
+
+# Upper bounds (seconds) of the request latency histogram; +Inf is implicit.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+RATE_WINDOW = 10  # seconds over which replay_messages_per_second is averaged
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.started = time.time()
+        # proxy role
+        self.requests: dict[tuple[str, int], int] = {}
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.writes_captured = 0
+        self.kafka_produced: dict[str, int] = {}
+        self.kafka_failed: dict[str, int] = {}
+        # fed by the durable spool (upcoming): records / bytes not yet taken by Kafka
+        self.spool_records = 0
+        self.spool_bytes = 0
+        # replay role
+        self.replay_messages = 0
+        self.replay_bytes = 0
+        self.replay_by_index: dict[str, list[int]] = {}  # index -> [writes applied, bytes]
+        self.replay_skipped: dict[str, int] = {}  # index -> writes B refused (4xx) or broken messages
+        self.dead_letters = 0  # fed by the dead-letter topic (upcoming)
+        self._rate: deque[list[int]] = deque(maxlen=RATE_WINDOW + 2)  # [second, messages]
+
+    # ------------------------------------------------------------------ hooks (hot path: cheap)
+
+    def track(
+        self, handle: Callable[[dict, Callable], Iterable[bytes]], environ: dict, start_response: Callable
+    ) -> Iterable[bytes]:
+        """Run a WSGI handler, counting its request by method and status and timing it."""
+        started = time.perf_counter()
+        seen: list[str] = []
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            seen.append(status)
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        try:
+            return handle(environ, start)
+        finally:
+            status = int(seen[-1][:3]) if seen and seen[-1][:3].isdigit() else 500
+            self.observe_request(environ.get("REQUEST_METHOD", ""), status, time.perf_counter() - started)
+
+    def observe_request(self, method: str, status: int, seconds: float) -> None:
+        key = (method if method in KNOWN_METHODS else "OTHER", status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.latency_sum += seconds
+        self.latency_count += 1
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.latency_buckets[i] += 1
+                return
+        self.latency_buckets[-1] += 1
+
+    def produced(self, topic: str) -> None:
+        self.kafka_produced[topic] = self.kafka_produced.get(topic, 0) + 1
+
+    def produce_failed(self, topic: str) -> None:
+        self.kafka_failed[topic] = self.kafka_failed.get(topic, 0) + 1
+
+    def replay_message(self, nbytes: int) -> None:
+        """One message consumed by the replay (whatever becomes of it)."""
+        self.replay_messages += 1
+        self.replay_bytes += nbytes
+        now = int(time.monotonic())
+        if self._rate and self._rate[-1][0] == now:
+            self._rate[-1][1] += 1
+        else:
+            self._rate.append([now, 1])
+
+    def replayed(self, index: str, nbytes: int, ok: bool) -> None:
+        """One write into ``index`` applied to (ok) or refused by a target cluster."""
+        if ok:
+            entry = self.replay_by_index.setdefault(index, [0, 0])
+            entry[0] += 1
+            entry[1] += nbytes
+        else:
+            self.replay_skipped[index] = self.replay_skipped.get(index, 0) + 1
+
+    # ------------------------------------------------------------------ derived values
+
+    def uptime(self) -> float:
+        return time.time() - self.started
+
+    def replay_rate(self) -> float:
+        """Messages per second over the last RATE_WINDOW whole seconds."""
+        now = int(time.monotonic())
+        recent = sum(n for sec, n in self._rate if now - RATE_WINDOW <= sec < now)
+        return recent / RATE_WINDOW
+
+
+STATS = Stats()
