@@ -61,6 +61,10 @@ def _meta(opts: Options, stamp: str, command: str) -> dict[str, str]:
     }
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str]) -> int:
     args = _args(argv)
     opts = Options(
@@ -77,7 +81,10 @@ def main(argv: list[str]) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     ensure_wrk()
     command = os.environ.get("BENCH_COMMAND") or "python -m bench " + " ".join(argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM both unwind to the `finally` below (SIGINT explicitly: a shell that starts
+    # the bench in the background leaves it ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     stack = Stack(workdir)
     bench = Bench(opts, stack, workdir)
     t0 = time.monotonic()
