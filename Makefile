@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run stop status test lint docs clean
+.PHONY: install run stop status test lint docs clean bench
 
 install: $(STAMP)
 
@@ -25,9 +25,19 @@ status:
 test: install
 	$(BIN)/pytest -q
 
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,codecs,demo,bench]'
+	touch $(BENCH_STAMP)
+
+# Side-by-side benchmark (issue 6) on free loopback ports; BENCH_N=200000 is the seed's full run.
+# Installs wrk (Debian package) itself when missing. Report: bench/results/latest.md (+ a PNG chart).
+bench: $(BENCH_STAMP)
+	BENCH_COMMAND="make bench$(if $(BENCH_N), BENCH_N=$(BENCH_N))" $(BIN)/python -m bench $(if $(BENCH_N),--n $(BENCH_N)) $(BENCH_ARGS)
+
 lint: install
-	$(BIN)/ruff check esproxy tests ops/demo-server ops/update-config-reference
-	$(BIN)/ruff format --check esproxy tests
+	$(BIN)/ruff check esproxy tests bench ops/demo-server ops/update-config-reference
+	$(BIN)/ruff format --check esproxy tests bench
 	$(BIN)/python ops/update-config-reference --check
 
 docs: install          ## regenerate README's config reference from esproxy/config.py

@@ -3,21 +3,28 @@
 One :class:`Elastic` per ``destination.primaries[]`` / ``rests[]`` entry. The pool is bounded
 (``maxConns``) and blocks when all connections are busy, so the number of upstream connections
 stays at most the number of concurrent callers.
+
+The client is geventhttpclient's (an HTTP/1.1 client for gevent with a C response parser): measured
+with ``make bench`` it costs about a third of the CPU per request of urllib3's pool and an eighth of
+``requests``'. It sends the request line, headers and body in one write, passes the request target
+through as given (percent-encoding preserved) and never decodes the response body.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
-import urllib3
-from urllib3.util import Retry, Timeout
+from geventhttpclient import HTTPClient
+from geventhttpclient.response import HTTPParseError
 
 from .. import labels
 from ..bean import Bean
@@ -66,16 +73,15 @@ class Elastic:
         parts = urlsplit(cfg.url)
         self._prefix = parts.path.rstrip("/")
         if parts.username is not None and not any(k.lower() == "authorization" for k in self.header):
-            self.header["Authorization"] = urllib3.make_headers(basic_auth=f"{parts.username}:{parts.password or ''}")[
-                "authorization"
-            ]
-        self._pool = urllib3.connection_from_url(
-            f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else ""),
-            maxsize=cfg.maxConns,
-            block=True,
-            timeout=Timeout(connect=min(CONNECT_TIMEOUT, cfg.timeout), read=cfg.timeout),
-            # A pooled connection the cluster closed while idle fails on connect/send: safe to retry once.
-            retries=Retry(total=1, connect=1, read=0, redirect=0, status=0, other=0, raise_on_status=False),
+            userinfo = f"{parts.username}:{parts.password or ''}".encode()
+            self.header["Authorization"] = "Basic " + base64.b64encode(userinfo).decode("ascii")
+        self._client = HTTPClient(
+            parts.hostname or "127.0.0.1",
+            parts.port,
+            ssl=parts.scheme == "https",
+            concurrency=cfg.maxConns,  # the bound: a caller waits for a free connection beyond it
+            connection_timeout=min(CONNECT_TIMEOUT, cfg.timeout),
+            network_timeout=cfg.timeout,
         )
 
     def __repr__(self) -> str:
@@ -86,30 +92,20 @@ class Elastic:
 
     def request(self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes]) -> Response:
         """Send one request; ``uri`` is the raw path and query. Raises UpstreamError, never 5xx-wraps."""
-        merged = {**headers, **self.header}
+        merged = {**headers, **self.header} if self.header else headers
         try:
-            r = self._pool.urlopen(
-                method,
-                self._prefix + uri,
-                body=body or None,
-                headers=merged,
-                redirect=False,
-                assert_same_host=False,
-                preload_content=True,
-                decode_content=False,
-            )
-        except urllib3.exceptions.NewConnectionError as e:
-            raise UpstreamError(self.target(uri), f"cannot connect: {_root(e)}", timeout=False) from None
-        except urllib3.exceptions.MaxRetryError as e:
-            timed_out = isinstance(e.reason, urllib3.exceptions.TimeoutError) and not isinstance(
-                e.reason, urllib3.exceptions.NewConnectionError
-            )
-            raise UpstreamError(self.target(uri), _root(e.reason), timeout=timed_out) from None
-        except urllib3.exceptions.TimeoutError as e:
-            raise UpstreamError(self.target(uri), f"timed out: {_root(e)}", timeout=True) from None
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise UpstreamError(self.target(uri), _root(e), timeout=False) from None
-        return Response(r.status, r.reason or "", list(r.headers.iteritems()), r.data)
+            r = self._client.request(method, self._prefix + uri, body=body or b"", headers=merged)
+            try:
+                data = r.read()  # the whole body, as sent (compressed or not); the connection goes back
+            finally:
+                r.release()
+        except socket.timeout as e:  # connect or read (gevent's socket timeout is a TimeoutError)
+            raise UpstreamError(self.target(uri), f"timed out: {e or 'no answer'}", timeout=True) from None
+        except ConnectionRefusedError as e:
+            raise UpstreamError(self.target(uri), f"cannot connect: {e}", timeout=False) from None
+        except (HTTPParseError, OSError, ValueError) as e:  # reset, closed, unparsable, unusable target
+            raise UpstreamError(self.target(uri), str(e) or type(e).__name__, timeout=False) from None
+        return Response(r.status_code, r.status_message or "", list(r.items()), data)
 
     def ensure_cluster_id(self) -> str:
         """Read (or create once) the id stored in the cluster, as the Go original does."""
@@ -131,21 +127,11 @@ class Elastic:
         return self.cluster_id
 
     def close(self) -> None:
-        self._pool.close()
+        self._client.close()
 
 
 def _status_text(r: Response) -> str:
     return f"status {r.status}: {r.body[:300].decode('utf-8', 'replace')}"
-
-
-def _root(e: Optional[BaseException]) -> str:
-    """The innermost reason, without urllib3's object reprs."""
-    while e is not None and getattr(e, "reason", None) is not None and e.reason is not e:
-        e = e.reason if isinstance(e.reason, BaseException) else None
-        if e is None:
-            break
-    text = str(e) if e is not None else "unknown error"
-    return text.split(": ", 1)[-1] if text.startswith("<") else text
 
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -1,0 +1,114 @@
+"""What /proc says about a process: resident memory, CPU time, TCP connections to a port."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_ESTABLISHED = "01"
+
+
+def rss_mb(pid: int) -> Optional[float]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15 of stat)
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def connections_to(pid: int, port: int) -> int:
+    """ESTABLISHED TCP connections the process holds to remote ``port`` (like netstat -atpn | grep)."""
+    inodes = _socket_inodes(pid)
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] == _ESTABLISHED and int(cols[2].rsplit(":", 1)[1], 16) == port and cols[9] in inodes:
+                        count += 1
+        except OSError:
+            continue
+    return count
+
+
+@dataclass
+class Sample:
+    t: float
+    rss_mb: Optional[float]
+    upstream: int
+
+
+@dataclass
+class Sampler:
+    """Samples a process's RSS and its connections to ``upstream_port`` every ``interval`` seconds."""
+
+    pid: int
+    upstream_port: int
+    interval: float = 0.5
+    samples: list[Sample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0 = time.monotonic()
+
+    def _take(self) -> Sample:
+        return Sample(time.monotonic() - self._t0, rss_mb(self.pid), connections_to(self.pid, self.upstream_port))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(self._take())
+
+    def start(self) -> Sample:
+        first = self._take()
+        self.samples.append(first)
+        self._thread.start()
+        return first
+
+    def stop(self) -> Sample:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        last = self._take()
+        self.samples.append(last)
+        return last
+
+    def middle(self) -> Sample:
+        half = self.samples[-1].t / 2
+        return min(self.samples, key=lambda s: abs(s.t - half))
+
+    def upstream_during(self) -> list[int]:
+        return [s.upstream for s in self.samples[1:-1]] or [s.upstream for s in self.samples]

@@ -1,0 +1,349 @@
+"""The Markdown report (``bench/results/report-<ts>.md`` + ``latest.md``) and the PNG latency chart."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+from .load import LoadResult
+from .scenarios import Side
+
+PCTS = (50, 75, 90, 95, 99, 99.9, 99.99)
+TARGETS = {"S1": 0.95, "S2": 0.85, "S4": 0.8, "RSS": 64.0, "workers": 1.6}
+
+
+def ms(us: float) -> str:
+    """A latency the way the seed's berf prints it: 37.043ms, 1.526334s."""
+    if us >= 1e6:
+        return f"{us / 1e6:.6g}s"
+    return f"{us / 1000:.3f}ms"
+
+
+def ratio(a: float, b: float) -> Optional[float]:
+    return a / b if b else None
+
+
+def fmt_ratio(r: Optional[float]) -> str:
+    return "n/a" if r is None else f"{r:.2f}"
+
+
+def seed_block(side: Side) -> str:
+    """One side's summary laid out like the seed's berf output."""
+    r = side.load
+    mbps = (r.bytes_read * 8 / 1e6 / r.elapsed, r.bytes_written * 8 / 1e6 / r.elapsed) if r.elapsed else (0, 0)
+    lines = [
+        f"wrk {r.url}  {r.connections} connections, {r.threads} threads",
+        "",
+        "Summary:",
+        f"  Elapsed        {r.elapsed:>12.3f}s",
+        f"  Count/RPS      {r.answered:>8} {r.rps:.3f}",
+    ]
+    for status, count in sorted(r.statuses.items()):
+        lines.append(f"    {status:<12}{count:>8} {count / r.elapsed if r.elapsed else 0:.3f}")
+    errors = {k: v for k, v in r.errors.items() if v}
+    if errors:
+        lines.append("  Errors         " + ", ".join(f"{k} {v}" for k, v in errors.items()))
+    lines += [
+        f"  ReadWrite      {mbps[0]:.3f} {mbps[1]:.3f} Mbps",
+        f"  Connections    {r.connections:>8}",
+        "",
+        "Statistics    Min        Mean       StdDev     Max",
+        f"  Latency   {ms(r.latency_us['min']):<10} {ms(r.latency_us['mean']):<10} "
+        f"{ms(r.latency_us['stdev']):<10} {ms(r.latency_us['max'])}",
+        "",
+        "Latency Percentile:",
+        "  " + "".join(f"{'P' + format(p, 'g'):<11}" for p in PCTS),
+        "  " + "".join(f"{ms(r.pct(p) * 1000):<11}" for p in PCTS),
+        "",
+        "Latency Histogram (from the recorded percentiles):",
+    ]
+    lines += [
+        f"  {ms(center):<11}{count:>8}  {share:6.2%}  {'■' * round(40 * share / top)}"
+        for center, count, share, top in histogram(r)
+    ]
+    cpu = ", ".join(f"{name} {seconds / r.elapsed:.2f}" for name, seconds in side.cpu.items()) if r.elapsed else ""
+    lines += ["", f"CPU (cores busy on average): wrk {r.client_cpu / r.elapsed:.2f}, {cpu}" if r.elapsed else ""]
+    return "\n".join(lines)
+
+
+def histogram(r: LoadResult, buckets: int = 8) -> list[tuple[float, int, float, float]]:
+    """(center µs, count, share, largest share) per log-spaced bucket, rebuilt from the percentile grid:
+    the requests between two recorded percentiles are put in the bucket of the upper one."""
+    points = r.percentiles_us
+    lo, hi = max(1, r.latency_us["min"]), max(2, r.latency_us["max"])
+    edges = [lo * (hi / lo) ** (i / buckets) for i in range(1, buckets + 1)]
+    mass = [0.0] * buckets
+    weighted = [0.0] * buckets
+    for (p0, _), (p1, us) in zip(points, points[1:]):
+        share = (p1 - p0) / 100
+        i = next((k for k, edge in enumerate(edges) if us <= edge), buckets - 1)
+        mass[i] += share
+        weighted[i] += share * us
+    top = max(mass) or 1.0
+    return [(weighted[i] / mass[i], round(mass[i] * r.answered), mass[i], top) for i in range(buckets) if mass[i] > 0]
+
+
+def _side_row(name: str, side: Side) -> str:
+    r = side.load
+    return (
+        f"| {name} | {r.answered} | {r.rps:.0f} | {r.pct(50):.1f} | {r.pct(99):.1f} | "
+        f"{r.latency_us['max'] / 1000:.0f} | {_statuses(r)} | {r.client_cpu_pct / 100:.2f} |"
+    )
+
+
+def _statuses(r: LoadResult) -> str:
+    text = " ".join(f"{k}×{v}" for k, v in sorted(r.statuses.items()))
+    errors = sum(r.errors.values())
+    return text + (f", socket errors {errors}" if errors else "")
+
+
+SIDE_HEADER = (
+    "| side | answered | req/s | p50 ms | p99 ms | max ms | statuses | wrk CPU (cores) |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
+def summary_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(target, measured, goal, verdict) for each of issue 6's targets measurable in this run."""
+    rows = []
+    s1, s2, s4 = res.get("S1"), res.get("S2"), res.get("S4")
+    if s1:
+        r = ratio(s1["proxy"].load.rps, s1["direct"].load.rps)
+        rows.append(("S1 proxy/direct TPS (Kafka on)", fmt_ratio(r), f"≥ {TARGETS['S1']}", _met(r, TARGETS["S1"])))
+        rss = s1["rss"]
+        ok = rss["end"] is not None and max(rss.values()) <= TARGETS["RSS"] and rss["end"] <= rss["middle"] * 1.02
+        rows.append(
+            (
+                "proxy RSS start / middle / end of S1 (MB)",
+                f"{rss['start']:.1f} / {rss['middle']:.1f} / {rss['end']:.1f}",
+                "≤ 64, no growth middle→end (±2 %)",
+                "met" if ok else "not met",
+            )
+        )
+    if s2:
+        r = ratio(s2["proxy"].load.rps, s2["bare"].load.rps)
+        rows.append(("S2 proxy / bare WSGIServer req/s", fmt_ratio(r), f"≥ {TARGETS['S2']}", _met(r, TARGETS["S2"])))
+        r = ratio(s2["proxy"].load.rps, s2["bare_nodelay"].load.rps)
+        goal = f"(≥ {TARGETS['S2']}: the real ceiling)"
+        rows.append(("S2 proxy / bare WSGIServer + TCP_NODELAY", fmt_ratio(r), goal, _met(r, TARGETS["S2"])))
+        if "proxy_2_workers" in s2:
+            r = ratio(s2["proxy_2_workers"].load.rps, s2["proxy"].load.rps)
+            rows.append(
+                ("S2 2 workers / 1 worker", fmt_ratio(r), f"≥ {TARGETS['workers']}", _met(r, TARGETS["workers"]))
+            )
+        else:
+            rows.append(
+                (
+                    "S2 2 workers / 1 worker",
+                    "not available",
+                    "≥ 1.6",
+                    f"`workers` rejected: {s2['workers_unavailable']}",
+                )
+            )
+    if s4 and "skipped" not in s4:
+        r = ratio(s4["replay_rate"], s4["bulk_rate"])
+        rows.append(("S4 replay / direct _bulk docs/s", fmt_ratio(r), f"≥ {TARGETS['S4']}", _met(r, TARGETS["S4"])))
+    return rows
+
+
+def _met(r: Optional[float], goal: float) -> str:
+    return "n/a" if r is None else ("met" if r >= goal else "not met")
+
+
+def markdown(res: dict[str, Any], meta: dict[str, str], chart: Optional[str]) -> str:
+    out = [f"# esproxy bench — {meta['timestamp']}", ""]
+    out += [f"- {k}: {v}" for k, v in meta.items() if k != "timestamp"]
+    out += [
+        "",
+        "## Targets (ratios from this one run)",
+        "",
+        "| target | measured | goal | verdict |",
+        "|---|---|---|---|",
+    ]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(res)]
+    if "S1" in res:
+        out += _s1(res["S1"], res)
+    if "S4" in res:
+        out += _s4(res["S4"])
+    if "S2" in res:
+        out += _s2(res["S2"])
+    if "S3" in res:
+        out += _s3(res["S3"])
+    if "S5" in res:
+        out += _s5(res["S5"], res.get("S1"))
+    if chart:
+        out += ["", "## Latency chart", "", f"![latency by percentile]({chart})"]
+    timings = res.get("timings", {})
+    if timings:
+        out += ["", "Scenario wall times: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())]
+    return "\n".join(out) + "\n"
+
+
+def _s1(s1: dict[str, Any], res: dict[str, Any]) -> list[str]:
+    d, p = s1["direct"].load, s1["proxy"].load
+    up = s1["upstream"]
+    b_docs = res.get("S4", {}).get("b_docs", "n/a (S4 not run)")
+    out = [
+        "",
+        f"## S1 seed writes: {d.answered} single-doc POST /p1/_doc, {d.connections} connections",
+        "",
+        SIDE_HEADER,
+        _side_row("direct to A", s1["direct"]),
+        _side_row("through the proxy (Kafka on)", s1["proxy"]),
+        "",
+        "| ratio proxy/direct | TPS | p50 | p99 |",
+        "|---|---|---|---|",
+        f"| | {fmt_ratio(ratio(p.rps, d.rps))} | {fmt_ratio(ratio(p.pct(50), d.pct(50)))} | "
+        f"{fmt_ratio(ratio(p.pct(99), d.pct(99)))} |",
+        "",
+        f"- upstream connections proxy→A during the run (sampled every 0.5 s): min {up['min']}, "
+        f"median {up['median']:.0f}, max {up['max']} (client connections: {p.connections})",
+        f"- documents in A: direct index {s1['direct_docs_in_a']}, proxy index {s1['proxy_docs_in_a']} "
+        "(wrk stops a thread at its quota and drops its in-flight requests, which the server may still apply)",
+        f"- Kafka records produced: {s1['messages']} (sum of end offsets {s1['end_offsets']}; Tansu's end offset "
+        "moves by one per record batch)",
+        f"- B's documents after the replay drained (S4): {b_docs}",
+        f"- proxy RSS: idle after start {res.get('started', {}).get('proxy_rss_idle', 0):.1f} MB; S1 start "
+        f"{s1['rss']['start']:.1f}, middle {s1['rss']['middle']:.1f}, end {s1['rss']['end']:.1f} MB",
+        "",
+        "### direct", "", "```", seed_block(s1["direct"]), "```",
+        "", "### through the proxy", "", "```", seed_block(s1["proxy"]), "```",
+    ]  # fmt: skip
+    return out
+
+
+def _s4(s4: dict[str, Any]) -> list[str]:
+    if "skipped" in s4:
+        return ["", "## S4 replay", "", f"skipped: {s4['skipped']}"]
+    r = ratio(s4["replay_rate"], s4["bulk_rate"])
+    return [
+        "",
+        "## S4 replay: drain S1's captured writes into B vs a direct _bulk of the same documents",
+        "",
+        "| | documents | seconds | docs/s |",
+        "|---|---|---|---|",
+        f"| replay role (conf2.yml settings) | {s4['b_docs']} of {s4['expected']} | {s4['drain_seconds']:.1f} | "
+        f"{s4['replay_rate']:.0f} |",
+        f"| direct _bulk, 500 per request, one connection | {s4['bulk_docs']} | {s4['bulk_seconds']:.1f} | "
+        f"{s4['bulk_rate']:.0f} |",
+        "",
+        f"- ratio replay/direct _bulk: {fmt_ratio(r)}; the drain is timed from `assigned partitions` "
+        f"(joining the group took {s4['join_seconds']:.1f}s after the start) until B counts every record",
+        f"- replay process: {s4['replay_cpu'] / s4['drain_seconds'] if s4['drain_seconds'] else 0:.2f} cores busy, "
+        f"RSS {s4['replay_rss'] or 0:.1f} MB at the end",
+    ]
+
+
+def _s2(s2: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        f"## S2 capacity: GET of one small document ({s2['body_bytes']} bytes), timed runs",
+        "",
+        SIDE_HEADER,
+        _side_row("direct to A (osmem)", s2["direct"]),
+        _side_row("through the proxy", s2["proxy"]),
+        _side_row("bare gevent WSGIServer (same body)", s2["bare"]),
+        _side_row("bare gevent WSGIServer + TCP_NODELAY", s2["bare_nodelay"]),
+    ]
+    if "proxy_2_workers" in s2:
+        out.append(_side_row("proxy, workers: 2", s2["proxy_2_workers"]))
+    out += [
+        "",
+        f"- proxy / bare WSGIServer: {fmt_ratio(ratio(s2['proxy'].load.rps, s2['bare'].load.rps))}; "
+        "proxy / bare WSGIServer + TCP_NODELAY: "
+        f"{fmt_ratio(ratio(s2['proxy'].load.rps, s2['bare_nodelay'].load.rps))}; "
+        f"proxy / direct: {fmt_ratio(ratio(s2['proxy'].load.rps, s2['direct'].load.rps))}",
+        "- the bare WSGIServer is gevent's as it comes: it writes headers and body separately, and without "
+        "TCP_NODELAY the body waits for the client's delayed ACK (~40 ms), so its req/s is 100 connections / "
+        "~45 ms whatever the CPU; the TCP_NODELAY row is the server's real CPU ceiling on this machine",
+        "- CPU (cores busy on average) — "
+        + "; ".join(_cpu(name, s2[name]) for name in ("direct", "proxy", "bare", "bare_nodelay")),
+    ]
+    if "workers_unavailable" in s2:
+        out.append(f"- 2 workers vs 1: not available (`workers: 2` rejected: {s2['workers_unavailable']})")
+    return out
+
+
+def _cpu(name: str, side: Side) -> str:
+    r = side.load
+    parts = [f"wrk {r.client_cpu / r.elapsed:.2f}"] + [f"{k} {v / r.elapsed:.2f}" for k, v in side.cpu.items()]
+    return f"{name}: " + ", ".join(parts)
+
+
+def _s3(s3: dict[str, Any]) -> list[str]:
+    rows = []
+    rates = {}
+    for side in ("direct", "proxy"):
+        r = s3[side].load
+        rates[side] = r.ok() * s3["bulk_size"] / r.elapsed if r.elapsed else 0
+        rows.append(
+            f"| {side} | {r.answered} | {rates[side]:.0f} | {r.pct(50):.0f} | {r.pct(99):.0f} | {_statuses(r)} | "
+            f"{s3[side + '_docs_in_a']} |"
+        )
+    return [
+        "",
+        f"## S3 bulk: _bulk with {s3['bulk_size']} docs per request, {s3['connections']} connections",
+        "",
+        "| side | requests | docs/s | p50 ms | p99 ms | statuses | docs in A |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"- docs/s proxy/direct: {fmt_ratio(ratio(rates['proxy'], rates['direct']))}",
+        "- CPU (cores busy on average) — " + "; ".join(_cpu(name, s3[name]) for name in ("direct", "proxy")),
+    ]
+
+
+def _s5(s5: dict[str, Any], s1: Optional[dict[str, Any]]) -> list[str]:
+    out = [
+        "",
+        "## S5 durability: S1's proxy side per `durability` value",
+        "",
+        "| durability | req/s | ratio to S1 direct | p99 ms | Kafka records | docs in A |",
+        "|---|---|---|---|---|---|",
+    ]
+    for value, res in s5.items():
+        if "unavailable" in res:
+            out.append(f"| {value} | not available: {res['unavailable']} | | | | |")
+            continue
+        r = res["proxy"].load
+        base = s1["direct"].load.rps if s1 else 0
+        out.append(
+            f"| {value} | {r.rps:.0f} | {fmt_ratio(ratio(r.rps, base))} | {r.pct(99):.1f} | {res['messages']} | "
+            f"{res['docs_in_a']} |"
+        )
+    return out
+
+
+def chart(res: dict[str, Any], path: Path) -> Optional[str]:
+    """Latency by percentile for S1 and S2, one PNG; None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    panels = [(name, res[name]) for name in ("S1", "S2", "S3") if name in res]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    ticks = [50, 90, 99, 99.9, 99.99]
+    for ax, (name, scen) in zip(axes[0], panels):
+        for side in ("direct", "proxy", "bare", "bare_nodelay", "proxy_2_workers"):
+            if side not in scen:
+                continue
+            r: LoadResult = scen[side].load
+            pts = [(p, us) for p, us in r.percentiles_us if p < 100]
+            xs = [-math.log10(1 - p / 100) for p, _ in pts]
+            ax.plot(xs, [us / 1000 for _, us in pts], label=f"{side} ({r.rps:.0f} req/s)")
+        ax.set_xticks([-math.log10(1 - p / 100) for p in ticks], [f"P{p:g}" for p in ticks])
+        ax.set_yscale("log")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"{name}: latency by percentile")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name

@@ -1,0 +1,286 @@
+"""The scenarios of issue 6, run in one go against one set of servers so the ratios are side by side.
+
+Order: S1 (writes: direct, then through the proxy; no replay running), S4 (the replay drains what S1
+captured into B; then a direct ``_bulk`` of the same documents into B), S2 (GET capacity), S3
+(``_bulk`` through the proxy and direct), S5 (S1's proxy side per ``durability`` value).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import data, probes
+from .load import LoadResult, run_wrk
+from .procstat import Sampler, cpu_seconds, rss_mb
+from .servers import REPO, Proc, Stack, check_config, free_port
+
+DURABILITY_VALUES = ("none", "spool", "kafka")
+
+
+@dataclass
+class Options:
+    n: int = 20000  # S1 writes per side
+    connections: int = 100
+    threads: int = 2  # wrk threads
+    s2_seconds: float = 10.0
+    s3_requests: int = 60  # _bulk requests per side
+    bulk_size: int = 500
+    scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5")
+
+
+@dataclass
+class Side:
+    """One side of a comparison: the load result plus the CPU the servers used meanwhile."""
+
+    load: LoadResult
+    cpu: dict[str, float] = field(default_factory=dict)  # process name -> CPU seconds during the run
+
+
+@dataclass
+class Bench:
+    opts: Options
+    stack: Stack
+    workdir: Path
+    results: dict[str, Any] = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    # ------------------------------------------------------------------ servers and configs
+
+    def start_servers(self) -> None:
+        self.a = self.stack.osmem("osmem-a")
+        self.b = self.stack.osmem("osmem-b")
+        self.kafka = self.stack.tansu()
+        self.bootstrap = f"127.0.0.1:{self.kafka.port}"
+        self.topic = f"bench.s1.{self.run_id}"
+        self.people = data.write_people(self.workdir / "people.txt", self.opts.n + self.opts.connections)
+        self.proxy = self.start_proxy("proxy", self.topic)
+
+    def proxy_config(self, port: int, topic: str, **extra: Any) -> dict:
+        """conf1.yml as shipped, pointed at our servers (its chanSize, accesslog, Kafka settings)."""
+        conf = yaml.safe_load((REPO / "conf1.yml").read_text(encoding="utf-8"))
+        conf["source"]["proxies"] = [{**conf["source"]["proxies"][0], "port": port, "host": "127.0.0.1"}]
+        conf["destination"]["primaries"] = [{**conf["destination"]["primaries"][0], "url": self.a.url + "/"}]
+        conf["destination"]["kafkas"] = [
+            {**conf["destination"]["kafkas"][0], "topic": topic, "brokers": [self.bootstrap]}
+        ]
+        conf.update(extra)
+        return conf
+
+    def replay_config(self, topic: str, group: str) -> dict:
+        conf = yaml.safe_load((REPO / "conf2.yml").read_text(encoding="utf-8"))
+        conf["source"]["kafkas"] = [
+            {**conf["source"]["kafkas"][0], "brokers": [self.bootstrap], "topics": [topic], "group": group}
+        ]
+        conf["destination"]["primaries"] = [{**conf["destination"]["primaries"][0], "url": self.b.url + "/"}]
+        return conf
+
+    def start_proxy(self, name: str, topic: str, **extra: Any) -> Proc:
+        port = free_port()
+        p = self.stack.esproxy(name, self.proxy_config(port, topic, **extra), "proxy listening on", port=port)
+        # Ready for the bench once the cluster id is known and the producer is connected.
+        p.wait_for(lambda: "has id" in p.log() and "kafka producer for topic" in p.log(), "cluster id + producer")
+        return p
+
+    def measured(self, label: str, procs: dict[str, Proc], **kw: Any) -> Side:
+        before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+        load = run_wrk(label, kw.pop("base"), kw.pop("path"), self.workdir, **kw)
+        return Side(load, {name: cpu_seconds(p.pid) - before[name] for name, p in procs.items()})
+
+    def write_run(self, label: str, base: str, index: str, procs: dict[str, Proc]) -> Side:
+        """N single-document POSTs (the seed's run), counted."""
+        return self.measured(
+            label,
+            procs,
+            base=base,
+            path=f"/{index}/_doc",
+            method="POST",
+            lines=self.people,
+            connections=self.opts.connections,
+            threads=self.opts.threads,
+            quota=self.opts.n,
+            duration=60 + self.opts.n / 50,
+        )
+
+    # ------------------------------------------------------------------ S1
+
+    def s1(self) -> None:
+        direct_index, proxy_index = f"p1-direct-{self.run_id}", f"p1-proxy-{self.run_id}"
+        direct = self.write_run("s1-direct", self.a.url, direct_index, {"osmem A": self.a})
+        sampler = Sampler(self.proxy.pid, self.a.port)
+        sampler.start()
+        proxied = self.write_run("s1-proxy", self.proxy.url, proxy_index, {"esproxy": self.proxy, "osmem A": self.a})
+        sampler.stop()
+        in_a = probes.es_count(self.a.url, proxy_index)
+        messages, end_offsets = self._messages(self.topic, in_a)
+        upstream = sampler.upstream_during()
+        self.results["S1"] = {
+            "direct": direct,
+            "proxy": proxied,
+            "direct_docs_in_a": probes.es_count(self.a.url, direct_index),
+            "proxy_docs_in_a": in_a,
+            "messages": messages,
+            "end_offsets": end_offsets,
+            "upstream": {"min": min(upstream), "median": statistics.median(upstream), "max": max(upstream)},
+            "rss": {
+                "start": sampler.samples[0].rss_mb,
+                "middle": sampler.middle().rss_mb,
+                "end": sampler.samples[-1].rss_mb,
+            },
+            "proxy_index": proxy_index,
+        }
+
+    def _messages(self, topic: str, expected: int) -> tuple[int, int]:
+        """Records in ``topic`` once the producer has shipped ``expected`` of them (or 30 s passed)."""
+        last = (0, 0)
+
+        def enough() -> bool:
+            nonlocal last
+            last = probes.topic_stats(self.bootstrap, topic)
+            return last[0] >= expected
+
+        probes.wait_for(enough, timeout=30, interval=0.5)
+        return last
+
+    # ------------------------------------------------------------------ S4
+
+    def s4(self) -> None:
+        s1 = self.results.get("S1")
+        if not s1:
+            self.results["S4"] = {"skipped": "needs S1 (the captured writes it drains)"}
+            return
+        expected, index = s1["messages"], s1["proxy_index"]
+        replay = self.stack.esproxy("replay", self.replay_config(self.topic, f"bench.{self.run_id}"), "has id")
+        cpu0 = cpu_seconds(replay.pid)
+        joined = replay.wait_for(lambda: "assigned partitions" in replay.log(), "assigned partitions", timeout=60)
+        t0 = time.monotonic()
+        count, waited = probes.wait_for(
+            lambda: (c := probes.es_count(self.b.url, index)) >= expected and c, timeout=60 + expected / 20
+        )
+        drain = time.monotonic() - t0
+        replay_cpu, replay_rss = cpu_seconds(replay.pid) - cpu0, rss_mb(replay.pid)
+        self.stack.stop(replay)
+        final = probes.es_count(self.b.url, index)
+        docs = self.people.read_text(encoding="utf-8").splitlines()[:expected]
+        bulk_index = f"p1-bulk-{self.run_id}"
+        bulk_seconds = _bulk_load(self.b.port, bulk_index, docs, self.opts.bulk_size)
+        self.results["S4"] = {
+            "expected": expected,
+            "drained": count >= expected if count else False,
+            "b_docs": final,
+            "join_seconds": joined,
+            "drain_seconds": drain,
+            "replay_rate": final / drain if drain else 0.0,
+            "replay_cpu": replay_cpu,
+            "replay_rss": replay_rss,
+            "bulk_docs": probes.es_count(self.b.url, bulk_index),
+            "bulk_seconds": bulk_seconds,
+            "bulk_rate": len(docs) / bulk_seconds if bulk_seconds else 0.0,
+        }
+
+    # ------------------------------------------------------------------ S2
+
+    def s2(self) -> None:
+        doc = '{"name":"张三","sex":"男","addr":"北京市东城区人民路1号","idcard":"110101199003070011"}'
+        index = f"s2-{self.run_id}"
+        probes.http("PUT", f"{self.a.url}/{index}/_doc/1?refresh=true", doc.encode())
+        status, body = probes.http("GET", f"{self.a.url}/{index}/_doc/1")
+        body_file = self.workdir / "s2-body.json"
+        body_file.write_bytes(body)
+        path = f"/{index}/_doc/1"
+        kw = {"path": path, "connections": self.opts.connections, "threads": self.opts.threads}
+        kw["duration"] = self.opts.s2_seconds
+        out: dict[str, Any] = {"status": status, "body_bytes": len(body)}
+        out["direct"] = self.measured("s2-direct", {"osmem A": self.a}, base=self.a.url, **kw)
+        out["proxy"] = self.measured("s2-proxy", {"esproxy": self.proxy, "osmem A": self.a}, base=self.proxy.url, **kw)
+        for side, nodelay in (("bare", False), ("bare_nodelay", True)):
+            bare = self.stack.bare(f"{side}-wsgi", body_file, nodelay=nodelay)
+            out[side] = self.measured(f"s2-{side}", {"bare WSGIServer": bare}, base=bare.url, **kw)
+            self.stack.stop(bare)
+        accepted, answer = check_config(
+            self.workdir, "workers-check", self.proxy_config(free_port(), self.topic, workers=2)
+        )
+        if accepted:
+            two = self.start_proxy("proxy-2workers", self.topic, workers=2)
+            out["proxy_2_workers"] = self.measured("s2-proxy-2w", {"esproxy": two}, base=two.url, **kw)
+            self.stack.stop(two)
+        else:
+            out["workers_unavailable"] = answer
+        self.results["S2"] = out
+
+    # ------------------------------------------------------------------ S3
+
+    def s3(self) -> None:
+        docs = data.person_lines(self.opts.bulk_size, seed=3)
+        body = self.workdir / "s3-bulk.ndjson"
+        body.write_text(data.bulk_body(None, docs), encoding="utf-8")
+        conns = min(4, self.opts.connections)
+        kw = {"method": "POST", "body": body, "content_type": "application/x-ndjson", "connections": conns}
+        kw.update(
+            threads=min(self.opts.threads, conns), quota=self.opts.s3_requests, duration=60 + self.opts.s3_requests
+        )
+        out: dict[str, Any] = {"bulk_size": self.opts.bulk_size, "connections": conns}
+        for side, base, procs in (
+            ("direct", self.a.url, {"osmem A": self.a}),
+            ("proxy", self.proxy.url, {"esproxy": self.proxy, "osmem A": self.a}),
+        ):
+            index = f"s3-{side}-{self.run_id}"
+            out[side] = self.measured(f"s3-{side}", procs, base=base, path=f"/{index}/_bulk", **kw)
+            out[f"{side}_docs_in_a"] = probes.es_count(self.a.url, index)
+        self.results["S3"] = out
+
+    # ------------------------------------------------------------------ S5
+
+    def s5(self) -> None:
+        out: dict[str, Any] = {}
+        for value in DURABILITY_VALUES:
+            topic = f"bench.s5.{value}.{self.run_id}"
+            accepted, answer = check_config(
+                self.workdir, f"durability-{value}", self.proxy_config(free_port(), topic, durability=value)
+            )
+            if not accepted:
+                out[value] = {"unavailable": answer}
+                continue
+            proxy = self.start_proxy(f"proxy-{value}", topic, durability=value)
+            index = f"p1-{value}-{self.run_id}"
+            side = self.write_run(f"s5-{value}", proxy.url, index, {"esproxy": proxy, "osmem A": self.a})
+            in_a = probes.es_count(self.a.url, index)
+            self.stack.stop(proxy)
+            out[value] = {"proxy": side, "docs_in_a": in_a, "messages": self._messages(topic, in_a)[0]}
+        self.results["S5"] = out
+
+    def run(self) -> None:
+        self.start_servers()
+        self.results["started"] = {"proxy_rss_idle": rss_mb(self.proxy.pid)}
+        for name in ("S1", "S4", "S2", "S3", "S5"):
+            if name in self.opts.scenarios:
+                t0 = time.monotonic()
+                print(f"bench: {name} ...", flush=True)
+                getattr(self, name.lower())()
+                self.results.setdefault("timings", {})[name] = time.monotonic() - t0
+                print(f"bench: {name} done in {time.monotonic() - t0:.0f}s", flush=True)
+
+
+def _bulk_load(port: int, index: str, docs: list[str], size: int) -> float:
+    """Load ``docs`` into ``index`` with sequential ``_bulk`` requests on one connection; seconds taken."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    t0 = time.monotonic()
+    try:
+        for i in range(0, len(docs), size):
+            body = data.bulk_body(None, docs[i : i + size]).encode("utf-8")
+            conn.request("POST", f"/{index}/_bulk", body, {"Content-Type": "application/x-ndjson"})
+            r = conn.getresponse()
+            answer = r.read()
+            if r.status != 200 or json.loads(answer).get("errors"):
+                raise RuntimeError(f"direct _bulk into B failed: {r.status} {answer[:300]!r}")
+    finally:
+        conn.close()
+    return time.monotonic() - t0
