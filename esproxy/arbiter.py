@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import gevent
@@ -23,6 +24,7 @@ from gevent.event import Event
 
 from . import __version__, labels
 from .admin import Admin
+from .bean import Bean
 from .config import Config
 from .dest.elastic import Elastic, UpstreamError, backoff
 from .dest.kafka import KafkaDest
@@ -30,6 +32,7 @@ from .fanout import Fanout
 from .profiling import Profiler
 from .source.kafka import KafkaReplay
 from .source.proxy import ProxyApp, make_server
+from .spool import Spool
 
 log = logging.getLogger("esproxy")
 
@@ -104,9 +107,15 @@ class Arbiter:
         return True
 
     def _start_proxies(self) -> None:
-        kafkas = [KafkaDest(k) for k in self.cfg.kafka_destinations()]
+        modes = {p.durability for p in self.cfg.proxies()}
+        kafkas = [KafkaDest(k, all_acks="kafka" in modes) for k in self.cfg.kafka_destinations()]
         rests = [Elastic(r, "backup") for r in self.cfg.rests()]
-        self.fanout = Fanout(self.cfg.chanSize, kafkas, rests) if kafkas or rests else None
+        spool, open_intents = None, []
+        if (kafkas or rests) and "spool" in modes:
+            s = self.cfg.spool
+            spool = Spool(Path(s.dir).resolve(), s.maxBytes, block_when_full=s.whenFull == "block", fsync=s.fsync)
+            open_intents = spool.open()
+        self.fanout = Fanout(self.cfg.chanSize, kafkas, rests, spool) if kafkas or rests else None
         if self.fanout:
             self.fanout.start()
         for p in self.cfg.proxies():
@@ -123,6 +132,9 @@ class Arbiter:
             self.apps.append(app)
             self.servers.append(server)
             log.info("proxy listening on %s:%d -> %s", p.host, p.port, app.primary.target(""))
+        for intent in open_intents:  # writes in flight when the last run died: copy what A holds
+            app = self.apps[0]
+            app.settle_later(intent, Bean("", "/", labels=dict(app.cfg.labels) or None))
 
     def _start_replays(self) -> None:
         for k in self.cfg.kafka_sources():

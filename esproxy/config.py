@@ -33,6 +33,13 @@ class ProxySource:
         {}, "Headers every client request must carry (e.g. `Authorization: Basic ...`); else 401."
     )
     labels: dict[str, str] = setting({}, "Labels copied into each captured write; matched by `labelEval`.")
+    durability: str = setting(
+        "spool",
+        "How a captured write is kept until Kafka has it, before the client's answer: `spool` (appended to"
+        " the fsynced write-ahead spool), `kafka` (produced with acks=all), `none` (in-memory queue, the Go"
+        " original's behaviour; lost if the process dies) (ours).",
+        choices=("none", "spool", "kafka"),
+    )
     passHeaders: list[str] = setting(
         [], "Extra request headers forwarded to the primary, besides the standard ones (ours)."
     )
@@ -108,6 +115,25 @@ class KafkaDestination:
 
 
 @dataclass
+class SpoolSettings:
+    dir: str = setting("spool", "Directory of the write-ahead spool, relative to the working directory.")
+    maxBytes: int = setting(
+        256 * 1024 * 1024, "Most bytes of captured writes waiting for Kafka; then `whenFull` applies."
+    )
+    whenFull: str = setting(
+        "block",
+        "`block`: writes wait for room (backpressure); `reject`: writes are refused with 503 before they"
+        " reach the primary. Reads are never affected.",
+        choices=("block", "reject"),
+    )
+    fsync: bool = setting(
+        True,
+        "fsync each group of appends (false trusts the page cache: faster, survives"
+        " a process crash but not a power cut).",
+    )
+
+
+@dataclass
 class Source:
     proxies: list[ProxySource] = setting([], "Proxy role: one HTTP listener per entry, in front of the primary.")
     kafkas: list[KafkaSource] = setting([], "Replay role: one consumer group per entry.")
@@ -143,6 +169,7 @@ class Config:
     )
     admin: AdminListener = setting(AdminListener(), "Stats and metrics listener (ours).")
     source: Source = setting(Source(), "Where requests come from.")
+    spool: SpoolSettings = setting(SpoolSettings(), "The proxy's write-ahead spool (`durability: spool`) (ours).")
     destination: Destination = setting(Destination(), "Where they go.")
 
     warnings: ClassVar[tuple[str, ...]] = ()  # set by parse(), not a setting
@@ -182,6 +209,8 @@ def _check(cfg: Config) -> list[str]:
                 f"destination.kafkas[{i}].codec",
                 f'"{k.codec}" needs the {module[1]} package (pip install "esproxy[codecs]")',
             )
+    if cfg.spool.maxBytes < 1:
+        raise ConfigError("spool.maxBytes", f"{cfg.spool.maxBytes} must be at least 1")
     if cfg.chanSize < 0:
         raise ConfigError("chanSize", f"{cfg.chanSize} must be 0 or more")
 

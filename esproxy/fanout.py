@@ -1,64 +1,155 @@
-"""The bounded queue between request handlers and destinations, drained by one greenlet.
+"""Between request handlers and destinations: how a captured write is kept until Kafka has it.
 
-``chanSize`` is its capacity; 0 makes it a direct hand-off (the handler waits until the
-producer greenlet takes the bean). A full queue blocks the handler before it answers the client:
-backpressure, never a silent drop.
+Per proxy, ``durability`` chooses:
+
+- ``spool`` (the default): the write is appended to the write-ahead spool (fsync, group-committed)
+  before the client gets its answer; one shipper greenlet produces the spool to Kafka in order
+  and truncates it once Kafka acknowledged. Survives SIGKILL, reboots and Kafka outages within
+  ``spool.maxBytes``.
+- ``kafka``: the handler waits for Kafka (acks=all) before answering.
+- ``none``: the Go original's in-memory queue of ``chanSize`` (0: direct hand-off); fastest, but
+  what is queued is lost if the process dies.
+
+A full queue or spool blocks the handler (or, with ``spool.whenFull: reject``, refuses the write
+with 503 before it reaches the primary): backpressure, never a silent drop.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Optional, Union
 
 import gevent
+from gevent.event import Event
 from gevent.queue import Channel, Queue
 
 from .bean import Bean
-from .dest.elastic import Aborted, Elastic, replay
+from .dest.elastic import Aborted, Elastic, backoff, replay
 from .dest.kafka import KafkaDest
+from .spool import Spool
 
 log = logging.getLogger("esproxy.fanout")
 
 _STOP = object()
+SHIP_BATCH = 500
+
+
+class NotRecorded(Exception):
+    """durability: kafka — Kafka did not take a write that the primary applied."""
 
 
 class Fanout:
-    def __init__(self, chan_size: int, kafkas: list[KafkaDest], rests: list[Elastic]) -> None:
+    def __init__(self, chan_size: int, kafkas: list[KafkaDest], rests: list[Elastic], spool: Optional[Spool]) -> None:
         self.queue: Union[Queue, Channel] = Queue(chan_size) if chan_size > 0 else Channel()
         self.kafkas = kafkas
         self.rests = rests
+        self.spool = spool
         self.stopping = False
-        self._greenlet: Optional[gevent.Greenlet] = None
+        self._greenlets: list[gevent.Greenlet] = []
+        self._connected = Event()
 
     def start(self) -> None:
-        self._greenlet = gevent.spawn(self._run)
+        self._greenlets.append(gevent.spawn(self._run_queue))
+        if self.spool is not None:
+            self._greenlets.append(gevent.spawn(self._run_spool))
+
+    # ------------------------------------------------------------------ handlers
 
     def put(self, bean: Bean) -> None:
+        """durability: none."""
         self.queue.put(bean)
 
-    def depth(self) -> int:
-        return self.queue.qsize()
+    def deliver_now(self, beans: list[Bean], deadline: float) -> None:
+        """durability: kafka — every destination has the beans when this returns; else NotRecorded."""
+        self._connected.wait(max(0.0, deadline - time.monotonic()))
+        attempt = 0
+        pending = list(beans)
+        while pending:
+            if self._connected.is_set():
+                pending = pending[self._ship(pending) :]
+                if not pending:
+                    break
+            delay = backoff(attempt, base=0.2, cap=5)
+            attempt += 1
+            if time.monotonic() + delay > deadline or self.stopping:
+                raise NotRecorded(f"Kafka did not take {len(pending)} write(s)")
+            gevent.sleep(delay)
+        for bean in beans:
+            self._backups(bean)
 
-    def _run(self) -> None:
+    def depth(self) -> int:
+        return self.queue.qsize() + (self.spool.backlog() if self.spool else 0)
+
+    # ------------------------------------------------------------------ shippers
+
+    def _connect(self) -> bool:
         try:
             for kafka in self.kafkas:
                 kafka.connect(lambda: self.stopping)
         except Aborted as e:
-            log.error("fanout: %s; %d queued write(s) not shipped", e, self.depth())
+            log.error("fanout: %s; %d write(s) not shipped", e, self.depth())
+            return False
+        self._connected.set()
+        return True
+
+    def _run_queue(self) -> None:
+        if not self._connected.is_set() and not self._connect():
             return
         while True:
             item = self.queue.get()
             if item is _STOP:
                 return
             try:
-                self._deliver(item)
+                for kafka in self.kafkas:
+                    if kafka.matches(item.labels):
+                        kafka.write(item)
+                self._backups(item)
             except Exception:  # a bug must not stop the shipping of every later write
                 log.exception("fanout: delivering %s %s failed", item.method, item.requestUri)
 
-    def _deliver(self, bean: Bean) -> None:
+    def _run_spool(self) -> None:
+        assert self.spool is not None
+        self._connected.wait()
+        attempt = 0
+        while not (self.stopping and self.spool.backlog() == 0):
+            batch = self.spool.take(SHIP_BATCH, timeout=0.5)
+            if not batch:
+                continue
+            beans = [bean for _, bean in batch]
+            try:
+                done = self._ship(beans)
+            except Exception:
+                log.exception("fanout: shipping the spool failed")
+                done = 0
+            if done:
+                for bean in beans[:done]:
+                    self._backups(bean)
+                self.spool.ack(done)
+                attempt = 0
+            if done < len(beans):
+                if self.stopping:
+                    return
+                delay = backoff(attempt, base=0.5, cap=10)
+                attempt += 1
+                log.warning(
+                    "kafka unreachable or refusing: %d write(s) wait in the spool; retrying in %.1fs",
+                    self.spool.backlog(),
+                    delay,
+                )
+                gevent.sleep(delay)
+
+    def _ship(self, beans: list[Bean]) -> int:
+        """How many beans, from the first, every Kafka destination took."""
+        done = len(beans)
         for kafka in self.kafkas:
-            if kafka.matches(bean.labels):
-                kafka.write(bean)
+            mine = [i for i, b in enumerate(beans) if kafka.matches(b.labels)]
+            took = kafka.ship([beans[i] for i in mine])
+            if took < len(mine):
+                done = min(done, mine[took])
+        return done
+
+    def _backups(self, bean: Bean) -> None:
         for rest in self.rests:
             if rest.matches(bean.labels):
                 try:
@@ -70,16 +161,20 @@ class Fanout:
                     log.warning("backup %s answered %d: %s", rest.target(bean.requestUri), r.status, r.body[:300])
 
     def stop(self, timeout: float) -> None:
-        """Ship what is queued, flush the producers, close them."""
-        if self._greenlet is not None:
-            log.info("flushing %d queued write(s) to Kafka", self.depth())
-            try:
-                with gevent.Timeout(timeout):
-                    self.queue.put(_STOP)
-                    self._greenlet.join()
-            except gevent.Timeout:
-                log.error("fanout: %d queued write(s) not shipped within %.0fs", self.depth(), timeout)
-            self.stopping = True
-            self._greenlet.kill(block=True, timeout=1)
+        """Ship what is queued (the spool: what Kafka takes within the timeout; the rest stays on disk)."""
+        log.info("flushing %d captured write(s) to Kafka", self.depth())
+        deadline = time.monotonic() + timeout
+        try:
+            with gevent.Timeout(timeout):
+                self.queue.put(_STOP)
+                self._greenlets[0].join()
+        except gevent.Timeout:
+            log.error("fanout: %d queued write(s) not shipped within %.0fs", self.queue.qsize(), timeout)
+        self.stopping = True
+        if self.spool is not None and len(self._greenlets) > 1:
+            self._greenlets[1].join(timeout=max(0.5, deadline - time.monotonic()))
+        gevent.killall(self._greenlets, block=True, timeout=1)
         for kafka in self.kafkas:
-            kafka.close(timeout=timeout)
+            kafka.close(timeout=max(1.0, deadline - time.monotonic()))
+        if self.spool is not None:
+            self.spool.close()

@@ -41,9 +41,10 @@ CONNECT_TIMEOUT = 5.0
 class UpstreamError(Exception):
     """The cluster could not be asked or did not answer; ``timeout`` tells the two apart."""
 
-    def __init__(self, target: str, reason: str, timeout: bool) -> None:
+    def __init__(self, target: str, reason: str, timeout: bool, refused: bool = False) -> None:
         super().__init__(f"{redact_url(target)}: {reason}")
         self.timeout = timeout
+        self.refused = refused  # never reached the cluster: the request cannot have been applied
 
 
 @dataclass
@@ -102,7 +103,7 @@ class Elastic:
         except socket.timeout as e:  # connect or read (gevent's socket timeout is a TimeoutError)
             raise UpstreamError(self.target(uri), f"timed out: {e or 'no answer'}", timeout=True) from None
         except ConnectionRefusedError as e:
-            raise UpstreamError(self.target(uri), f"cannot connect: {e}", timeout=False) from None
+            raise UpstreamError(self.target(uri), f"cannot connect: {e}", timeout=False, refused=True) from None
         except (HTTPParseError, OSError, ValueError) as e:  # reset, closed, unparsable, unusable target
             raise UpstreamError(self.target(uri), str(e) or type(e).__name__, timeout=False) from None
         return Response(r.status_code, r.status_message or "", list(r.items()), data)
@@ -125,6 +126,24 @@ class Elastic:
             return self.ensure_cluster_id()
         self.cluster_id = str(cid)
         return self.cluster_id
+
+    def current_docs(
+        self, docs: list[tuple[str, str, Optional[str]]]
+    ) -> dict[tuple[str, str], Optional[tuple[bytes, int]]]:
+        """(index, id, routing) -> (source, _seq_no) as the cluster holds them now, None if absent."""
+        wanted = [{"_index": i, "_id": d, **({"routing": r} if r is not None else {})} for i, d, r in docs]
+        r = self.request("POST", "/_mget", {"Content-Type": "application/json"}, json.dumps({"docs": wanted}).encode())
+        if r.status != 200:
+            raise UpstreamError(self.target("/_mget"), _status_text(r), timeout=False)
+        found: dict[tuple[str, str], Optional[tuple[bytes, int]]] = {}
+        for doc in json.loads(r.body).get("docs", []):
+            key = (str(doc.get("_index")), str(doc.get("_id")))
+            if doc.get("found"):
+                source = json.dumps(doc["_source"], ensure_ascii=False, separators=(",", ":")).encode()
+                found[key] = (source, int(doc.get("_seq_no", 0)))
+            else:
+                found[key] = None
+        return found
 
     def close(self) -> None:
         self._client.close()

@@ -26,8 +26,11 @@ def partition_key(bean: Bean) -> bytes:
 
 
 class KafkaDest:
-    def __init__(self, cfg: KafkaDestination) -> None:
+    SHIP_TIMEOUT = 130.0  # above kafka-python's delivery timeout (120 s): a future always settles
+
+    def __init__(self, cfg: KafkaDestination, all_acks: bool = False) -> None:
         self.cfg = cfg
+        self.all_acks = all_acks  # durability: kafka needs every in-sync replica
         self.topic = cfg.topic
         self.matches = labels.parse(cfg.labelEval)
         self._producer: Optional[KafkaProducer] = None
@@ -36,13 +39,14 @@ class KafkaDest:
         return f"KafkaDest({self.topic} on {','.join(self.cfg.brokers)})"
 
     def producer_config(self) -> dict[str, Any]:
-        acks = self.cfg.acks
+        acks = "all" if self.all_acks else self.cfg.acks
         conf: dict[str, Any] = {
             "bootstrap_servers": self.cfg.brokers,
             "acks": acks,
             "compression_type": None if self.cfg.codec == "none" else self.cfg.codec,
             "linger_ms": 2,
             "client_id": "esproxy",
+            "max_block_ms": 10000,  # a broker outage surfaces in 10 s; the spool keeps what waits
         }
         if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
             conf["enable_idempotence"] = acks == "all"
@@ -87,6 +91,34 @@ class KafkaDest:
             future.add_callback(self._log_result)
             future.add_errback(lambda e: self._log_failure(value, e))
 
+    def ship(self, beans: list[Bean]) -> int:
+        """Produce beans in order and wait for the broker; return how many, from the first, it took.
+
+        Nothing is dropped here: what is not acknowledged stays in the spool and is shipped again
+        (a bean replayed twice changes nothing on B).
+        """
+        assert self._producer is not None, "connect() first"
+        sent = []
+        for bean in beans:
+            value = bean.to_json()
+            level = logging.WARNING if len(value) >= self.cfg.warnSize else logging.INFO
+            log.log(level, "kafka write size: %d, message: %s,to kafka", len(value), value.decode("utf-8"))
+            try:
+                sent.append(self._producer.send(self.topic, value=value, key=partition_key(bean)))
+            except KafkaError as e:
+                log.warning("kafka.produce to %s not accepted (%s); kept in the spool", self.topic, e)
+                break
+        done = 0
+        for future in sent:
+            try:
+                self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
+            except KafkaError as e:
+                STATS.produce_failed(self.topic)
+                log.warning("kafka.produce to %s failed (%s); kept in the spool", self.topic, e)
+                break
+            done += 1
+        return done
+
     def _log_result(self, md: Any) -> None:
         STATS.produced(self.topic)
         result = {"Partition": md.partition, "Offset": md.offset, "Topic": md.topic}
@@ -94,7 +126,7 @@ class KafkaDest:
 
     def _log_failure(self, value: bytes, e: BaseException) -> None:
         STATS.produce_failed(self.topic)
-        # Until the durable spool lands, a message the broker never took is only in this line.
+        # With `durability: none`, a message the broker never took is only in this line.
         log.error("kafka.produce failed for topic %s: %s; message lost: %s", self.topic, e, value.decode())
 
     def close(self, timeout: float) -> None:

@@ -17,15 +17,18 @@ import zlib
 from http import HTTPStatus
 from typing import Any, Callable, Iterable, Optional
 
+import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from .. import routing
 from ..bean import Bean
 from ..capture import capture
 from ..config import ProxySource
-from ..dest.elastic import Elastic, Response, UpstreamError
-from ..fanout import Fanout
+from ..dest.elastic import Elastic, Response, UpstreamError, backoff
+from ..fanout import Fanout, NotRecorded
 from ..logs import access_log
+from ..settle import settle
+from ..spool import SpoolFull
 from ..stats import STATS
 
 log = logging.getLogger("esproxy.proxy")
@@ -113,20 +116,63 @@ class ProxyApp:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         remote = f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
+        capturing = self.fanout is not None and routing.is_write(method, uri)
+        intent = None
+        if capturing and self.fanout.spool is not None and self.cfg.durability == "spool":
+            try:
+                self.fanout.spool.check_space()
+            except SpoolFull as e:
+                payload = error_body(503, "esproxy_spool_full_exception", f"write refused, not forwarded: {e}")
+                self._access(remote, method, uri, started, 503, payload)
+                return self._reply(start_response, 503, [("Content-Type", "application/json")], payload)
+            intent = self.fanout.spool.intent(method, uri, _plain_body(environ, body))
         try:
             r = self.primary.request(method, uri, headers, body)
         except UpstreamError as e:
+            if intent is not None:
+                if e.refused:
+                    self.fanout.spool.done(intent, [])
+                else:  # A may have applied it: copy what A holds once it answers again
+                    record = {
+                        "id": intent,
+                        "method": method,
+                        "uri": uri,
+                        "body": _plain_body(environ, body).decode("utf-8", "replace"),
+                    }
+                    self.settle_later(record, self._bean(environ, method, uri, remote, body))
             status = 504 if e.timeout else 502
             kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
             log.warning("primary %s %s failed: %s", method, uri, e)
             payload = error_body(status, kind, f"primary cluster did not answer: {e}")
             self._access(remote, method, uri, started, status, payload)
             return self._reply(start_response, status, [("Content-Type", "application/json")], payload)
-        if 200 <= r.status < 300 and self.fanout is not None and routing.is_write(method, uri):
+        beans: list[Bean] = []
+        if 200 <= r.status < 300 and capturing:
             template = self._bean(environ, method, uri, remote, body)
-            for bean in capture(template, _decoded(r), self._fetch):
-                self.fanout.put(bean)
+            beans = capture(template, _decoded(r), self.primary.current_docs)
             STATS.writes_captured += 1
+        if intent is not None:
+            self.fanout.spool.done(intent, beans)  # on disk before the client hears of it
+        elif beans and self.cfg.durability == "kafka":
+            try:
+                self.fanout.deliver_now(beans, deadline=time.monotonic() + self.primary.cfg.timeout)
+            except NotRecorded as e:
+                log.error(
+                    "%s %s applied by the primary but not recorded for replication: %s; beans: %s",
+                    method,
+                    uri,
+                    e,
+                    [b.to_json().decode() for b in beans],
+                )
+                payload = error_body(
+                    503,
+                    "esproxy_not_recorded_exception",
+                    f"applied by the primary cluster but not recorded for replication: {e}",
+                )
+                return self._reply(start_response, 503, [("Content-Type", "application/json")], payload)
+        else:
+            for bean in beans:
+                self.fanout.put(bean)
         self._access(remote, method, uri, started, r.status, r.body)
         out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
         if method == "HEAD":  # no body to measure: keep the primary's length
@@ -165,9 +211,32 @@ class ProxyApp:
                 return ""
         return None
 
+    def settle_later(self, intent: dict[str, Any], template: Bean) -> None:
+        """Copy A's state for a write of unknown outcome once A answers, then close its intent."""
+        gevent.spawn(self._settle, intent, template)
+
+    def _settle(self, intent: dict[str, Any], template: Bean) -> None:
+        assert self.fanout is not None and self.fanout.spool is not None
+        attempt = 0
+        while True:
+            try:
+                beans = settle(intent, self.primary, template)
+                break
+            except UpstreamError as e:
+                delay = backoff(attempt, base=1, cap=30)
+                attempt += 1
+                log.warning(
+                    "settling %s %s waits for the primary (%s); retrying in %.0fs",
+                    intent["method"],
+                    intent["uri"],
+                    e,
+                    delay,
+                )
+                gevent.sleep(delay)
+        self.fanout.spool.done(intent["id"], beans)
+
     def _bean(self, environ: dict[str, Any], method: str, uri: str, remote: str, body: bytes) -> Bean:
-        if environ.get("HTTP_CONTENT_ENCODING", "").lower() in ("gzip", "deflate"):
-            body = _decompress(body, environ["HTTP_CONTENT_ENCODING"].lower())
+        body = _plain_body(environ, body)
         content_type = environ.get("CONTENT_TYPE") or "application/json"
         return Bean(
             method=method,
@@ -179,24 +248,6 @@ class ProxyApp:
             labels=dict(self.cfg.labels) or None,
             clusterIds=[self._cluster_id()] if self._cluster_id() else [],
         )
-
-    def _fetch(self, docs: list[tuple[str, str, Optional[str]]]) -> dict[tuple[str, str], Optional[tuple[bytes, int]]]:
-        """The current source and _seq_no of documents on the primary (for updates)."""
-        wanted = [{"_index": i, "_id": d, **({"routing": r} if r is not None else {})} for i, d, r in docs]
-        r = self.primary.request(
-            "POST", "/_mget", {"Content-Type": "application/json"}, json.dumps({"docs": wanted}).encode()
-        )
-        if r.status != 200:
-            raise ValueError(f"_mget on the primary answered {r.status}")
-        found: dict[tuple[str, str], Optional[tuple[bytes, int]]] = {}
-        for doc in json.loads(r.body).get("docs", []):
-            key = (str(doc.get("_index")), str(doc.get("_id")))
-            if doc.get("found"):
-                source = json.dumps(doc["_source"], ensure_ascii=False, separators=(",", ":")).encode()
-                found[key] = (source, int(doc.get("_seq_no", 0)))
-            else:
-                found[key] = None
-        return found
 
     def _cluster_id(self) -> str:
         if not self.primary.cluster_id:  # the primary was down at start; it answered just now
@@ -210,6 +261,11 @@ class ProxyApp:
         if self.accesslog or self.primary.accesslog:
             seconds = time.perf_counter() - started
             access_log(remote, method, uri, self.primary.target(uri), "primary", seconds, status, body)
+
+
+def _plain_body(environ: dict[str, Any], body: bytes) -> bytes:
+    encoding = environ.get("HTTP_CONTENT_ENCODING", "").lower()
+    return _decompress(body, encoding) if encoding in ("gzip", "deflate") else body
 
 
 def _decoded(r: Response) -> bytes:

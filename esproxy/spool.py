@@ -1,0 +1,286 @@
+"""The write-ahead spool: captured writes on disk before the client's answer, until Kafka has them.
+
+Segment files ``<dir>/NNNNNNNNNN.log`` hold records ``[length u32][crc32 u32][type u8][payload]``:
+
+- ``INTENT`` — a write is about to be forwarded (method, path, and for `_bulk` the body);
+- ``DONE`` — its outcome is known (its beans, if any, are the records just before);
+- ``BEAN`` — a captured write to ship to Kafka, in order.
+
+Appends are group-committed: every record waiting when the committer runs is written, then one
+fsync (in gevent's thread pool, so the hub keeps serving) acknowledges them all. The shipper takes
+beans in order and acknowledges what Kafka took; ``position`` records how far that is. A segment
+is deleted once it is shipped and none of its intents is still open. On start, beans past
+``position`` are shipped again first, and intents without a DONE are handed back for settling
+(see settle.py). A torn record at the end of the last segment (a crash mid-write) is cut off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import gevent
+from gevent.event import AsyncResult, Event
+
+from .bean import Bean
+from .stats import STATS
+
+log = logging.getLogger("esproxy.spool")
+
+BEAN, INTENT, DONE = 1, 2, 3
+_HEADER = struct.Struct(">IIB")
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class SpoolFull(Exception):
+    """The spool holds maxBytes of writes Kafka has not taken yet."""
+
+
+@dataclass
+class Position:
+    segment: int
+    offset: int  # bytes into the segment, just after a record
+
+    def __le__(self, other: Position) -> bool:
+        return (self.segment, self.offset) <= (other.segment, other.offset)
+
+
+class Spool:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        block_when_full: bool = True,
+        fsync: bool = True,
+        segment_bytes: int = SEGMENT_BYTES,
+    ) -> None:
+        self.dir = Path(directory)
+        self.max_bytes = max_bytes
+        self.block_when_full = block_when_full
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self._pending: list[tuple[int, bytes, Optional[Bean], AsyncResult]] = []
+        self._wake = Event()
+        self._unshipped: deque[tuple[Position, Bean, int]] = deque()
+        self._available = Event()
+        self._space = Event()
+        self._space.set()
+        self.backlog_bytes = 0
+        self.open_intents: dict[str, int] = {}  # intent id -> segment holding it
+        self._fd = -1
+        self._segment = 0
+        self._size = 0
+        self._committer: Optional[gevent.Greenlet] = None
+        self._next_intent = 0
+
+    # ------------------------------------------------------------------ start / stop
+
+    def open(self) -> list[dict[str, Any]]:
+        """Recover what a previous run left; return the intents it left open."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        shipped = self._read_position()
+        segments = sorted(int(p.stem) for p in self.dir.glob("*.log") if p.stem.isdigit())
+        intents: dict[str, dict[str, Any]] = {}
+        for seg in segments:
+            for pos, kind, payload in self._scan(seg, last=seg == segments[-1]):
+                if kind == BEAN and not pos <= shipped:
+                    bean = Bean.from_json(payload)
+                    self._unshipped.append((pos, bean, len(payload)))
+                    self.backlog_bytes += len(payload)
+                elif kind == INTENT:
+                    intent = json.loads(payload)
+                    intent["_segment"] = seg
+                    intents[intent["id"]] = intent
+                elif kind == DONE:
+                    intents.pop(json.loads(payload)["id"], None)
+        self._segment = (segments[-1] + 1) if segments else 1
+        self._open_segment()
+        for intent in intents.values():
+            self.open_intents[intent["id"]] = intent.pop("_segment")
+        self._publish()
+        if self._unshipped or intents:
+            log.info(
+                "spool %s: %d write(s) (%d bytes) not yet in Kafka, %d write(s) in flight at the last stop",
+                self.dir,
+                len(self._unshipped),
+                self.backlog_bytes,
+                len(intents),
+            )
+        self._committer = gevent.spawn(self._commit_loop)
+        return list(intents.values())
+
+    def close(self) -> None:
+        if self._committer is not None:
+            self._committer.kill(block=True, timeout=5)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._unshipped:
+            log.info("spool %s: %d write(s) left to ship at the next start", self.dir, len(self._unshipped))
+
+    # ------------------------------------------------------------------ appends (request handlers)
+
+    def check_space(self) -> None:
+        """Before forwarding a write: raise SpoolFull, or wait for room (whenFull: block)."""
+        while self.backlog_bytes >= self.max_bytes:
+            if not self.block_when_full:
+                raise SpoolFull(f"the spool holds {self.backlog_bytes} bytes not yet taken by Kafka")
+            self._space.clear()
+            self._space.wait(1)
+
+    def intent(self, method: str, uri: str, body: bytes) -> str:
+        """Durably note that a write is about to be forwarded; returns its id."""
+        self._next_intent += 1
+        intent_id = f"{os.getpid()}-{self._next_intent}"
+        record: dict[str, Any] = {"id": intent_id, "method": method, "uri": uri}
+        if uri.split("?", 1)[0].endswith("/_bulk"):
+            record["body"] = body.decode("utf-8", "replace")
+        self.open_intents[intent_id] = self._segment
+        self._append([(INTENT, json.dumps(record).encode(), None)])
+        return intent_id
+
+    def done(self, intent_id: str, beans: list[Bean]) -> None:
+        """Durably add the beans of a forwarded write and close its intent."""
+        records: list[tuple[int, bytes, Optional[Bean]]] = [(BEAN, b.to_json(), b) for b in beans]
+        records.append((DONE, json.dumps({"id": intent_id}).encode(), None))
+        self._append(records)
+        self.open_intents.pop(intent_id, None)
+
+    def _append(self, records: list[tuple[int, bytes, Optional[Bean]]]) -> None:
+        result: AsyncResult = AsyncResult()
+        self._pending.extend((kind, payload, bean, result) for kind, payload, bean in records)
+        self._wake.set()
+        result.get()  # raises what the commit raised (a full disk...)
+
+    def _commit_loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                positions = self._write(batch)
+                if self.fsync:
+                    gevent.get_hub().threadpool.apply(os.fsync, (self._fd,))
+            except OSError as e:
+                log.error("spool %s: write failed: %s", self.dir, e)
+                for *_, result in batch:
+                    if not result.ready():
+                        result.set_exception(e)
+                continue
+            for (kind, payload, bean, _), pos in zip(batch, positions):
+                if kind == BEAN and bean is not None:
+                    self._unshipped.append((pos, bean, len(payload)))
+                    self.backlog_bytes += len(payload)
+            for *_, result in batch:
+                if not result.ready():
+                    result.set(None)
+            self._publish()
+            self._available.set()
+            if self._size >= self.segment_bytes:
+                os.close(self._fd)
+                self._segment += 1
+                self._open_segment()
+
+    def _write(self, batch: list[tuple[int, bytes, Optional[Bean], AsyncResult]]) -> list[Position]:
+        chunks, positions, offset = [], [], self._size
+        for kind, payload, _, _ in batch:
+            chunk = _HEADER.pack(len(payload), zlib.crc32(payload), kind) + payload
+            chunks.append(chunk)
+            offset += len(chunk)
+            positions.append(Position(self._segment, offset))
+        data = b"".join(chunks)
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self._size = offset
+        return positions
+
+    # ------------------------------------------------------------------ shipping (one greenlet)
+
+    def take(self, limit: int, timeout: float) -> list[tuple[Position, Bean]]:
+        """Up to ``limit`` unshipped beans in order, waiting up to ``timeout`` for the first."""
+        if not self._unshipped:
+            self._available.clear()
+            self._available.wait(timeout)
+        return [(pos, bean) for pos, bean, _ in list(self._unshipped)[:limit]]
+
+    def ack(self, count: int) -> None:
+        """The first ``count`` beans are in Kafka: forget them, persist the position, free segments."""
+        last: Optional[Position] = None
+        for _ in range(count):
+            last, _, size = self._unshipped.popleft()
+            self.backlog_bytes -= size
+        if last is None:
+            return
+        self._write_position(last)
+        # An intent's segment is noted before its record is written, so it is a lower bound.
+        oldest_open = min(self.open_intents.values(), default=last.segment)
+        for path in self.dir.glob("*.log"):
+            seg = int(path.stem) if path.stem.isdigit() else None
+            if seg is not None and seg < min(last.segment, oldest_open):
+                path.unlink(missing_ok=True)
+        self._publish()
+        self._space.set()
+
+    def settled(self, intent_id: str) -> None:
+        """An intent left open by a previous run was settled: close it durably."""
+        self._append([(DONE, json.dumps({"id": intent_id}).encode(), None)])
+        self.open_intents.pop(intent_id, None)
+
+    def backlog(self) -> int:
+        return len(self._unshipped)
+
+    def _publish(self) -> None:
+        STATS.spool_records = len(self._unshipped)
+        STATS.spool_bytes = self.backlog_bytes
+
+    # ------------------------------------------------------------------ files
+
+    def _open_segment(self) -> None:
+        path = self.dir / f"{self._segment:010d}.log"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+
+    def _scan(self, segment: int, last: bool):
+        path = self.dir / f"{segment:010d}.log"
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            if offset + _HEADER.size > len(data):
+                break
+            length, crc, kind = _HEADER.unpack_from(data, offset)
+            start, end = offset + _HEADER.size, offset + _HEADER.size + length
+            payload = data[start:end]
+            if end > len(data) or zlib.crc32(payload) != crc:
+                break
+            offset = end
+            yield Position(segment, offset), kind, payload
+        if offset < len(data):
+            if last:
+                log.warning("spool %s: cutting a torn record at the end of %s (a crash mid-write)", self.dir, path)
+                os.truncate(path, offset)
+            else:
+                log.error("spool %s: %s is damaged after byte %d; the rest of it is skipped", self.dir, path, offset)
+
+    def _read_position(self) -> Position:
+        try:
+            raw = json.loads((self.dir / "position").read_text())
+            return Position(int(raw["segment"]), int(raw["offset"]))
+        except (OSError, ValueError, KeyError):
+            return Position(0, 0)
+
+    def _write_position(self, pos: Position) -> None:
+        # Written without fsync: losing it only ships some beans again, and replaying is idempotent.
+        tmp = self.dir / "position.tmp"
+        tmp.write_text(json.dumps({"segment": pos.segment, "offset": pos.offset}))
+        os.replace(tmp, self.dir / "position")
