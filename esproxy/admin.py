@@ -203,7 +203,7 @@ class Admin:
         depth, capacity = self._queue()
         out.metric("esproxy_queue_depth", "gauge", "Captured writes waiting for the producer.", [({}, depth)])
         out.metric("esproxy_queue_capacity", "gauge", "chanSize (0: direct hand-off).", [({}, capacity)])
-        spool = "in the durable spool, not yet taken by Kafka (0 until the spool exists)."
+        spool = "in the durable spool, not yet taken by Kafka."
         out.metric("esproxy_spool_records", "gauge", "Records " + spool, [({}, s.spool_records)])
         out.metric("esproxy_spool_bytes", "gauge", "Bytes " + spool, [({}, s.spool_bytes)])
         out.metric(

@@ -79,7 +79,8 @@ class Fanout:
             self._backups(bean)
 
     def depth(self) -> int:
-        return self.queue.qsize() + (self.spool.backlog() if self.spool else 0)
+        """Beans in the in-memory queue (the spool's backlog is counted by the spool)."""
+        return self.queue.qsize()
 
     # ------------------------------------------------------------------ shippers
 
@@ -162,7 +163,7 @@ class Fanout:
 
     def stop(self, timeout: float) -> None:
         """Ship what is queued (the spool: what Kafka takes within the timeout; the rest stays on disk)."""
-        log.info("flushing %d captured write(s) to Kafka", self.depth())
+        log.info("flushing %d captured write(s) to Kafka", self.depth() + (self.spool.backlog() if self.spool else 0))
         deadline = time.monotonic() + timeout
         try:
             with gevent.Timeout(timeout):

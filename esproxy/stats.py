@@ -6,9 +6,7 @@ process runs one greenlet at a time, so no locks. Nothing here parses request or
 Gauges that live elsewhere (queue depth, upstream pools, consumer lag) are read when scraped, from
 the objects the arbiter holds (see :mod:`esproxy.admin`).
 
-Fed by code that does not exist yet, and 0 until it does: ``spool_records`` / ``spool_bytes``
-(the durable spool) and ``dead_letters`` (the dead-letter topic). Their owners set or increment
-them; nothing else has to change for the metrics to show them.
+``spool_records`` / ``spool_bytes`` are set by the spool (esproxy/spool.py) as its backlog moves.
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ class Stats:
         self.writes_captured = 0
         self.kafka_produced: dict[str, int] = {}
         self.kafka_failed: dict[str, int] = {}
-        # fed by the durable spool (upcoming): records / bytes not yet taken by Kafka
+        # set by the spool: records / bytes not yet taken by Kafka
         self.spool_records = 0
         self.spool_bytes = 0
         # replay role

@@ -1,0 +1,53 @@
+"""The spool's files: what a restart finds after a crash (real files, gevent greenlets, no servers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from esproxy.bean import Bean
+from esproxy.spool import Spool, SpoolFull
+
+
+def _bean(i: int) -> Bean:
+    return Bean("PUT", f"/i/_doc/{i}", b'{"n":%d}' % i, index="i")
+
+
+def test_a_restart_ships_what_kafka_did_not_take_and_returns_open_intents(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000)
+    assert spool.open() == []
+    for i in range(3):
+        spool.done(spool.intent("PUT", f"/i/_doc/{i}", b""), [_bean(i)])
+    in_flight = spool.intent("PUT", "/i/_doc/9", b"")  # forwarded, then the process dies
+    assert [b.requestUri for _, b in spool.take(10, timeout=0)] == ["/i/_doc/0", "/i/_doc/1", "/i/_doc/2"]
+    spool.ack(1)  # Kafka took the first one
+    segment = next(tmp_path.glob("*.log"))
+    with open(segment, "ab") as f:
+        f.write(b"\x00\x00\x01\x00torn")  # a record cut short by the crash
+    # no close(): as after SIGKILL
+
+    again = Spool(tmp_path, max_bytes=10_000)
+    intents = again.open()
+    assert [i["id"] for i in intents] == [in_flight] and intents[0]["uri"] == "/i/_doc/9"
+    assert [b.requestUri for _, b in again.take(10, timeout=0)] == ["/i/_doc/1", "/i/_doc/2"]
+    assert segment.read_bytes()[-4:] != b"torn"
+    again.settled(in_flight)
+    again.ack(2)
+    again.close()
+    third = Spool(tmp_path, max_bytes=10_000)
+    assert third.open() == [] and third.take(10, timeout=0) == []
+    third.close()
+
+
+def test_full_spool_refuses_when_asked_to(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=50, block_when_full=False)
+    spool.open()
+    spool.done(spool.intent("PUT", "/i/_doc/1", b""), [_bean(1), _bean(2)])
+    try:
+        spool.check_space()
+    except SpoolFull as e:
+        assert "not yet taken by Kafka" in str(e)
+    else:
+        raise AssertionError("a spool over maxBytes accepted a write")
+    spool.ack(2)
+    spool.check_space()
+    spool.close()
