@@ -67,7 +67,10 @@ class Bench:
     def proxy_config(self, port: int, topic: str, **extra: Any) -> dict:
         """conf1.yml as shipped, pointed at our servers (its chanSize, accesslog, Kafka settings)."""
         conf = yaml.safe_load((REPO / "conf1.yml").read_text(encoding="utf-8"))
-        conf["source"]["proxies"] = [{**conf["source"]["proxies"][0], "port": port, "host": "127.0.0.1"}]
+        proxy = {**conf["source"]["proxies"][0], "port": port, "host": "127.0.0.1"}
+        if "durability" in extra:  # a per-proxy setting
+            proxy["durability"] = extra.pop("durability")
+        conf["source"]["proxies"] = [proxy]
         conf["destination"]["primaries"] = [{**conf["destination"]["primaries"][0], "url": self.a.url + "/"}]
         conf["destination"]["kafkas"] = [
             {**conf["destination"]["kafkas"][0], "topic": topic, "brokers": [self.bootstrap]}

@@ -320,8 +320,9 @@ def merge_configs(*confs: dict) -> dict:
 class Esproxy:
     """A running `python -m esproxy -c conf.yml`, stdout+stderr captured into a log file."""
 
-    def __init__(self, config: Any, workdir: Path, name: str = "esproxy"):
+    def __init__(self, config: Any, workdir: Path, name: str = "esproxy", env: Optional[dict] = None):
         self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path = self.workdir / f"{name}.yml"
         self.log_path = self.workdir / f"{name}.log"
         if isinstance(config, str):
@@ -332,6 +333,7 @@ class Esproxy:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "esproxy", "-c", str(self.conf_path)],
             cwd=str(self.workdir),
+            env={**os.environ, **env} if env else None,
             stdout=self._logf,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

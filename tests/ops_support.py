@@ -1,141 +1,14 @@
-"""Helpers of the operations tests (profiling, stats/metrics, ops/ctl): real demo servers (osmem,
-Tansu) and real esproxy processes on free ports. Nothing is mocked. Kept apart from the shared
-fixtures so the two can evolve independently; same approach (ops/demo-server, `python -m esproxy`).
-"""
+"""Helpers of the operations tests (profiling, stats/metrics, ops/ctl): the shared process helpers,
+and a strict Prometheus text parser."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Optional
 
-import pytest
-import requests
-import yaml
+from helpers import DemoServer, Esproxy, free_port, wait_until  # noqa: F401 - re-exported for the ops tests
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_SERVER = REPO / "ops" / "demo-server"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(fn: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, msg: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - polled callables may fail transiently
-            last = exc
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {msg or fn}; last: {last!r}")
-        time.sleep(interval)
-
-
-class DemoServer:
-    """ops/demo-server osmem|tansu on 127.0.0.1:<free port>."""
-
-    def __init__(self, kind: str, log_dir: Path) -> None:
-        self.kind = kind
-        self.port = free_port()
-        self.addr = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.addr}"
-        self._log = open(Path(log_dir) / f"{kind}-{self.port}.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(DEMO_SERVER), kind, self.addr],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            wait_until(self._ready, timeout=20, msg=f"{kind} on {self.addr}")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}")
-        if self.kind == "osmem":
-            return requests.get(self.url + "/", timeout=1).status_code == 200
-        from kafka import KafkaConsumer
-
-        c = KafkaConsumer(bootstrap_servers=self.addr, request_timeout_ms=3000)
-        try:
-            c.topics()
-            return True
-        finally:
-            c.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
-        self._log.close()
-
-
-class Esproxy:
-    """`python -m esproxy -c conf.yml` with cwd=workdir, output captured into workdir/<name>.log."""
-
-    def __init__(self, config: dict, workdir: Path, name: str = "esproxy", env: Optional[dict] = None) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.conf_path = self.workdir / f"{name}.yml"
-        self.log_path = self.workdir / f"{name}.log"
-        self.conf_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self._logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "esproxy", "-c", str(self.conf_path)],
-            cwd=str(self.workdir),
-            stdout=self._logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_log(self, needle: str, count: int = 1, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.log().count(needle) < count:
-            if self.proc.poll() is not None:
-                pytest.fail(f"esproxy exited ({self.proc.returncode}) before logging {needle!r}:\n{self.log()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"esproxy did not log {needle!r} within {timeout}s:\n{self.log()[-3000:]}")
-            time.sleep(0.05)
-
-    def terminate(self, timeout: float = 15.0) -> Optional[int]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._logf.close()
-        return self.proc.returncode
 
 
 # ------------------------------------------------------------------------------ Prometheus text

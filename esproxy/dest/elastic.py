@@ -192,25 +192,12 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
     attempt = 0
     while True:
         started = time.perf_counter()
+        r: Optional[Response] = None
+        problem = ""
         try:
             r = dest.request(bean.method, bean.requestUri, headers, bean.body)
         except UpstreamError as e:
-            problem, status, body = str(e), 0, b""
-        else:
-            if not is_retriable(r.status):
-                if dest.accesslog:
-                    access_log(
-                        bean.remoteAddr,
-                        bean.method,
-                        bean.requestUri,
-                        dest.target(bean.requestUri),
-                        dest.direction,
-                        time.perf_counter() - started,
-                        r.status,
-                        r.body,
-                    )
-                return r
-            problem, status, body = _status_text(r), r.status, r.body
+            problem = str(e)
         if dest.accesslog:
             access_log(
                 bean.remoteAddr,
@@ -219,9 +206,13 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
                 dest.target(bean.requestUri),
                 dest.direction,
                 time.perf_counter() - started,
-                status,
-                body,
+                r.status if r else 0,
+                r.body if r else b"",
             )
+        if r is not None:
+            if not is_retriable(r.status):
+                return r
+            problem = _status_text(r)
         _sleep_backoff(dest, attempt, bean.method, bean.requestUri, problem, stopping)
         attempt += 1
 
