@@ -7,8 +7,8 @@ Gauges that live elsewhere (queue depth, upstream pools, consumer lag) are read 
 the objects the arbiter holds (see :mod:`esproxy.admin`).
 
 Fed by code that does not exist yet, and 0 until it does: ``spool_records`` / ``spool_bytes``
-(the durable spool) and ``dead_letters`` (the dead-letter topic). Their owners set or increment
-them; nothing else has to change for the metrics to show them.
+(the durable spool). Their owner sets them; nothing else has to change for the metrics to show
+them. ``dead_letters`` is incremented by :mod:`esproxy.deadletter` once a dead letter is written.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Stats:
         self.replay_bytes = 0
         self.replay_by_index: dict[str, list[int]] = {}  # index -> [writes applied, bytes]
         self.replay_skipped: dict[str, int] = {}  # index -> writes B refused (4xx) or broken messages
-        self.dead_letters = 0  # fed by the dead-letter topic (upcoming)
+        self.dead_letters = 0  # dead letters written (esproxy.deadletter)
         self._rate: deque[list[int]] = deque(maxlen=RATE_WINDOW + 2)  # [second, messages]
 
     # ------------------------------------------------------------------ hooks (hot path: cheap)
