@@ -41,7 +41,7 @@ class Place:
 @dataclass
 class Letter:
     place: Place
-    at: str  # where in the place: "partition@offset" or "line N"
+    at: str  # where it is stored: "dlqtopic-partition@offset" or "file:line"
     record: Optional[dict[str, Any]]  # None: the stored dead letter itself is not JSON
     raw: bytes = b""
 
@@ -140,7 +140,7 @@ def read_file(place: Place) -> list[Letter]:
         return []
     except OSError as e:
         raise DlqError(f"cannot read {place.file}: {e.strerror or e}") from None
-    return [_parse(place, f"line {n}", line) for n, line in enumerate(lines, 1) if line.strip()]
+    return [_parse(place, f"{place.file}:{n}", line) for n, line in enumerate(lines, 1) if line.strip()]
 
 
 def read_topic(place: Place, timeout: float = 30.0) -> list[Letter]:
@@ -178,7 +178,7 @@ def read_topic(place: Place, timeout: float = 30.0) -> list[Letter]:
             if time.monotonic() > deadline:
                 raise DlqError(f"reading {place.topic}: did not reach the end offsets {end} in {timeout:.0f}s")
             for recs in c.poll(timeout_ms=200).values():
-                letters.extend(_parse(place, f"{r.partition}@{r.offset}", r.value or b"") for r in recs)
+                letters.extend(_parse(place, f"{r.topic}-{r.partition}@{r.offset}", r.value or b"") for r in recs)
             pending = [tp for tp in pending if c.position(tp) < end[tp]]
         return letters
     except KafkaError as e:
@@ -210,7 +210,7 @@ def _list(letters: list[Letter], args: argparse.Namespace, places: list[Place]) 
             continue
         info = letter.info
         if letter.record is None:
-            print(f"{'?':24}  {letter.place} {letter.at}: not a dead letter (not JSON)")
+            print(f"{'?':24}  {letter.at}: not a dead letter (not JSON)")
             continue
         reason = " ".join(str(info.get("reason", "?")).split())[:100]
         print(f"{info.get('time', '?'):24}  {letter.origin}  {reason}")
@@ -219,6 +219,12 @@ def _list(letters: list[Letter], args: argparse.Namespace, places: list[Place]) 
         where = ", ".join(str(p) for p in places)
         print(f"{len(letters)} dead letter(s) in {where}", file=sys.stderr)
     return EXIT_OK
+
+
+def _origin_order(letter: Letter) -> tuple:
+    """Requeue in the order the messages had: by original topic, partition and offset."""
+    i = letter.info
+    return (str(i.get("topic", "")), int(i.get("partition") or 0), int(i.get("offset") or 0))
 
 
 def _key(bean: dict[str, Any]) -> Optional[bytes]:
@@ -240,7 +246,7 @@ def _requeue(letters: list[Letter], args: argparse.Namespace) -> int:
         else:
             ready.append((letter, topic, value))
     for letter in skipped:
-        print(f"skipped {letter.place} {letter.at} ({letter.origin}): not a bean; fix it by hand", file=sys.stderr)
+        print(f"skipped {letter.at} (from {letter.origin}): not a bean; fix it by hand", file=sys.stderr)
     if not ready:
         print("esproxy dlq: nothing to requeue", file=sys.stderr)
         return EXIT_FAIL
@@ -290,8 +296,8 @@ def main(argv: list[str]) -> int:
         letters = [letter for place in places for letter in (read_file(place) if place.file else read_topic(place))]
         chosen = _selected(letters, args)
         if args.action == "list":
-            return _list(chosen, args, places)
-        return _requeue(chosen, args)
+            return _list(sorted(chosen, key=lambda x: str(x.info.get("time", ""))), args, places)
+        return _requeue(sorted(chosen, key=_origin_order), args)
     except DlqError as e:
         print(f"esproxy dlq: {e}", file=sys.stderr)
         return EXIT_FAIL
