@@ -24,6 +24,7 @@ import os
 import time
 from typing import Any, Callable, Optional
 
+from gevent.lock import Semaphore
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
@@ -103,6 +104,7 @@ class DeadLetters:
         self.path = cfg.deadLetterFile
         self._producer: Optional[KafkaProducer] = None
         self._file: Any = None
+        self._lock = Semaphore()  # partitions replay in parallel greenlets: one producer, whole lines
 
     def where(self, topic: str) -> str:
         return f"file {self.path}" if self.path else f"topic {self.cfg.dead_letter_topic(topic)}"
@@ -168,17 +170,19 @@ class DeadLetters:
         )
 
     def _append(self, data: bytes) -> None:
-        if self._file is None:
-            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the process's life
-        self._file.write(data + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with self._lock:
+            if self._file is None:
+                self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the process's life
+            self._file.write(data + b"\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def _produce(self, topic: str, key: Optional[bytes], data: bytes) -> None:
-        if self._producer is None:
-            self._producer = KafkaProducer(
-                bootstrap_servers=self.cfg.brokers, acks="all", client_id="esproxy-deadletter", linger_ms=0
-            )
+        with self._lock:
+            if self._producer is None:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self.cfg.brokers, acks="all", client_id="esproxy-deadletter", linger_ms=0
+                )
         self._producer.send(topic, value=data, key=key).get(timeout=SEND_TIMEOUT)
 
     def close(self) -> None:
