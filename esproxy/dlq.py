@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         src = s.add_argument_group("where the dead letters are (one of)")
         src.add_argument("-c", "--conf", help="replay config: its source.kafkas[] dead-letter topics or files")
         src.add_argument("--topic", help="dead-letter topic (with --brokers), e.g. elastic.backup.dlq")
-        src.add_argument("--file", help="dead-letter file (JSON lines); requeue needs --brokers or -c too")
+        src.add_argument("--file", help="dead-letter file (JSON lines); requeue needs --brokers too")
         s.add_argument("--brokers", help="bootstrap brokers, host:port[,host:port]")
         sel = s.add_argument_group("which dead letters (default for list: all)")
         sel.add_argument("--offset", type=int, action="append", default=[], help="original offset (repeatable)")

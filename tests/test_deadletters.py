@@ -153,3 +153,24 @@ def test_dead_letter_file_and_cli_errors(esproxy, es_b, kafka, names, tmp_path):
     assert esproxy_cli("dlq", "list", "--topic", "x").returncode == 2
     unreadable = esproxy_cli("dlq", "list", "--file", str(tmp_path))
     assert unreadable.returncode == 1 and "cannot read" in unreadable.stderr
+
+
+def test_a_dead_letter_that_cannot_be_written_holds_the_partition(esproxy, es_b, kafka, names, tmp_path):
+    """Nothing is committed past a message whose dead letter is not written yet; it is retried."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic, group, index = names.topic(), names.group(), names.index()
+    create_topic(kafka, topic, partitions=1)
+    path = tmp_path / "not-yet" / "dead.jsonl"  # its directory does not exist yet
+    produce_raw(kafka, topic, [b"poison", make_bean("PUT", f"/{index}/_doc/after", '{"a": 1}')])
+    replay = esproxy(replay_config(kafka, topic, group, es_b, deadLetterFile=str(path)))
+    replay.wait_log("not written to file", count=2, timeout=15)
+    c = KafkaConsumer(bootstrap_servers=kafka, group_id=group, enable_auto_commit=False)
+    try:
+        assert c.committed(TopicPartition(topic, 0)) is None
+    finally:
+        c.close()
+    assert es_doc(es_b, index, "after") is None
+    path.parent.mkdir()
+    wait_until(lambda: es_doc(es_b, index, "after"), timeout=20, msg="the replay going on once the file is writable")
+    assert [json.loads(line)["value"] for line in path.read_text().splitlines()] == ["poison"]
