@@ -269,7 +269,7 @@ class Admin:
         out.metric(
             "esproxy_dead_letters_total",
             "counter",
-            "Messages sent to the dead-letter topic (0 until it exists).",
+            "Dead letters written by the replay (messages that can never apply: not a bean, or refused with a 4xx).",
             [({}, s.dead_letters)],
         )
         out.metric(

@@ -22,6 +22,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="esproxy",
         description="Keep Elasticsearch cluster B in sync with cluster A through a proxy and Kafka.",
         epilog="Other commands: esproxy init [--role proxy|replay]; esproxy compare --source URL --target URL;"
+        " esproxy dlq list|requeue (-c conf.yml | --brokers B --topic T | --file F);"
         " esproxy profile cpu.profile [--top N]; esproxy config-reference.",
     )
     p.add_argument("-c", "--conf", required=True, help="config file (YAML, the Go original's schema)")
@@ -62,6 +63,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .compare import main as compare
 
         return compare(argv[1:])
+    if argv[:1] == ["dlq"]:
+        from .dlq import main as dlq
+
+        return dlq(argv[1:])
     if argv[:1] == ["profile"]:
         from .profiling import main as profile_main
 

@@ -63,11 +63,25 @@ class KafkaSource:
         Duration(10), "Consumer group session timeout; heartbeats every third of it, at most 3s (ours)."
     )
     warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
+    deadLetterTopic: str = setting(
+        "{topic}.dlq",
+        "Topic (on the same brokers) that messages which can never apply go to: not a bean, or refused by the "
+        "cluster with a 4xx (a mapping conflict...); `{topic}` is the topic they were read from. The offset is "
+        "committed only once the broker acknowledged the dead letter. See `esproxy dlq` (ours).",
+    )
+    deadLetterFile: str = setting(
+        "",
+        "Write dead letters to this file instead (JSON lines, appended and fsynced before the commit; "
+        "relative to the working directory); empty = the topic (ours).",
+    )
     version: str = setting("", "Kafka version.", compat=_VERSION_NOTE)
     disabled: bool = setting(False, "Skip this entry.")
     noaccesslog: bool = setting(
         False, "Accepted for Go configs; the replay's access log is `destination.primaries[].accesslog`."
     )
+
+    def dead_letter_topic(self, topic: str) -> str:
+        return self.deadLetterTopic.replace("{topic}", topic)
 
 
 @dataclass
@@ -238,6 +252,13 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(f"{path}.batchSize", "batchSize and batchBytes must be at least 1")
         if k.sessionTimeout < 1:
             raise ConfigError(f"{path}.sessionTimeout", "must be at least 1s")
+        if not k.deadLetterFile:
+            for topic in k.topics:
+                dlq = k.dead_letter_topic(topic)
+                if not dlq or dlq in k.topics:
+                    raise ConfigError(
+                        f"{path}.deadLetterTopic", f'"{dlq}" for topic {topic} must be another topic than those read'
+                    )
         if not _matching(cfg.primaries(), k.labels):
             raise ConfigError(path, "no destination.primaries[] entry to replay into (all disabled or none match)")
     if cfg.admin.port:

@@ -6,7 +6,8 @@ process runs one greenlet at a time, so no locks. Nothing here parses request or
 Gauges that live elsewhere (queue depth, upstream pools, consumer lag) are read when scraped, from
 the objects the arbiter holds (see :mod:`esproxy.admin`).
 
-``spool_records`` / ``spool_bytes`` are set by the spool (esproxy/spool.py) as its backlog moves.
+``spool_records`` / ``spool_bytes`` are set by the spool (esproxy/spool.py) as its backlog moves;
+``dead_letters`` is incremented by :mod:`esproxy.deadletter` once a dead letter is written.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Stats:
         self.replay_bytes = 0
         self.replay_by_index: dict[str, list[int]] = {}  # index -> [writes applied, bytes]
         self.replay_skipped: dict[str, int] = {}  # index -> writes B refused (4xx) or broken messages
-        self.dead_letters = 0  # fed by the dead-letter topic (upcoming)
+        self.dead_letters = 0  # dead letters written (esproxy.deadletter)
         self._rate: deque[list[int]] = deque(maxlen=RATE_WINDOW + 2)  # [second, messages]
 
     # ------------------------------------------------------------------ hooks (hot path: cheap)

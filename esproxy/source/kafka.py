@@ -1,9 +1,9 @@
 """The replay role: a Kafka consumer group whose messages are replayed into the primaries.
 
 Delivery is at-least-once: offsets are committed only after every message before them in the
-partition was applied (or deliberately skipped). Each poll's records are replayed partition by
-partition in parallel on a greenlet pool, in offset order within a partition, so writes keyed to
-one partition keep their order.
+partition was applied, or written as a dead letter when it can never apply (see deadletter.py).
+Each poll's records are replayed partition by partition in parallel on a greenlet pool, in offset
+order within a partition, so writes keyed to one partition keep their order.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from kafka.structs import OffsetAndMetadata
 from ..bean import Bean, BeanError
 from ..capture import DOCS_KIND, key_of
 from ..config import KafkaSource
+from ..deadletter import DeadLetters
 from ..dest.elastic import Aborted, Elastic, backoff, replay, replay_docs, split_actions
 from ..stats import STATS
 
@@ -66,6 +67,7 @@ class _Batch:
         self.records: list[Any] = []
         self.beans: list[Bean] = []
         self.chunks: dict[Elastic, list[bytes]] = {p: [] for p in self.primaries}
+        self.origin: dict[int, Any] = {}  # id(chunk) -> the record it came from
         self.actions = 0
         self.bytes = 0
 
@@ -75,10 +77,19 @@ class _Batch:
     def add(self, record: Any, bean: Bean, chunks: list[bytes], targets: list[Elastic]) -> None:
         self.records.append(record)
         self.beans.append(bean)
+        for chunk in chunks:
+            self.origin[id(chunk)] = record
         for target in targets:
             self.chunks[target].extend(chunks)
         self.actions += len(chunks)
         self.bytes += len(bean.body)
+
+
+def _error_text(error: Any) -> str:
+    """An Elasticsearch error in one line: `type: reason`, else its JSON or text (shortened)."""
+    if isinstance(error, dict) and error.get("type"):
+        return f"{error['type']}: {error.get('reason', '')}"[:1000]
+    return (error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))[:1000]
 
 
 def _names(partitions: Any) -> str:
@@ -90,6 +101,7 @@ class KafkaReplay:
         self.cfg = cfg
         self.primaries = primaries
         self.stopping = False
+        self.dead_letters = DeadLetters(cfg)
         self._consumer: Optional[KafkaConsumer] = None
         self._greenlet: Optional[gevent.Greenlet] = None
 
@@ -211,6 +223,7 @@ class KafkaReplay:
         return last
 
     def _decode(self, record: Any) -> Optional[Bean]:
+        """The record's bean; None (once its dead letter is written) for a message that is not one."""
         value = record.value or b""
         STATS.replay_message(len(value))
         level = logging.WARNING if len(value) >= self.cfg.warnSize else logging.DEBUG
@@ -218,9 +231,9 @@ class KafkaReplay:
         try:
             bean = Bean.from_json(value)
         except BeanError as e:
-            # A dead-letter destination comes later; until then the message is in this line.
-            log.error("skipping message %s that is not a bean (%s): %r", _where(record), e, value[:2000])
+            log.error("message %s is not a bean (%s): %r", _where(record), e, value[:2000])
             STATS.replayed("(not a bean)", len(value), ok=False)
+            self.dead_letters.write(record, f"not a bean: {e}", lambda: self.stopping)
             return None
         if self.cfg.labels:
             bean.labels = dict(self.cfg.labels)
@@ -244,16 +257,27 @@ class KafkaReplay:
                 STATS.replayed(bean.index, len(bean.body), ok=True)
             for chunk, item in refused:
                 STATS.replayed(item.index, len(chunk), ok=False)
-                # A dead-letter destination comes later; until then the action is in this line.
+                error = _error_text(item.error)
+                record = batch.origin[id(chunk)]
                 log.warning(
-                    "replay into %s refused %s %s/%s (%d): %s; skipped: %s",
+                    "replay %s into %s refused %s %s/%s (%d): %s; to the dead letters: %s",
+                    _where(record),
                     primary.target(""),
                     item.verb,
                     item.index,
                     item.id,
                     item.status,
-                    json.dumps(item.error, ensure_ascii=False)[:1000],
+                    error[:1000],
                     chunk[:1000].decode("utf-8", "replace"),
+                )
+                self.dead_letters.write(
+                    record,
+                    f"{item.verb} {item.index}/{item.id} refused ({item.status}): {error}",
+                    lambda: self.stopping,
+                    target=primary.target(""),
+                    status=item.status,
+                    body=chunk,
+                    error=item.error,
                 )
         last = batch.records[-1].offset
         batch.clear()
@@ -264,13 +288,23 @@ class KafkaReplay:
             r = replay(primary, bean, lambda: self.stopping)
             STATS.replayed(bean.index or key_of(bean.requestUri.split("?", 1)[0]), len(bean.body), r.status < 300)
             if r.status >= 300:
+                answer = r.body[:4000].decode("utf-8", "replace")
                 log.warning(
-                    "replay %s %s %s answered %d, skipped: %s",
+                    "replay %s %s %s answered %d, to the dead letters: %s",
                     _where(record),
                     bean.method,
                     primary.target(bean.requestUri),
                     r.status,
-                    r.body[:1000].decode("utf-8", "replace"),
+                    answer[:1000],
+                )
+                error = r.json().get("error") or answer
+                self.dead_letters.write(
+                    record,
+                    f"{bean.method} {bean.requestUri.split('?', 1)[0]} answered {r.status}: {_error_text(error)}",
+                    lambda: self.stopping,
+                    target=primary.target(""),
+                    status=r.status,
+                    error=error,
                 )
 
     def stop(self, timeout: float) -> None:
@@ -284,3 +318,4 @@ class KafkaReplay:
                 self._consumer.close(autocommit=False)
             except KafkaError as e:
                 log.warning("kafka consumer close: %s", e)
+        self.dead_letters.close()

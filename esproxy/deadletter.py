@@ -1,0 +1,197 @@
+"""Dead letters: messages the replay can never apply, kept with the reason so they can be requeued.
+
+A message is a dead letter when it is not a bean (not JSON, wrong shape) or when the target cluster
+refuses it for good (a 4xx: a mapping conflict, a bad request...): for a whole write replayed as
+sent, or for single document actions of a batch. The replay writes the dead letter, waits for it to
+be durable (the broker's acknowledgement, or an fsync), and only then counts the message as done, so
+its offset is committed after the dead letter exists.
+
+A dead letter is one JSON object: the bean's own fields, as they were in Kafka (for one document
+action the cluster refused, a bean holding just that action, so it can be requeued alone), plus
+
+    "deadLetter": {"reason", "topic", "partition", "offset", "time", "target", "status", "error"}
+
+A message that was not a bean keeps its bytes in ``value`` (``"valueEncoding": "base64"`` when they
+are not UTF-8). ``esproxy dlq`` lists them and requeues them to their topic without ``deadLetter``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Optional
+
+from gevent.lock import Semaphore
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from .bean import Bean, BeanError
+from .config import KafkaSource
+from .dest.elastic import Aborted, backoff
+from .stats import STATS
+
+log = logging.getLogger("esproxy.deadletter")
+
+FIELD = "deadLetter"
+SEND_TIMEOUT = 30.0
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def _text(data: bytes, key: str, out: dict[str, Any]) -> None:
+    try:
+        out[key] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        out[key] = base64.b64encode(data).decode("ascii")
+        out[key + "Encoding"] = "base64"
+
+
+def make_record(
+    value: bytes,
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    *,
+    target: str = "",
+    status: int = 0,
+    body: Optional[bytes] = None,
+    error: Any = None,
+) -> dict[str, Any]:
+    """The dead letter of message ``value`` read at topic-partition@offset; ``body`` replaces the
+    bean's body (one document action of a batched bean)."""
+    info: dict[str, Any] = {"reason": reason, "topic": topic, "partition": partition, "offset": offset, "time": _now()}
+    if target:
+        info["target"] = target
+    if status:
+        info["status"] = status
+    if error:
+        info["error"] = error
+    out: dict[str, Any]
+    try:
+        Bean.from_json(value)
+        out = {k: v for k, v in json.loads(value).items() if k != FIELD}
+    except BeanError:
+        out = {}
+        _text(value, "value", out)
+    else:
+        if body is not None:
+            out = {k: v for k, v in out.items() if k.lower() not in ("body", "bodyencoding")}
+            _text(body, "body", out)
+    out[FIELD] = info
+    return out
+
+
+def original(record: dict[str, Any]) -> Optional[bytes]:
+    """The message to requeue: the bean without ``deadLetter``; None for a message that was not a bean."""
+    if "value" in record and not any(k.lower() == "method" for k in record):
+        return None
+    bean = {k: v for k, v in record.items() if k != FIELD}
+    return json.dumps(bean, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class DeadLetters:
+    """Where one ``source.kafkas[]`` entry writes its dead letters: a topic per consumed topic, or a file."""
+
+    def __init__(self, cfg: KafkaSource) -> None:
+        self.cfg = cfg
+        self.path = cfg.deadLetterFile
+        self._producer: Optional[KafkaProducer] = None
+        self._file: Any = None
+        self._lock = Semaphore()  # partitions replay in parallel greenlets: one producer, whole lines
+
+    def where(self, topic: str) -> str:
+        return f"file {self.path}" if self.path else f"topic {self.cfg.dead_letter_topic(topic)}"
+
+    def write(
+        self,
+        record: Any,
+        reason: str,
+        stopping: Callable[[], bool],
+        *,
+        target: str = "",
+        status: int = 0,
+        body: Optional[bytes] = None,
+        error: Any = None,
+    ) -> None:
+        """Write the dead letter of Kafka ``record``; return once it is durable. Retries until then;
+        raises Aborted if ``stopping()`` turns true first (the message is then not done)."""
+        letter = make_record(
+            record.value or b"",
+            reason,
+            record.topic,
+            record.partition,
+            record.offset,
+            target=target,
+            status=status,
+            body=body,
+            error=error,
+        )
+        data = json.dumps(letter, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        attempt = 0
+        while True:
+            try:
+                if self.path:
+                    self._append(data)
+                else:
+                    self._produce(self.cfg.dead_letter_topic(record.topic), record.key, data)
+                break
+            except (KafkaError, OSError) as e:
+                delay = backoff(attempt, base=0.5, cap=10)
+                attempt += 1
+                log.error(
+                    "dead letter of %s-%d@%d not written to %s (%s); retrying in %.1fs",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    self.where(record.topic),
+                    e or type(e).__name__,
+                    delay,
+                )
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    if stopping():
+                        raise Aborted("dead letter not written: stopping") from None
+                    time.sleep(0.2)
+        STATS.dead_letters += 1
+        log.warning(
+            "dead letter %s-%d@%d -> %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            self.where(record.topic),
+            reason[:1000],
+        )
+
+    def _append(self, data: bytes) -> None:
+        with self._lock:
+            if self._file is None:
+                self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the process's life
+            self._file.write(data + b"\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def _produce(self, topic: str, key: Optional[bytes], data: bytes) -> None:
+        with self._lock:
+            if self._producer is None:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self.cfg.brokers, acks="all", client_id="esproxy-deadletter", linger_ms=0
+                )
+        self._producer.send(topic, value=data, key=key).get(timeout=SEND_TIMEOUT)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except KafkaError as e:
+                log.warning("dead-letter producer close: %s", e)
+            self._producer = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
