@@ -193,3 +193,13 @@ def test_readme_config_reference_matches_the_declaration() -> None:
     script = HERE.parent / "ops" / "update-config-reference"
     result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "status,retried",
+    [(401, True), (403, True), (429, True), (500, True), (503, True), (400, False), (404, False), (409, False)],
+)
+def test_replay_retries_what_b_may_accept_later(status: int, retried: bool) -> None:
+    from esproxy.dest.elastic import is_retriable
+
+    assert is_retriable(status) is retried

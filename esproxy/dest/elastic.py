@@ -178,7 +178,9 @@ class Aborted(Exception):
 
 
 def is_retriable(status: int) -> bool:
-    return status == 429 or status >= 500
+    """Worth asking again later: overload, server errors, and credentials B refuses (401/403), which
+    are the operator's to fix rather than a fault of the message."""
+    return status in (401, 403, 429) or status >= 500
 
 
 def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
