@@ -25,6 +25,7 @@ from .stats import LATENCY_BUCKETS, STATS, Stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from .arbiter import Arbiter
+    from .dest.elastic import Elastic
 
 log = logging.getLogger("esproxy.admin")
 
@@ -48,6 +49,18 @@ def header_check(required: dict[str, str]) -> Check:
     return check
 
 
+def refuse(environ: dict, start_response: Callable, check: Optional[Check]) -> Optional[Iterable[bytes]]:
+    """The 401 answer when ``check`` refuses the request; None when it may pass."""
+    challenge = check(environ) if check is not None else None
+    if challenge is None:
+        return None
+    body = _error(401, "security_exception", "missing or wrong credentials for /_esproxy/")
+    headers = [("Content-Type", "application/json")]
+    if challenge:
+        headers.append(("WWW-Authenticate", challenge))
+    return _reply(start_response, "401 Unauthorized", headers, body)
+
+
 class Admin:
     def __init__(self, arbiter: Arbiter, stats: Stats = STATS) -> None:
         self.arbiter = arbiter
@@ -57,31 +70,28 @@ class Admin:
     # ------------------------------------------------------------------ HTTP
 
     def serve(self, environ: dict, start_response: Callable, check: Optional[Check] = None) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if check is not None:
-            challenge = check(environ)
-            if challenge is not None:
-                body = _error(401, "security_exception", "missing or wrong credentials for /_esproxy/")
-                headers = [("Content-Type", "application/json")]
-                if challenge:
-                    headers.append(("WWW-Authenticate", challenge))
-                return _reply(start_response, "401 Unauthorized", headers, body)
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            body = _error(405, "method_not_allowed", f"{path} answers GET only")
-            return _reply(start_response, "405 Method Not Allowed", [("Content-Type", "application/json")], body)
+        refused = refuse(environ, start_response, check)
+        if refused is not None:
+            return refused
+        status, headers, body = self.render(environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", ""))
+        return _reply(start_response, status, headers, body)
+
+    def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
+        json_type = [("Content-Type", "application/json")]
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", json_type, _error(405, "method_not_allowed", f"{path} answers GET only")
         if path == PREFIX + "metrics":
-            return _reply(start_response, "200 OK", [("Content-Type", PROMETHEUS_TYPE)], self.prometheus().encode())
+            return "200 OK", [("Content-Type", PROMETHEUS_TYPE)], self.prometheus().encode()
         if path == PREFIX + "stats":
-            body = json.dumps(self.snapshot(), ensure_ascii=False, indent=1).encode() + b"\n"
-            return _reply(start_response, "200 OK", [("Content-Type", "application/json")], body)
+            return "200 OK", json_type, json.dumps(self.snapshot(), ensure_ascii=False, indent=1).encode() + b"\n"
         if path == PREFIX + "health":
             stopping = self.arbiter.stop_event.is_set()
             doc = {"status": "stopping" if stopping else "ok", "version": __version__, "pid": os.getpid()}
             status = "503 Service Unavailable" if stopping else "200 OK"
-            body = json.dumps(doc).encode() + b"\n"
-            return _reply(start_response, status, [("Content-Type", "application/json")], body)
+            return status, json_type, json.dumps(doc).encode() + b"\n"
         body = _error(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats or metrics")
-        return _reply(start_response, "404 Not Found", [("Content-Type", "application/json")], body)
+        return "404 Not Found", json_type, body
 
     def start_listener(self, host: str, port: int, required: dict[str, str]) -> None:
         """The separate admin listener (``admin.port``)."""
@@ -107,23 +117,11 @@ class Admin:
         return fanout.depth(), getattr(fanout.queue, "maxsize", None) or 0
 
     def _upstreams(self) -> list[dict[str, Any]]:
-        out = []
-        for e in self.arbiter.elastics:
-            pool = getattr(getattr(e, "_pool", None), "pool", None)  # urllib3's queue of connection slots
-            in_use = idle = 0
-            if pool is not None:
-                in_use = max(0, pool.maxsize - pool.qsize())
-                idle = sum(1 for c in list(pool.queue) if c is not None)
-            out.append(
-                {
-                    "cluster": redact_url(e.url),
-                    "direction": e.direction,
-                    "cluster_id": e.cluster_id,
-                    "connections_in_use": in_use,
-                    "connections_idle": idle,
-                }
-            )
-        return out
+        rows = upstream_rows(self.arbiter.elastics)
+        pool = getattr(self.arbiter, "pool", None)
+        if pool is None:
+            return rows
+        return merge_upstreams([rows] + [r.get("upstreams", []) for r in pool.reports()])
 
     def _lags(self) -> list[dict[str, Any]]:
         """Per assigned partition: high watermark minus the consumer's fetch position."""
@@ -150,17 +148,23 @@ class Admin:
 
     # ------------------------------------------------------------------ renderings
 
+    def _stats(self) -> Stats:
+        pool = getattr(self.arbiter, "pool", None)
+        return self.stats.with_reports(pool.reports()) if pool is not None else self.stats
+
     def snapshot(self) -> dict[str, Any]:
-        s = self.stats
+        s = self._stats()
         depth, capacity = self._queue()
         buckets = {}
         total = 0
         for bound, n in zip(list(LATENCY_BUCKETS) + ["+Inf"], s.latency_buckets):
             total += n
             buckets[str(bound)] = total
+        pool = getattr(self.arbiter, "pool", None)
         return {
             "version": __version__,
             "pid": os.getpid(),
+            **({"workers": pool.pids()} if pool is not None else {}),
             "uptime_seconds": round(s.uptime(), 3),
             "proxy": {
                 "requests": {f"{m} {st}": n for (m, st), n in sorted(s.requests.items())},
@@ -183,7 +187,7 @@ class Admin:
         }
 
     def prometheus(self) -> str:
-        s = self.stats
+        s = self._stats()
         out = _Prom()
         out.metric("esproxy_build_info", "gauge", "esproxy version (always 1).", [({"version": __version__}, 1)])
         out.metric("esproxy_uptime_seconds", "gauge", "Seconds since the process started.", [({}, s.uptime())])
@@ -282,6 +286,38 @@ class Admin:
             ],
         )
         return out.text()
+
+
+def upstream_rows(elastics: Iterable[Elastic]) -> list[dict[str, Any]]:
+    out = []
+    for e in elastics:
+        in_use, idle = e.connections()
+        out.append(
+            {
+                "cluster": redact_url(e.url),
+                "direction": e.direction,
+                "cluster_id": e.cluster_id,
+                "connections_in_use": in_use,
+                "connections_idle": idle,
+            }
+        )
+    return out
+
+
+def merge_upstreams(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (cluster, direction), connections summed over processes (pre-fork workers)."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for rows in parts:
+        for row in rows:
+            key = (row["cluster"], row["direction"])
+            if key not in merged:
+                merged[key] = dict(row)
+                continue
+            m = merged[key]
+            m["connections_in_use"] += row["connections_in_use"]
+            m["connections_idle"] += row["connections_idle"]
+            m["cluster_id"] = m["cluster_id"] or row["cluster_id"]
+    return list(merged.values())
 
 
 class _Prom:

@@ -27,7 +27,7 @@ from gevent.queue import Channel, Queue
 from .bean import Bean
 from .dest.elastic import Aborted, Elastic, backoff, replay
 from .dest.kafka import KafkaDest
-from .spool import Spool
+from .spool import Spool, SpoolFull
 
 log = logging.getLogger("esproxy.fanout")
 
@@ -37,6 +37,10 @@ SHIP_BATCH = 500
 
 class NotRecorded(Exception):
     """durability: kafka — Kafka did not take a write that the primary applied."""
+
+
+class Unavailable(SpoolFull):
+    """A write cannot be recorded now (a pre-fork worker lost its master): refused before forwarding."""
 
 
 class Fanout:
@@ -55,6 +59,23 @@ class Fanout:
             self._greenlets.append(gevent.spawn(self._run_spool))
 
     # ------------------------------------------------------------------ handlers
+    # What a request handler calls; a pre-fork worker calls the same through esproxy.worker.MasterFanout.
+
+    @property
+    def durable(self) -> bool:
+        """Whether writes go through the spool (a proxy with durability: spool records intents)."""
+        return self.spool is not None
+
+    def begin(self, method: str, uri: str, body: bytes) -> str:
+        """durability: spool — before forwarding: room in the spool (else SpoolFull), then a durable intent."""
+        assert self.spool is not None
+        self.spool.check_space()
+        return self.spool.intent(method, uri, body)
+
+    def done(self, intent_id: str, beans: list[Bean]) -> None:
+        """durability: spool — the write's beans are on disk and its intent closed when this returns."""
+        assert self.spool is not None
+        self.spool.done(intent_id, beans)
 
     def put(self, bean: Bean) -> None:
         """durability: none."""

@@ -12,6 +12,7 @@ the objects the arbiter holds (see :mod:`esproxy.admin`).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from typing import Any, Callable, Iterable
@@ -98,6 +99,32 @@ class Stats:
             entry[1] += nbytes
         else:
             self.replay_skipped[index] = self.replay_skipped.get(index, 0) + 1
+
+    # ------------------------------------------------------------------ pre-fork workers
+
+    def proxy_report(self) -> dict[str, Any]:
+        """What a worker sends its master (esproxy.prefork) every second: its request counters."""
+        return {
+            "requests": dict(self.requests),
+            "latency_buckets": list(self.latency_buckets),
+            "latency_sum": self.latency_sum,
+            "latency_count": self.latency_count,
+            "writes_captured": self.writes_captured,
+        }
+
+    def with_reports(self, reports: Iterable[dict[str, Any]]) -> Stats:
+        """A copy of these counters plus the workers' last reports (the master's /_esproxy/ view)."""
+        out = copy.copy(self)
+        out.requests = dict(self.requests)
+        out.latency_buckets = list(self.latency_buckets)
+        for r in reports:
+            for key, n in r["requests"].items():
+                out.requests[key] = out.requests.get(key, 0) + n
+            out.latency_buckets = [a + b for a, b in zip(out.latency_buckets, r["latency_buckets"])]
+            out.latency_sum += r["latency_sum"]
+            out.latency_count += r["latency_count"]
+            out.writes_captured += r["writes_captured"]
+        return out
 
     # ------------------------------------------------------------------ derived values
 

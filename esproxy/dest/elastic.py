@@ -88,6 +88,11 @@ class Elastic:
     def __repr__(self) -> str:
         return f"Elastic({redact_url(self.url)})"
 
+    def connections(self) -> tuple[int, int]:
+        """(in use, idle) connections of the upstream pool, for /_esproxy/ gauges."""
+        pool = self._client._connection_pool  # geventhttpclient keeps no public counters
+        return max(0, pool.size - pool._semaphore.counter), pool._socket_queue.qsize()
+
     def target(self, uri: str) -> str:
         return redact_url(self.url.rstrip("/")) + uri
 

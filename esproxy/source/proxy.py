@@ -25,7 +25,7 @@ from ..bean import Bean
 from ..capture import capture
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError, backoff
-from ..fanout import Fanout, NotRecorded
+from ..fanout import Fanout, NotRecorded, Unavailable
 from ..logs import access_log
 from ..settle import settle
 from ..spool import SpoolFull
@@ -118,20 +118,20 @@ class ProxyApp:
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
         capturing = self.fanout is not None and routing.is_write(method, uri)
         intent = None
-        if capturing and self.fanout.spool is not None and self.cfg.durability == "spool":
+        if capturing and self.fanout.durable and self.cfg.durability == "spool":
             try:
-                self.fanout.spool.check_space()
+                intent = self.fanout.begin(method, uri, _plain_body(environ, body))
             except SpoolFull as e:
-                payload = error_body(503, "esproxy_spool_full_exception", f"write refused, not forwarded: {e}")
+                kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
+                payload = error_body(503, kind, f"write refused, not forwarded: {e}")
                 self._access(remote, method, uri, started, 503, payload)
                 return self._reply(start_response, 503, [("Content-Type", "application/json")], payload)
-            intent = self.fanout.spool.intent(method, uri, _plain_body(environ, body))
         try:
             r = self.primary.request(method, uri, headers, body)
         except UpstreamError as e:
             if intent is not None:
                 if e.refused:
-                    self.fanout.spool.done(intent, [])
+                    self.fanout.done(intent, [])
                 else:  # A may have applied it: copy what A holds once it answers again
                     record = {
                         "id": intent,
@@ -151,28 +151,28 @@ class ProxyApp:
             template = self._bean(environ, method, uri, remote, body)
             beans = capture(template, _decoded(r), self.primary.current_docs)
             STATS.writes_captured += 1
-        if intent is not None:
-            self.fanout.spool.done(intent, beans)  # on disk before the client hears of it
-        elif beans and self.cfg.durability == "kafka":
-            try:
+        try:
+            if intent is not None:
+                self.fanout.done(intent, beans)  # on disk before the client hears of it
+            elif beans and self.cfg.durability == "kafka":
                 self.fanout.deliver_now(beans, deadline=time.monotonic() + self.primary.cfg.timeout)
-            except NotRecorded as e:
-                log.error(
-                    "%s %s applied by the primary but not recorded for replication: %s; beans: %s",
-                    method,
-                    uri,
-                    e,
-                    [b.to_json().decode() for b in beans],
-                )
-                payload = error_body(
-                    503,
-                    "esproxy_not_recorded_exception",
-                    f"applied by the primary cluster but not recorded for replication: {e}",
-                )
-                return self._reply(start_response, 503, [("Content-Type", "application/json")], payload)
-        else:
-            for bean in beans:
-                self.fanout.put(bean)
+            else:
+                for bean in beans:
+                    self.fanout.put(bean)
+        except (NotRecorded, Unavailable, OSError) as e:  # OSError: the spool's disk failed
+            log.error(
+                "%s %s applied by the primary but not recorded for replication: %s; beans: %s",
+                method,
+                uri,
+                e,
+                [b.to_json().decode() for b in beans],
+            )
+            payload = error_body(
+                503,
+                "esproxy_not_recorded_exception",
+                f"applied by the primary cluster but not recorded for replication: {e}",
+            )
+            return self._reply(start_response, 503, [("Content-Type", "application/json")], payload)
         self._access(remote, method, uri, started, r.status, r.body)
         out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
         if method == "HEAD":  # no body to measure: keep the primary's length
@@ -216,7 +216,7 @@ class ProxyApp:
         gevent.spawn(self._settle, intent, template)
 
     def _settle(self, intent: dict[str, Any], template: Bean) -> None:
-        assert self.fanout is not None and self.fanout.spool is not None
+        assert self.fanout is not None and self.fanout.durable
         attempt = 0
         while True:
             try:
@@ -233,7 +233,7 @@ class ProxyApp:
                     delay,
                 )
                 gevent.sleep(delay)
-        self.fanout.spool.done(intent["id"], beans)
+        self.fanout.done(intent["id"], beans)
 
     def _bean(self, environ: dict[str, Any], method: str, uri: str, remote: str, body: bytes) -> Bean:
         body = _plain_body(environ, body)
