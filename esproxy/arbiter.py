@@ -1,13 +1,16 @@
-"""Runs the roles a config enables in one gevent process, and stops them gracefully.
+"""Runs the roles a config enables in one gevent process (with ``workers: N``, the master of N
+proxy worker processes: see esproxy/prefork.py), and stops them gracefully.
 
 Signals (the one table; supervisord sends TERM):
 
 | signal        | effect                                                                        |
 |---------------|-------------------------------------------------------------------------------|
 | TERM, INT     | graceful stop: stop accepting, finish requests in flight, ship the queue to  |
-|               | Kafka, commit replayed offsets, exit 0 (a second one exits at once, code 1)  |
+|               | Kafka, commit replayed offsets, exit 0 (a second one exits at once, code 1); |
+|               | a pre-fork master first sends TERM to its workers and waits for them         |
 | USR1          | profiling in the working directory: jj.cpu -> cpu.profile, jj.mem ->         |
-|               | mem.profile (see esproxy/profiling.py and docs/operations.md)                |
+|               | mem.profile (see esproxy/profiling.py and docs/operations.md); a pre-fork    |
+|               | master profiles its workers too and merges their profiles into its own       |
 """
 
 from __future__ import annotations
@@ -17,21 +20,21 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import gevent
 from gevent.event import Event
 
-from . import __version__, labels
+from . import __version__
 from .admin import Admin
-from .bean import Bean
 from .config import Config
-from .dest.elastic import Elastic, UpstreamError, backoff
+from .dest.elastic import Elastic
 from .dest.kafka import KafkaDest
 from .fanout import Fanout
+from .listeners import Listeners, bind, matching_indexes, wait_for_cluster_id
+from .prefork import WorkerPool
 from .profiling import Profiler
 from .source.kafka import KafkaReplay
-from .source.proxy import ProxyApp, make_server
 from .spool import Spool
 
 log = logging.getLogger("esproxy")
@@ -40,16 +43,21 @@ GRACEFUL_TIMEOUT = 25.0  # under supervisord's stopwaitsecs (30) so a stop never
 
 
 class Arbiter:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, conf_path: str = "") -> None:
         self.cfg = cfg
+        self.conf_path = conf_path
         self.stop_event = Event()
-        self.apps: list[ProxyApp] = []
-        self.servers: list = []
+        self.listeners: Optional[Listeners] = None
+        self.pool: Optional[WorkerPool] = None  # workers: N > 1
         self.replays: list[KafkaReplay] = []
         self.fanout: Optional[Fanout] = None
-        self.elastics: list[Elastic] = []
+        self.replay_elastics: list[Elastic] = []
         self.admin = Admin(self)
         self.profiler = Profiler()
+
+    @property
+    def elastics(self) -> list[Elastic]:
+        return (self.listeners.elastics if self.listeners else []) + self.replay_elastics
 
     def handle_signal(self, signum: int) -> None:
         if self.stop_event.is_set():
@@ -87,25 +95,6 @@ class Arbiter:
         log.info("esproxy stopped")
         return 0
 
-    def _elastic(self, cfg_index: int, direction: str) -> Elastic:
-        e = Elastic(self.cfg.primaries()[cfg_index], direction)
-        self.elastics.append(e)
-        return e
-
-    def _wait_for_cluster_id(self, e: Elastic) -> bool:
-        """Read the cluster's id, retrying while it is down; False if a stop came first."""
-        attempt = 0
-        while not e.cluster_id:
-            try:
-                log.info("cluster %s has id %s", e.target(""), e.ensure_cluster_id())
-            except UpstreamError as err:
-                delay = backoff(attempt, base=0.5, cap=10)
-                attempt += 1
-                log.warning("cluster not ready: %s; retrying in %.1fs", err, delay)
-                if self.stop_event.wait(delay):
-                    return False
-        return True
-
     def _start_proxies(self) -> None:
         modes = {p.durability for p in self.cfg.proxies()}
         kafkas = [KafkaDest(k, all_acks="kafka" in modes) for k in self.cfg.kafka_destinations()]
@@ -118,29 +107,33 @@ class Arbiter:
         self.fanout = Fanout(self.cfg.chanSize, kafkas, rests, spool) if kafkas or rests else None
         if self.fanout:
             self.fanout.start()
-        for p in self.cfg.proxies():
-            matching = _matching_indexes(self.cfg, p.labels)
-            if len(matching) > 1:
-                log.warning("proxy :%d: %d primaries match; forwarding to the first only", p.port, len(matching))
-            primary = self._elastic(matching[0], "primary")
-            # Serve (and answer 502 while the primary is down) rather than wait for its id.
-            gevent.spawn(self._wait_for_cluster_id, primary)
-            app = ProxyApp(p, primary, self.fanout)
-            app.admin = self.admin
-            server = make_server(app)
-            server.start()
-            self.apps.append(app)
-            self.servers.append(server)
-            log.info("proxy listening on %s:%d -> %s", p.host, p.port, app.primary.target(""))
-        for intent in open_intents:  # writes in flight when the last run died: copy what A holds
-            app = self.apps[0]
-            app.settle_later(intent, Bean("", "/", labels=dict(app.cfg.labels) or None))
+        self.listeners = Listeners(self.cfg, self.fanout, self.admin, self.stop_event)
+        if self.cfg.workers > 1:
+            sockets = [bind(p) for p in self.cfg.proxies()]
+            self.listeners.start(serve=False)  # the master's apps only settle writes of unknown outcome
+            self.pool = WorkerPool(
+                self.cfg.workers, self.conf_path, sockets, self.fanout, self.admin.render, self.listeners.settle
+            )
+            self.profiler.workers = self.pool
+            self.pool.start()
+            for p, app in zip(self.cfg.proxies(), self.listeners.apps):
+                log.info(
+                    "proxy listening on %s:%d -> %s (%d workers)",
+                    p.host,
+                    p.port,
+                    app.primary.target(""),
+                    self.cfg.workers,
+                )
+        else:
+            self.listeners.start()
+        self.listeners.settle(open_intents)  # writes in flight when the last run died: copy what A holds
 
     def _start_replays(self) -> None:
         for k in self.cfg.kafka_sources():
-            primaries = [self._elastic(i, "replay") for i in _matching_indexes(self.cfg, k.labels)]
+            primaries = [Elastic(self.cfg.primaries()[i], "replay") for i in matching_indexes(self.cfg, k.labels)]
+            self.replay_elastics += primaries
             for primary in primaries:  # needed before replaying: it says which beans to skip
-                if not self._wait_for_cluster_id(primary):
+                if not wait_for_cluster_id(primary, self.stop_event):
                     raise _Stopped()
             replay = KafkaReplay(k, primaries)
             replay.start()
@@ -148,18 +141,18 @@ class Arbiter:
 
     def _stop(self) -> None:
         deadline = time.monotonic() + GRACEFUL_TIMEOUT
-        for app in self.apps:
-            app.draining = True  # answers now carry Connection: close
-        for server in self.servers:
-            server.close()  # stop accepting
-        _wait(lambda: all(app.inflight == 0 for app in self.apps), deadline)
-        for server in self.servers:
-            server.stop(timeout=0.5)  # idle keep-alive connections
+        if self.pool is not None:
+            self.profiler.stop_cpu()  # before the workers go: their profiles are merged in
+            self.pool.stop(deadline - 3)  # they finish their requests; the master then ships the spool
+        elif self.listeners is not None:
+            self.listeners.drain(deadline)
         if self.fanout is not None:
             self.fanout.stop(timeout=max(1.0, deadline - time.monotonic()))
         for replay in self.replays:
             replay.stop(timeout=max(1.0, deadline - time.monotonic()))
-        for e in self.elastics:
+        if self.listeners is not None:
+            self.listeners.close()
+        for e in self.replay_elastics:
             e.close()
         self.admin.stop()
         self.profiler.stop_cpu()  # a profile running at exit is still written
@@ -167,12 +160,3 @@ class Arbiter:
 
 class _Stopped(Exception):
     """A stop signal arrived while the process was still starting."""
-
-
-def _matching_indexes(cfg: Config, source_labels: dict[str, str]) -> list[int]:
-    return [i for i, p in enumerate(cfg.primaries()) if labels.parse(p.labelEval)(source_labels)]
-
-
-def _wait(condition: Callable[[], bool], deadline: float) -> None:
-    while not condition() and time.monotonic() < deadline:
-        gevent.sleep(0.05)

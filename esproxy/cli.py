@@ -28,6 +28,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--conf", required=True, help="config file (YAML, the Go original's schema)")
     p.add_argument("--check", action="store_true", help="validate the config, print warnings and exit")
     p.add_argument("--version", action="version", version=f"esproxy {__version__}")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # FDS: a pre-fork worker, started by its master
     return p
 
 
@@ -99,7 +100,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     from .arbiter import Arbiter
 
     logs.setup(cfg.logLevel)
-    return Arbiter(cfg).run()
+    if args.worker:
+        from .worker import run
+
+        return run(cfg, args.worker)
+    return Arbiter(cfg, args.conf).run()
 
 
 if __name__ == "__main__":

@@ -181,6 +181,13 @@ class Config:
     logLevel: str = setting(
         "info", "Lowest level logged (ours).", choices=("debug", "info", "warn", "warning", "error")
     )
+    workers: int = setting(
+        1,
+        "Proxy worker processes sharing the proxy port(s) (pre-fork). With more than 1, this process is their "
+        "master: it keeps the spool, the Kafka producer, the replay role and the admin port, and every captured "
+        "write is recorded through it before the client gets its answer, so order and durability are those of one "
+        "process. Use up to the number of cores left to spare (ours).",
+    )
     admin: AdminListener = setting(AdminListener(), "Stats and metrics listener (ours).")
     source: Source = setting(Source(), "Where requests come from.")
     spool: SpoolSettings = setting(SpoolSettings(), "The proxy's write-ahead spool (`durability: spool`) (ours).")
@@ -227,6 +234,10 @@ def _check(cfg: Config) -> list[str]:
         raise ConfigError("spool.maxBytes", f"{cfg.spool.maxBytes} must be at least 1")
     if cfg.chanSize < 0:
         raise ConfigError("chanSize", f"{cfg.chanSize} must be 0 or more")
+    if cfg.workers < 1:
+        raise ConfigError("workers", f"{cfg.workers} must be at least 1")
+    if cfg.workers > 1 and not cfg.proxies():
+        warnings.append("workers: applies to the proxy role only; this config has no proxy, so it is ignored")
 
     ports: dict[int, str] = {}
     for i, p in enumerate(cfg.source.proxies):

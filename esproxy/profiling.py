@@ -16,9 +16,10 @@ charged to whatever ran meanwhile, so read ``tottime`` rather than ``cumtime`` f
 The dump (pstats snapshot and marshal) and the allocation statistics run in gevent's thread pool,
 so the hub keeps serving requests meanwhile.
 
-Several worker processes (pre-fork, upcoming): each worker writes ``cpu.profile.<pid>`` (see
-``Profiler(out_name=...)``) and the master merges them into ``cpu.profile`` with
-:func:`merge_profiles` (``pstats.Stats.add``).
+With ``workers: N`` the master reads the trigger files and passes the duration to its workers
+(esproxy.prefork); each worker writes ``cpu.profile.<pid>`` / ``mem.profile.<pid>`` and the master
+merges them into ``cpu.profile`` with :func:`merge_profiles` (``pstats.Stats.add``) and appends
+them to ``mem.profile``.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .schema import format_duration, parse_duration
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .prefork import WorkerPool
 
 log = logging.getLogger("esproxy.profile")
 
@@ -83,9 +87,11 @@ def _duration(text: str, what: str, default: float) -> Optional[float]:
 
 
 class Profiler:
-    def __init__(self, workdir: Optional[str] = None, out_name: str = CPU_OUT) -> None:
+    def __init__(self, workdir: Optional[str] = None, out_name: str = CPU_OUT, mem_name: str = MEM_OUT) -> None:
         self.workdir = Path(workdir or os.getcwd())
         self.out_name = out_name
+        self.mem_name = mem_name
+        self.workers: Optional[WorkerPool] = None  # a pre-fork master profiles its workers too
         self._cpu: Optional[cProfile.Profile] = None
         self._cpu_timer = None
         self._mem_busy = False
@@ -115,6 +121,8 @@ class Profiler:
 
         self._cpu = cProfile.Profile()
         self._cpu.enable()
+        if self.workers is not None:
+            self.workers.command("cpu_start", seconds)
         log.info("cpu.profile started")
         if seconds is None:
             log.info(
@@ -137,13 +145,15 @@ class Profiler:
         timer, self._cpu_timer = self._cpu_timer, None
         if timer is not None and timer is not gevent.getcurrent():
             timer.kill(block=False)
-        path = self.workdir / self.out_name
+        path: Optional[Path] = self.workdir / self.out_name
         try:
             gevent.get_hub().threadpool.apply(_dump_cpu, (prof, path))
+            log.info("cpu.profile collected: %s", path)
         except OSError as e:
             log.error("cpu.profile: cannot write %s: %s", path, e)
-            return None
-        log.info("cpu.profile collected: %s", path)
+            path = None
+        if self.workers is not None:
+            self.workers.gather_cpu(path)
         return path
 
     def collect_mem(self, seconds: Optional[float]) -> Optional[Path]:
@@ -155,6 +165,8 @@ class Profiler:
         self._mem_busy = True
         started_here = False
         try:
+            if self.workers is not None:
+                self.workers.command("mem", seconds)
             if not tracemalloc.is_tracing():
                 seconds = seconds or DEFAULT_MEM_SECONDS
                 tracemalloc.start(1)
@@ -162,9 +174,11 @@ class Profiler:
                 log.info("mem.profile started")
                 log.info("after %s, mem.profile will be generated", _short(seconds))
                 gevent.sleep(seconds)
-            path = self.workdir / MEM_OUT
+            path = self.workdir / self.mem_name
             gevent.get_hub().threadpool.apply(_dump_mem, (path, started_here))
             log.info("mem.profile collected: %s", path)
+            if self.workers is not None:
+                self.workers.gather_mem(path)
             return path
         except OSError as e:
             log.error("mem.profile: cannot write: %s", e)

@@ -117,5 +117,5 @@ def _current_states(targets: list[tuple[str, str, Optional[str]]], primary: Elas
                 kind=DOCS_KIND,
             )
         )
-    log.info("settled %d document(s) of a write in flight at the last stop", len(beans))
+    log.info("settled %d document(s) of a write whose outcome was unknown (a crash or timeout in flight)", len(beans))
     return beans

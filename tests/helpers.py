@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -533,3 +534,56 @@ def writes_of(bean: dict) -> list[tuple]:
 
 def doc_writes(beans: list) -> list[tuple]:
     return [w for b in beans for w in writes_of(b)]
+
+
+# --------------------------------------------------------------------------- convergence under load
+
+
+def compare_until_equal(a: str, b: str, timeout: float = 90) -> str:
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "esproxy", "compare", "--source", a, "--target", b],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    deadline = time.monotonic() + timeout
+    result = run()
+    while result.returncode != 0 and time.monotonic() < deadline:
+        time.sleep(2)
+        result = run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+class Writer(threading.Thread):
+    """Writes (and sometimes updates) documents with known ids; remembers which were acknowledged."""
+
+    def __init__(self, base: str, index: str, count: int, pause: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self.base, self.index, self.count, self.pause = base, index, count, pause
+        self.acked: list[int] = []
+        self.failed = 0
+        self.stop = False
+
+    def run(self) -> None:
+        s = requests.Session()
+        for i in range(self.count):
+            if self.stop:
+                return
+            try:
+                if i % 5 == 4:
+                    r = s.post(f"{self.base}/{self.index}/_update/{i - 1}", json={"doc": {"u": i}}, timeout=10)
+                else:
+                    r = s.put(f"{self.base}/{self.index}/_doc/{i}", json={"n": i}, timeout=10)
+                if 200 <= r.status_code < 300:
+                    self.acked.append(i)
+                else:
+                    self.failed += 1
+            except requests.RequestException:
+                self.failed += 1
+                s = requests.Session()
+                time.sleep(0.05)
+            if self.pause:
+                time.sleep(self.pause)

@@ -289,9 +289,10 @@ def _phrase(status: int) -> str:
         return "Unknown"
 
 
-def make_server(app: ProxyApp) -> WSGIServer:
+def make_server(app: ProxyApp, listener: Optional[socket.socket] = None) -> WSGIServer:
+    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork)."""
     return WSGIServer(
-        (app.cfg.host, app.cfg.port),
+        listener if listener is not None else (app.cfg.host, app.cfg.port),
         app,
         handler_class=RawPathHandler,
         log=None,

@@ -1,0 +1,107 @@
+"""The proxy role's listeners: one :class:`ProxyApp` behind a gevent ``WSGIServer`` per
+``source.proxies[]`` entry, started and drained together.
+
+The arbiter runs them itself (``workers: 1``); with pre-fork workers each worker runs them on the
+sockets its master bound (:mod:`esproxy.worker`), and the master keeps unserved apps only to settle
+the intents a dead worker left open.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any, Callable, Optional
+
+import gevent
+from gevent.event import Event
+from gevent.pywsgi import WSGIServer
+
+from . import labels
+from .bean import Bean
+from .config import Config, ProxySource
+from .dest.elastic import Elastic, UpstreamError, backoff
+from .source.proxy import ProxyApp, make_server
+
+log = logging.getLogger("esproxy")
+
+
+def matching_indexes(cfg: Config, source_labels: dict[str, str]) -> list[int]:
+    """The primaries (indexes into cfg.primaries()) whose labelEval accepts these labels."""
+    return [i for i, p in enumerate(cfg.primaries()) if labels.parse(p.labelEval)(source_labels)]
+
+
+def wait_for_cluster_id(e: Elastic, stop: Event) -> bool:
+    """Read the cluster's id, retrying while it is down; False if a stop came first."""
+    attempt = 0
+    while not e.cluster_id:
+        try:
+            log.info("cluster %s has id %s", e.target(""), e.ensure_cluster_id())
+        except UpstreamError as err:
+            delay = backoff(attempt, base=0.5, cap=10)
+            attempt += 1
+            log.warning("cluster not ready: %s; retrying in %.1fs", err, delay)
+            if stop.wait(delay):
+                return False
+    return True
+
+
+def bind(p: ProxySource) -> socket.socket:
+    """The listening socket of a proxy entry (the master binds it once for all its workers)."""
+    family = socket.getaddrinfo(p.host or None, p.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    return WSGIServer.get_listener((p.host, p.port), family=family)
+
+
+class Listeners:
+    def __init__(self, cfg: Config, fanout: Any, admin: Any, stop: Event) -> None:
+        self.cfg = cfg
+        self.fanout = fanout
+        self.admin = admin
+        self.stop = stop
+        self.apps: list[ProxyApp] = []
+        self.servers: list[WSGIServer] = []
+        self.elastics: list[Elastic] = []
+
+    def start(self, sockets: Optional[list[socket.socket]] = None, serve: bool = True) -> None:
+        """An app per proxy entry; served on ``sockets`` (in entry order) or on sockets bound here."""
+        for i, p in enumerate(self.cfg.proxies()):
+            matching = matching_indexes(self.cfg, p.labels)
+            if len(matching) > 1:
+                log.warning("proxy :%d: %d primaries match; forwarding to the first only", p.port, len(matching))
+            primary = Elastic(self.cfg.primaries()[matching[0]], "primary")
+            self.elastics.append(primary)
+            # Serve (and answer 502 while the primary is down) rather than wait for its id.
+            gevent.spawn(wait_for_cluster_id, primary, self.stop)
+            app = ProxyApp(p, primary, self.fanout)
+            app.admin = self.admin
+            self.apps.append(app)
+            if serve:
+                server = make_server(app, sockets[i] if sockets else None)
+                server.start()
+                self.servers.append(server)
+                log.info("proxy listening on %s:%d -> %s", p.host, p.port, primary.target(""))
+
+    def settle(self, intents: list[dict[str, Any]]) -> None:
+        """Writes of unknown outcome (a crash in flight): copy what A holds, then close each intent."""
+        for intent in intents:
+            app = self.apps[0]
+            app.settle_later(intent, Bean("", "/", labels=dict(app.cfg.labels) or None))
+
+    def drain(self, deadline: float) -> None:
+        """Stop accepting, let requests in flight finish (until ``deadline``), close idle connections."""
+        for app in self.apps:
+            app.draining = True  # answers now carry Connection: close
+        for server in self.servers:
+            server.close()  # stop accepting
+        wait(lambda: all(app.inflight == 0 for app in self.apps), deadline)
+        for server in self.servers:
+            server.stop(timeout=0.5)  # idle keep-alive connections
+
+    def close(self) -> None:
+        for e in self.elastics:
+            e.close()
+
+
+def wait(condition: Callable[[], bool], deadline: float) -> None:
+    while not condition() and time.monotonic() < deadline:
+        gevent.sleep(0.05)

@@ -1,0 +1,147 @@
+"""A pre-fork worker (``workers: N``): serves the proxy listeners its master bound, and records
+captured writes through the master (:mod:`esproxy.prefork`, :mod:`esproxy.channel`).
+
+Started by the master as ``esproxy -c conf.yml --worker IPC_FD,LISTEN_FD...``. TERM or INT (or the
+master going away) stops it gracefully: stop accepting, finish the requests in flight, exit 0.
+USR1 sent to a worker itself profiles that worker alone (``cpu.profile.<pid>``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any, Callable, Iterable, Optional
+
+import gevent
+from gevent.event import Event
+
+from .admin import Check, refuse, upstream_rows
+from .arbiter import GRACEFUL_TIMEOUT
+from .bean import Bean
+from .channel import Channel, MasterClient, MasterGone
+from .config import Config
+from .fanout import NotRecorded, Unavailable
+from .listeners import Listeners
+from .profiling import Profiler
+from .stats import STATS
+
+log = logging.getLogger("esproxy.worker")
+
+REPORT_EVERY = 1.0  # seconds between the counters sent to the master
+
+
+class MasterFanout:
+    """What a ProxyApp calls to record a write (esproxy.fanout.Fanout's handler methods), done by the master."""
+
+    def __init__(self, client: MasterClient, durable: bool) -> None:
+        self.client = client
+        self.durable = durable
+
+    def begin(self, method: str, uri: str, body: bytes) -> str:
+        return self._call(Unavailable, "begin", method, uri, body)
+
+    def done(self, intent_id: str, beans: list[Bean]) -> None:
+        self._call(NotRecorded, "done", intent_id, beans)
+
+    def put(self, bean: Bean) -> None:
+        self._call(NotRecorded, "put", [bean])
+
+    def deliver_now(self, beans: list[Bean], deadline: float) -> None:
+        self._call(NotRecorded, "deliver", beans, max(0.0, deadline - time.monotonic()))
+
+    def _call(self, error: type[Exception], op: str, *args: Any) -> Any:
+        try:
+            return self.client.call(op, *args)
+        except MasterGone as e:
+            raise error(str(e)) from None
+
+
+class MasterAdmin:
+    """/_esproxy/ on a worker's port: the master answers, with every worker's counters."""
+
+    def __init__(self, client: MasterClient) -> None:
+        self.client = client
+
+    def serve(self, environ: dict, start_response: Callable, check: Optional[Check] = None) -> Iterable[bytes]:
+        refused = refuse(environ, start_response, check)
+        if refused is not None:
+            return refused
+        try:
+            status, headers, body = self.client.call("admin", environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"])
+        except MasterGone as e:
+            status, headers, body = "503 Service Unavailable", [("Content-Type", "application/json")], str(e).encode()
+        start_response(status, headers)
+        return [body]
+
+
+class Worker:
+    def __init__(self, cfg: Config, fds: list[int]) -> None:
+        self.cfg = cfg
+        self.ipc = socket.socket(fileno=fds[0])
+        self.sockets = [socket.socket(fileno=fd) for fd in fds[1:]]
+        self.stop_event = Event()
+        pid = os.getpid()
+        self.profiler = Profiler(out_name=f"cpu.profile.{pid}", mem_name=f"mem.profile.{pid}")
+        self.client = MasterClient(Channel(self.ipc), self._command)
+        self.listeners: Optional[Listeners] = None
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, self._on_stop_signal, signum)
+        gevent.signal_handler(signal.SIGUSR1, self.profiler.on_signal)
+        modes = {p.durability for p in self.cfg.proxies()}
+        recording = bool(self.cfg.kafka_destinations() or self.cfg.rests())
+        fanout = MasterFanout(self.client, durable=recording and "spool" in modes) if recording else None
+        self.listeners = Listeners(self.cfg, fanout, MasterAdmin(self.client), self.stop_event)
+        self.listeners.start(self.sockets)
+        reporter = gevent.spawn(self._report_loop)
+        gevent.spawn(self._stop_with_master)
+        self.stop_event.wait()
+        self.listeners.drain(time.monotonic() + GRACEFUL_TIMEOUT - 2)  # under the master's own deadline
+        reporter.kill()
+        self._report()
+        self.profiler.stop_cpu()
+        self.listeners.close()
+        self.client.channel.close()
+        log.info("worker stopped")
+        return 0
+
+    def _on_stop_signal(self, signum: int) -> None:
+        if not self.stop_event.is_set():  # the master's TERM often follows a terminal's INT: one drain
+            log.info("worker: %s received: stopping gracefully", signal.Signals(signum).name)
+            self.stop_event.set()
+
+    def _stop_with_master(self) -> None:
+        self.client.closed.wait()
+        if not self.stop_event.is_set():
+            log.error("worker: the master process is gone; stopping")
+            self.stop_event.set()
+
+    def _report_loop(self) -> None:
+        while True:
+            self._report()
+            gevent.sleep(REPORT_EVERY)
+
+    def _report(self) -> None:
+        report = STATS.proxy_report()
+        report["upstreams"] = upstream_rows(self.listeners.elastics if self.listeners else [])
+        self.client.notify("report", report)
+
+    def _command(self, op: str, args: tuple) -> None:
+        if op == "cpu_start":
+            seconds = args[0]
+            # The master's cpu_stop ends it; the worker's own timer is only a safety net.
+            self.profiler.start_cpu(None if seconds is None else seconds + 60)
+        elif op == "cpu_stop":
+            path = self.profiler.stop_cpu()
+            self.client.notify("profiled", "cpu", str(path) if path else "")
+        elif op == "mem":
+            path = self.profiler.collect_mem(args[0])
+            self.client.notify("profiled", "mem", str(path) if path else "")
+
+
+def run(cfg: Config, fds: str) -> int:
+    return Worker(cfg, [int(fd) for fd in fds.split(",")]).run()
