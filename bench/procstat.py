@@ -23,14 +23,34 @@ def rss_mb(pid: int) -> Optional[float]:
     return None
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process so far (0 once it is gone)."""
+def _stat(pid: int) -> Optional[list[str]]:
+    """Fields of /proc/<pid>/stat after the command name (index 0 is field 3, the state)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            return f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15 of stat)
+        return None
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes (a pre-fork master's workers)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields and fields[1] == str(pid):
+                out.append(int(entry))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process and of its live children so far (0 once it is gone)."""
+    total = 0.0
+    for p in [pid, *children(pid)]:
+        fields = _stat(p)
+        if fields:
+            total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15 of stat)
+    return total
 
 
 def _socket_inodes(pid: int) -> set[str]:

@@ -297,7 +297,7 @@ def _s3(s3: dict[str, Any]) -> list[str]:
 def _s5(s5: dict[str, Any], s1: Optional[dict[str, Any]]) -> list[str]:
     out = [
         "",
-        "## S5 durability: S1's proxy side per `durability` value",
+        "## S5 durability: S1's proxy side per `durability` value (and in 2 pre-fork workers)",
         "",
         "| durability | req/s | ratio to S1 direct | p99 ms | Kafka records | docs in A |",
         "|---|---|---|---|---|---|",

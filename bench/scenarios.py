@@ -243,18 +243,20 @@ class Bench:
     # ------------------------------------------------------------------ S5
 
     def s5(self) -> None:
+        """S1's proxy side per durability value, and with the default one in 2 pre-fork workers."""
         out: dict[str, Any] = {}
-        for value in DURABILITY_VALUES:
-            topic = f"bench.s5.{value}.{self.run_id}"
-            accepted, answer = check_config(
-                self.workdir, f"durability-{value}", self.proxy_config(free_port(), topic, durability=value)
-            )
+        variants = [(value, {"durability": value}) for value in DURABILITY_VALUES]
+        variants.append(("spool, workers: 2", {"durability": "spool", "workers": 2}))
+        for value, extra in variants:
+            slug = value.replace(", workers: ", "-w")
+            topic = f"bench.s5.{slug}.{self.run_id}"
+            accepted, answer = check_config(self.workdir, f"s5-{slug}", self.proxy_config(free_port(), topic, **extra))
             if not accepted:
                 out[value] = {"unavailable": answer}
                 continue
-            proxy = self.start_proxy(f"proxy-{value}", topic, durability=value)
-            index = f"p1-{value}-{self.run_id}"
-            side = self.write_run(f"s5-{value}", proxy.url, index, {"esproxy": proxy, "osmem A": self.a})
+            proxy = self.start_proxy(f"proxy-{slug}", topic, **extra)
+            index = f"p1-{slug}-{self.run_id}"
+            side = self.write_run(f"s5-{slug}", proxy.url, index, {"esproxy": proxy, "osmem A": self.a})
             in_a = probes.es_count(self.a.url, index)
             self.stack.stop(proxy)
             out[value] = {"proxy": side, "docs_in_a": in_a, "messages": self._messages(topic, in_a)[0]}

@@ -263,3 +263,27 @@ def test_passthrough_large_body(pair):
     g2 = requests.get(proxied + "/big/_doc/1", timeout=30)
     assert g2.status_code == 200 and g2.json()["_source"] == doc
     assert g1.content == g2.content
+
+
+def test_large_answers_are_streamed_unchanged(esproxy, es_a, port, names, tmp_path):
+    """A read answer over 256 KiB passes through as it arrives (the log says so), byte for byte."""
+    conf = proxy_config(port, es_a)
+    conf["source"]["proxies"][0]["accesslog"] = True
+    proc = esproxy(conf)
+    index = names.index()
+    big = {"text": "数据" * 400_000, "n": 1}  # ~2.4 MB of UTF-8
+    r = requests.put(f"{es_a}/{index}/_doc/big?refresh=true", json=big, timeout=30)
+    assert r.status_code in (200, 201), r.text
+    for path in (f"/{index}/_doc/big", f"/{index}/_search?q=n:1"):
+        direct = requests.get(es_a + path, timeout=30)
+        proxied = requests.get(f"http://127.0.0.1:{port}{path}", timeout=30)
+        assert proxied.status_code == direct.status_code == 200
+        if "_search" in path:
+            assert drop_took(proxied.json()) == drop_took(direct.json())
+        else:
+            assert proxied.content == direct.content
+            assert proxied.headers.get("Content-Length") == str(len(direct.content))
+    assert proc.count_in_log("<streamed, ") >= 2, proc.log_tail()
+    # Small answers are still read whole and logged as they are.
+    requests.get(f"http://127.0.0.1:{port}/", timeout=10)
+    proc.wait_log('"Method":"GET","Path":"/"')

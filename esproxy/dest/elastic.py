@@ -20,7 +20,7 @@ import random
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urlsplit
 
 from geventhttpclient import HTTPClient
@@ -36,6 +36,7 @@ log = logging.getLogger("esproxy.elastic")
 
 CLUSTER_ID_PATH = "/meta.elasticproxy/_doc/clusterid"
 CONNECT_TIMEOUT = 5.0
+STREAM_CHUNK = 64 * 1024
 
 
 class UpstreamError(Exception):
@@ -53,6 +54,10 @@ class Response:
     reason: str
     headers: list[tuple[str, str]]
     body: bytes
+    # request(stream_over=N) and a body over N bytes (or of unknown length): the body is not read,
+    # ``stream`` yields it and gives the connection back at the end; ``body`` stays empty.
+    stream: Optional[Iterator[bytes]] = None
+    length: Optional[int] = None  # the Content-Length of a streamed body, when the cluster sent one
 
     def json(self) -> dict:
         try:
@@ -96,11 +101,22 @@ class Elastic:
     def target(self, uri: str) -> str:
         return redact_url(self.url.rstrip("/")) + uri
 
-    def request(self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes]) -> Response:
-        """Send one request; ``uri`` is the raw path and query. Raises UpstreamError, never 5xx-wraps."""
+    def request(
+        self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes], stream_over: Optional[int] = None
+    ) -> Response:
+        """Send one request; ``uri`` is the raw path and query. Raises UpstreamError, never 5xx-wraps.
+
+        With ``stream_over``, an answer body longer than that (or of unknown length) is not read
+        here: the Response's ``stream`` yields it (a large search or scroll page passes through
+        without being held in memory)."""
         merged = {**headers, **self.header} if self.header else headers
         try:
             r = self._client.request(method, self._prefix + uri, body=body or b"", headers=merged)
+            length = r.get("content-length")
+            length = int(length) if length and length.isdigit() else None
+            if stream_over is not None and method != "HEAD" and (length is None or length > stream_over):
+                items = list(r.items())
+                return Response(r.status_code, r.status_message or "", items, b"", self._chunks(r, uri), length)
             try:
                 data = r.read()  # the whole body, as sent (compressed or not); the connection goes back
             finally:
@@ -112,6 +128,24 @@ class Elastic:
         except (HTTPParseError, OSError, ValueError) as e:  # reset, closed, unparsable, unusable target
             raise UpstreamError(self.target(uri), str(e) or type(e).__name__, timeout=False) from None
         return Response(r.status_code, r.status_message or "", list(r.items()), data)
+
+    def _chunks(self, r: Any, uri: str) -> Iterator[bytes]:
+        released = False
+        try:
+            while True:
+                chunk = r.read(STREAM_CHUNK)
+                if not chunk:
+                    break
+                yield chunk
+            r.release()
+            released = True
+        except (OSError, HTTPParseError) as e:  # the client sees a cut answer (its connection is closed)
+            log.warning("streaming the answer of %s failed: %s", self.target(uri), e)
+        finally:
+            if not released:  # cut short (an error, the client gone): the rest of the body is unread
+                pool, sock, r._pool, r._sock = r._pool, r._sock, None, None
+                if pool is not None and sock is not None:
+                    pool.release_socket(sock)  # closes it, frees its slot; never back into the pool
 
     def ensure_cluster_id(self) -> str:
         """Read (or create once) the id stored in the cluster, as the Go original does."""

@@ -52,6 +52,10 @@ FORWARDED = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "A
 
 StartResponse = Callable[..., Any]
 
+# Answers to requests that are not captured (reads) and are longer than this, or of unknown length,
+# are streamed to the client as they arrive instead of being held whole in memory.
+STREAM_OVER = 256 * 1024
+
 
 def error_body(status: int, kind: str, reason: str, header: Optional[dict[str, str]] = None) -> bytes:
     """An Elasticsearch-style error: ``{"error": {"root_cause": [...], "type", "reason"}, "status"}``."""
@@ -98,8 +102,19 @@ class ProxyApp:
         if self.admin is not None and environ.get("PATH_INFO", "").startswith("/_esproxy/"):
             return self.admin.serve(environ, start_response, self._check_header if self.required else None)
         self.inflight += 1
+        streaming = False
         try:
-            return STATS.track(self._handle, environ, start_response)
+            result = STATS.track(self._handle, environ, start_response)
+            streaming = not isinstance(result, list)
+            return self._until_sent(result) if streaming else result
+        finally:
+            if not streaming:
+                self.inflight -= 1
+
+    def _until_sent(self, chunks: Iterable[bytes]) -> Iterable[bytes]:
+        """A streamed answer is in flight (a graceful stop waits for it) until its last chunk is sent."""
+        try:
+            yield from chunks
         finally:
             self.inflight -= 1
 
@@ -127,7 +142,7 @@ class ProxyApp:
                 self._access(remote, method, uri, started, 503, payload)
                 return self._reply(start_response, 503, [("Content-Type", "application/json")], payload)
         try:
-            r = self.primary.request(method, uri, headers, body)
+            r = self.primary.request(method, uri, headers, body, stream_over=None if capturing else STREAM_OVER)
         except UpstreamError as e:
             if intent is not None:
                 if e.refused:
@@ -173,8 +188,14 @@ class ProxyApp:
                 f"applied by the primary cluster but not recorded for replication: {e}",
             )
             return self._reply(start_response, 503, [("Content-Type", "application/json")], payload)
-        self._access(remote, method, uri, started, r.status, r.body)
         out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
+        if r.stream is not None:
+            self._access(remote, method, uri, started, r.status, f"<streamed, {r.length or 'chunked'} bytes>".encode())
+            if r.length is not None:
+                out.append(("Content-Length", str(r.length)))
+            start_response(f"{r.status} {r.reason or _phrase(r.status)}", self._closing(out))
+            return r.stream
+        self._access(remote, method, uri, started, r.status, r.body)
         if method == "HEAD":  # no body to measure: keep the primary's length
             out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
         return self._reply(start_response, r.status, out, r.body, reason=r.reason)
@@ -197,10 +218,13 @@ class ProxyApp:
                 challenge or None,
             )
             headers = headers + [("Content-Type", "application/json")]
-        if self.draining:
-            headers = [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
-        start_response(f"{status} {reason or _phrase(status)}", headers)
+        start_response(f"{status} {reason or _phrase(status)}", self._closing(headers))
         return [body]
+
+    def _closing(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        if not self.draining:
+            return headers
+        return [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
 
     def _check_header(self, environ: dict[str, Any]) -> Optional[str]:
         """None when the request carries every required header; else the WWW-Authenticate value ('' if none)."""
