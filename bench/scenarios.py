@@ -84,6 +84,7 @@ class Bench:
             {**conf["source"]["kafkas"][0], "brokers": [self.bootstrap], "topics": [topic], "group": group}
         ]
         conf["destination"]["primaries"] = [{**conf["destination"]["primaries"][0], "url": self.b.url + "/"}]
+        conf["admin"] = {**conf.get("admin", {}), "port": free_port()}  # not conf2.yml's fixed 2901
         return conf
 
     def start_proxy(self, name: str, topic: str, **extra: Any) -> Proc:

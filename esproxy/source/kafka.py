@@ -2,8 +2,10 @@
 
 Delivery is at-least-once: offsets are committed only after every message before them in the
 partition was applied, or written as a dead letter when it can never apply (see deadletter.py).
-Each poll's records are replayed partition by partition in parallel on a greenlet pool, in offset
-order within a partition, so writes keyed to one partition keep their order.
+Each partition's records are replayed in offset order by its lane (lanes.py), partitions in parallel,
+so writes keyed to one partition keep their order; the consumer greenlet meanwhile fetches the next
+records (until a lane has two batches queued), commits what the lanes applied, and after a replay that
+stopped short fetches the partition again from there, after a pause.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import gevent
-from gevent.pool import Pool
+from gevent.event import Event
+from gevent.lock import Semaphore
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.range import RangePartitionAssignor
@@ -29,6 +32,7 @@ from ..config import KafkaSource
 from ..deadletter import DeadLetters
 from ..dest.elastic import Aborted, Elastic, backoff, replay, replay_docs, split_actions
 from ..stats import STATS
+from .lanes import Lane
 
 log = logging.getLogger("esproxy.replay")
 
@@ -40,13 +44,15 @@ ASSIGNORS = {
 }
 
 
-class _AssignmentLogger(ConsumerRebalanceListener):
-    def __init__(self, group: str) -> None:
+class _Rebalances(ConsumerRebalanceListener):
+    def __init__(self, group: str, revoked: Callable[[Any], None]) -> None:
         self.group = group
+        self.revoked = revoked
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         if revoked:
             log.info("kafka consumer group %s revoked partitions %s", self.group, _names(revoked))
+            self.revoked(revoked)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("kafka consumer group %s assigned partitions %s", self.group, _names(assigned))
@@ -104,6 +110,10 @@ class KafkaReplay:
         self.dead_letters = DeadLetters(cfg)
         self._consumer: Optional[KafkaConsumer] = None
         self._greenlet: Optional[gevent.Greenlet] = None
+        self._lanes: dict[TopicPartition, Lane] = {}
+        self._gate = Semaphore(cfg.concurrency)
+        self._progress = Event()  # a lane finished a replay
+        self._rebalances = 0
 
     def consumer_config(self) -> dict[str, Any]:
         session_ms = int(self.cfg.sessionTimeout * 1000)
@@ -127,7 +137,7 @@ class KafkaReplay:
         while not self.stopping:
             try:
                 consumer = KafkaConsumer(**self.consumer_config())
-                consumer.subscribe(self.cfg.topics, listener=_AssignmentLogger(self.cfg.group))
+                consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
                 self._consumer = consumer
                 log.info(
                     "kafka consumer group %s subscribed to %s on %s",
@@ -147,26 +157,76 @@ class KafkaReplay:
         if not self._connect():
             return
         assert self._consumer is not None
-        pool = Pool(self.cfg.concurrency)
-        while not self.stopping:
-            try:
-                batch = self._poll()
-            except KafkaError as e:
-                log.warning("kafka poll failed: %s", e)
-                gevent.sleep(1)
-                continue
-            if not batch:
-                continue
-            jobs = {tp: pool.spawn(self._replay_partition, records) for tp, records in batch.items()}
-            pool.join()
-            done = {tp: OffsetAndMetadata(job.value + 1, "", -1) for tp, job in jobs.items() if job.value is not None}
-            self._commit(done)
-            unfinished = {tp: job.value for tp, job in jobs.items() if job.value != batch[tp][-1].offset}
-            for tp, last in unfinished.items():
+        try:
+            while not self.stopping:
+                self._settle()
+                if any(lane.full() or lane.held_until for lane in self._lanes.values()):
+                    # Fetch no further until the lane has room or its pause is over. (Not with
+                    # consumer.pause(): kafka-python 3.0 may never hand back a resumed partition's records.)
+                    self._progress.wait(timeout=0.2)
+                    continue
+                try:
+                    batch = self._poll()
+                except KafkaError as e:
+                    log.warning("kafka poll failed: %s", e)
+                    gevent.sleep(1)
+                    continue
+                for tp, records in batch.items():
+                    self._lane(tp).push(records)
+        finally:
+            self._close_lanes(list(self._lanes))
+            self._settle()
+
+    def _lane(self, tp: TopicPartition) -> Lane:
+        lane = self._lanes.get(tp)
+        if lane is None:
+            lane = self._lanes[tp] = Lane(
+                tp,
+                self._replay_partition,
+                self._gate,
+                self._progress,
+                lambda: self.stopping,
+                max_records=2 * self.cfg.batchSize,
+                max_bytes=2 * self.cfg.batchBytes,
+            )
+        return lane
+
+    def _settle(self) -> None:
+        """Commit what the lanes applied; fetch a failed partition again (after a pause) where it failed."""
+        assert self._consumer is not None
+        self._progress.clear()
+        now = time.monotonic()
+        done: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, lane in list(self._lanes.items()):
+            if lane.applied is not None and lane.applied != lane.committed:
+                done[tp] = OffsetAndMetadata(lane.applied + 1, "", -1)
+            if lane.failed_at is not None and not lane.held_until:
                 # What is not committed is replayed again: by us after a pause, or by whoever takes over.
-                self._consumer.seek(tp, batch[tp][0].offset if last is None else last + 1)
-            if unfinished and not self.stopping:
-                gevent.sleep(1)
+                self._consumer.seek(tp, lane.failed_at)
+                lane.held_until = now + 1
+            elif lane.held_until and now >= lane.held_until:
+                lane.held_until = 0.0
+                lane.retry()
+        if done and self._commit(done):
+            for tp, meta in done.items():
+                if tp in self._lanes:
+                    self._lanes[tp].committed = meta.offset - 1
+
+    def _close_lanes(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            lane = self._lanes.get(tp)
+            if lane is not None:
+                lane.close()
+
+    def _revoked(self, partitions: Any) -> None:
+        """Rebalance: the lanes of partitions taken away end their replay in flight before the group moves
+        on, so the next owner never applies a message while we still do. What they applied since the last
+        commit is not committed (a commit cannot be made from within the rebalance): the next owner
+        replays it again, in order (at-least-once)."""
+        self._rebalances += 1
+        self._close_lanes(list(partitions))
+        for tp in partitions:
+            self._lanes.pop(tp, None)
 
     def _poll(self) -> dict[TopicPartition, list[Any]]:
         """One poll, topped up for up to `linger` while it holds fewer than batchSize records."""
@@ -176,23 +236,28 @@ class KafkaReplay:
         while batch and time.monotonic() < deadline:
             if sum(len(r) for r in batch.values()) >= self.cfg.batchSize:
                 break
+            rebalances = self._rebalances
             more = self._consumer.poll(timeout_ms=max(1, int((deadline - time.monotonic()) * 1000)))
+            if self._rebalances != rebalances:
+                return more  # fetched from the committed offsets again: what came before is stale
             for tp, records in more.items():
                 batch.setdefault(tp, []).extend(records)
         return batch
 
-    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
         if not offsets or self._consumer is None:
-            return
+            return False
         try:
             self._consumer.commit(offsets)
+            return True
         except CommitFailedError as e:
             # The group rebalanced under us; the new owner replays from the last commit (at-least-once).
             log.warning("kafka commit failed, messages will be replayed again: %s", e)
         except KafkaError as e:
             log.warning("kafka commit failed: %s", e)
+        return False
 
-    def _replay_partition(self, records: list[Any]) -> Optional[int]:
+    def _replay_partition(self, records: list[Any], stop: Callable[[], bool]) -> Optional[int]:
         """Replay records in offset order; return the offset of the last one done (None if none).
 
         Consecutive document beans are sent as one `_bulk` (up to batchSize actions / batchBytes);
@@ -202,27 +267,27 @@ class KafkaReplay:
         batch = _Batch(self.primaries)
         try:
             for record in records:
-                bean = self._decode(record)
+                bean = self._decode(record, stop)
                 if bean is not None and bean.kind == DOCS_KIND:
                     chunks = split_actions(bean.body)
                     if batch.records and not batch.fits(len(chunks), len(bean.body), self.cfg):
-                        last = self._flush(batch)
+                        last = self._flush(batch, stop)
                     batch.add(record, bean, chunks, self._targets(record, bean))
                     continue
                 if batch.records:
-                    last = self._flush(batch)
+                    last = self._flush(batch, stop)
                 if bean is not None:
-                    self._replay_raw(record, bean)
+                    self._replay_raw(record, bean, stop)
                 last = record.offset
             if batch.records:
-                last = self._flush(batch)
+                last = self._flush(batch, stop)
         except Aborted as e:
             log.info("replay interrupted at %s: %s", _where(records[0]) if last is None else last, e)
         except Exception:  # a bug: do not retry the same messages forever, do not skip them silently
             log.exception("replay of %s..%d failed; not committed", _where(records[0]), records[-1].offset)
         return last
 
-    def _decode(self, record: Any) -> Optional[Bean]:
+    def _decode(self, record: Any, stop: Callable[[], bool]) -> Optional[Bean]:
         """The record's bean; None (once its dead letter is written) for a message that is not one."""
         value = record.value or b""
         STATS.replay_message(len(value))
@@ -233,7 +298,7 @@ class KafkaReplay:
         except BeanError as e:
             log.error("message %s is not a bean (%s): %r", _where(record), e, value[:2000])
             STATS.replayed("(not a bean)", len(value), ok=False)
-            self.dead_letters.write(record, f"not a bean: {e}", lambda: self.stopping)
+            self.dead_letters.write(record, f"not a bean: {e}", stop)
             return None
         if self.cfg.labels:
             bean.labels = dict(self.cfg.labels)
@@ -248,11 +313,11 @@ class KafkaReplay:
                 targets.append(primary)
         return targets
 
-    def _flush(self, batch: _Batch) -> int:
+    def _flush(self, batch: _Batch, stop: Callable[[], bool]) -> int:
         for primary, chunks in batch.chunks.items():
             if not chunks:
                 continue
-            refused = replay_docs(primary, chunks, lambda: self.stopping)
+            refused = replay_docs(primary, chunks, stop)
             for bean in batch.beans:
                 STATS.replayed(bean.index, len(bean.body), ok=True)
             for chunk, item in refused:
@@ -273,7 +338,7 @@ class KafkaReplay:
                 self.dead_letters.write(
                     record,
                     f"{item.verb} {item.index}/{item.id} refused ({item.status}): {error}",
-                    lambda: self.stopping,
+                    stop,
                     target=primary.target(""),
                     status=item.status,
                     body=chunk,
@@ -283,9 +348,9 @@ class KafkaReplay:
         batch.clear()
         return last
 
-    def _replay_raw(self, record: Any, bean: Bean) -> None:
+    def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
         for primary in self._targets(record, bean):
-            r = replay(primary, bean, lambda: self.stopping)
+            r = replay(primary, bean, stop)
             STATS.replayed(bean.index or key_of(bean.requestUri.split("?", 1)[0]), len(bean.body), r.status < 300)
             if r.status >= 300:
                 answer = r.body[:4000].decode("utf-8", "replace")
@@ -301,7 +366,7 @@ class KafkaReplay:
                 self.dead_letters.write(
                     record,
                     f"{bean.method} {bean.requestUri.split('?', 1)[0]} answered {r.status}: {_error_text(error)}",
-                    lambda: self.stopping,
+                    stop,
                     target=primary.target(""),
                     status=r.status,
                     error=error,

@@ -1,0 +1,97 @@
+"""One lane per Kafka partition of the replay: its own greenlet replays the partition's records in
+offset order while the consumer greenlet fetches and queues the next ones, so the fetch, the decoding
+and the `_bulk` in flight overlap instead of taking turns.
+
+A lane never touches the KafkaConsumer (it is not safe to share between greenlets): it only says what
+it applied (``applied``) and where the partition must be fetched again from after a replay stopped
+short (``failed_at``). The consumer greenlet commits, seeks and pauses accordingly.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Optional
+
+import gevent
+from gevent.event import Event
+from gevent.lock import Semaphore
+
+# (records in offset order, stop) -> offset of the last record applied, None if none was
+Apply = Callable[[list[Any], Callable[[], bool]], Optional[int]]
+
+
+class Lane:
+    def __init__(
+        self,
+        tp: Any,
+        apply: Apply,
+        gate: Semaphore,
+        progress: Event,
+        stopping: Callable[[], bool],
+        max_records: int,
+        max_bytes: int,
+    ) -> None:
+        self.tp = tp
+        self.applied: Optional[int] = None  # last offset done (applied or dead-lettered)
+        self.committed: Optional[int] = None  # the consumer greenlet's: last offset committed
+        self.failed_at: Optional[int] = None  # first offset not done after a replay stopped short
+        self.held_until = 0.0  # the consumer greenlet's: when to fetch a failed partition again
+        self._apply = apply
+        self._gate = gate  # bounds the partitions replayed at once (`concurrency`)
+        self._progress = progress  # set after every replay, to wake the consumer greenlet
+        self._stopping = stopping
+        self._max_records = max_records
+        self._max_bytes = max_bytes
+        self._queue: deque[Any] = deque()
+        self._bytes = 0
+        self._closed = False
+        self._ready = Event()
+        self._greenlet = gevent.spawn(self._loop)
+
+    def full(self) -> bool:
+        return len(self._queue) >= self._max_records or self._bytes >= self._max_bytes
+
+    def push(self, records: list[Any]) -> None:
+        if self._closed or self.failed_at is not None:
+            return  # fetched past a failure: fetched again from `failed_at` once the consumer seeks there
+        self._queue.extend(records)
+        self._bytes += sum(len(r.value or b"") for r in records)
+        self._ready.set()
+
+    def retry(self) -> None:
+        """The consumer now fetches from `failed_at` again."""
+        self.failed_at = None
+
+    def close(self) -> None:
+        """Drop what is queued, give up retrying, wait for the replay in flight to end (its `applied`)."""
+        self._closed = True
+        self._clear()
+        self._ready.set()
+        self._greenlet.join()
+
+    def _stop(self) -> bool:
+        return self._closed or self._stopping()
+
+    def _clear(self) -> None:
+        self._queue.clear()
+        self._bytes = 0
+
+    def _loop(self) -> None:
+        while True:
+            self._ready.wait()
+            self._ready.clear()
+            if self._closed:
+                return
+            if not self._queue:
+                continue
+            records = list(self._queue)
+            self._clear()
+            with self._gate:
+                last = self._apply(records, self._stop)
+            if last is not None:
+                self.applied = last
+            if last != records[-1].offset:
+                # What follows is not applied before this is: drop it and fetch it again.
+                self.failed_at = records[0].offset if last is None else last + 1
+                self._clear()
+            self._progress.set()
