@@ -149,7 +149,7 @@ class Spool:
     def done(self, intent_id: str, beans: list[Bean]) -> None:
         """Durably add the beans of a forwarded write and close its intent."""
         records: list[tuple[int, bytes, Optional[Bean]]] = [(BEAN, b.to_json(), b) for b in beans]
-        records.append((DONE, json.dumps({"id": intent_id}).encode(), None))
+        records.append((DONE, b'{"id": "%s"}' % intent_id.encode(), None))  # our ids need no escaping
         self._append(records)
         self.open_intents.pop(intent_id, None)
 
