@@ -48,6 +48,8 @@ class KafkaDest:
             "client_id": "esproxy",
             "max_block_ms": 10000,  # a broker outage surfaces in 10 s; the spool keeps what waits
         }
+        if "metrics_enabled" in KafkaProducer.DEFAULT_CONFIG:
+            conf["metrics_enabled"] = False  # kafka-python's own, per message; esproxy counts its own
         if "enable_idempotence" in KafkaProducer.DEFAULT_CONFIG:
             conf["enable_idempotence"] = acks == "all"
         if acks != "all":
