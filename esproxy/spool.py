@@ -82,6 +82,7 @@ class Spool:
         self._size = 0
         self._committer: Optional[gevent.Greenlet] = None
         self._next_intent = 0
+        self._pid = os.getpid()  # of the process that opened the spool: the one that writes it
         self._shipped: Optional[Position] = None  # acknowledged by Kafka, not yet in ``position``
         self._position_written = 0.0  # time.monotonic() of the last write of ``position``
         self._oldest_segment = 0  # no segment file below this one
@@ -91,6 +92,7 @@ class Spool:
     def open(self) -> list[dict[str, Any]]:
         """Recover what a previous run left; return the intents it left open."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._pid = os.getpid()
         shipped = self._read_position()
         segments = sorted(int(p.stem) for p in self.dir.glob("*.log") if p.stem.isdigit())
         intents: dict[str, dict[str, Any]] = {}
@@ -146,7 +148,7 @@ class Spool:
     def intent(self, method: str, uri: str, body: bytes) -> str:
         """Durably note that a write is about to be forwarded; returns its id."""
         self._next_intent += 1
-        intent_id = f"{os.getpid()}-{self._next_intent}"
+        intent_id = f"{self._pid}-{self._next_intent}"
         record: dict[str, Any] = {"id": intent_id, "method": method, "uri": uri}
         if uri.split("?", 1)[0].endswith("/_bulk"):
             record["body"] = body.decode("utf-8", "replace")
