@@ -30,6 +30,7 @@ from ..logs import access_log
 from ..settle import settle
 from ..spool import SpoolFull
 from ..stats import STATS
+from .httpheaders import read_headers
 
 log = logging.getLogger("esproxy.proxy")
 
@@ -63,8 +64,11 @@ def error_body(status: int, kind: str, reason: str, header: Optional[dict[str, s
 
 class RawPathHandler(WSGIHandler):
     """Keeps the request target as the client sent it: PATH_INFO is percent-decoded, which would
-    turn a document id like ``a%2Fb`` into a path. Sets TCP_NODELAY on each client connection, and
-    sends an answer's head and body in one send."""
+    turn a document id like ``a%2Fb`` into a path. Sets TCP_NODELAY on each client connection,
+    sends an answer's head and body in one send, and reads headers with httpheaders.read_headers."""
+
+    def MessageClass(self, *args: Any) -> Any:
+        return read_headers(*args)
 
     def get_environ(self) -> dict[str, Any]:
         env = super().get_environ()
