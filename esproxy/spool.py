@@ -296,9 +296,10 @@ class Spool:
             return Position(0, 0)
 
     def _flush_position(self) -> None:
-        if self._shipped is not None:
-            self._write_position(self._shipped)
-            self._shipped = None
+        shipped, self._shipped = self._shipped, None
+        if shipped is not None:
+            # Off the hub: its rename(2) waits for the journal, which the spool's fsyncs keep busy.
+            gevent.get_hub().threadpool.apply(self._write_position, (shipped,))
             self._position_written = time.monotonic()
 
     def _write_position(self, pos: Position) -> None:
