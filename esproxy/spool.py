@@ -8,7 +8,8 @@ Segment files ``<dir>/NNNNNNNNNN.log`` hold records ``[length u32][crc32 u32][ty
 
 Appends are group-committed: every record waiting when the committer runs is written, then one
 fsync (in gevent's thread pool, so the hub keeps serving) acknowledges them all. The shipper takes
-beans in order and acknowledges what Kafka took; ``position`` records how far that is (written at
+beans in order (at most every SHIP_EVERY seconds, so that a produce request carries many) and
+acknowledges what Kafka took; ``position`` records how far that is (written at
 most once a second, when idle and at close: a crash ships the last second's beans again). A
 segment is deleted once it is shipped and none of its intents is still open. On start, beans past
 ``position`` are shipped again first, and intents without a DONE are handed back for settling
@@ -17,6 +18,7 @@ segment is deleted once it is shipped and none of its intents is still open. On 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ log = logging.getLogger("esproxy.spool")
 BEAN, INTENT, DONE = 1, 2, 3
 _HEADER = struct.Struct(">IIB")
 SEGMENT_BYTES = 64 * 1024 * 1024
+SHIP_EVERY = 0.025  # seconds: the shortest time between two takes of the shipper
 POSITION_INTERVAL = 1.0  # seconds; its rename(2) after every Kafka acknowledgement blocked the hub
 
 
@@ -86,6 +89,7 @@ class Spool:
         self._shipped: Optional[Position] = None  # acknowledged by Kafka, not yet in ``position``
         self._position_written = 0.0  # time.monotonic() of the last write of ``position``
         self._oldest_segment = 0  # no segment file below this one
+        self._last_take = 0.0
 
     # ------------------------------------------------------------------ start / stop
 
@@ -223,7 +227,11 @@ class Spool:
             self._flush_position()
             self._available.clear()
             self._available.wait(timeout)
-        return [(pos, bean) for pos, bean, _ in list(self._unshipped)[:limit]]
+        gap = self._last_take + SHIP_EVERY - time.monotonic()
+        if gap > 0 and len(self._unshipped) < limit:
+            gevent.sleep(gap)  # fewer, larger produce requests: each costs far more CPU than a message
+        self._last_take = time.monotonic()
+        return [(pos, bean) for pos, bean, _ in itertools.islice(self._unshipped, limit)]
 
     def ack(self, count: int) -> None:
         """The first ``count`` beans are in Kafka: forget them, note the position, free segments."""
