@@ -176,6 +176,7 @@ class Spool:
     def _commit_loop(self) -> None:
         while True:
             self._wake.wait()
+            gevent.sleep(0)  # after the handlers that are ready to run: they may append too
             self._wake.clear()
             batch, self._pending = self._pending, []
             if not batch:
