@@ -84,6 +84,9 @@ class RawPathHandler(WSGIHandler):
             pass
         super().handle()
 
+    def log_request(self) -> None:
+        pass  # make_server passes log=None: pywsgi would format each request's line for nothing
+
     def _write_with_headers(self, data: bytes) -> None:
         # pywsgi's own sends the head and the body in two sends; one send costs less CPU (on
         # loopback a send also does the receiver's TCP work). The bytes on the wire are the same.
