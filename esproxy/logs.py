@@ -88,8 +88,16 @@ def _may_hold_secret(text: str) -> tuple[bool, bool, bool]:
     return (
         "Basic" in text or "ApiKey" in text or "Bearer" in text,
         "://" in text and "@" in text,
-        "passw" in lower or "secret" in lower or "api_key" in lower or "apikey" in lower,
+        "passw" in lower
+        or "secret" in lower
+        or "api_key" in lower
+        or "apikey" in lower
+        or any(c in text for c in _IGNORECASE_ODD),
     )
+
+
+# What re.IGNORECASE matches to "i" or "s" but str.lower() does not turn into them.
+_IGNORECASE_ODD = ("\u0130", "\u0131", "\u017f")
 
 
 def redact(text: str) -> str:

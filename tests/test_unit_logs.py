@@ -30,6 +30,7 @@ def _full_redact(text: str) -> str:
         '{"body":"{\\"password\\":\\"hunter2\\"}"}',
         '{"PassWord": "hunter2", "Secret":"s", "API_KEY":"k", "apiKey": "k2", "passwd":"p"}',
         '{"_id":"x","result":"created","_shards":{"total":2}}',
+        '{"pa\u017f\u017fword": "hunter2", "ap\u0131_key": "k", "AP\u0130KEY": "k2"}',  # what re.I also matches
         "plain text without anything",
         "",
     ],
