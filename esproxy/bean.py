@@ -33,6 +33,8 @@ class Bean:
     clusterIds: list[str] = field(default_factory=list)
     index: str = ""
     kind: str = ""
+    # to_json() once: the spool and Kafka both need it. A bean is not changed once serialized.
+    _json: Optional[bytes] = field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -56,7 +58,9 @@ class Bean:
         return out
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if self._json is None:
+            self._json = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return self._json
 
     @classmethod
     def from_json(cls, data: bytes) -> Bean:

@@ -179,7 +179,10 @@ class Config:
         0, "Capacity of the queue between request handlers and the Kafka producer; 0 = direct hand-off."
     )
     logLevel: str = setting(
-        "info", "Lowest level logged (ours).", choices=("debug", "info", "warn", "warning", "error")
+        "info",
+        "Lowest level logged (ours). `debug` adds the two lines per Kafka message (`kafka write size`,"
+        " `kafka.produce result`) that the original logs at info.",
+        choices=("debug", "info", "warn", "warning", "error"),
     )
     workers: int = setting(
         1,

@@ -15,8 +15,9 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from .schema import format_duration
@@ -34,11 +35,28 @@ def _greenlet_id() -> int:
     return getattr(getcurrent(), "minimal_ident", 0)
 
 
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class SeedFormatter(logging.Formatter):
+    _stamp = (-1, "")  # (a second, its local time as text): strftime once a second
+
     def format(self, record: logging.LogRecord) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        second, when = self._stamp
+        if int(record.created) != second:
+            second = int(record.created)
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._stamp = (second, when)
         level = _LEVELS.get(record.levelname, record.levelname[:5])
-        line = f"{when}.{int(record.msecs):03d} [{level}] {os.getpid()} --- [{_greenlet_id():<5}] [-]  : "
+        line = f"{when}.{int(record.msecs):03d} [{level}] {_pid} --- [{_greenlet_id():<5}] [-]  : "
         text = record.getMessage()
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
@@ -60,19 +78,94 @@ _SECRETS = (
 )
 
 
+def _may_hold_secret(text: str) -> tuple[bool, bool, bool]:
+    """For each of _SECRETS, whether the line holds what that pattern needs in order to match.
+
+    Every log line goes through redact(); most hold none of these words, and three regex scans
+    cost more than these substring tests.
+    """
+    lower = text.lower()
+    return (
+        "Basic" in text or "ApiKey" in text or "Bearer" in text,
+        "://" in text and "@" in text,
+        "passw" in lower
+        or "secret" in lower
+        or "api_key" in lower
+        or "apikey" in lower
+        or any(c in text for c in _IGNORECASE_ODD),
+    )
+
+
+# What re.IGNORECASE matches to "i" or "s" but str.lower() does not turn into them.
+_IGNORECASE_ODD = ("\u0130", "\u0131", "\u017f")
+
+
 def redact(text: str) -> str:
     """Mask credentials in a log line."""
-    for pattern, repl in _SECRETS:
-        text = pattern.sub(repl, text)
+    for (pattern, repl), needed in zip(_SECRETS, _may_hold_secret(text)):
+        if needed:
+            text = pattern.sub(repl, text)
     return text
 
 
+class LazyFlushHandler(logging.StreamHandler):
+    """Writes lines in groups: at once from WARNING up (with every line before them), otherwise at
+    most ``interval`` seconds after the first unwritten line, and at exit (logging.shutdown).
+
+    A flush per line was a write(2) per line: under load, a good part of the proxy's CPU.
+    """
+
+    def __init__(self, stream: Any, interval: float = 0.2) -> None:
+        super().__init__(stream)
+        self.interval = interval
+        self._pending: list[str] = []
+        self._timer: Optional[threading.Timer] = None
+        os.register_at_fork(after_in_child=self._forget)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING:
+            self.flush()
+        elif self._timer is None:
+            self._timer = threading.Timer(self.interval, self.flush)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # set by Handler.__init__
+            if self._timer is not None:
+                self._timer.cancel()  # a no-op when this is the timer's own call
+                self._timer = None
+            if self._pending:
+                text, self._pending = "".join(self._pending), []
+                try:
+                    self.stream.write(text)
+                except Exception:  # like StreamHandler.emit: a closed stdout must not kill the caller
+                    pass
+            super().flush()
+
+    def _forget(self) -> None:
+        # A forked child: its parent writes these lines; the timer thread did not survive the fork.
+        self._pending = []
+        self._timer = None
+
+
 def setup(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    handler = LazyFlushHandler(sys.stdout)
     handler.setFormatter(SeedFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel({"WARN": "WARNING"}.get(level.upper(), level.upper()))
+    # What SeedFormatter does not print, logging need not collect for every record (the logging
+    # HOWTO's "Optimization"): the caller's frame, thread and process.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # Their retry chatter repeats what esproxy's own warnings say; keep their errors.
     for noisy in ("kafka", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -98,11 +191,8 @@ def access_log(
     response_body: bytes,
 ) -> None:
     """One ``access log: {...}`` line with the original's fields."""
-    body: Any
-    try:
-        body = json.loads(response_body) if response_body else ""
-    except (ValueError, UnicodeDecodeError):
-        body = response_body.decode("utf-8", "replace")
+    if not log.isEnabledFor(logging.INFO):
+        return
     entry = {
         "RemoteAddr": remote_addr,
         "Method": method,
@@ -111,6 +201,21 @@ def access_log(
         "Direction": direction,
         "Duration": format_duration(seconds),
         "StatusCode": status,
-        "ResponseBody": body,
     }
-    log.info("access log: %s", json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+    head = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+    log.info("access log: %s", head[:-1] + ',"ResponseBody":' + _body_json(response_body) + "}")
+
+
+def _body_json(body: bytes) -> str:
+    """The answer as a JSON value: parsed, or as a string when it is not JSON."""
+    if not body:
+        return '""'
+    try:
+        text = body.decode("utf-8")
+        value = json.loads(text)
+    except ValueError:  # UnicodeDecodeError included
+        return json.dumps(body.decode("utf-8", "replace"), ensure_ascii=False)
+    if "\n" in text or "\r" in text or "\\u" in text:
+        # Not one line, or escapes: as json.dumps writes it (an escaped "password" gets redacted).
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text  # valid JSON on one line already: no need to write it again

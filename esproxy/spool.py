@@ -8,18 +8,22 @@ Segment files ``<dir>/NNNNNNNNNN.log`` hold records ``[length u32][crc32 u32][ty
 
 Appends are group-committed: every record waiting when the committer runs is written, then one
 fsync (in gevent's thread pool, so the hub keeps serving) acknowledges them all. The shipper takes
-beans in order and acknowledges what Kafka took; ``position`` records how far that is. A segment
-is deleted once it is shipped and none of its intents is still open. On start, beans past
+beans in order (at most every SHIP_EVERY seconds, so that a produce request carries many) and
+acknowledges what Kafka took; ``position`` records how far that is (written at
+most once a second, when idle and at close: a crash ships the last second's beans again). A
+segment is deleted once it is shipped and none of its intents is still open. On start, beans past
 ``position`` are shipped again first, and intents without a DONE are handed back for settling
 (see settle.py). A torn record at the end of the last segment (a crash mid-write) is cut off.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import struct
+import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -37,6 +41,8 @@ log = logging.getLogger("esproxy.spool")
 BEAN, INTENT, DONE = 1, 2, 3
 _HEADER = struct.Struct(">IIB")
 SEGMENT_BYTES = 64 * 1024 * 1024
+SHIP_EVERY = 0.025  # seconds: the shortest time between two takes of the shipper
+POSITION_INTERVAL = 1.0  # seconds; its rename(2) after every Kafka acknowledgement blocked the hub
 
 
 class SpoolFull(Exception):
@@ -79,12 +85,18 @@ class Spool:
         self._size = 0
         self._committer: Optional[gevent.Greenlet] = None
         self._next_intent = 0
+        self._pid = os.getpid()  # of the process that opened the spool: the one that writes it
+        self._shipped: Optional[Position] = None  # acknowledged by Kafka, not yet in ``position``
+        self._position_written = 0.0  # time.monotonic() of the last write of ``position``
+        self._oldest_segment = 0  # no segment file below this one
+        self._last_take = 0.0
 
     # ------------------------------------------------------------------ start / stop
 
     def open(self) -> list[dict[str, Any]]:
         """Recover what a previous run left; return the intents it left open."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._pid = os.getpid()
         shipped = self._read_position()
         segments = sorted(int(p.stem) for p in self.dir.glob("*.log") if p.stem.isdigit())
         intents: dict[str, dict[str, Any]] = {}
@@ -101,6 +113,7 @@ class Spool:
                 elif kind == DONE:
                     intents.pop(json.loads(payload)["id"], None)
         self._segment = (segments[-1] + 1) if segments else 1
+        self._oldest_segment = segments[0] if segments else self._segment
         self._open_segment()
         for intent in intents.values():
             self.open_intents[intent["id"]] = intent.pop("_segment")
@@ -122,6 +135,7 @@ class Spool:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        self._flush_position()
         if self._unshipped:
             log.info("spool %s: %d write(s) left to ship at the next start", self.dir, len(self._unshipped))
 
@@ -138,7 +152,7 @@ class Spool:
     def intent(self, method: str, uri: str, body: bytes) -> str:
         """Durably note that a write is about to be forwarded; returns its id."""
         self._next_intent += 1
-        intent_id = f"{os.getpid()}-{self._next_intent}"
+        intent_id = f"{self._pid}-{self._next_intent}"
         record: dict[str, Any] = {"id": intent_id, "method": method, "uri": uri}
         if uri.split("?", 1)[0].endswith("/_bulk"):
             record["body"] = body.decode("utf-8", "replace")
@@ -149,7 +163,7 @@ class Spool:
     def done(self, intent_id: str, beans: list[Bean]) -> None:
         """Durably add the beans of a forwarded write and close its intent."""
         records: list[tuple[int, bytes, Optional[Bean]]] = [(BEAN, b.to_json(), b) for b in beans]
-        records.append((DONE, json.dumps({"id": intent_id}).encode(), None))
+        records.append((DONE, b'{"id": "%s"}' % intent_id.encode(), None))  # our ids need no escaping
         self._append(records)
         self.open_intents.pop(intent_id, None)
 
@@ -162,6 +176,7 @@ class Spool:
     def _commit_loop(self) -> None:
         while True:
             self._wake.wait()
+            gevent.sleep(0)  # after the handlers that are ready to run: they may append too
             self._wake.clear()
             batch, self._pending = self._pending, []
             if not batch:
@@ -210,25 +225,35 @@ class Spool:
     def take(self, limit: int, timeout: float) -> list[tuple[Position, Bean]]:
         """Up to ``limit`` unshipped beans in order, waiting up to ``timeout`` for the first."""
         if not self._unshipped:
+            self._flush_position()
             self._available.clear()
             self._available.wait(timeout)
-        return [(pos, bean) for pos, bean, _ in list(self._unshipped)[:limit]]
+        gap = self._last_take + SHIP_EVERY - time.monotonic()
+        if gap > 0 and len(self._unshipped) < limit:
+            gevent.sleep(gap)  # fewer, larger produce requests: each costs far more CPU than a message
+        self._last_take = time.monotonic()
+        return [(pos, bean) for pos, bean, _ in itertools.islice(self._unshipped, limit)]
 
     def ack(self, count: int) -> None:
-        """The first ``count`` beans are in Kafka: forget them, persist the position, free segments."""
+        """The first ``count`` beans are in Kafka: forget them, note the position, free segments."""
         last: Optional[Position] = None
         for _ in range(count):
             last, _, size = self._unshipped.popleft()
             self.backlog_bytes -= size
         if last is None:
             return
-        self._write_position(last)
+        self._shipped = last
+        if time.monotonic() - self._position_written >= POSITION_INTERVAL:
+            self._flush_position()
         # An intent's segment is noted before its record is written, so it is a lower bound.
         oldest_open = min(self.open_intents.values(), default=last.segment)
-        for path in self.dir.glob("*.log"):
-            seg = int(path.stem) if path.stem.isdigit() else None
-            if seg is not None and seg < min(last.segment, oldest_open):
-                path.unlink(missing_ok=True)
+        keep = min(last.segment, oldest_open)
+        if keep > self._oldest_segment:
+            for path in self.dir.glob("*.log"):
+                seg = int(path.stem) if path.stem.isdigit() else None
+                if seg is not None and seg < keep:
+                    path.unlink(missing_ok=True)
+            self._oldest_segment = keep
         self._publish()
         self._space.set()
 
@@ -278,6 +303,13 @@ class Spool:
             return Position(int(raw["segment"]), int(raw["offset"]))
         except (OSError, ValueError, KeyError):
             return Position(0, 0)
+
+    def _flush_position(self) -> None:
+        shipped, self._shipped = self._shipped, None
+        if shipped is not None:
+            # Off the hub: its rename(2) waits for the journal, which the spool's fsyncs keep busy.
+            gevent.get_hub().threadpool.apply(self._write_position, (shipped,))
+            self._position_written = time.monotonic()
 
     def _write_position(self, pos: Position) -> None:
         # Written without fsync: losing it only ships some beans again, and replaying is idempotent.

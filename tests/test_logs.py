@@ -31,6 +31,7 @@ def test_proxy_log_lines(esproxy, es_a, kafka, names, port):
     topic, index = names.topic(), names.index()
     conf = proxy_config(port, es_a, kafka, topic)
     conf["source"]["proxies"][0]["accesslog"] = True
+    conf["logLevel"] = "debug"  # the two lines per Kafka message are DEBUG lines
     proc = esproxy(conf)
     r = requests.put(f"http://127.0.0.1:{port}/{index}/_doc/1", json={"n": 1}, timeout=10)
     assert r.status_code == 201
@@ -58,6 +59,14 @@ def test_proxy_log_lines(esproxy, es_a, kafka, names, port):
     assert int(m.group(1)) == len(m.group(2).encode()), "size is the message's byte length"
 
     assert msgs[-1] == "esproxy stopped"
+
+
+def test_kafka_message_lines_are_debug(esproxy, es_a, kafka, names, port):
+    proc = esproxy(proxy_config(port, es_a, kafka, names.topic()))
+    r = requests.put(f"http://127.0.0.1:{port}/{names.index()}/_doc/1", json={"n": 1}, timeout=10)
+    assert r.status_code == 201
+    assert proc.terminate() == 0
+    assert "kafka write size" not in proc.log() and "kafka.produce result" not in proc.log()
 
 
 def test_no_access_log_by_default(esproxy, es_a, kafka, names, port):

@@ -51,3 +51,20 @@ def test_full_spool_refuses_when_asked_to(tmp_path: Path) -> None:
     spool.ack(2)
     spool.check_space()
     spool.close()
+
+
+def test_shipped_segments_are_deleted_and_close_records_the_position(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1_000_000, segment_bytes=200)  # a few records per segment
+    spool.open()
+    for i in range(10):
+        spool.done(spool.intent("PUT", f"/i/_doc/{i}", b""), [_bean(i)])
+    assert len(list(tmp_path.glob("*.log"))) > 2
+    spool.take(10, timeout=0)
+    spool.ack(4)
+    spool.ack(6)  # within a second of the first: `position` may lag until close()
+    left = sorted(int(p.stem) for p in tmp_path.glob("*.log"))
+    assert left[0] >= left[-1] - 1, left  # the last shipped bean's segment and the one written now
+    spool.close()
+    again = Spool(tmp_path, max_bytes=1_000_000)
+    assert again.open() == [] and again.take(10, timeout=0) == []
+    again.close()

@@ -17,12 +17,14 @@ import json
 import logging
 import os
 import random
+import select
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urlsplit
 
+from gevent.monkey import get_original
 from geventhttpclient import HTTPClient
 from geventhttpclient.response import HTTPParseError
 
@@ -37,6 +39,7 @@ log = logging.getLogger("esproxy.elastic")
 CLUSTER_ID_PATH = "/meta.elasticproxy/_doc/clusterid"
 CONNECT_TIMEOUT = 5.0
 STREAM_CHUNK = 64 * 1024
+_poll = get_original("select", "poll")  # the blocking one: with a 0 timeout it never blocks
 
 
 class UpstreamError(Exception):
@@ -89,6 +92,9 @@ class Elastic:
             connection_timeout=min(CONNECT_TIMEOUT, cfg.timeout),
             network_timeout=cfg.timeout,
         )
+        pool = getattr(self._client, "_connection_pool", None)
+        if hasattr(pool, "_is_socket_alive"):
+            pool._is_socket_alive = _idle_and_open  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         return f"Elastic({redact_url(self.url)})"
@@ -186,6 +192,19 @@ class Elastic:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _idle_and_open(sock: Optional[socket.socket]) -> bool:
+    """geventhttpclient's check of a pooled connection before reuse (not readable while idle: no
+    FIN, no stray bytes), with a plain poll(2): gevent's select() cost ~5 % of the proxy's CPU."""
+    if sock is None or sock.fileno() < 0:
+        return False
+    try:
+        poller = _poll()
+        poller.register(sock, select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
 
 
 def _status_text(r: Response) -> str:

@@ -1,0 +1,91 @@
+"""The proxy's request header reader gives pywsgi what http.client's parser gives it (no servers)."""
+
+from __future__ import annotations
+
+import io
+from http import client
+
+import pytest
+from gevent.pywsgi import headers_factory
+
+from esproxy.source.httpheaders import parse_plain, read_headers
+
+PLAIN = [
+    b"Host: a\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\nbody follows",
+    b"Host: a\r\n\r\n",
+    b"\r\n",
+    b"",
+    b"Host: a\n\n",  # bare LF line ends
+    b"Host: a\r\nX-Dup: 1\r\nx-dup: 2\r\nX-DUP: 3\r\n\r\n",  # duplicates, any case
+    b"Host: a\r\nX-Folded: one\r\n two\r\n\tthree\r\nAccept: */*\r\n\r\n",  # obsolete line folding
+    b"Host:a\r\nX-Empty:\r\nX-Spaces:   padded   \r\nX-Colon: a:b:c\r\n\r\n",
+    b"Host: a\r\nX-Latin: caf\xe9\r\n\r\n",
+    b"Host: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+    b"Host: a\r\nConnection: close\r\n\r\n",
+]
+UNUSUAL = [  # the reader hands these to http.client
+    b" starts folded\r\nHost: a\r\n\r\n",
+    b"Host: a\r\nnot a header line\r\nX-After: 1\r\n\r\n",
+    b"Host: a\r\n: empty name\r\n\r\n",
+    b"From someone\r\nHost: a\r\n\r\n",
+    b"Host: a\rX-Cr: 1\r\n\r\n",
+    b"Host: a\r\nX Space: 1\r\n\r\n",
+    b"Host: a\r\nX-Eof: 1",  # no blank line before EOF
+    b"Host: a\r\nX-Long: " + b"x" * 70000 + b"\r\n\r\n",
+]
+BLOCKS = PLAIN + UNUSUAL
+
+
+def _stdlib(block: bytes):
+    return headers_factory(io.BytesIO(block))
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_same_message_as_http_client(block: bytes) -> None:
+    ours, theirs = read_headers(io.BytesIO(block)), _stdlib(block)
+    assert type(ours) is type(theirs)
+    assert ours.status == theirs.status
+    assert ours.items() == theirs.items()
+    assert list(ours.headers) == list(theirs.headers)
+    for name in ("host", "HOST", "content-type", "x-dup", "X-Folded", "transfer-encoding", "missing"):
+        assert ours.get(name) == theirs.get(name) and ours.get_all(name) == theirs.get_all(name)
+    assert ours.typeheader == theirs.typeheader and ours.getheader("content-length") == theirs.getheader(
+        "content-length"
+    )
+    del ours["x-dup"], theirs["x-dup"]
+    assert ours.items() == theirs.items()
+
+
+def test_reads_exactly_the_header_lines() -> None:
+    fp = io.BytesIO(b"Host: a\r\n\r\nthe body")
+    read_headers(fp)
+    assert fp.read() == b"the body"
+
+
+def _lines(block: bytes) -> list[bytes]:
+    lines = io.BytesIO(block).readlines()
+    blank = next((i for i, line in enumerate(lines) if line in (b"\r\n", b"\n")), len(lines))
+    return lines[: blank + 1] if blank < len(lines) else lines + [b""]
+
+
+@pytest.mark.parametrize("block", PLAIN)
+def test_plain_blocks_take_the_fast_path(block: bytes) -> None:
+    assert parse_plain(_lines(block)) is not None
+
+
+@pytest.mark.parametrize("block", UNUSUAL[:-1])  # the long line never gets that far
+def test_unusual_blocks_do_not(block: bytes) -> None:
+    assert parse_plain(_lines(block)) is None
+
+
+def test_fast_path_values() -> None:
+    assert parse_plain([b"Host: a\r\n", b"X-F: 1\r\n", b" 2\r\n", b"\r\n"]) == [("Host", "a"), ("X-F", "1\r\n 2")]
+    assert parse_plain([b"bad line\r\n", b"\r\n"]) is None
+
+
+def test_too_many_headers() -> None:
+    block = b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n"
+    with pytest.raises(client.HTTPException):
+        read_headers(io.BytesIO(block))
+    with pytest.raises(client.HTTPException):
+        _stdlib(block)

@@ -1,0 +1,124 @@
+"""The log line machinery: redaction's shortcut, the grouped writes, the access line (no servers)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from esproxy import logs
+from esproxy.logs import _SECRETS, LazyFlushHandler, SeedFormatter, access_log, redact
+
+
+def _full_redact(text: str) -> str:
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'kafka write size: 9, message: {"header":{"Authorization":["Basic dXNlcjpwYXNz"]}},to kafka',
+        "Authorization: ApiKey Zm9vOmJhcg==",
+        "Authorization: apikey Zm9vOmJhcg==",  # not masked by the pattern either (case-sensitive)
+        "Bearer%20eyJhbGciOiJIUzI1NiJ9.e30.abc",
+        "GET http://elastic:changeme@10.0.0.1:9200/x",
+        "GET HTTPS://Elastic:changeme@10.0.0.1:9200/x",
+        '{"body":"{\\"password\\":\\"hunter2\\"}"}',
+        '{"PassWord": "hunter2", "Secret":"s", "API_KEY":"k", "apiKey": "k2", "passwd":"p"}',
+        '{"_id":"x","result":"created","_shards":{"total":2}}',
+        '{"pa\u017f\u017fword": "hunter2", "ap\u0131_key": "k", "AP\u0130KEY": "k2"}',  # what re.I also matches
+        "plain text without anything",
+        "",
+    ],
+)
+def test_redact_shortcut_masks_what_the_patterns_mask(line: str) -> None:
+    assert redact(line) == _full_redact(line)
+
+
+def test_redact_masks_each_kind_in_one_line() -> None:
+    line = 'Bearer abcdefgh http://u:pw1234@h/ {"secret": "s3cr3t"}'
+    out = redact(line)
+    assert "abcdefgh" not in out and "pw1234" not in out and "s3cr3t" not in out
+
+
+def _handler() -> tuple[LazyFlushHandler, io.StringIO, logging.Logger]:
+    stream = io.StringIO()
+    handler = LazyFlushHandler(stream, interval=3600)  # only WARNING+ or flush() write
+    handler.setFormatter(SeedFormatter())
+    logger = logging.getLogger(f"test-lazy-{id(handler)}")
+    logger.propagate = False
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG)
+    return handler, stream, logger
+
+
+def test_lines_wait_for_a_warning_or_a_flush_and_keep_their_order() -> None:
+    handler, stream, logger = _handler()
+    logger.info("one")
+    logger.info("two")
+    assert stream.getvalue() == ""
+    logger.warning("three")
+    assert [line.rsplit(": ", 1)[1] for line in stream.getvalue().splitlines()] == ["one", "two", "three"]
+    logger.info("four")
+    handler.flush()
+    assert stream.getvalue().splitlines()[-1].endswith(": four")
+    handler.close()
+
+
+def test_logging_shutdown_writes_what_waits() -> None:
+    handler, stream, logger = _handler()
+    logger.info("last words")
+    logging.shutdown([lambda: handler])  # what atexit runs, for this handler only
+    assert stream.getvalue().endswith(": last words\n")
+
+
+def _access_entry(body: bytes) -> dict:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logs.log.addHandler(handler)
+    level = logs.log.level
+    logs.log.setLevel(logging.INFO)
+    try:
+        access_log("127.0.0.1:1", "POST", "/i/_doc", "http://u:pw@h:9200/i/_doc", "primary", 0.0012, 201, body)
+    finally:
+        logs.log.removeHandler(handler)
+        logs.log.setLevel(level)
+    line = stream.getvalue()
+    assert line.startswith("access log: ") and line.count("\n") == 1
+    return json.loads(line[len("access log: ") :])
+
+
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        (
+            b'{"_id":"a","result":"created","_shards":{"total":2}}',
+            {"_id": "a", "result": "created", "_shards": {"total": 2}},
+        ),
+        (b'{\n  "pretty" : true\n}\n', {"pretty": True}),
+        (b'{"name":"\\u00e9t\\u00e9"}', {"name": "été"}),
+        (b'[1, 2, "x"]', [1, 2, "x"]),
+        (b"", ""),
+        (b"<html>oops</html>", "<html>oops</html>"),
+        (b'{"cut": ', '{"cut": '),
+        (b"\xff\xfe not utf-8", "\ufffd\ufffd not utf-8"),
+    ],
+)
+def test_access_line_is_json_with_the_original_fields(body: bytes, expected: object) -> None:
+    entry = _access_entry(body)
+    assert list(entry) == [
+        "RemoteAddr",
+        "Method",
+        "Path",
+        "Target",
+        "Direction",
+        "Duration",
+        "StatusCode",
+        "ResponseBody",
+    ]
+    assert entry["ResponseBody"] == expected
+    assert entry["Target"] == "http://u:***@h:9200/i/_doc" and entry["StatusCode"] == 201
