@@ -283,7 +283,7 @@ def test_large_answers_are_streamed_unchanged(esproxy, es_a, port, names, tmp_pa
         else:
             assert proxied.content == direct.content
             assert proxied.headers.get("Content-Length") == str(len(direct.content))
-    assert proc.count_in_log("<streamed, ") >= 2, proc.log_tail()
+    proc.wait_log("<streamed, ", count=2)
     # Small answers are still read whole and logged as they are.
     requests.get(f"http://127.0.0.1:{port}/", timeout=10)
     proc.wait_log('"Method":"GET","Path":"/"')
