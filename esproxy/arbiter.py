@@ -39,6 +39,7 @@ from .spool import Spool
 
 log = logging.getLogger("esproxy")
 
+WORKERS_READY_TIMEOUT = 30.0
 GRACEFUL_TIMEOUT = 25.0  # under supervisord's stopwaitsecs (30) so a stop never turns into a kill
 
 
@@ -116,6 +117,8 @@ class Arbiter:
             )
             self.profiler.workers = self.pool
             self.pool.start()
+            if not self.pool.wait_ready(WORKERS_READY_TIMEOUT):
+                log.error("not every worker serves after %.0fs; see their lines above", WORKERS_READY_TIMEOUT)
             for p, app in zip(self.cfg.proxies(), self.listeners.apps):
                 log.info(
                     "proxy listening on %s:%d -> %s (%d workers)",

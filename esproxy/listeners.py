@@ -79,7 +79,9 @@ class Listeners:
                 server = make_server(app, sockets[i] if sockets else None)
                 server.start()
                 self.servers.append(server)
-                log.info("proxy listening on %s:%d -> %s", p.host, p.port, primary.target(""))
+                # A pre-fork master says "proxy listening on" once all its workers serve.
+                what = "worker serving" if sockets else "proxy listening on"
+                log.info("%s %s:%d -> %s", what, p.host, p.port, primary.target(""))
 
     def settle(self, intents: list[dict[str, Any]]) -> None:
         """Writes of unknown outcome (a crash in flight): copy what A holds, then close each intent."""

@@ -52,6 +52,7 @@ class WorkerProcess:
         self.answering = Group()
         self.profiles: dict[str, Optional[Path]] = {}  # "cpu"/"mem" -> its file, once the worker wrote it
         self.profiled = {"cpu": Event(), "mem": Event()}
+        self.ready = Event()  # serving its listeners
 
 
 class WorkerPool:
@@ -119,6 +120,12 @@ class WorkerPool:
         if not self.stopping:
             self._spawn(w.slot)
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether every worker serves within ``timeout`` (one started first would take every
+        connection a client opens meanwhile, and keep-alive keeps them there)."""
+        deadline = time.monotonic() + timeout
+        return all(w.ready.wait(max(0.0, deadline - time.monotonic())) for w in list(self.workers.values()))
+
     def stop(self, deadline: float) -> None:
         """TERM every worker and wait for them (they finish their requests first); KILL at the deadline."""
         self.stopping = True
@@ -174,7 +181,9 @@ class WorkerPool:
         raise ValueError(f"unknown request {op!r}")
 
     def _notice(self, w: WorkerProcess, op: str, args: tuple) -> None:
-        if op == "report":
+        if op == "ready":
+            w.ready.set()
+        elif op == "report":
             w.report = args[0]
         elif op == "profiled":
             kind, path = args

@@ -97,6 +97,9 @@ class Worker:
         fanout = MasterFanout(self.client, durable=recording and "spool" in modes) if recording else None
         self.listeners = Listeners(self.cfg, fanout, MasterAdmin(self.client), self.stop_event)
         self.listeners.start(self.sockets)
+        for server in self.listeners.servers:
+            server.max_accept = 1  # take one waiting connection per wake-up; the other workers take theirs
+        self.client.notify("ready")
         reporter = gevent.spawn(self._report_loop)
         gevent.spawn(self._stop_with_master)
         self.stop_event.wait()

@@ -55,6 +55,13 @@ def test_two_workers_serve_one_port_and_b_converges(esproxy, osmem_factory, kafk
     base = f"http://127.0.0.1:{port}"
     pids = worker_pids(base)
     assert len(pids) == 2 and proc.pid not in pids
+    # Ready (the master's `proxy listening on`) only once every worker serves: a worker up first
+    # would take every connection opened meanwhile. Lines of different processes are written in
+    # groups, so compare their timestamps, not their order in the file.
+    proc.wait_log("worker serving", count=2)
+    serving = re.findall(r"^(\S+ \S+) \[INFO \] \d+ --- \[[^]]*\] \[-\]  : worker serving", proc.log(), re.M)
+    listening = re.findall(r"^(\S+ \S+) \[INFO \] \d+ --- \[[^]]*\] \[-\]  : proxy listening on", proc.log(), re.M)
+    assert len(serving) == 2 and len(listening) == 1 and max(serving) <= listening[0], (serving, listening)
     writers = [Writer(base, names.index(f"w{i}"), 120) for i in range(4)]
     for w in writers:
         w.start()
