@@ -214,7 +214,8 @@ class Bench:
         )
         if accepted:
             two = self.start_proxy("proxy-2workers", self.topic, workers=2)
-            out["proxy_2_workers"] = self.measured("s2-proxy-2w", {"esproxy": two}, base=two.url, **kw)
+            procs = {"esproxy (master + workers)": two, "osmem A": self.a}
+            out["proxy_2_workers"] = self.measured("s2-proxy-2w", procs, base=two.url, **kw)
             self.stack.stop(two)
         else:
             out["workers_unavailable"] = answer
