@@ -118,7 +118,7 @@ class Admin:
 
     def _upstreams(self) -> list[dict[str, Any]]:
         rows = upstream_rows(self.arbiter.elastics)
-        pool = getattr(self.arbiter, "pool", None)
+        pool = self.arbiter.pool
         if pool is None:
             return rows
         return merge_upstreams([rows] + [r.get("upstreams", []) for r in pool.reports()])
@@ -149,7 +149,7 @@ class Admin:
     # ------------------------------------------------------------------ renderings
 
     def _stats(self) -> Stats:
-        pool = getattr(self.arbiter, "pool", None)
+        pool = self.arbiter.pool
         return self.stats.with_reports(pool.reports()) if pool is not None else self.stats
 
     def snapshot(self) -> dict[str, Any]:
@@ -160,7 +160,7 @@ class Admin:
         for bound, n in zip(list(LATENCY_BUCKETS) + ["+Inf"], s.latency_buckets):
             total += n
             buckets[str(bound)] = total
-        pool = getattr(self.arbiter, "pool", None)
+        pool = self.arbiter.pool
         return {
             "version": __version__,
             "pid": os.getpid(),

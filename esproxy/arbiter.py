@@ -97,15 +97,15 @@ class Arbiter:
         return 0
 
     def _start_proxies(self) -> None:
-        modes = {p.durability for p in self.cfg.proxies()}
-        kafkas = [KafkaDest(k, all_acks="kafka" in modes) for k in self.cfg.kafka_destinations()]
+        all_acks = any(p.durability == "kafka" for p in self.cfg.proxies())
+        kafkas = [KafkaDest(k, all_acks=all_acks) for k in self.cfg.kafka_destinations()]
         rests = [Elastic(r, "backup") for r in self.cfg.rests()]
         spool, open_intents = None, []
-        if (kafkas or rests) and "spool" in modes:
+        if self.cfg.spools():
             s = self.cfg.spool
             spool = Spool(Path(s.dir).resolve(), s.maxBytes, block_when_full=s.whenFull == "block", fsync=s.fsync)
             open_intents = spool.open()
-        self.fanout = Fanout(self.cfg.chanSize, kafkas, rests, spool) if kafkas or rests else None
+        self.fanout = Fanout(self.cfg.chanSize, kafkas, rests, spool) if self.cfg.captures() else None
         if self.fanout:
             self.fanout.start()
         self.listeners = Listeners(self.cfg, self.fanout, self.admin, self.stop_event)

@@ -213,6 +213,14 @@ class Config:
     def kafka_destinations(self) -> list[KafkaDestination]:
         return [k for k in self.destination.kafkas if not k.disabled]
 
+    def captures(self) -> bool:
+        """Whether captured writes go anywhere (Kafka topics or HTTP backups): the proxy has a fanout."""
+        return bool(self.kafka_destinations() or self.rests())
+
+    def spools(self) -> bool:
+        """Whether the fanout has a write-ahead spool: some proxy uses `durability: spool`."""
+        return self.captures() and any(p.durability == "spool" for p in self.proxies())
+
 
 _CODEC_MODULES = {"snappy": ("snappy", "python-snappy"), "lz4": ("lz4", "lz4"), "zstd": ("zstandard", "zstandard")}
 

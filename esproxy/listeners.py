@@ -85,9 +85,12 @@ class Listeners:
 
     def settle(self, intents: list[dict[str, Any]]) -> None:
         """Writes of unknown outcome (a crash in flight): copy what A holds, then close each intent."""
+        if not intents:
+            return
+        app = self.apps[0]
+        template = Bean("", "/", labels=dict(app.cfg.labels) or None)
         for intent in intents:
-            app = self.apps[0]
-            app.settle_later(intent, Bean("", "/", labels=dict(app.cfg.labels) or None))
+            app.settle_later(intent, template)
 
     def drain(self, deadline: float) -> None:
         """Stop accepting, let requests in flight finish (until ``deadline``), close idle connections."""

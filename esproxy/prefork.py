@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -262,8 +263,6 @@ def _describe(rc: Optional[int]) -> str:
 
 
 def _picklable(e: Exception) -> bool:
-    import pickle
-
     try:
         pickle.dumps(e)
         return True

@@ -92,9 +92,7 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._on_stop_signal, signum)
         gevent.signal_handler(signal.SIGUSR1, self.profiler.on_signal)
-        modes = {p.durability for p in self.cfg.proxies()}
-        recording = bool(self.cfg.kafka_destinations() or self.cfg.rests())
-        fanout = MasterFanout(self.client, durable=recording and "spool" in modes) if recording else None
+        fanout = MasterFanout(self.client, durable=self.cfg.spools()) if self.cfg.captures() else None
         self.listeners = Listeners(self.cfg, fanout, MasterAdmin(self.client), self.stop_event)
         self.listeners.start(self.sockets)
         for server in self.listeners.servers:
