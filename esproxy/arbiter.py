@@ -103,7 +103,13 @@ class Arbiter:
         spool, open_intents = None, []
         if self.cfg.spools():
             s = self.cfg.spool
-            spool = Spool(Path(s.dir).resolve(), s.maxBytes, block_when_full=s.whenFull == "block", fsync=s.fsync)
+            spool = Spool(
+                Path(s.dir).resolve(),
+                s.maxBytes,
+                block_when_full=s.whenFull == "block",
+                fsync=s.fsync,
+                commit_delay=s.commitDelay,
+            )
             open_intents = spool.open()
         self.fanout = Fanout(self.cfg.chanSize, kafkas, rests, spool) if self.cfg.captures() else None
         if self.fanout:

@@ -145,6 +145,12 @@ class SpoolSettings:
         "fsync each group of appends (false trusts the page cache: faster, survives"
         " a process crash but not a power cut).",
     )
+    commitDelay: Duration = setting(
+        Duration(0.002),
+        "While other captured writes are in flight, how long a group commit waits for them to join before its"
+        " fsync (PostgreSQL's commit_delay): fewer fsyncs under load for at most this much more latency; a lone"
+        " writer never waits; 0 = never (ours).",
+    )
 
 
 @dataclass

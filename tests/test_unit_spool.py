@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import gevent
 
 from esproxy.bean import Bean
 from esproxy.spool import Spool, SpoolFull
@@ -68,3 +71,37 @@ def test_shipped_segments_are_deleted_and_close_records_the_position(tmp_path: P
     again = Spool(tmp_path, max_bytes=1_000_000)
     assert again.open() == [] and again.take(10, timeout=0) == []
     again.close()
+
+
+def _fsyncs_for_concurrent_writes(tmp_path: Path, monkeypatch, commit_delay: float) -> int:
+    """Fsyncs the spool made for 20 writes in flight together, answered by "A" in three waves 50 ms apart."""
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    spool = Spool(tmp_path, max_bytes=1_000_000, commit_delay=commit_delay)
+    spool.open()
+
+    def write(i: int) -> None:
+        intent = spool.intent("PUT", f"/i/_doc/{i}", b"")
+        gevent.sleep(0.01 + (i % 3) * 0.05)  # the primary's answer
+        spool.done(intent, [_bean(i)])
+
+    gevent.joinall([gevent.spawn(write, i) for i in range(20)], raise_error=True)
+    assert sorted(b.requestUri for _, b in spool.take(50, timeout=0)) == sorted(f"/i/_doc/{i}" for i in range(20))
+    spool.close()
+    return len(calls)
+
+
+def test_concurrent_writes_share_fsyncs_when_commits_wait_for_each_other(tmp_path: Path, monkeypatch) -> None:
+    undelayed = _fsyncs_for_concurrent_writes(tmp_path / "0", monkeypatch, 0.0)
+    delayed = _fsyncs_for_concurrent_writes(tmp_path / "1", monkeypatch, 0.2)
+    # intents in one commit; then the answers: a commit per wave, or one commit that waited for all
+    assert delayed == 2 and undelayed == 4, (delayed, undelayed)
+
+
+def test_a_lone_writer_does_not_wait_for_the_commit_delay(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10_000, commit_delay=5.0)
+    spool.open()
+    with gevent.Timeout(2.5):  # half the delay: a wait would raise here
+        spool.done(spool.intent("PUT", "/i/_doc/1", b""), [_bean(1)])
+    spool.close()
