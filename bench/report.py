@@ -112,6 +112,16 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if s1:
         r = ratio(s1["proxy"].load.rps, s1["direct"].load.rps)
         rows.append(("S1 proxy/direct TPS (Kafka on)", fmt_ratio(r), f"≥ {TARGETS['S1']}", _met(r, TARGETS["S1"])))
+        if "bare" in s1:
+            floor = ratio(s1["bare"].load.rps, s1["direct"].load.rps)
+            rows.append(
+                (
+                    "S1 bare forwarder/direct TPS (nothing captured)",
+                    fmt_ratio(floor),
+                    "reference",
+                    "the most a gevent WSGIServer proxy gets on this machine",
+                )
+            )
         rss = s1["rss"]
         ok = rss["end"] is not None and max(rss.values()) <= TARGETS["RSS"] and rss["end"] <= rss["middle"] * 1.02
         rows.append(
@@ -196,16 +206,31 @@ def _s1(s1: dict[str, Any], res: dict[str, Any]) -> list[str]:
         SIDE_HEADER,
         _side_row("direct to A", s1["direct"]),
         _side_row("through the proxy (Kafka on)", s1["proxy"]),
+    ]
+    if "bare" in s1:
+        out.append(_side_row("through a bare forwarder (nothing captured)", s1["bare"]))
+    out += [
         "",
-        "| ratio proxy/direct | TPS | p50 | p99 |",
+        "| ratio to direct | TPS | p50 | p99 |",
         "|---|---|---|---|",
-        f"| | {fmt_ratio(ratio(p.rps, d.rps))} | {fmt_ratio(ratio(p.pct(50), d.pct(50)))} | "
-        f"{fmt_ratio(ratio(p.pct(99), d.pct(99)))} |",
-        "",
+        _ratio_row("proxy", p, d),
+    ]
+    docs = f"direct index {s1['direct_docs_in_a']}, proxy index {s1['proxy_docs_in_a']}"
+    if "bare" in s1:
+        out.append(_ratio_row("bare forwarder", s1["bare"].load, d))
+        docs += f", bare forwarder index {s1['bare_docs_in_a']}"
+        out += [
+            "",
+            "- the bare forwarder (bench/bare_forwarder.py): a gevent WSGIServer with TCP_NODELAY forwarding to A "
+            "through geventhttpclient, with no capture, spool, Kafka or log: what the stack itself costs",
+        ]
+    else:
+        out.append("")
+    out += [
         f"- upstream connections proxy→A during the run (sampled every 0.5 s): min {up['min']}, "
         f"median {up['median']:.0f}, max {up['max']} (client connections: {p.connections})",
-        f"- documents in A: direct index {s1['direct_docs_in_a']}, proxy index {s1['proxy_docs_in_a']} "
-        "(wrk stops a thread at its quota and drops its in-flight requests, which the server may still apply)",
+        f"- documents in A: {docs} (wrk stops a thread at its quota and drops its in-flight requests, "
+        "which the server may still apply)",
         f"- Kafka records produced: {s1['messages']} (sum of end offsets {s1['end_offsets']}; Tansu's end offset "
         "moves by one per record batch)",
         f"- B's documents after the replay drained (S4): {b_docs}",
@@ -215,7 +240,16 @@ def _s1(s1: dict[str, Any], res: dict[str, Any]) -> list[str]:
         "### direct", "", "```", seed_block(s1["direct"]), "```",
         "", "### through the proxy", "", "```", seed_block(s1["proxy"]), "```",
     ]  # fmt: skip
+    if "bare" in s1:
+        out += ["", "### through the bare forwarder", "", "```", seed_block(s1["bare"]), "```"]
     return out
+
+
+def _ratio_row(label: str, side: LoadResult, direct: LoadResult) -> str:
+    return (
+        f"| {label} | {fmt_ratio(ratio(side.rps, direct.rps))} | {fmt_ratio(ratio(side.pct(50), direct.pct(50)))} | "
+        f"{fmt_ratio(ratio(side.pct(99), direct.pct(99)))} |"
+    )
 
 
 def _s4(s4: dict[str, Any]) -> list[str]:

@@ -1,8 +1,9 @@
 """The scenarios of issue 6, run in one go against one set of servers so the ratios are side by side.
 
-Order: S1 (writes: direct, then through the proxy; no replay running), S4 (the replay drains what S1
-captured into B; then a direct ``_bulk`` of the same documents into B), S2 (GET capacity), S3
-(``_bulk`` through the proxy and direct), S5 (S1's proxy side per ``durability`` value).
+Order: S1 (writes: direct, through the proxy, then through a bare forwarder for reference; no
+replay running), S4 (the replay drains what S1 captured into B; then a direct ``_bulk`` of the same
+documents into B), S2 (GET capacity), S3 (``_bulk`` through the proxy and direct), S5 (S1's proxy
+side per ``durability`` value).
 """
 
 from __future__ import annotations
@@ -126,9 +127,15 @@ class Bench:
         in_a = probes.es_count(self.a.url, proxy_index)
         messages, end_offsets = self._messages(self.topic, in_a)
         upstream = sampler.upstream_during()
+        forwarder = self.stack.bare_forwarder("bare-forwarder", self.a.url)
+        bare_index = f"p1-bare-{self.run_id}"
+        bare = self.write_run("s1-bare", forwarder.url, bare_index, {"bare forwarder": forwarder, "osmem A": self.a})
+        self.stack.stop(forwarder)
         self.results["S1"] = {
             "direct": direct,
             "proxy": proxied,
+            "bare": bare,
+            "bare_docs_in_a": probes.es_count(self.a.url, bare_index),
             "direct_docs_in_a": probes.es_count(self.a.url, direct_index),
             "proxy_docs_in_a": in_a,
             "messages": messages,

@@ -160,6 +160,13 @@ class Stack:
         p.wait_for(lambda: _http_ok(p.url + "/"), "HTTP 200 on /")
         return p
 
+    def bare_forwarder(self, name: str, upstream: str) -> Proc:
+        port = free_port()
+        script = Path(__file__).resolve().parent / "bare_forwarder.py"
+        p = self._start(name, [sys.executable, str(script), str(port), upstream], port)
+        p.wait_for(lambda: _http_ok(p.url + "/"), "HTTP 200 on / (A's root, forwarded)")
+        return p
+
     def stop(self, p: Proc) -> Optional[int]:
         rc = p.stop()
         if p in self.procs:

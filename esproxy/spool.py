@@ -43,7 +43,7 @@ log = logging.getLogger("esproxy.spool")
 BEAN, INTENT, DONE = 1, 2, 3
 _HEADER = struct.Struct(">IIB")
 SEGMENT_BYTES = 64 * 1024 * 1024
-SHIP_EVERY = 0.025  # seconds: the shortest time between two takes of the shipper
+SHIP_EVERY = 0.1  # seconds: the shortest time between two takes of the shipper
 POSITION_INTERVAL = 1.0  # seconds; its rename(2) after every Kafka acknowledgement blocked the hub
 
 
