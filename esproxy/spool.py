@@ -89,7 +89,7 @@ class Spool:
         self._size = 0
         self._committer: Optional[gevent.Greenlet] = None
         self._next_intent = 0
-        self._inflight = 0  # writes of this run between intent() and the end of done()
+        self._inflight: set[str] = set()  # intents of this run, from intent() to the end of done()
         self._pid = os.getpid()  # of the process that opened the spool: the one that writes it
         self._shipped: Optional[Position] = None  # acknowledged by Kafka, not yet in ``position``
         self._position_written = 0.0  # time.monotonic() of the last write of ``position``
@@ -162,11 +162,11 @@ class Spool:
         if uri.split("?", 1)[0].endswith("/_bulk"):
             record["body"] = body.decode("utf-8", "replace")
         self.open_intents[intent_id] = self._segment
-        self._inflight += 1
+        self._inflight.add(intent_id)
         try:
             self._append([(INTENT, json.dumps(record).encode(), None)])
         except BaseException:  # not recorded, so never forwarded: no done() will follow
-            self._inflight -= 1
+            self._inflight.discard(intent_id)
             raise
         return intent_id
 
@@ -177,7 +177,7 @@ class Spool:
         try:
             self._append(records)
         finally:
-            self._inflight -= 1
+            self._inflight.discard(intent_id)  # an intent of an earlier run was never in it
         self.open_intents.pop(intent_id, None)
 
     def _append(self, records: list[tuple[int, bytes, Optional[Bean]]]) -> None:
@@ -190,7 +190,7 @@ class Spool:
         while True:
             self._wake.wait()
             gevent.sleep(0)  # after the handlers that are ready to run: they may append too
-            if self.commit_delay and self._inflight > 1:
+            if self.commit_delay and len(self._inflight) > 1:
                 gevent.sleep(self.commit_delay)
             self._wake.clear()
             batch, self._pending = self._pending, []

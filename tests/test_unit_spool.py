@@ -73,13 +73,23 @@ def test_shipped_segments_are_deleted_and_close_records_the_position(tmp_path: P
     again.close()
 
 
-def _fsyncs_for_concurrent_writes(tmp_path: Path, monkeypatch, commit_delay: float) -> int:
-    """Fsyncs the spool made for 20 writes in flight together, answered by "A" in three waves 50 ms apart."""
+def _fsyncs_for_concurrent_writes(tmp_path: Path, monkeypatch, commit_delay: float, settle: int = 0) -> int:
+    """Fsyncs the spool made for 20 writes in flight together, answered by "A" in three waves 50 ms apart
+    (after settling ``settle`` intents that an earlier run left open)."""
+    if settle:
+        crashed = Spool(tmp_path, max_bytes=1_000_000)
+        crashed.open()
+        for i in range(settle):
+            crashed.intent("PUT", f"/i/_doc/old{i}", b"")
+        crashed._committer.kill()  # no close(): as after SIGKILL
+    spool = Spool(tmp_path, max_bytes=1_000_000, commit_delay=commit_delay)
+    left = spool.open()
+    assert len(left) == settle
+    for intent in left:  # as the proxy settles them: done() with what A holds
+        spool.done(intent["id"], [])
     calls = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
-    spool = Spool(tmp_path, max_bytes=1_000_000, commit_delay=commit_delay)
-    spool.open()
 
     def write(i: int) -> None:
         intent = spool.intent("PUT", f"/i/_doc/{i}", b"")
@@ -97,6 +107,8 @@ def test_concurrent_writes_share_fsyncs_when_commits_wait_for_each_other(tmp_pat
     delayed = _fsyncs_for_concurrent_writes(tmp_path / "1", monkeypatch, 0.2)
     # intents in one commit; then the answers: a commit per wave, or one commit that waited for all
     assert delayed == 2 and undelayed == 4, (delayed, undelayed)
+    # Intents an earlier run left open and this one settled do not count as writes in flight.
+    assert _fsyncs_for_concurrent_writes(tmp_path / "2", monkeypatch, 0.2, settle=30) == 2
 
 
 def test_a_lone_writer_does_not_wait_for_the_commit_delay(tmp_path: Path) -> None:
