@@ -148,8 +148,8 @@ class SpoolSettings:
     commitDelay: Duration = setting(
         Duration(0.002),
         "While other captured writes are in flight, how long a group commit waits for them to join before its"
-        " fsync (PostgreSQL's commit_delay): fewer fsyncs under load for at most this much more latency; a lone"
-        " writer never waits; 0 = never (ours).",
+        " fsync (PostgreSQL's commit_delay): fewer fsyncs under load, for at most twice this much more latency"
+        " per write (its intent and its outcome are two commits); a lone writer never waits; 0 = never (ours).",
     )
 
 
