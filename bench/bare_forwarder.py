@@ -7,24 +7,14 @@ python bench/bare_forwarder.py PORT UPSTREAM_URL
 
 from __future__ import annotations
 
-import socket
 import sys
 
-from gevent import monkey
-
-monkey.patch_all()
-
-from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
-from geventhttpclient import HTTPClient  # noqa: E402
-from geventhttpclient.url import URL  # noqa: E402
+from bare_server import NoDelayHandler  # beside this script; it patches gevent first
+from gevent.pywsgi import WSGIServer
+from geventhttpclient import HTTPClient
+from geventhttpclient.url import URL
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
-
-
-class NoDelayHandler(WSGIHandler):
-    def handle(self):
-        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return super().handle()
 
 
 def main() -> None:
