@@ -10,6 +10,8 @@ import pytest
 import requests
 from helpers import count_messages, doc_writes, es_cluster_id, proxy_config, read_topic, wait_until, writes_of
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 JSON = {"Content-Type": "application/json"}
 NDJSON = {"Content-Type": "application/x-ndjson"}
 

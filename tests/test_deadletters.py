@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import requests
 from helpers import (
     create_topic,
@@ -18,6 +19,8 @@ from helpers import (
     replay_config,
     wait_until,
 )
+
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
 JSON = {"Content-Type": "application/json"}
 

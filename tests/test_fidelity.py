@@ -21,6 +21,8 @@ from helpers import create_topic, es_doc, make_bean, produce_raw, proxy_config, 
 
 from esproxy import routing
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 CLIENTS = 8
 OPS_PER_CLIENT = 45
 
@@ -144,7 +146,8 @@ def test_b_converges_to_a(mode, esproxy, osmem_factory, kafka, names, port, tmp_
 
     def compare() -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "esproxy", "compare", "--source", a, "--target", b, "--show", "10"],
+            [sys.executable, "-m", "esproxy", "compare", "--source", a, "--target", b, "--show", "10"]
+            + ["--index", names.pattern()],
             capture_output=True,
             text=True,
             timeout=120,

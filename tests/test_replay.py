@@ -19,6 +19,8 @@ from helpers import (
     wait_until,
 )
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 GO_BEANS = Path(__file__).resolve().parent / "go-beans.jsonl"
 JSON = {"Content-Type": "application/json"}
 
