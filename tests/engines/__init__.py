@@ -43,7 +43,7 @@ class EngineError(RuntimeError):
 
 
 def tools_present() -> bool:
-    return bool(shutil.which("java") and shutil.which("mvn"))
+    return bool(shutil.which("java") and shutil.which("javac") and shutil.which("mvn"))
 
 
 def _free_port() -> int:
@@ -97,6 +97,7 @@ class JavaEngine:
     """One engine JVM in its own process group; its log in `home`/engine.log."""
 
     name = "engine"
+    maven_project = ""  # the folder beside this file whose pom.xml lists the jars
 
     def __init__(self, home: Optional[Path] = None) -> None:
         self.home = Path(home) if home else Path(tempfile.mkdtemp(prefix=f"esproxy-{self.name}-"))
@@ -178,12 +179,13 @@ class KafkaBroker(JavaEngine):
     """Apache Kafka in KRaft mode: one node that is both broker and controller."""
 
     name = "kafka"
+    maven_project = "kafka"
 
     def __init__(self, home: Optional[Path] = None) -> None:
         super().__init__(home)
         self.port, self.controller_port = _free_port(), _free_port()
         self.addr = f"127.0.0.1:{self.port}"
-        self.cp = classpath("kafka")
+        self.cp = classpath(self.maven_project)
 
     def prepare(self) -> None:
         data = self.home / "data"
@@ -255,8 +257,7 @@ class SearchNode(JavaEngine):
         super().__init__(home)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.cp = classpath(self.name)
-        self.info: dict = {}
+        self.cp = classpath(self.maven_project)
 
     def prepare(self) -> None:
         config = self.home / "node_1" / "config"
@@ -277,24 +278,68 @@ class SearchNode(JavaEngine):
         r = requests.get(self.url + "/_cluster/health?wait_for_status=yellow&timeout=1s", timeout=3)
         if r.status_code != 200:
             return False
-        self.info = requests.get(self.url + "/", timeout=3).json()
-        self.version = self.info["version"]["number"]
+        # not `GET /`: Elasticsearch 8 from Maven Central has no handler for it (see elasticsearch8/pom.xml)
+        nodes = requests.get(self.url + "/_nodes/_local", timeout=3).json()["nodes"]
+        self.version = next(iter(nodes.values()))["version"]
         return True
 
 
-class ElasticsearchNode(SearchNode):
-    name = "elasticsearch"
+class Elasticsearch7Node(SearchNode):
+    name = "elasticsearch7"
+    maven_project = "elasticsearch7"
     runner_class = "org.codelibs.elasticsearch.runner.ElasticsearchClusterRunner"
     config_name = "elasticsearch.yml"
 
 
+class ElasticsearchNode(SearchNode):
+    """Elasticsearch 8, started by Es8Main.java (compiled once into the cache)."""
+
+    name = "elasticsearch"
+    maven_project = "elasticsearch8"
+    # With the test runner's jars on the classpath, Elasticsearch takes itself for a test and wants its context.
+    LEFT_OFF = ("randomizedtesting", "/junit/", "lucene-test-framework", "mockito", "hamcrest", "byte-buddy")
+
+    def __init__(self, home: Optional[Path] = None) -> None:
+        super().__init__(home)
+        self.cp = os.pathsep.join(j for j in self.cp.split(os.pathsep) if not any(x in j for x in self.LEFT_OFF))
+        self.classes = self._compile()
+
+    def _compile(self) -> Path:
+        source = HERE / "elasticsearch8" / "Es8Main.java"
+        digest = hashlib.sha256(source.read_bytes() + self.cp.encode()).hexdigest()[:12]
+        out = CACHE / f"es8main-{digest}"
+        if not (out / "org" / "elasticsearch" / "node" / "Es8Main.class").exists():
+            done = subprocess.run(
+                ["javac", "-nowarn", "-cp", self.cp, "-d", str(out), str(source)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise EngineError(f"javac {source} failed:\n{done.stdout}{done.stderr}")
+        return out
+
+    def prepare(self) -> None:
+        pass
+
+    def command(self) -> list:
+        args = [str(self.home), str(self.port), str(_free_port())]
+        return ["-cp", f"{self.classes}{os.pathsep}{self.cp}", "org.elasticsearch.node.Es8Main", *args]
+
+
 class OpenSearchNode(SearchNode):
     name = "opensearch"
+    maven_project = "opensearch"
     runner_class = "org.codelibs.opensearch.runner.OpenSearchRunner"
     config_name = "opensearch.yml"
 
 
-ENGINES = {"kafka": KafkaBroker, "elasticsearch": ElasticsearchNode, "opensearch": OpenSearchNode}
+ENGINES = {
+    "kafka": KafkaBroker,
+    "elasticsearch": ElasticsearchNode,
+    "opensearch": OpenSearchNode,
+    "elasticsearch7": Elasticsearch7Node,
+}
 
 
 def start_all(kinds: list, homes: Optional[list] = None) -> list:

@@ -25,7 +25,7 @@ def main() -> int:
         return 2
     began = time.monotonic()
     for kind in kinds:
-        engines.classpath(kind)
+        engines.classpath(engines.ENGINES[kind].maven_project)
     print(f"jars resolved in {time.monotonic() - began:.1f} s (cache {engines.CACHE})")
     if args.command == "resolve":
         return 0
