@@ -89,6 +89,14 @@ def real_engines(request, servers_dir):
 
 
 @pytest.fixture(scope="session")
+def engine_kinds(real_engines) -> dict:
+    """What es_a, es_b and kafka are: {"a": (engine, version), "b": ..., "kafka": ...}."""
+    if not real_engines:
+        return {"a": ("osmem", ""), "b": ("osmem", ""), "kafka": ("tansu", "")}
+    return {role: (e.name, e.version) for role, e in real_engines.items()}
+
+
+@pytest.fixture(scope="session")
 def es_a(servers_dir, real_engines):
     """Cluster A (osmem, or a real node with --engines=real), URL like http://127.0.0.1:PORT."""
     if real_engines:
