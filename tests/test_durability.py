@@ -22,6 +22,7 @@ def spool_config(port: int, a: str, kafka: str, topic: str, **spool) -> dict:
     return conf
 
 
+@pytest.mark.real
 def test_sigkill_of_the_proxy_under_load_loses_nothing(esproxy, osmem_factory, kafka, names, port, tmp_path):
     a, b = osmem_factory(), osmem_factory()
     topic, index = names.topic(), names.index()
@@ -128,6 +129,7 @@ def test_full_spool_blocks_writes_until_kafka_is_back(esproxy, osmem_factory, ow
     compare_until_equal(a, b, names.pattern())
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("durability", ["kafka", "none"])
 def test_other_durability_modes_replicate(durability, esproxy, osmem_factory, kafka, names, port):
     a, b = osmem_factory(), osmem_factory()

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import pytest
 import requests
 from helpers import (
     DemoServer,
@@ -107,6 +108,7 @@ def with_admin(conf: dict) -> tuple[dict, int]:
     return conf, admin
 
 
+@pytest.mark.real
 def test_sigkill_of_the_replay_under_load_resumes_from_the_committed_offsets(esproxy, es_a, es_b, kafka, names, port):
     topic, group, base, writer = setup(esproxy, es_a, kafka, names, port)
     writer.start()
@@ -164,6 +166,7 @@ def test_target_cluster_paused_backs_off_and_skips_nothing(esproxy, es_a, kafka,
         b.stop()
 
 
+@pytest.mark.real
 def test_a_second_replay_joining_the_group_under_load_loses_nothing(esproxy, es_a, es_b, kafka, names, port):
     topic, group, base, writer = setup(esproxy, es_a, kafka, names, port)
     first = esproxy(replay_config(kafka, topic, group, es_b))

@@ -22,6 +22,8 @@ from helpers import (
     writes_of,
 )
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 
 def lower(headers: dict) -> dict:
     return {k.lower(): v for k, v in headers.items()}

@@ -20,6 +20,8 @@ from helpers import (
     wait_until,
 )
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 WRITES = 300
 
 

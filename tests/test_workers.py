@@ -46,6 +46,7 @@ def alive(pid: int) -> bool:
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
+@pytest.mark.real
 def test_two_workers_serve_one_port_and_b_converges(esproxy, osmem_factory, kafka, names, port):
     a, b = osmem_factory(), osmem_factory()
     topic = names.topic()
@@ -92,6 +93,7 @@ def test_two_workers_serve_one_port_and_b_converges(esproxy, osmem_factory, kafk
     )
 
 
+@pytest.mark.real
 def test_a_killed_worker_is_replaced_and_nothing_is_lost(esproxy, osmem_factory, kafka, names, port):
     a, b = osmem_factory(), osmem_factory()
     topic, index = names.topic(), names.index()
@@ -122,6 +124,7 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(esproxy, osmem_factory,
     assert "no differences" in compare_until_equal(a, b, names.pattern())
 
 
+@pytest.mark.real
 def test_sigterm_reaches_the_workers_and_everything_acknowledged_is_in_kafka(esproxy, es_a, kafka, names, port):
     topic, index = names.topic(), names.index()
     proc = esproxy(workers_config(port, es_a, kafka, topic))
