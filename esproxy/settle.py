@@ -10,22 +10,30 @@ A may or may not have applied such a write, so B must copy what A holds now:
   say which document it became; logged, for the operator to check with `esproxy compare`;
 - any other write (index creation, mappings, settings...): replayed as sent, since those are
   idempotent or fail harmlessly the second time; `_update_by_query`/`_delete_by_query` are logged.
+
+A real cluster goes on executing a write whose client went away (index and bulk tasks cannot be
+cancelled), so A's documents are read only once the writes A was executing when settling began have
+finished (its tasks API); else a write applied a moment after the read would never reach B.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Optional
 from urllib.parse import parse_qs, quote, unquote
+
+import gevent
 
 from .bean import Bean
 from .bulk import DocOp, parse_request
 from .capture import DOCS_KIND, NDJSON, _classify, key_of
-from .dest.elastic import Elastic
+from .dest.elastic import Elastic, UpstreamError
 
 log = logging.getLogger("esproxy.settle")
 
 UNSETTLED = ("_update_by_query", "_delete_by_query", "_reindex")
+WRITE_TASKS = "/_tasks?actions=indices:data/write/*"
 
 
 def settle(intent: dict[str, Any], primary: Elastic, template: Bean) -> list[Bean]:
@@ -75,9 +83,37 @@ def settle(intent: dict[str, Any], primary: Elastic, template: Bean) -> list[Bea
     return _current_states(targets, primary, template)
 
 
+def write_tasks(primary: Elastic) -> Optional[set[str]]:
+    """Ids of the write tasks the cluster is executing; None if it cannot tell (no tasks API, or the credentials
+    lack the cluster:monitor/tasks privilege)."""
+    r = primary.request("GET", WRITE_TASKS, {}, None)
+    if r.status != 200:
+        return None
+    return {task for node in r.json().get("nodes", {}).values() for task in node.get("tasks", {})}
+
+
+def wait_for_writes_in_flight(primary: Elastic, timeout: float, poll: float = 0.05) -> None:
+    """Return once every write A was executing on the call has finished, or after ``timeout``."""
+    running = write_tasks(primary)
+    if running is None:
+        log.debug("%s does not list its tasks: settling without waiting for its writes in flight", primary)
+        return
+    deadline = time.monotonic() + timeout
+    while running:
+        if time.monotonic() >= deadline:
+            log.warning("%d write(s) still running on %s after %.0fs: settling anyway", len(running), primary, timeout)
+            return
+        gevent.sleep(poll)
+        running &= write_tasks(primary) or set()
+
+
 def _current_states(targets: list[tuple[str, str, Optional[str]]], primary: Elastic, template: Bean) -> list[Bean]:
     if not targets:
         return []
+    try:
+        wait_for_writes_in_flight(primary, primary.cfg.timeout)
+    except UpstreamError as e:  # the read below meets the same trouble and is retried by the caller
+        log.debug("could not list the write tasks of %s: %s", primary, e)
     current = primary.current_docs(targets)
     by_id = {doc_id: state for (_, doc_id), state in current.items()}
     beans = []
