@@ -1,9 +1,11 @@
 """Elasticsearch's REST API compatibility media types, and what to send a cluster that does not know them.
 
 The official clients since elasticsearch-py 8 (and the Java, Go... clients 8) send
-``Content-Type: application/vnd.elasticsearch+json; compatible-with=8`` (``+x-ndjson`` for `_bulk`).
+``Content-Type: application/vnd.elasticsearch+json; compatible-with=8`` (``+x-ndjson`` for `_bulk`) and the same
+JSON type as Accept.
 Elasticsearch 7.11+ understands it; OpenSearch and Elasticsearch before 7.11 refuse it with 406.
-A write captured from such a client keeps its Content-Type in the bean, so the replay into a cluster
+A write captured from such a client keeps its Content-Type in the bean (not its Accept: the replay adds it back,
+see accept_for), so the replay into a cluster
 that refuses it sends the plain media type of the same body format instead: the body is unchanged
 (only the compatibility request is dropped, and that cluster could not have honoured it anyway).
 """
@@ -31,6 +33,14 @@ def plain(content_type: str) -> Optional[str]:
         return None
     charset = re.search(r"charset\s*=\s*[^;\s]+", m.group(2) or "", re.IGNORECASE)
     return _PLAIN[m.group(1).lower()] + (f"; {charset.group(0)}" if charset else "")
+
+
+def accept_for(content_type: str) -> str:
+    """The Accept header the official clients send along with a compatibility Content-Type: the JSON flavour with the
+    same compatible-with (Elasticsearch 8 refuses a compatibility Content-Type that comes without it)."""
+    m = _COMPATIBLE.match(content_type or "")
+    version = re.search(r"compatible-with\s*=\s*(\d+)", (m.group(2) or "") if m else "")
+    return "application/vnd.elasticsearch+json" + (f"; compatible-with={version.group(1)}" if version else "")
 
 
 def refused(status: int, body: bytes) -> bool:

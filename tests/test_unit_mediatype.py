@@ -35,3 +35,12 @@ def test_refusals():
     assert mediatype.refused(400, media_error)
     assert not mediatype.refused(400, b'{"error":{"type":"mapper_parsing_exception"},"status":400}')
     assert not mediatype.refused(409, b"{}")
+
+
+def test_the_accept_header_that_goes_with_it():
+    assert mediatype.accept_for("application/vnd.elasticsearch+x-ndjson; compatible-with=8") == (
+        "application/vnd.elasticsearch+json; compatible-with=8"
+    )
+    assert mediatype.accept_for("application/vnd.elasticsearch+json;compatible-with=7; charset=UTF-8") == (
+        "application/vnd.elasticsearch+json; compatible-with=7"
+    )

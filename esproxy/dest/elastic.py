@@ -254,6 +254,8 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
     plain = mediatype.plain(headers["Content-Type"])
     if plain and dest.plain_media_types:
         headers["Content-Type"] = plain
+    elif plain:
+        headers["Accept"] = mediatype.accept_for(headers["Content-Type"])
     attempt = 0
     while True:
         started = time.perf_counter()
@@ -283,7 +285,7 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
                     plain,
                 )
                 dest.plain_media_types = True
-                headers["Content-Type"] = plain
+                headers = {"Content-Type": plain}
                 continue
             if not is_retriable(r.status):
                 return r
