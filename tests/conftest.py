@@ -52,6 +52,14 @@ def pytest_collection_modifyitems(config, items):
     items[:] = keep
 
 
+REAL_ENGINES = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if REAL_ENGINES in config.stash:
+        terminalreporter.write_line(f"real engines: {config.stash[REAL_ENGINES]}")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "real: also runs on the real engines (`make test-real`, --engines=real)")
     # kafka-python's protocol loader uses deprecated importlib.resources calls: not our concern.
@@ -82,7 +90,7 @@ def real_engines(request, servers_dir):
         "b": "opensearch" if es_os else "elasticsearch",
     }
     running = dict(zip(kinds, engines.start_all(list(kinds.values()), [servers_dir / f"real-{k}" for k in kinds])))
-    print("\nreal engines: " + "; ".join(f"{role}={e.describe()}" for role, e in running.items()))
+    request.config.stash[REAL_ENGINES] = "; ".join(f"{role}={e.describe()}" for role, e in running.items())
     yield running
     for e in running.values():
         e.stop()

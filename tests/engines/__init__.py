@@ -239,6 +239,11 @@ class KafkaBroker(JavaEngine):
     def ready(self) -> bool:
         from kafka import KafkaConsumer
 
+        # kafka-python backs off for seconds between refused connections: knock first
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
         consumer = KafkaConsumer(bootstrap_servers=self.addr, request_timeout_ms=3000)
         try:
             consumer.topics()
