@@ -115,7 +115,9 @@ def test_sigkill_of_the_replay_under_load_resumes_from_the_committed_offsets(esp
     time.sleep(2)  # a backlog, so that the replay is busy catching up (many small batches) when killed
     conf, admin = with_admin(replay_config(kafka, topic, group, es_b, batchSize=10))
     first = esproxy(conf)
-    wait_until(lambda: replay_stats(admin)["messages"] >= 1200, timeout=15, msg="the first replay under way")
+    # Under way, with commits behind it and backlog ahead (a real A and B take writes slower than osmem: a bound
+    # on progress, not on speed).
+    wait_until(lambda: replay_stats(admin)["messages"] >= 300, timeout=30, msg="the first replay under way")
     os.kill(first.pid, signal.SIGKILL)
     first.proc.wait(timeout=5)
     after_kill = committed(kafka, topic, group)

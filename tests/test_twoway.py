@@ -27,10 +27,12 @@ def test_two_way_sync_converges_and_nothing_loops(esproxy, es_a, es_b, kafka, na
     for topic in (a_to_b, b_to_a):
         create_topic(kafka, topic, partitions=2)
     port_a, port_b = free_port(), free_port()
-    esproxy(replay_config(kafka, a_to_b, names.group("ab"), es_b))
-    esproxy(replay_config(kafka, b_to_a, names.group("ba"), es_a))
-    esproxy(proxy_config(port_a, es_a, kafka, a_to_b))
-    esproxy(proxy_config(port_b, es_b, kafka, b_to_a))
+    procs = [
+        esproxy(replay_config(kafka, a_to_b, names.group("ab"), es_b)),
+        esproxy(replay_config(kafka, b_to_a, names.group("ba"), es_a)),
+        esproxy(proxy_config(port_a, es_a, kafka, a_to_b)),
+        esproxy(proxy_config(port_b, es_b, kafka, b_to_a)),
+    ]
     proxy_a, proxy_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
 
     index = names.index()
@@ -51,7 +53,12 @@ def test_two_way_sync_converges_and_nothing_loops(esproxy, es_a, es_b, kafka, na
         assert requests.delete(f"{proxy}/{index}/_doc/{side}0", timeout=10).status_code == 200
         writes[side] += 1
 
-    compare_until_equal(es_a, es_b, names.pattern())
+    try:
+        compare_until_equal(es_a, es_b, names.pattern())
+    except AssertionError as e:  # which leg stalled: replays A->B, B->A, proxies A, B
+        tails = [f"--- {p.log_path}:\n" + p.log_tail(12) for p in procs]
+        counts = f"messages: A->B {count_messages(kafka, a_to_b)}, B->A {count_messages(kafka, b_to_a)}; sent {writes}"
+        raise AssertionError("\n".join([str(e), counts, *tails])) from None
     requests.post(f"{es_a}/{index}/_refresh", timeout=10)
     assert requests.get(f"{es_a}/{index}/_count", timeout=10).json()["count"] == 9 + 9 + 5
     # Only the clients' writes were captured, each by the proxy in front of the cluster it was sent to.
