@@ -72,7 +72,8 @@ class KafkaDest:
                     if stopping():
                         raise Aborted("stopping before Kafka was reachable") from None
                     time.sleep(0.2)
-        log.info("kafka producer for topic %s connected to %s", self.topic, ",".join(self.cfg.brokers))
+        acks = self.producer_config()["acks"]
+        log.info("kafka producer for topic %s connected to %s (acks=%s)", self.topic, ",".join(self.cfg.brokers), acks)
 
     def write(self, bean: Bean) -> None:
         assert self._producer is not None, "connect() first"
