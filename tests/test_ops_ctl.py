@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from ops_support import REPO, DemoServer, free_port, wait_until
+from support.basics import REPO, free_port, wait_until
+from support.servers import DemoServer
 
 CTL = REPO / "ops" / "ctl"
 PROGRAM = """\

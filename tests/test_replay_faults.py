@@ -12,15 +12,10 @@ import threading
 import time
 
 import requests
-from helpers import (
-    DemoServer,
-    create_topic,
-    free_port,
-    proxy_config,
-    read_topic,
-    replay_config,
-    wait_until,
-)
+from support.basics import free_port, wait_until
+from support.configs import proxy_config, replay_config
+from support.kafka import create_topic, read_topic
+from support.servers import DemoServer
 
 PARTITIONS = 4
 

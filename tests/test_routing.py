@@ -7,20 +7,11 @@ import json
 
 import pytest
 import requests
-from helpers import (
-    count_messages,
-    create_topic,
-    doc_writes,
-    es_cluster_id,
-    es_doc,
-    make_bean,
-    produce_raw,
-    proxy_config,
-    read_topic,
-    replay_config,
-    wait_until,
-    writes_of,
-)
+from support.basics import wait_until
+from support.beans import doc_writes, make_bean, writes_of
+from support.configs import proxy_config, replay_config
+from support.elastic import es_cluster_id, es_doc
+from support.kafka import count_messages, create_topic, produce_raw, read_topic
 
 
 def lower(headers: dict) -> dict:
