@@ -149,7 +149,7 @@ def _write(hit: dict, kind: str) -> Planned:
     return Planned(kind, op.index, op.id, op.routing, op.lines())
 
 
-def _delete(index: str, doc_id: str, theirs: TargetDoc) -> Planned:
+def delete_action(index: str, doc_id: str, theirs: TargetDoc) -> Planned:
     # Conditional on the copy B had when read. Not an external-version delete: that would leave a
     # tombstone at B's version, which a redelivered stale write of the same version passes
     # (external_gte) and resurrects; if_seq_no's delete bumps the version past it instead.
@@ -241,41 +241,52 @@ class Repair:
                 since = time.monotonic()
             pending.append(p)
             if len(pending) >= self.batch or time.monotonic() - since >= FLUSH_AFTER:
-                self._apply(pending, result)
+                self.apply(pending, result)
                 pending.clear()
+
+        def unversioned(doc_id: str) -> None:
+            result.failed += 1
+            result.errors.append(f"{index}/{doc_id}: the source gives no _seq_no to version the write with")
 
         if in_source:
             for hit in self._scan(self.source, index):
                 self.progress.step(examined=1)
                 other = theirs.pop(hit["_id"], None)
-                if other is None:
+                if hit.get("_seq_no") is None:
+                    if other is None or other.digest != digest(hit.get("_source")):
+                        unversioned(hit["_id"])
+                elif other is None:
                     plan(_write(hit, "copy"))
                 elif other.digest != digest(hit.get("_source")):
                     plan(_write(hit, "update"))
+        if pending:
+            self.apply(pending, result)
+            pending.clear()
         extras = list(theirs.items())
         del theirs
         for start in range(0, len(extras), self.batch):
             chunk = extras[start : start + self.batch]
+            for _ in chunk:  # paced before the re-read, so that the deletes follow it at once
+                self.pace.take()
             now_on_source = self._mget(self.source, index, [(d, t.routing) for d, t in chunk])
             for doc_id, t in chunk:
-                self.pace.take()
                 self.progress.step(examined=1)
                 doc = now_on_source.get(doc_id)
                 if doc is None:
-                    plan(_delete(index, doc_id, t))
+                    pending.append(delete_action(index, doc_id, t))
                 elif doc.get("_seq_no") is None:
-                    result.failed += 1
-                    result.errors.append(f"{index}/{doc_id}: the source gives no _seq_no to version it with")
+                    unversioned(doc_id)
                 elif t.digest != digest(doc.get("_source")):
-                    plan(_write(doc, "update"))  # written on A since B was read
-        if pending:
-            self._apply(pending, result)
+                    pending.append(_write(doc, "update"))  # written on A since B was read
+            if pending:
+                self.apply(pending, result)
+                pending.clear()
         if result.skipped_docs and not self.dry_run:
             self._verify(index, result)
         result.unresolved += result.failed
         return result
 
-    def _apply(self, planned: list[Planned], result: IndexResult) -> None:
+    def apply(self, planned: list[Planned], result: IndexResult) -> None:
         if self.dry_run:
             for p in planned:
                 result.add(p.kind)
