@@ -17,7 +17,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, NamedTuple, Optional, TextIO
+from typing import Any, Callable, Iterator, NamedTuple, Optional, TextIO
 
 from .bulk import DocOp, Item, parse_response
 from .compare import add_cluster_arguments, call, cluster, digest, hits, indices, refresh
@@ -90,17 +90,19 @@ class Pace:
 
 
 class Progress:
-    """Documents examined/written, rate and ETA: a redrawn bar on a terminal, else a line now and then."""
+    """Documents read (both clusters), examined and written, rate and ETA: a redrawn bar on a
+    terminal, else a plain line now and then."""
 
     def __init__(self, total: int, out: TextIO, interval: float = 10.0) -> None:
-        self.total, self.out = total, out
+        self.total, self.out = total, out  # documents to read: A's and B's
         self.tty = out.isatty()
         self.interval = 0.2 if self.tty else interval
-        self.examined = self.written = 0
+        self.read = self.examined = self.written = 0
         self.index = ""
         self.start = self.last = time.monotonic()
 
-    def step(self, examined: int = 0, written: int = 0) -> None:
+    def step(self, read: int = 0, examined: int = 0, written: int = 0) -> None:
+        self.read += read
         self.examined += examined
         self.written += written
         now = time.monotonic()
@@ -109,14 +111,16 @@ class Progress:
             self._show(now)
 
     def _show(self, now: float) -> None:
-        elapsed = max(now - self.start, 1e-6)
-        rate = self.examined / elapsed
-        left = max(self.total - self.examined, 0)
-        eta = _duration(left / rate) if rate > 0 else "?"
-        text = f"{self.examined}/{self.total} examined, {self.written} written, {rate:.0f} docs/s, ETA {eta}"
+        rate = self.read / max(now - self.start, 1e-6)
+        left = max(self.total - self.read, 0)
+        eta = _duration(math.ceil(left / rate)) if rate > 0 else "?"
+        text = (
+            f"{self.read}/{self.total} read, {self.examined} examined, {self.written} written,"
+            f" {rate:.0f} docs/s, ETA {eta}"
+        )
         if self.tty:
             width = 24
-            filled = width * min(self.examined, self.total) // max(1, self.total)
+            filled = width * min(self.read, self.total) // max(1, self.total)
             bar = f"[{'#' * filled}{'.' * (width - filled)}]"
             self.out.write(f"\r{bar} {text} {self.index[:30]:<30}")
         else:
@@ -192,6 +196,7 @@ class Repair:
     def _scan(self, cluster: Elastic, index: str) -> Iterator[dict]:
         for hit in hits(cluster, index, self.page, self.keep_alive, seq_no_primary_term=True):
             self.pace.take()
+            self.progress.step(read=1)
             yield hit
 
     def target_docs(self, index: str) -> dict[str, TargetDoc]:
@@ -359,7 +364,9 @@ class Repair:
         if refresh_first:
             refresh(self.source, ours)
             refresh(self.target, theirs)
-        self.progress.total = sum(call(self.source, "GET", f"/{i}/_count").get("count", 0) for i in ours)
+        self.progress.total = sum(call(self.source, "GET", f"/{i}/_count").get("count", 0) for i in ours) + sum(
+            call(self.target, "GET", f"/{i}/_count").get("count", 0) for i in theirs
+        )
         results = [self.repair_index(i, i in ours, i in theirs) for i in sorted(ours | theirs)]
         self.progress.close()
         return self.summary(results)
@@ -401,8 +408,8 @@ def _whole_failure(status: int, body: bytes) -> Item:
     return Item("bulk", status, error=body[:300].decode(errors="replace"))
 
 
-def _positive(kind: type):
-    def parse(text: str):
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:

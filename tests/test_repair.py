@@ -183,9 +183,9 @@ def test_progress_shows_examined_written_rate_and_eta():
     out = io.StringIO()
     progress = Progress(200, out, interval=0)
     progress.index = "idx"
-    progress.step(examined=50, written=10)
+    progress.step(read=80, examined=50, written=10)
     line = out.getvalue()
-    assert line.startswith("repair: idx: 50/200 examined, 10 written,") and "docs/s, ETA " in line, line
+    assert line.startswith("repair: idx: 80/200 read, 50 examined, 10 written,") and "docs/s, ETA " in line, line
 
 
 def test_exit_codes_for_usage_and_unreachable_clusters(es_a, tmp_path):
