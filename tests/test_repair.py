@@ -10,6 +10,7 @@ import sys
 import time
 
 import requests
+import yaml
 from helpers import Writer, compare_until_equal, create_topic, free_port, proxy_config, replay_config, wait_until
 
 from esproxy.compare import cluster
@@ -186,6 +187,18 @@ def test_progress_shows_examined_written_rate_and_eta():
     progress.step(read=80, examined=50, written=10)
     line = out.getvalue()
     assert line.startswith("repair: idx: 80/200 read, 50 examined, 10 written,") and "docs/s, ETA " in line, line
+
+
+def test_clusters_given_as_conf_files(es_a, es_b, names, tmp_path):
+    index = names.index()
+    put(es_a, index, "1", {"n": 1})
+    conf_a, conf_b = tmp_path / "a.yml", tmp_path / "b.yml"
+    conf_a.write_text(yaml.safe_dump(proxy_config(free_port(), es_a)))  # its first primary is the cluster
+    conf_b.write_text(yaml.safe_dump(replay_config("127.0.0.1:9", "t", "g", es_b)))
+    result = cli("repair", "--source", str(conf_a), "--target", str(conf_b), "--index", index)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{index}: copied 1," in result.stdout
+    assert get(es_b, index, "1")["_source"] == {"n": 1}
 
 
 def test_exit_codes_for_usage_and_unreachable_clusters(es_a, tmp_path):
