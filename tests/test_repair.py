@@ -11,12 +11,15 @@ import time
 
 import requests
 import yaml
-from helpers import Writer, compare_until_equal, create_topic, free_port, proxy_config, replay_config, wait_until
+from support.basics import free_port, wait_until
+from support.configs import proxy_config, replay_config
+from support.elastic import compare_until_equal
+from support.kafka import create_topic
+from support.load import Writer
 
 from esproxy.compare import cluster
 from esproxy.repair import IndexResult, Progress, Repair, delete_action
 
-JSON = {"Content-Type": "application/json"}
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
