@@ -9,8 +9,13 @@ import signal
 
 import pytest
 import requests
-from helpers import DemoServer, create_topic, es_doc, free_port, make_bean, produce_raw, replay_config, wait_until
-from ops_support import metric, parse_prometheus
+from support.basics import free_port, wait_until
+from support.beans import make_bean
+from support.configs import replay_config
+from support.elastic import es_doc
+from support.kafka import create_topic, produce_raw
+from support.prometheus import metric, parse_prometheus
+from support.servers import DemoServer
 
 SHORT = {"maxShipDelay": "2s", "maxProduceFailing": "2s", "maxReplayStall": "2s", "maxReplayLag": "3s"}
 
