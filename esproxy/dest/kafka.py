@@ -107,6 +107,7 @@ class KafkaDest:
             try:
                 sent.append(self._producer.send(self.topic, value=value, key=partition_key(bean)))
             except KafkaError as e:
+                STATS.produce_failed(self.topic, type(e).__name__)
                 log.warning("kafka.produce to %s not accepted (%s); kept in the spool", self.topic, e)
                 break
         done = 0
@@ -114,7 +115,7 @@ class KafkaDest:
             try:
                 self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
             except KafkaError as e:
-                STATS.produce_failed(self.topic)
+                STATS.produce_failed(self.topic, type(e).__name__)
                 log.warning("kafka.produce to %s failed (%s); kept in the spool", self.topic, e)
                 break
             done += 1
@@ -134,7 +135,7 @@ class KafkaDest:
             log.debug("kafka.produce result %s", json.dumps(result, separators=(",", ":")))
 
     def _log_failure(self, value: bytes, e: BaseException) -> None:
-        STATS.produce_failed(self.topic)
+        STATS.produce_failed(self.topic, type(e).__name__)
         # With `durability: none`, a message the broker never took is only in this line.
         log.error("kafka.produce failed for topic %s: %s; message lost: %s", self.topic, e, value.decode())
 
