@@ -1,4 +1,7 @@
-"""The proxy role's request handler: forward to the primary unchanged, capture successful writes.
+"""The proxy role's request handler: forward to the primary, capture successful writes.
+
+Requests go to the primary as sent, except that writes the primary would choose a document id for
+get one from the proxy first (``assignIds``, see autoids.py).
 
 One :class:`ProxyApp` (a WSGI app) per ``source.proxies[]`` entry, served by a gevent
 ``WSGIServer``. Responses go back as the primary sent them (status, headers but hop-by-hop ones,
@@ -21,6 +24,7 @@ import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from .. import routing
+from ..autoids import assign_ids
 from ..bean import Bean
 from ..capture import capture
 from ..config import ProxySource
@@ -150,14 +154,21 @@ class ProxyApp:
         if denied is not None:
             return self._reply(start_response, 401, [("WWW-Authenticate", denied)] if denied else [], b"", True)
         body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        capturing = self.fanout is not None and routing.is_write(method, uri)
+        recording = capturing and self.fanout.durable and self.cfg.durability == "spool"
+        if recording and self.cfg.assignIds:
+            assigned = assign_ids(method, uri, _plain_body(environ, body))
+            if assigned is not None:
+                uri, body = assigned
+                if "HTTP_CONTENT_ENCODING" in environ:  # the rewritten body goes to the primary plain
+                    environ = {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
         headers = {name: environ[key] for key, name in self.forwarded if key in environ}
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         remote = f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
-        capturing = self.fanout is not None and routing.is_write(method, uri)
         intent = None
-        if capturing and self.fanout.durable and self.cfg.durability == "spool":
+        if recording:
             try:
                 intent = self.fanout.begin(method, uri, _plain_body(environ, body))
             except SpoolFull as e:
