@@ -157,11 +157,7 @@ class ProxyApp:
         capturing = self.fanout is not None and routing.is_write(method, uri)
         recording = capturing and self.fanout.durable and self.cfg.durability == "spool"
         if recording and self.cfg.assignIds:
-            assigned = assign_ids(method, uri, _plain_body(environ, body))
-            if assigned is not None:
-                uri, body = assigned
-                if "HTTP_CONTENT_ENCODING" in environ:  # the rewritten body goes to the primary plain
-                    environ = {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
+            environ, uri, body = with_assigned_ids(environ, method, uri, body)
         headers = {name: environ[key] for key, name in self.forwarded if key in environ}
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
@@ -320,6 +316,24 @@ class ProxyApp:
         if self.accesslog or self.primary.accesslog:
             seconds = time.perf_counter() - started
             access_log(remote, method, uri, self.primary.target(uri), "primary", seconds, status, body)
+
+
+def with_assigned_ids(environ: dict[str, Any], method: str, uri: str, body: bytes) -> tuple[dict[str, Any], str, bytes]:
+    """The request with ids given to the documents it would let the primary name (autoids.py).
+
+    A rewritten compressed body is forwarded plain: the environ returned has no Content-Encoding
+    (recompressing would cost the proxy CPU for bytes that mostly travel a LAN to the primary).
+    """
+    plain = _plain_body(environ, body)
+    assigned = assign_ids(method, uri, plain)
+    if assigned is None:
+        return environ, uri, body
+    new_uri, new_body = assigned
+    if new_body == plain:  # only the path changed: the body goes as sent
+        return environ, new_uri, body
+    if "HTTP_CONTENT_ENCODING" in environ:
+        environ = {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
+    return environ, new_uri, new_body
 
 
 def _plain_body(environ: dict[str, Any], body: bytes) -> bytes:
