@@ -67,6 +67,9 @@ class IdGenerator:
 
 GENERATOR = IdGenerator()
 
+# A write without an id that carries one of these is invalid ("an id must be provided if version
+# type or value are set"): it goes as sent, for A to reject it with its own error.
+CONDITIONS = frozenset(("version", "version_type", "if_seq_no", "if_primary_term", "_version", "_version_type"))
 # The start of a bulk action line up to the inside of its metadata object: `{"index": {`.
 _ACTION_OPEN = re.compile(rb'\s*\{\s*"(?:[^"\\]|\\.)*"\s*:\s*\{')
 
@@ -88,7 +91,10 @@ def assign_ids(
         rewritten = _bulk_with_ids(body, default_index, new_id)
         return None if rewritten is None else (uri, rewritten)
     if kind == "index" and len(segments) == 2:  # POST /idx/_doc or /idx/type: the primary would choose
-        if "op_type" not in parse_qs(query, keep_blank_values=True):
+        params = parse_qs(query, keep_blank_values=True)
+        if CONDITIONS.intersection(params):
+            return None
+        if "op_type" not in params:
             query = f"{query}&op_type=create" if query else "op_type=create"
         return f"{path.rstrip('/')}/{new_id()}?{query}", body
     return None
@@ -118,6 +124,8 @@ def _bulk_with_ids(body: bytes, default_index: Optional[str], new_id: Callable[[
         expect_action = verb == "delete"
         if verb not in ("index", "create") or "_id" in meta or not (meta.get("_index") or default_index):
             continue  # names its document, or fails on the primary anyway (no index)
+        if CONDITIONS.intersection(meta):
+            continue
         opening = _ACTION_OPEN.match(line)
         if opening is None:
             return None

@@ -108,6 +108,8 @@ def test_single_auto_id_document_gets_an_id_and_create_semantics(uri, expected):
         ("POST", "/idx/_refresh"),
         ("POST", "/idx/_update_by_query"),
         ("POST", "/_aliases"),
+        ("POST", "/idx/_doc?version=3&version_type=external"),  # invalid without an id: A says why
+        ("POST", "/idx/_doc?if_seq_no=1&if_primary_term=1"),
     ],
 )
 def test_writes_that_name_their_documents_are_left_alone(method, uri):
@@ -162,6 +164,7 @@ def test_bulk_in_a_typed_url_and_without_index_anywhere():
     "body",
     [
         b'{"index":{"_index":"a","_id":"1"}}\n{"n":1}\n',  # every action names its document
+        b'{"index":{"_index":"a","version":2,"version_type":"external"}}\n{"n":1}\n',  # invalid without _id
         b'{"index":{"_index":"a"}\n{"n":1}\n',  # not JSON: the primary rejects the whole request
         b'{"upsert":{"_index":"a"}}\n{"n":1}\n',  # unknown action
         b"",
