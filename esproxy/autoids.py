@@ -71,7 +71,8 @@ GENERATOR = IdGenerator()
 # type or value are set"): it goes as sent, for A to reject it with its own error.
 CONDITIONS = frozenset(("version", "version_type", "if_seq_no", "if_primary_term", "_version", "_version_type"))
 # The start of a bulk action line up to the inside of its metadata object: `{"index": {`.
-_ACTION_OPEN = re.compile(rb'\s*\{\s*"(?:[^"\\]|\\.)*"\s*:\s*\{')
+_ACTION_OPEN = re.compile(rb'\s*\{\s*"((?:[^"\\]|\\.)*)"\s*:\s*\{')
+_VERBS = frozenset(verb.encode() for verb in ACTIONS)
 
 
 def assign_ids(
@@ -112,6 +113,12 @@ def _bulk_with_ids(body: bytes, default_index: Optional[str], new_id: Callable[[
         if not expect_action:  # the source line of the action before
             expect_action = True
             continue
+        opening = _ACTION_OPEN.match(line)
+        if opening is None:
+            return None
+        if b'"_id"' in line and opening.group(1) in _VERBS:  # names its document: no need to parse it
+            expect_action = opening.group(1) == b"delete"
+            continue
         try:
             header = json.loads(line)
         except ValueError:
@@ -126,9 +133,6 @@ def _bulk_with_ids(body: bytes, default_index: Optional[str], new_id: Callable[[
             continue  # names its document, or fails on the primary anyway (no index)
         if CONDITIONS.intersection(meta):
             continue
-        opening = _ACTION_OPEN.match(line)
-        if opening is None:
-            return None
         field = b'"_id":"' + new_id().encode("ascii") + (b'",' if meta else b'"')
         lines[i] = line[: opening.end()] + field + line[opening.end() :]
         changed = True
