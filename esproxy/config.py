@@ -43,6 +43,13 @@ class ProxySource:
     passHeaders: list[str] = setting(
         [], "Extra request headers forwarded to the primary, besides the standard ones (ours)."
     )
+    assignIds: bool = setting(
+        True,
+        "With `durability: spool`, writes that would let the primary choose the document id (`POST"
+        " /idx/_doc`, `_bulk` index/create actions without `_id`) get an Elasticsearch-style id from the"
+        " proxy first, so that such a write in flight at a crash can be settled from A; false keeps A's"
+        " own ids (see docs/operations.md for what each costs) (ours).",
+    )
 
 
 @dataclass
