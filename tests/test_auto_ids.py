@@ -16,16 +16,11 @@ import time
 
 import pytest
 import requests
-from helpers import (
-    DemoServer,
-    compare_until_equal,
-    create_topic,
-    es_doc,
-    kill_group,
-    proxy_config,
-    replay_config,
-    wait_until,
-)
+from support.basics import kill_group, wait_until
+from support.configs import proxy_config, replay_config
+from support.elastic import compare_until_equal, es_doc
+from support.kafka import create_topic
+from support.servers import DemoServer
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 ES_ID = re.compile(r"^[A-Za-z0-9_-]{20}$")
