@@ -23,7 +23,7 @@ from typing import Callable, Optional
 from urllib.parse import parse_qs, unquote
 
 from .bulk import ACTIONS
-from .capture import _classify
+from .capture import write_kind
 
 
 class IdGenerator:
@@ -86,7 +86,7 @@ def assign_ids(
     """
     path, _, query = uri.partition("?")
     segments = [unquote(s) for s in path.strip("/").split("/")]
-    kind = _classify(method, segments)
+    kind = write_kind(method, segments)
     if kind == "bulk":
         default_index = segments[0] if len(segments) >= 2 else None
         rewritten = _bulk_with_ids(body, default_index, new_id)

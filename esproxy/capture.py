@@ -47,7 +47,7 @@ def capture(template: Bean, response: bytes, fetch: Fetch) -> list[Bean]:
     params = {k: v[-1] for k, v in parse_qs(query).items()}
     segments = [unquote(s) for s in path.strip("/").split("/")]
     try:
-        kind = _classify(template.method, segments)
+        kind = write_kind(template.method, segments)
         if kind == "bulk":
             ops = _bulk_ops(template, segments, params, response, fetch)
         elif kind:
@@ -62,8 +62,14 @@ def capture(template: Bean, response: bytes, fetch: Fetch) -> list[Bean]:
     return _beans(template, ops)
 
 
-def _classify(method: str, s: list[str]) -> str:
-    """'bulk', 'index', 'update', 'delete', or '' for a write that is not a document write."""
+def single_document(method: str, uri: str) -> bool:
+    """Whether a request writes one document it names or lets A name (not `_bulk`, not an index-level write)."""
+    kind = write_kind(method, [unquote(s) for s in uri.split("?", 1)[0].strip("/").split("/")])
+    return kind not in ("", "bulk")
+
+
+def write_kind(method: str, s: list[str]) -> str:
+    """'bulk', 'index', 'update', 'delete', or '' for a write that is not a document write (path segments ``s``)."""
     if s[-1] == "_bulk" and len(s) <= 3:
         return "bulk"
     if not s or s[0].startswith("_"):

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, quote, unquote
 
 from .bean import Bean
 from .bulk import DocOp, parse_request
-from .capture import DOCS_KIND, NDJSON, _classify, key_of
+from .capture import DOCS_KIND, NDJSON, key_of, write_kind
 from .dest.elastic import Elastic
 
 log = logging.getLogger("esproxy.settle")
@@ -36,7 +36,7 @@ def settle(intent: dict[str, Any], primary: Elastic, template: Bean) -> list[Bea
     path, _, query = uri.partition("?")
     params = {k: v[-1] for k, v in parse_qs(query).items()}
     segments = [unquote(s) for s in path.strip("/").split("/")]
-    kind = _classify(method, segments)
+    kind = write_kind(method, segments)
     targets: list[tuple[str, str, Optional[str]]] = []
     if kind == "bulk":
         default_index = segments[0] if len(segments) >= 2 else None

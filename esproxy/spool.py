@@ -51,6 +51,18 @@ SHIP_EVERY = 0.1  # seconds: the shortest time between two takes of the shipper
 POSITION_INTERVAL = 1.0  # seconds; its rename(2) after every Kafka acknowledgement blocked the hub
 
 
+def intent_record(intent_id: str, method: str, uri: str, body: bytes, sent: Optional[float] = None) -> dict[str, Any]:
+    """What settling a write of unknown outcome needs (settle.py): the request, and when it was sent
+    (wall clock, so that it means the same after a restart). The proxy passes no body for a
+    single-document write (the hot path): settling reads the named document back from A. Any other
+    write needs its body: a `_bulk` names its documents there, a write replayed as sent (mappings...)
+    is replayed whole."""
+    record: dict[str, Any] = {"id": intent_id, "method": method, "uri": uri, "time": round(sent or time.time(), 3)}
+    if body:
+        record["body"] = body.decode("utf-8", "replace")
+    return record
+
+
 class SpoolFull(Exception):
     """The spool holds maxBytes of writes Kafka has not taken yet."""
 
@@ -163,9 +175,7 @@ class Spool:
         """Durably note that a write is about to be forwarded; returns its id."""
         self._next_intent += 1
         intent_id = f"{self._pid}-{self._next_intent}"
-        record: dict[str, Any] = {"id": intent_id, "method": method, "uri": uri}
-        if uri.split("?", 1)[0].endswith("/_bulk"):
-            record["body"] = body.decode("utf-8", "replace")
+        record = intent_record(intent_id, method, uri, body)
         self.open_intents[intent_id] = self._segment
         self._inflight.add(intent_id)
         try:

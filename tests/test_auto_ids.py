@@ -27,7 +27,8 @@ ES_ID = re.compile(r"^[A-Za-z0-9_-]{20}$")
 
 
 def spool_config(port: int, a: str, kafka: str, topic: str, **proxy: object) -> dict:
-    conf = proxy_config(port, a, kafka, topic)
+    # A short primary timeout: writes of unknown outcome are settled once it is over (plus a grace).
+    conf = proxy_config(port, a, kafka, topic, timeout="3s")
     conf["source"]["proxies"][0].update({"durability": "spool", **proxy})
     return conf
 
@@ -193,7 +194,8 @@ def test_sigkill_of_the_proxy_with_auto_id_writes_in_flight_settles_them_all(
         assert not w.is_alive()
     assert sum(w.requests_acked for w in writers) > acked_before  # writes went on after the restart
     assert second.count_in_log("cannot settle") == 0, second.log_tail()
-    assert re.search(r"settled \d+ document\(s\) of a write whose outcome was unknown", second.log()), second.log_tail()
+    # Read back from A once A is done with them: the primary's timeout (3 s) and a grace after they were sent.
+    second.wait_log("document(s) of a write whose outcome was unknown", timeout=30)
     assert "no differences" in compare_until_equal(a, b)
     acked = {doc for w in writers for doc in w.acked}
     indices = ",".join(w.index for w in writers)

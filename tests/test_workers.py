@@ -22,7 +22,8 @@ from support.load import Writer
 
 
 def workers_config(port: int, a: str, kafka: str, topic: str, workers: int = 2, **proxy: object) -> dict:
-    conf = proxy_config(port, a, kafka, topic)
+    # A short primary timeout: a dead worker's writes are settled once it is over (plus a grace).
+    conf = proxy_config(port, a, kafka, topic, timeout="5s")
     conf["workers"] = workers
     conf["source"]["proxies"][0].update(proxy)
     return conf

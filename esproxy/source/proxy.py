@@ -26,13 +26,13 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from .. import routing
 from ..autoids import assign_ids
 from ..bean import Bean
-from ..capture import capture
+from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError, backoff
 from ..fanout import Fanout, NotRecorded, Unavailable
 from ..logs import access_log
 from ..settle import settle
-from ..spool import SpoolFull
+from ..spool import SpoolFull, intent_record
 from ..stats import STATS
 from .httpheaders import read_headers
 
@@ -56,6 +56,9 @@ HOP_BY_HOP = frozenset(
 FORWARDED = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "Authorization", "X-Opaque-Id")
 
 StartResponse = Callable[..., Any]
+
+# Seconds past a write's deadline (sent + the primary's timeout) before its outcome is read back from A.
+SETTLE_GRACE = 5.0
 
 # Answers to requests that are not captured (reads) and are longer than this, or of unknown length,
 # are streamed to the client as they arrive instead of being held whole in memory.
@@ -166,7 +169,8 @@ class ProxyApp:
         intent = None
         if recording:
             try:
-                intent = self.fanout.begin(method, uri, _plain_body(environ, body))
+                settling = b"" if single_document(method, uri) else _plain_body(environ, body)
+                intent = self.fanout.begin(method, uri, settling)
             except SpoolFull as e:
                 kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
                 payload = error_body(503, kind, f"write refused, not forwarded: {e}")
@@ -179,12 +183,8 @@ class ProxyApp:
                 if e.refused:
                     self.fanout.done(intent, [])
                 else:  # A may have applied it: copy what A holds once it answers again
-                    record = {
-                        "id": intent,
-                        "method": method,
-                        "uri": uri,
-                        "body": _plain_body(environ, body).decode("utf-8", "replace"),
-                    }
+                    sent = time.time() - (time.perf_counter() - started)
+                    record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
                     self.settle_later(record, self._bean(environ, method, uri, remote, body))
             status = 504 if e.timeout else 502
             kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
@@ -272,6 +272,12 @@ class ProxyApp:
 
     def _settle(self, intent: dict[str, Any], template: Bean) -> None:
         assert self.fanout is not None and self.fanout.durable
+        # A keeps applying a write whose client (this proxy) is gone: read it back only once A has
+        # answered it or given up, or B would copy a state the write then changes.
+        wait = intent.get("time", 0) + self.primary.cfg.timeout + SETTLE_GRACE - time.time()
+        if wait > 0:
+            log.info("settling %s %s in %.0fs, once the primary is done with it", intent["method"], intent["uri"], wait)
+            gevent.sleep(wait)
         attempt = 0
         while True:
             try:
