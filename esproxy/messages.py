@@ -87,14 +87,15 @@ def value_room(key: bytes, max_bytes: int) -> int:
 def encode(bean: Bean, max_bytes: int) -> list[Message]:
     """The messages that carry ``bean``, in order; each within ``max_bytes`` (key and overhead included)."""
     key = partition_key(bean)
+    return [m for value in _pieces(bean, value_room(key, max_bytes)) for m in encode_value(key, value, max_bytes)]
+
+
+def encode_value(key: bytes, value: bytes, max_bytes: int) -> list[Message]:
+    """Any JSON ``value`` (a bean's, a dead letter's) as one message, or as chunks if it does not fit."""
     room = value_room(key, max_bytes)
-    out = []
-    for value in _pieces(bean, room):
-        if len(value) <= room:
-            out.append(Message(key, value))
-        else:
-            out.extend(Message(key, chunk) for chunk in _chunks(value, key.decode("utf-8"), room))
-    return out
+    if len(value) <= room:
+        return [Message(key, value)]
+    return [Message(key, chunk) for chunk in _chunks(value, key.decode("utf-8", "replace"), room)]
 
 
 def abort_messages(bean: Bean, max_bytes: int, reason: str) -> list[Message]:

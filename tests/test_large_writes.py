@@ -8,6 +8,8 @@ within what a real broker takes; every test checks that limit on what is in the 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from typing import Optional
 
@@ -29,6 +31,10 @@ from esproxy.bean import Bean
 from esproxy.messages import RECORD_OVERHEAD, abort_messages, encode
 
 LIMIT = 1024 * 1024  # the default maxMessageBytes
+
+
+def esproxy_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "esproxy", *args], capture_output=True, text=True, timeout=60)
 
 
 def bulk_body(index: str, count: int, doc_bytes: int) -> bytes:
@@ -192,3 +198,32 @@ def test_a_chunk_set_that_never_completes_goes_to_the_dead_letters(esproxy, es_b
     assert held["chunk"]["seqs"] == [0, 1] and held["chunk"]["offsets"] == [0, 1]
     assert "incomplete write carried in chunks" in letters[0]["deadLetter"]["reason"]
     assert es_doc(es_b, index, "lost") is None and es_doc(es_b, index, "aborted") is None
+
+
+def test_a_large_dead_letter_is_chunked_listed_and_requeued(esproxy, es_b, kafka, names):
+    """A chunked write that B refuses is a dead letter bigger than a message: chunked too, and `esproxy dlq`
+    puts it together to list and requeue it."""
+    topic, group, index = names.topic(), names.group(), names.index()
+    dlq = f"{topic}.dlq"
+    create_topic(kafka, topic, partitions=1)
+    mapping = {"mappings": {"properties": {"n": {"type": "long"}}}}
+    assert requests.put(f"{es_b}/{index}", json=mapping, timeout=10).status_code == 200
+    doc = {"n": "not a number", "t": "q" * 3_000_000}
+    bean = Bean.from_json(make_bean("PUT", f"/{index}/_doc/1", json.dumps(doc)))
+    produce_raw(kafka, topic, [m.value for m in encode(bean, LIMIT)])
+    esproxy(replay_config(kafka, topic, group, es_b))
+
+    def listed():
+        out = esproxy_cli("dlq", "list", "--brokers", kafka, "--topic", dlq)
+        return out if "1 dead letter(s)" in out.stderr else None
+
+    out = wait_until(listed, timeout=60, msg="the dead letter listed")
+    assert "mapper_parsing_exception" in out.stdout and f"{topic}-0@" in out.stdout, out.stdout
+    stored = read_topic(kafka, dlq)
+    assert len(stored) > 3 and all(len(r.key or b"") + len(r.value) + RECORD_OVERHEAD <= LIMIT for r in stored)
+
+    assert requests.delete(f"{es_b}/{index}", timeout=10).status_code == 200  # the operator fixes B
+    done = esproxy_cli("dlq", "requeue", "--brokers", kafka, "--topic", dlq, "--all")
+    assert done.returncode == 0 and f"requeued 1 to topic {topic}" in done.stdout, done.stdout + done.stderr
+    wait_until(lambda: es_doc(es_b, index, "1"), timeout=30, msg="the requeued write in B")
+    assert es_doc(es_b, index, "1")["_source"] == doc
