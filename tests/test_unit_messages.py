@@ -204,3 +204,23 @@ def test_what_is_not_a_bean_nor_a_chunk_is_refused() -> None:
     with pytest.raises(BeanError):
         decode(b"[1]")
     assert isinstance(decode(b'{"method":"PUT","requestUri":"/a","kind":"chunk"}'), Bean)
+
+
+CONF = """
+source: {proxies: [{port: 9000}], kafkas: [{brokers: ["127.0.0.1:9092"], topics: [t], group: g, chunkTimeout: 90s}]}
+destination:
+  primaries: [{url: "http://127.0.0.1:9200"}]
+  kafkas: [{topic: t, brokers: ["127.0.0.1:9092"], maxMessageBytes: %d}]
+"""
+
+
+def test_max_message_bytes_is_the_producers_max_request_size() -> None:
+    from esproxy.config import ConfigError, parse
+    from esproxy.dest.kafka import KafkaDest
+
+    cfg = parse(CONF % 2_000_000)
+    assert KafkaDest(cfg.destination.kafkas[0]).producer_config()["max_request_size"] == 2_000_000
+    assert cfg.source.kafkas[0].chunkTimeout == 90
+    assert parse(CONF.replace(", maxMessageBytes: %d", "")).destination.kafkas[0].maxMessageBytes == 1024 * 1024
+    with pytest.raises(ConfigError, match="maxMessageBytes"):
+        parse(CONF % 1000)
