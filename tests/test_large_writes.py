@@ -177,13 +177,19 @@ def test_a_chunk_set_that_never_completes_goes_to_the_dead_letters(esproxy, es_b
     create_topic(kafka, topic, partitions=1)
     lost = [m.value for m in encode(Bean("PUT", f"/{index}/_doc/lost", b'{"t":"' + b"z" * 2_500_000 + b'"}'), LIMIT)]
     aborted = Bean("PUT", f"/{index}/_doc/aborted", b'{"t":"' + b"w" * 2_500_000 + b'"}')
+    shipped_again = [
+        m.value for m in encode(Bean("PUT", f"/{index}/_doc/again", b'{"t":"' + b"a" * 2_500_000 + b'"}'), LIMIT)
+    ]
     now = int(time.time() * 1000)
+    later = now + 11 * 60 * 1000  # chunkTimeout: 10m
     producer = KafkaProducer(bootstrap_servers=kafka, max_request_size=2 * LIMIT)
     try:
         sends = [(v, now) for v in lost[:2]]  # its producer died and never came back
         sends += [(m.value, now) for m in encode(aborted, LIMIT)[:1]]
         sends += [(m.value, now + 1) for m in abort_messages(aborted, LIMIT, "refused for good")]
-        sends += [(make_bean("PUT", f"/{index}/_doc/later", '{"a": 1}'), now + 11 * 60 * 1000)]  # chunkTimeout: 10m
+        sends += [(v, now + 2) for v in shipped_again[:2]]  # then the broker was away for 11 minutes:
+        sends += [(v, later) for v in shipped_again]  # the proxy ships the whole bean again
+        sends += [(make_bean("PUT", f"/{index}/_doc/later", '{"a": 1}'), later)]
         for value, ts in sends:
             producer.send(topic, value=value, partition=0, timestamp_ms=ts).get(timeout=10)
     finally:
@@ -198,6 +204,7 @@ def test_a_chunk_set_that_never_completes_goes_to_the_dead_letters(esproxy, es_b
     assert held["chunk"]["seqs"] == [0, 1] and held["chunk"]["offsets"] == [0, 1]
     assert "incomplete write carried in chunks" in letters[0]["deadLetter"]["reason"]
     assert es_doc(es_b, index, "lost") is None and es_doc(es_b, index, "aborted") is None
+    assert es_doc(es_b, index, "again")["_source"] == {"t": "a" * 2_500_000}
 
 
 def test_a_large_dead_letter_is_chunked_listed_and_requeued(esproxy, es_b, kafka, names):

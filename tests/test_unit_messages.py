@@ -40,7 +40,12 @@ def docs_bean(index: str, sizes: list[int], seed: int = 1) -> Bean:
 
 
 def record_size(key: bytes, value: bytes) -> int:
-    return len(key) + len(value) + RECORD_OVERHEAD
+    """The larger of our reckoning and kafka-python's (what it checks against max_request_size)."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    return max(
+        len(key) + len(value) + RECORD_OVERHEAD, DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+    )
 
 
 def reassemble(values: list[bytes]) -> list[Bean]:

@@ -312,9 +312,9 @@ class KafkaReplay:
         batch = _Batch(self.primaries, assembler)
         try:
             for record in records:
-                if assembler.sets:
-                    self._expire(assembler, record, stop)
                 item = self._decode(record, stop)
+                if assembler.sets:
+                    self._expire(assembler, record, item, stop)
                 complete: Optional[ChunkSet] = None
                 if isinstance(item, (Chunk, Abort)):
                     complete = self._take_chunk(assembler, record, item)
@@ -405,10 +405,13 @@ class KafkaReplay:
             bean.labels = dict(self.cfg.labels)
         return whole, bean
 
-    def _expire(self, assembler: Assembler, record: Any, stop: Callable[[], bool]) -> None:
-        """Give up the chunk sets that ``record`` shows will not complete: to the dead letters."""
+    def _expire(self, assembler: Assembler, record: Any, item: Any, stop: Callable[[], bool]) -> None:
+        """Give up the chunk sets that ``record`` shows will not complete: to the dead letters. Not the
+        set ``record`` is a chunk of: its producer is shipping it again (after a long broker outage)."""
         max_age_ms = int(self.cfg.chunkTimeout * 1000)
         for held in assembler.expired(record.offset, record.timestamp, max_age_ms, CHUNK_MAX_RECORDS):
+            if isinstance(item, Chunk) and item.id == held.id:
+                continue
             what = held.describe()
             log.error(
                 "chunk set %s of index %s in %s-%d: %s, the rest not seen by %s; to the dead letters",
