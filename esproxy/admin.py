@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from gevent.pywsgi import WSGIServer
 
 from . import __version__
+from .health import Problem, problems
 from .logs import redact_url
 from .stats import LATENCY_BUCKETS, STATS, Stats
 
@@ -86,12 +88,42 @@ class Admin:
         if path == PREFIX + "stats":
             return "200 OK", json_type, json.dumps(self.snapshot(), ensure_ascii=False, indent=1).encode() + b"\n"
         if path == PREFIX + "health":
-            stopping = self.arbiter.stop_event.is_set()
-            doc = {"status": "stopping" if stopping else "ok", "version": __version__, "pid": os.getpid()}
-            status = "503 Service Unavailable" if stopping else "200 OK"
-            return status, json_type, json.dumps(doc).encode() + b"\n"
+            status, doc = self.health()
+            return status, json_type, json.dumps(doc, ensure_ascii=False).encode() + b"\n"
         body = _error(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats or metrics")
         return "404 Not Found", json_type, body
+
+    def problems(self) -> list[Problem]:
+        fanout = self.arbiter.fanout
+        return problems(
+            self.arbiter.cfg.health,
+            now=time.monotonic(),
+            ship_age=fanout.oldest_unshipped_age() if fanout is not None else 0.0,
+            backlog=fanout.unshipped() if fanout is not None else 0,
+            produce_failing=self.stats.produce_failing,
+            lags=self._lags(),
+            dead_letter_times=self.stats.dead_letter_times,
+        )
+
+    def health(self) -> tuple[str, dict[str, Any]]:
+        """200 ``{"status": "ok", ...}``, or 503 in Elasticsearch's error shape with one root cause per problem.
+
+        Both carry ``health`` (ok / unhealthy / stopping), ``version``, ``pid`` and ``reasons``
+        (``[{"check", "reason"}]``, empty when ok).
+        """
+        common: dict[str, Any] = {"version": __version__, "pid": os.getpid()}
+        if self.arbiter.stop_event.is_set():
+            found = [Problem("stopping", "esproxy is stopping (graceful stop in progress)")]
+            kind, verdict = "esproxy_stopping_exception", "stopping"
+        else:
+            found = self.problems()
+            kind, verdict = "esproxy_unhealthy_exception", "unhealthy"
+        if not found:
+            return "200 OK", {"status": "ok", "health": "ok", **common, "reasons": []}
+        causes = [{"type": kind, "reason": p.reason} for p in found]
+        error = {"root_cause": causes, "type": kind, "reason": "; ".join(p.reason for p in found)}
+        doc = {"error": error, "status": 503, "health": verdict, **common, "reasons": [p.as_dict() for p in found]}
+        return "503 Service Unavailable", doc
 
     def start_listener(self, host: str, port: int, required: dict[str, str]) -> None:
         """The separate admin listener (``admin.port``)."""
@@ -124,27 +156,12 @@ class Admin:
         return merge_upstreams([rows] + [r.get("upstreams", []) for r in pool.reports()])
 
     def _lags(self) -> list[dict[str, Any]]:
-        """Per assigned partition: high watermark minus the consumer's fetch position."""
-        out = []
-        for replay in self.arbiter.replays:
-            consumer = getattr(replay, "_consumer", None)
-            if consumer is None:
-                continue
-            try:
-                assigned = sorted(consumer.assignment())
-                states = consumer._subscription.assignment  # read only: no network call
-            except Exception:  # noqa: BLE001 - a consumer being closed or rebalancing
-                continue
-            for tp in assigned:
-                state = states.get(tp)
-                position = getattr(state, "position", None)
-                position = getattr(position, "offset", position)
-                highwater = consumer.highwater(tp)
-                if position is None or highwater is None:
-                    continue
-                lag = max(0, highwater - position)
-                out.append({"group": replay.cfg.group, "topic": tp.topic, "partition": tp.partition, "lag": lag})
-        return out
+        """Per assigned partition of every replay: see KafkaReplay.lag()."""
+        return [row for replay in self.arbiter.replays for row in replay.lag()]
+
+    def _ship_age(self) -> float:
+        fanout = self.arbiter.fanout
+        return fanout.oldest_unshipped_age() if fanout is not None else 0.0
 
     # ------------------------------------------------------------------ renderings
 
@@ -161,6 +178,7 @@ class Admin:
             total += n
             buckets[str(bound)] = total
         pool = self.arbiter.pool
+        now = time.monotonic()
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -172,7 +190,12 @@ class Admin:
                 "writes_captured": s.writes_captured,
                 "queue": {"depth": depth, "capacity": capacity},
                 "spool": {"records": s.spool_records, "bytes": s.spool_bytes},
-                "kafka": {"produced": dict(s.kafka_produced), "failed": dict(s.kafka_failed)},
+                "oldest_unshipped_seconds": round(self._ship_age(), 3),
+                "kafka": {
+                    "produced": dict(s.kafka_produced),
+                    "failed": _failed_by_topic(s.kafka_failed),
+                    "failing_seconds": {t: round(now - first, 3) for t, (first, _, _) in s.produce_failing.items()},
+                },
             },
             "upstreams": self._upstreams(),
             "replay": {
@@ -207,6 +230,12 @@ class Admin:
         depth, capacity = self._queue()
         out.metric("esproxy_queue_depth", "gauge", "Captured writes waiting for the producer.", [({}, depth)])
         out.metric("esproxy_queue_capacity", "gauge", "chanSize (0: direct hand-off).", [({}, capacity)])
+        out.metric(
+            "esproxy_oldest_unshipped_seconds",
+            "gauge",
+            "Seconds the oldest captured write not yet taken by Kafka has waited (spool or queue; 0: none waits).",
+            [({}, round(self._ship_age(), 3))],
+        )
         spool = "in the durable spool, not yet taken by Kafka."
         out.metric("esproxy_spool_records", "gauge", "Records " + spool, [({}, s.spool_records)])
         out.metric("esproxy_spool_bytes", "gauge", "Bytes " + spool, [({}, s.spool_bytes)])
@@ -219,8 +248,8 @@ class Admin:
         out.metric(
             "esproxy_kafka_produce_failed_total",
             "counter",
-            "Messages the broker did not take, by topic.",
-            [({"topic": t}, n) for t, n in sorted(s.kafka_failed.items())],
+            "Messages the broker did not take, by topic and reason (the error's class name, or why it was refused).",
+            [({"topic": t, "reason": r}, n) for (t, r), n in sorted(s.kafka_failed.items())],
         )
         ups = self._upstreams()
         labels = [{"cluster": u["cluster"], "direction": u["direction"]} for u in ups]
@@ -273,19 +302,53 @@ class Admin:
         out.metric(
             "esproxy_dead_letters_total",
             "counter",
-            "Dead letters written by the replay (messages that can never apply: not a bean, or refused with a 4xx).",
+            "Dead letters written: by the replay (messages that can never apply: not a bean, or refused with a 4xx),"
+            " or by the proxy (writes the broker refuses for good).",
             [({}, s.dead_letters)],
         )
+        lags = self._lags()
+        where = [{"group": x["group"], "topic": x["topic"], "partition": str(x["partition"])} for x in lags]
         out.metric(
             "esproxy_consumer_lag",
             "gauge",
-            "High watermark minus the consumer's position, per assigned partition.",
-            [
-                ({"group": x["group"], "topic": x["topic"], "partition": str(x["partition"])}, x["lag"])
-                for x in self._lags()
-            ],
+            "Offsets from the oldest record not yet applied (else the next to fetch) to the high watermark, per"
+            " assigned partition (approximate where the high watermark counts record batches).",
+            [(lab, x["lag"]) for lab, x in zip(where, lags) if x["lag"] is not None],
+        )
+        out.metric(
+            "esproxy_consumer_lag_seconds",
+            "gauge",
+            "Now minus the Kafka timestamp of the oldest record fetched and not yet applied, per assigned partition"
+            " (0: caught up).",
+            [(lab, x["lag_seconds"]) for lab, x in zip(where, lags)],
+        )
+        out.metric(
+            "esproxy_replay_stalled_seconds",
+            "gauge",
+            "How long records of a partition have waited with none applied (0: none waits).",
+            [(lab, x["stalled_seconds"]) for lab, x in zip(where, lags)],
+        )
+        found = self.problems()
+        out.metric(
+            "esproxy_healthy",
+            "gauge",
+            "1 when /_esproxy/health answers 200, else 0.",
+            [({}, 0 if found or self.arbiter.stop_event.is_set() else 1)],
+        )
+        out.metric(
+            "esproxy_health_problem",
+            "gauge",
+            "1 per check that makes /_esproxy/health answer 503 now.",
+            [({"check": c}, 1) for c in sorted({p.check for p in found})],
         )
         return out.text()
+
+
+def _failed_by_topic(failed: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (topic, reason), n in sorted(failed.items()):
+        out.setdefault(topic, {})[reason] = n
+    return out
 
 
 def upstream_rows(elastics: Iterable[Elastic]) -> list[dict[str, Any]]:

@@ -1,16 +1,7 @@
 """Runs the roles a config enables in one gevent process (with ``workers: N``, the master of N
 proxy worker processes: see esproxy/prefork.py), and stops them gracefully.
 
-Signals (the one table; supervisord sends TERM):
-
-| signal        | effect                                                                        |
-|---------------|-------------------------------------------------------------------------------|
-| TERM, INT     | graceful stop: stop accepting, finish requests in flight, ship the queue to  |
-|               | Kafka, commit replayed offsets, exit 0 (a second one exits at once, code 1); |
-|               | a pre-fork master first sends TERM to its workers and waits for them         |
-| USR1          | profiling in the working directory: jj.cpu -> cpu.profile, jj.mem ->         |
-|               | mem.profile (see esproxy/profiling.py and docs/operations.md); a pre-fork    |
-|               | master profiles its workers too and merges their profiles into its own       |
+Signals: the table in esproxy/signals.py (registered from it, documented from it).
 """
 
 from __future__ import annotations
@@ -22,10 +13,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import gevent
 from gevent.event import Event
 
-from . import __version__
+from . import __version__, signals
 from .admin import Admin
 from .config import Config
 from .dest.elastic import Elastic
@@ -34,13 +24,13 @@ from .fanout import Fanout
 from .listeners import Listeners, bind, matching_indexes, wait_for_cluster_id
 from .prefork import WorkerPool
 from .profiling import Profiler
+from .signals import GRACEFUL_TIMEOUT
 from .source.kafka import KafkaReplay
 from .spool import Spool
 
 log = logging.getLogger("esproxy")
 
 WORKERS_READY_TIMEOUT = 30.0
-GRACEFUL_TIMEOUT = 25.0  # under supervisord's stopwaitsecs (30) so a stop never turns into a kill
 
 
 class Arbiter:
@@ -68,9 +58,7 @@ class Arbiter:
         self.stop_event.set()
 
     def run(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            gevent.signal_handler(signum, self.handle_signal, signum)
-        gevent.signal_handler(signal.SIGUSR1, self.profiler.on_signal)
+        signals.install({"stop": self.handle_signal, "profile": self.profiler.on_signal})
         roles = [f"proxy(:{p.port})" for p in self.cfg.proxies()] + [
             f"replay({k.group})" for k in self.cfg.kafka_sources()
         ]

@@ -44,6 +44,13 @@ class ProxySource:
     passHeaders: list[str] = setting(
         [], "Extra request headers forwarded to the primary, besides the standard ones (ours)."
     )
+    assignIds: bool = setting(
+        True,
+        "With `durability: spool`, writes that would let the primary choose the document id (`POST"
+        " /idx/_doc`, `_bulk` index/create actions without `_id`) get an Elasticsearch-style id from the"
+        " proxy first, so that such a write in flight at a crash can be settled from A; false keeps A's"
+        " own ids (see docs/operations.md for what each costs) (ours).",
+    )
 
 
 @dataclass
@@ -195,6 +202,36 @@ class AdminListener:
 
 
 @dataclass
+class HealthSettings:
+    maxShipDelay: Duration = setting(
+        Duration(30),
+        "`/_esproxy/health` answers 503 while a captured write has waited longer than this to be taken by Kafka"
+        " (the oldest write in the spool or the `durability: none` queue); 0 = never (ours).",
+    )
+    maxProduceFailing: Duration = setting(
+        Duration(30),
+        "503 while a topic's produce requests have failed, with no message taken since, for longer than this;"
+        " 0 = never (ours).",
+    )
+    maxReplayStall: Duration = setting(
+        Duration(60),
+        "503 while a replayed partition has records waiting and has applied none of them for longer than this"
+        " (the target cluster down or refusing, a dead letter that cannot be written...); 0 = never (ours).",
+    )
+    maxReplayLag: Duration = setting(
+        Duration(600),
+        "503 while the oldest record a partition has fetched and not yet applied is older than this (its Kafka"
+        " timestamp: the replay is that far behind); 0 = never (ours).",
+    )
+    deadLetterWindow: Duration = setting(
+        Duration(300),
+        "503 while a dead letter was written within this long (by the replay, or by the proxy for a write the"
+        " broker refuses for good); health is 200 again once the last one is older; 0 = dead letters never"
+        " make health 503 (ours).",
+    )
+
+
+@dataclass
 class Config:
     chanSize: int = setting(
         0, "Capacity of the queue between request handlers and the Kafka producer; 0 = direct hand-off."
@@ -216,6 +253,9 @@ class Config:
     source: Source = setting(Source(), "Where requests come from.")
     spool: SpoolSettings = setting(SpoolSettings(), "The proxy's write-ahead spool (`durability: spool`) (ours).")
     destination: Destination = setting(Destination(), "Where they go.")
+    health: HealthSettings = setting(
+        HealthSettings(), "When `/_esproxy/health` answers 503 (see docs/operations.md, Health) (ours)."
+    )
 
     warnings: ClassVar[tuple[str, ...]] = ()  # set by parse(), not a setting
 
@@ -267,6 +307,9 @@ def _check(cfg: Config) -> list[str]:
             )
     if cfg.spool.maxBytes < 1:
         raise ConfigError("spool.maxBytes", f"{cfg.spool.maxBytes} must be at least 1")
+    for name, value in vars(cfg.health).items():
+        if value < 0:
+            raise ConfigError(f"health.{name}", "must be 0 (never) or more")
     if cfg.chanSize < 0:
         raise ConfigError("chanSize", f"{cfg.chanSize} must be 0 or more")
     if cfg.workers < 1:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Optional, Union
 
 import gevent
@@ -52,6 +53,7 @@ class Fanout:
         self.stopping = False
         self._greenlets: list[gevent.Greenlet] = []
         self._connected = Event()
+        self._queued_at: deque[float] = deque()  # durability: none — time.time() of each write not yet taken
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self._run_queue))
@@ -79,7 +81,13 @@ class Fanout:
 
     def put(self, bean: Bean) -> None:
         """durability: none."""
-        self.queue.put(bean)
+        queued_at = time.time()
+        self._queued_at.append(queued_at)
+        try:
+            self.queue.put(bean)
+        except BaseException:  # not queued (the handler was killed while the queue was full)
+            self._queued_at.remove(queued_at)
+            raise
 
     def deliver_now(self, beans: list[Bean], deadline: float) -> None:
         """durability: kafka — every destination has the beans when this returns; else NotRecorded."""
@@ -102,6 +110,16 @@ class Fanout:
     def depth(self) -> int:
         """Beans in the in-memory queue (the spool's backlog is counted by the spool)."""
         return self.queue.qsize()
+
+    def unshipped(self) -> int:
+        """Captured writes not yet taken by the Kafka producer (queue, handlers waiting to queue, spool)."""
+        return len(self._queued_at) + (self.spool.backlog() if self.spool is not None else 0)
+
+    def oldest_unshipped_age(self) -> float:
+        """Seconds the oldest captured write not yet taken by the Kafka producer has waited: in the spool,
+        or in the queue (durability: none: from put() until the producer took it); 0 when there is none."""
+        queued = max(0.0, time.time() - self._queued_at[0]) if self._queued_at else 0.0
+        return max(queued, self.spool.oldest_age() if self.spool is not None else 0.0)
 
     # ------------------------------------------------------------------ shippers
 
@@ -129,6 +147,9 @@ class Fanout:
                 self._backups(item)
             except Exception:  # a bug must not stop the shipping of every later write
                 log.exception("fanout: delivering %s %s failed", item.method, item.requestUri)
+            finally:
+                if self._queued_at:
+                    self._queued_at.popleft()
 
     def _run_spool(self) -> None:
         assert self.spool is not None

@@ -7,7 +7,9 @@ A may or may not have applied such a write, so B must copy what A holds now:
   their `_id`): the document's current state on A is replayed as a versioned document bean, or a
   delete if A does not have it;
 - a write A would have given an id to (`POST /idx/_doc`, bulk actions without `_id`): nothing can
-  say which document it became; logged, for the operator to check with `esproxy compare`;
+  say which document it became; logged, for the operator to check with `esproxy compare`. With
+  `assignIds` (the default) the proxy names those documents before forwarding (autoids.py), so
+  this happens only with `assignIds: false`;
 - any other write (index creation, mappings, settings...): replayed as sent, since those are
   idempotent or fail harmlessly the second time; `_update_by_query`/`_delete_by_query` are logged.
 """

@@ -16,6 +16,10 @@ most once a second, when idle and at close: a crash ships the last second's bean
 segment is deleted once it is shipped and none of its intents is still open. On start, beans past
 ``position`` are shipped again first, and intents without a DONE are handed back for settling
 (see settle.py). A torn record at the end of the last segment (a crash mid-write) is cut off.
+
+Each unshipped bean keeps the wall-clock time it was appended (for ``oldest_age``, read by
+``/_esproxy/health``); a bean recovered at start gets its segment file's mtime: the time of the
+segment's last append, so the age shown after a restart is a lower bound, never an overstatement.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ class Spool:
         self.commit_delay = commit_delay
         self._pending: list[tuple[int, bytes, Optional[Bean], AsyncResult]] = []
         self._wake = Event()
-        self._unshipped: deque[tuple[Position, Bean, int]] = deque()
+        self._unshipped: deque[tuple[Position, Bean, int, float]] = deque()  # ..., size, time appended
         self._available = Event()
         self._space = Event()
         self._space.set()
@@ -106,10 +110,11 @@ class Spool:
         segments = sorted(int(p.stem) for p in self.dir.glob("*.log") if p.stem.isdigit())
         intents: dict[str, dict[str, Any]] = {}
         for seg in segments:
+            appended = self._segment_path(seg).stat().st_mtime
             for pos, kind, payload in self._scan(seg, last=seg == segments[-1]):
                 if kind == BEAN and not pos <= shipped:
                     bean = Bean.from_json(payload)
-                    self._unshipped.append((pos, bean, len(payload)))
+                    self._unshipped.append((pos, bean, len(payload), appended))
                     self.backlog_bytes += len(payload)
                 elif kind == INTENT:
                     intent = json.loads(payload)
@@ -206,9 +211,10 @@ class Spool:
                     if not result.ready():
                         result.set_exception(e)
                 continue
+            now = time.time()
             for (kind, payload, bean, _), pos in zip(batch, positions):
                 if kind == BEAN and bean is not None:
-                    self._unshipped.append((pos, bean, len(payload)))
+                    self._unshipped.append((pos, bean, len(payload), now))
                     self.backlog_bytes += len(payload)
             for *_, result in batch:
                 if not result.ready():
@@ -247,13 +253,13 @@ class Spool:
         if gap > 0 and len(self._unshipped) < limit:
             gevent.sleep(gap)  # fewer, larger produce requests: each costs far more CPU than a message
         self._last_take = time.monotonic()
-        return [(pos, bean) for pos, bean, _ in itertools.islice(self._unshipped, limit)]
+        return [(pos, bean) for pos, bean, _, _ in itertools.islice(self._unshipped, limit)]
 
     def ack(self, count: int) -> None:
         """The first ``count`` beans are in Kafka: forget them, note the position, free segments."""
         last: Optional[Position] = None
         for _ in range(count):
-            last, _, size = self._unshipped.popleft()
+            last, _, size, _ = self._unshipped.popleft()
             self.backlog_bytes -= size
         if last is None:
             return
@@ -280,19 +286,28 @@ class Spool:
     def backlog(self) -> int:
         return len(self._unshipped)
 
+    def oldest_age(self) -> float:
+        """Seconds the oldest bean not yet taken by Kafka has waited (0 when there is none)."""
+        if not self._unshipped:
+            return 0.0
+        return max(0.0, time.time() - self._unshipped[0][3])
+
     def _publish(self) -> None:
         STATS.spool_records = len(self._unshipped)
         STATS.spool_bytes = self.backlog_bytes
 
     # ------------------------------------------------------------------ files
 
+    def _segment_path(self, segment: int) -> Path:
+        return self.dir / f"{segment:010d}.log"
+
     def _open_segment(self) -> None:
-        path = self.dir / f"{self._segment:010d}.log"
+        path = self._segment_path(self._segment)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
 
     def _scan(self, segment: int, last: bool):
-        path = self.dir / f"{segment:010d}.log"
+        path = self._segment_path(segment)
         data = path.read_bytes()
         offset = 0
         while offset < len(data):

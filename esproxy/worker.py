@@ -18,14 +18,15 @@ from typing import Any, Callable, Iterable, Optional
 import gevent
 from gevent.event import Event
 
+from . import signals
 from .admin import Check, refuse, upstream_rows
-from .arbiter import GRACEFUL_TIMEOUT
 from .bean import Bean
 from .channel import Channel, MasterClient, MasterGone
 from .config import Config
 from .fanout import NotRecorded, Unavailable
 from .listeners import Listeners
 from .profiling import Profiler
+from .signals import GRACEFUL_TIMEOUT
 from .stats import STATS
 
 log = logging.getLogger("esproxy.worker")
@@ -89,9 +90,7 @@ class Worker:
         self.listeners: Optional[Listeners] = None
 
     def run(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            gevent.signal_handler(signum, self._on_stop_signal, signum)
-        gevent.signal_handler(signal.SIGUSR1, self.profiler.on_signal)
+        signals.install({"stop": self._on_stop_signal, "profile": self.profiler.on_signal})
         fanout = MasterFanout(self.client, durable=self.cfg.spools()) if self.cfg.captures() else None
         self.listeners = Listeners(self.cfg, fanout, MasterAdmin(self.client), self.stop_event)
         self.listeners.start(self.sockets)

@@ -15,17 +15,11 @@ from typing import Optional
 
 import pytest
 import requests
-from helpers import (
-    compare_until_equal,
-    create_topic,
-    es_doc,
-    make_bean,
-    produce_raw,
-    proxy_config,
-    read_topic,
-    replay_config,
-    wait_until,
-)
+from support.basics import wait_until
+from support.beans import make_bean
+from support.configs import proxy_config, replay_config
+from support.elastic import compare_until_equal, es_doc
+from support.kafka import create_topic, produce_raw, read_topic
 
 from esproxy.bean import Bean
 from esproxy.messages import RECORD_OVERHEAD, abort_messages, encode

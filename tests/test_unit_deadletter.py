@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import make_bean
+from support.beans import make_bean
 
 from esproxy.config import ConfigError, parse
 from esproxy.deadletter import make_record, original

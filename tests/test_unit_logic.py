@@ -189,7 +189,7 @@ def test_reference_lists_every_key() -> None:
         assert f"`{key}`" in ref
 
 
-def test_readme_config_reference_matches_the_declaration() -> None:
+def test_generated_references_match_their_declarations() -> None:
     script = HERE.parent / "ops" / "update-config-reference"
     result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -14,15 +14,11 @@ import time
 
 import pytest
 import requests
-from helpers import (
-    Writer,
-    compare_until_equal,
-    count_messages,
-    create_topic,
-    proxy_config,
-    replay_config,
-    wait_until,
-)
+from support.basics import wait_until
+from support.configs import proxy_config, replay_config
+from support.elastic import compare_until_equal
+from support.kafka import count_messages, create_topic
+from support.load import Writer
 
 
 def workers_config(port: int, a: str, kafka: str, topic: str, workers: int = 2, **proxy: object) -> dict:

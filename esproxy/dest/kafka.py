@@ -69,7 +69,8 @@ class KafkaDest:
                     if stopping():
                         raise Aborted("stopping before Kafka was reachable") from None
                     time.sleep(0.2)
-        log.info("kafka producer for topic %s connected to %s", self.topic, ",".join(self.cfg.brokers))
+        acks = self.producer_config()["acks"]
+        log.info("kafka producer for topic %s connected to %s (acks=%s)", self.topic, ",".join(self.cfg.brokers), acks)
 
     def messages(self, bean: Bean) -> list[Message]:
         """The messages that carry ``bean`` (one, unless it is bigger than maxMessageBytes)."""
@@ -112,6 +113,7 @@ class KafkaDest:
                     self._log_write(message.value)
                     futures.append(self._producer.send(self.topic, value=message.value, key=message.key))
             except KafkaError as e:
+                STATS.produce_failed(self.topic, type(e).__name__)
                 log.warning("kafka.produce to %s not accepted (%s); kept in the spool", self.topic, e)
                 break
             sent.append(futures)
@@ -121,7 +123,7 @@ class KafkaDest:
                 for future in futures:
                     self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
             except KafkaError as e:
-                STATS.produce_failed(self.topic)
+                STATS.produce_failed(self.topic, type(e).__name__)
                 log.warning("kafka.produce to %s failed (%s); kept in the spool", self.topic, e)
                 break
             done += 1
@@ -152,7 +154,7 @@ class KafkaDest:
             log.debug("kafka.produce result %s", json.dumps(result, separators=(",", ":")))
 
     def _log_failure(self, value: bytes, e: BaseException) -> None:
-        STATS.produce_failed(self.topic)
+        STATS.produce_failed(self.topic, type(e).__name__)
         # With `durability: none`, a message the broker never took is only in this line.
         log.error("kafka.produce failed for topic %s: %s; message lost: %s", self.topic, e, value.decode())
 

@@ -141,6 +141,7 @@ class KafkaReplay:
         self._gate = Semaphore(cfg.concurrency)
         self._progress = Event()  # a lane finished a replay
         self._rebalances = 0
+        self._fetch_from: dict[TopicPartition, int] = {}  # next offset the consumer fetches, once known
 
     def consumer_config(self) -> dict[str, Any]:
         session_ms = int(self.cfg.sessionTimeout * 1000)
@@ -204,6 +205,8 @@ class KafkaReplay:
                     continue
                 for tp, records in batch.items():
                     self._lane(tp).push(records)
+                    if records:
+                        self._fetch_from[tp] = records[-1].offset + 1
         finally:
             self._close_lanes(list(self._lanes))
             self._settle()
@@ -239,6 +242,7 @@ class KafkaReplay:
             if lane.failed_at is not None and not lane.held_until:
                 # What is not committed is replayed again: by us after a pause, or by whoever takes over.
                 self._consumer.seek(tp, lane.failed_at)
+                self._fetch_from[tp] = lane.failed_at
                 lane.held_until = now + 1
             elif lane.held_until and now >= lane.held_until:
                 lane.held_until = 0.0
@@ -264,6 +268,45 @@ class KafkaReplay:
         for tp in partitions:
             self._lanes.pop(tp, None)
             self._assemblers.pop((tp.topic, tp.partition), None)
+            self._fetch_from.pop(tp, None)
+
+    def lag(self) -> list[dict[str, Any]]:
+        """Per assigned partition: how far the replay is behind, read without a network call.
+
+        ``lag``: offsets from the oldest record not yet applied (else the next to fetch) to the high
+        watermark of the last fetch, None until both are known (approximate on brokers whose high
+        watermark counts record batches, as Tansu's does); ``lag_seconds``: now minus the Kafka
+        timestamp of the oldest record fetched and not yet applied, 0 when none waits;
+        ``stalled_seconds``: how long records have waited with none applied, 0 when none waits.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        try:
+            assigned = sorted(consumer.assignment())
+        except Exception:  # noqa: BLE001 - a consumer being closed
+            return []
+        now, wall = time.monotonic(), time.time()
+        rows = []
+        for tp in assigned:
+            lane = self._lanes.get(tp)
+            waiting = lane.waiting if lane is not None else None
+            highwater = consumer.highwater(tp)
+            start = waiting[0] if waiting is not None else self._fetch_from.get(tp)
+            rows.append(
+                {
+                    "group": self.cfg.group,
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "lag": None if highwater is None or start is None else max(0, highwater - start),
+                    "lag_seconds": round(max(0.0, wall - waiting[1]), 3) if waiting is not None else 0.0,
+                    "stalled_seconds": (
+                        round(now - lane.progress_at, 3) if lane is not None and waiting is not None else 0.0
+                    ),
+                    "oldest_offset": waiting[0] if waiting is not None else None,
+                }
+            )
+        return rows
 
     def _poll(self) -> dict[TopicPartition, list[Any]]:
         """One poll, topped up for up to `linger` while it holds fewer than batchSize records."""

@@ -1,4 +1,7 @@
-"""The proxy role's request handler: forward to the primary unchanged, capture successful writes.
+"""The proxy role's request handler: forward to the primary, capture successful writes.
+
+Requests go to the primary as sent, except that writes the primary would choose a document id for
+get one from the proxy first (``assignIds``, see autoids.py).
 
 One :class:`ProxyApp` (a WSGI app) per ``source.proxies[]`` entry, served by a gevent
 ``WSGIServer``. Responses go back as the primary sent them (status, headers but hop-by-hop ones,
@@ -21,6 +24,7 @@ import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from .. import routing
+from ..autoids import assign_ids
 from ..bean import Bean
 from ..capture import capture
 from ..config import ProxySource
@@ -150,14 +154,17 @@ class ProxyApp:
         if denied is not None:
             return self._reply(start_response, 401, [("WWW-Authenticate", denied)] if denied else [], b"", True)
         body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        capturing = self.fanout is not None and routing.is_write(method, uri)
+        recording = capturing and self.fanout.durable and self.cfg.durability == "spool"
+        if recording and self.cfg.assignIds:
+            environ, uri, body = with_assigned_ids(environ, method, uri, body)
         headers = {name: environ[key] for key, name in self.forwarded if key in environ}
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         remote = f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
-        capturing = self.fanout is not None and routing.is_write(method, uri)
         intent = None
-        if capturing and self.fanout.durable and self.cfg.durability == "spool":
+        if recording:
             try:
                 intent = self.fanout.begin(method, uri, _plain_body(environ, body))
             except SpoolFull as e:
@@ -309,6 +316,24 @@ class ProxyApp:
         if self.accesslog or self.primary.accesslog:
             seconds = time.perf_counter() - started
             access_log(remote, method, uri, self.primary.target(uri), "primary", seconds, status, body)
+
+
+def with_assigned_ids(environ: dict[str, Any], method: str, uri: str, body: bytes) -> tuple[dict[str, Any], str, bytes]:
+    """The request with ids given to the documents it would let the primary name (autoids.py).
+
+    A rewritten compressed body is forwarded plain: the environ returned has no Content-Encoding
+    (recompressing would cost the proxy CPU for bytes that mostly travel a LAN to the primary).
+    """
+    plain = _plain_body(environ, body)
+    assigned = assign_ids(method, uri, plain)
+    if assigned is None:
+        return environ, uri, body
+    new_uri, new_body = assigned
+    if new_body == plain:  # only the path changed: the body goes as sent
+        return environ, new_uri, body
+    if "HTTP_CONTENT_ENCODING" in environ:
+        environ = {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
+    return environ, new_uri, new_body
 
 
 def _plain_body(environ: dict[str, Any], body: bytes) -> bytes:
