@@ -68,6 +68,11 @@ class Bean:
             raw = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise BeanError(f"not JSON: {e}") from None
+        return cls.from_obj(raw)
+
+    @classmethod
+    def from_obj(cls, raw: Any) -> Bean:
+        """The bean of a decoded JSON value (see from_json)."""
         if not isinstance(raw, dict):
             raise BeanError(f"not a JSON object but {type(raw).__name__}")
         fields = {str(k).lower(): v for k, v in raw.items()}

@@ -15,6 +15,7 @@ from typing import ClassVar
 import yaml
 
 from . import labels
+from .messages import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
 from .schema import ConfigError, Duration, Url, build, reference, setting, walk_compat
 
 __all__ = ["Config", "ConfigError", "load", "parse", "reference_markdown"]
@@ -70,6 +71,13 @@ class KafkaSource:
         Duration(10), "Consumer group session timeout; heartbeats every third of it, at most 3s (ours)."
     )
     warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
+    chunkTimeout: Duration = setting(
+        Duration(600),
+        "A write carried in chunks (see `destination.kafkas[].maxMessageBytes`) whose chunks stop coming is"
+        " given up once a message of its partition is this much newer (Kafka timestamps) than its first"
+        " chunk, or a million messages after it: what was read of it goes to the dead letters. Until then"
+        " the partition's committed offset stays at its first chunk (ours).",
+    )
     deadLetterTopic: str = setting(
         "{topic}.dlq",
         "Topic (on the same brokers) that messages which can never apply go to: not a bean, or refused by the "
@@ -123,6 +131,13 @@ class KafkaDestination:
     )
     labelEval: str = setting("", "Label expression; empty matches all.")
     warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
+    maxMessageBytes: int = setting(
+        DEFAULT_MAX_MESSAGE_BYTES,
+        "Largest Kafka message produced, key and record overhead included (the producer's max_request_size)."
+        " A captured write that does not fit is carried in several messages with the same key, which the"
+        " replay puts together again. Must not exceed what the broker and the topic accept (message.max.bytes,"
+        " max.message.bytes: 1048588 on a stock broker) (ours).",
+    )
     version: str = setting("", "Kafka version.", compat=_VERSION_NOTE)
     disabled: bool = setting(False, "Skip this entry.")
 
@@ -281,6 +296,9 @@ def _check(cfg: Config) -> list[str]:
                 raise ConfigError(f"destination.{kind}[{i}].maxConns", f"{e.maxConns} must be at least 1")
     for i, k in enumerate(cfg.destination.kafkas):
         _parse_label_eval(k.labelEval, f"destination.kafkas[{i}].labelEval")
+        if k.maxMessageBytes < MIN_MAX_MESSAGE_BYTES:
+            least = f"{k.maxMessageBytes} must be at least {MIN_MAX_MESSAGE_BYTES}"
+            raise ConfigError(f"destination.kafkas[{i}].maxMessageBytes", least)
         module = _CODEC_MODULES.get(k.codec)
         if module and not k.disabled and importlib.util.find_spec(module[0]) is None:
             raise ConfigError(
@@ -321,6 +339,8 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(f"{path}.concurrency", f"{k.concurrency} must be at least 1")
         if k.batchSize < 1 or k.batchBytes < 1:
             raise ConfigError(f"{path}.batchSize", "batchSize and batchBytes must be at least 1")
+        if k.chunkTimeout <= 0:
+            raise ConfigError(f"{path}.chunkTimeout", "must be more than 0s")
         if k.sessionTimeout < 1:
             raise ConfigError(f"{path}.sessionTimeout", "must be at least 1s")
         if not k.deadLetterFile:

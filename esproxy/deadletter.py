@@ -31,6 +31,7 @@ from kafka.errors import KafkaError
 from .bean import Bean, BeanError
 from .config import KafkaSource
 from .dest.elastic import Aborted, backoff
+from .messages import DEFAULT_MAX_MESSAGE_BYTES, encode_value
 from .stats import STATS
 
 log = logging.getLogger("esproxy.deadletter")
@@ -181,9 +182,19 @@ class DeadLetters:
         with self._lock:
             if self._producer is None:
                 self._producer = KafkaProducer(
-                    bootstrap_servers=self.cfg.brokers, acks="all", client_id="esproxy-deadletter", linger_ms=0
+                    bootstrap_servers=self.cfg.brokers,
+                    acks="all",
+                    client_id="esproxy-deadletter",
+                    linger_ms=0,
+                    max_request_size=DEFAULT_MAX_MESSAGE_BYTES,
                 )
-        self._producer.send(topic, value=data, key=key).get(timeout=SEND_TIMEOUT)
+        # A dead letter bigger than a stock broker takes is carried in chunks (`esproxy dlq` reads them).
+        messages = encode_value(key or b"", data, DEFAULT_MAX_MESSAGE_BYTES)
+        # Chunks share a key (b"" for a record without one), hence a partition; a whole letter keeps the record's.
+        chunked = len(messages) > 1
+        futures = [self._producer.send(topic, value=m.value, key=m.key if chunked else key) for m in messages]
+        for future in futures:
+            future.get(timeout=SEND_TIMEOUT)
 
     def close(self) -> None:
         if self._producer is not None:

@@ -16,8 +16,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .bean import Bean, BeanError
 from .capture import key_of
 from .deadletter import FIELD, original
+from .messages import CHUNK_KIND, DEFAULT_MAX_MESSAGE_BYTES, Assembler, Chunk, Message, decode, encode, value_room
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -170,6 +172,7 @@ def read_topic(place: Place, timeout: float = 30.0) -> list[Letter]:
         c.assign(tps)
         c.seek_to_beginning(*tps)
         letters: list[Letter] = []
+        assemblers: dict[int, Assembler] = {}  # per partition: dead letters too big for one message
         deadline = time.monotonic() + timeout
         # Stop at the end offsets taken first; compare positions, not counts (a broker's high
         # watermark may move by one for a batch of several records, as Tansu's does).
@@ -178,13 +181,41 @@ def read_topic(place: Place, timeout: float = 30.0) -> list[Letter]:
             if time.monotonic() > deadline:
                 raise DlqError(f"reading {place.topic}: did not reach the end offsets {end} in {timeout:.0f}s")
             for recs in c.poll(timeout_ms=200).values():
-                letters.extend(_parse(place, f"{r.topic}-{r.partition}@{r.offset}", r.value or b"") for r in recs)
+                for r in recs:
+                    letter = _parse(place, f"{r.topic}-{r.partition}@{r.offset}", r.value or b"")
+                    if _is_chunk(letter):
+                        letter = _assemble(place, assemblers.setdefault(r.partition, Assembler()), r, letter)
+                    if letter is not None:
+                        letters.append(letter)
             pending = [tp for tp in pending if c.position(tp) < end[tp]]
+        for partition, assembler in sorted(assemblers.items()):
+            for held in assembler.sets.values():  # its other chunks are not in the topic (yet)
+                at = f"{place.topic}-{partition}@{held.first_offset}"
+                letters.append(Letter(place, at, None, f"part of a dead letter in chunks: {held.describe()}".encode()))
         return letters
     except KafkaError as e:
         raise DlqError(f"reading {place.topic}: {e}") from None
     finally:
         c.close()
+
+
+def _is_chunk(letter: Letter) -> bool:
+    return letter.record is not None and letter.record.get("kind") == CHUNK_KIND and "method" not in letter.record
+
+
+def _assemble(place: Place, assembler: Assembler, record: Any, letter: Letter) -> Optional[Letter]:
+    """The dead letter a chunk completes (None until its last chunk), as if read at that chunk."""
+    try:
+        chunk = decode(letter.raw)
+    except BeanError:
+        return letter  # listed as it is
+    if not isinstance(chunk, Chunk):
+        return letter
+    complete = assembler.add(chunk, record.offset, record.timestamp)
+    if complete is None:
+        return None
+    assembler.release(complete.id)
+    return _parse(place, letter.at, complete.bean_json())
 
 
 def _selected(letters: list[Letter], args: argparse.Namespace) -> list[Letter]:
@@ -233,6 +264,13 @@ def _key(bean: dict[str, Any]) -> Optional[bytes]:
     return str(index).encode("utf-8") if index else None
 
 
+def _messages(key: Optional[bytes], value: bytes) -> list[Message]:
+    """The bean as it was (one message), or split as the proxy would if it is too big for one."""
+    if len(value) <= value_room(key or b"", DEFAULT_MAX_MESSAGE_BYTES):
+        return [Message(key or b"", value)]
+    return encode(Bean.from_json(value), DEFAULT_MAX_MESSAGE_BYTES)
+
+
 def _requeue(letters: list[Letter], args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
@@ -262,8 +300,17 @@ def _requeue(letters: list[Letter], args: argparse.Namespace) -> int:
                 continue
             brokers = tuple(letter.place.brokers)
             if brokers not in producers:
-                producers[brokers] = KafkaProducer(bootstrap_servers=list(brokers), acks="all", client_id="esproxy-dlq")
-            md = producers[brokers].send(topic, value=value, key=_key(letter.record or {})).get(timeout=30)
+                producers[brokers] = KafkaProducer(
+                    bootstrap_servers=list(brokers),
+                    acks="all",
+                    client_id="esproxy-dlq",
+                    max_request_size=DEFAULT_MAX_MESSAGE_BYTES,
+                )
+            key = _key(letter.record or {})
+            messages = _messages(key, value)
+            chunked = len(messages) > 1  # then all with the same key, hence in one partition
+            sent = [producers[brokers].send(topic, value=m.value, key=m.key if chunked else key) for m in messages]
+            md = [future.get(timeout=30) for future in sent][0]
             print(f"requeued {letter.origin} as {md.topic}-{md.partition}@{md.offset}")
             done[topic] = done.get(topic, 0) + 1
     except KafkaError as e:

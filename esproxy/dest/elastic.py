@@ -30,7 +30,7 @@ from geventhttpclient.response import HTTPParseError
 
 from .. import labels
 from ..bean import Bean
-from ..bulk import Item, parse_response
+from ..bulk import Item, parse_response, split_actions  # noqa: F401 - split_actions: re-exported
 from ..config import ElasticDestination
 from ..logs import access_log, redact_url
 
@@ -275,17 +275,6 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
             problem = _status_text(r)
         _sleep_backoff(dest, attempt, bean.method, bean.requestUri, problem, stopping)
         attempt += 1
-
-
-def split_actions(body: bytes) -> list[bytes]:
-    """Cut a `_bulk` body into one chunk per action (its metadata line and, but for delete, its source)."""
-    lines = [line for line in body.split(b"\n") if line.strip()]
-    chunks, i = [], 0
-    while i < len(lines):
-        width = 1 if lines[i].lstrip().startswith(b'{"delete"') else 2
-        chunks.append(b"\n".join(lines[i : i + width]) + b"\n")
-        i += width
-    return chunks
 
 
 def replay_docs(dest: Elastic, chunks: list[bytes], stopping: Callable[[], bool]) -> list[tuple[bytes, Item]]:

@@ -12,17 +12,12 @@ from kafka.errors import KafkaError
 
 from .. import labels
 from ..bean import Bean
-from ..capture import key_of
 from ..config import KafkaDestination
+from ..messages import Message, abort_messages, encode, partition_key  # noqa: F401 - partition_key: re-exported
 from ..stats import STATS
 from .elastic import Aborted, backoff
 
 log = logging.getLogger("esproxy.kafka")
-
-
-def partition_key(bean: Bean) -> bytes:
-    """Writes to one index share a key, hence a partition, hence their order in the replay."""
-    return (bean.index or key_of(bean.requestUri.split("?", 1)[0])).encode("utf-8")
 
 
 class KafkaDest:
@@ -47,6 +42,8 @@ class KafkaDest:
             "linger_ms": 2,
             "client_id": "esproxy",
             "max_block_ms": 10000,  # a broker outage surfaces in 10 s; the spool keeps what waits
+            # messages.encode keeps every record batch within it (a bigger bean is split)
+            "max_request_size": self.cfg.maxMessageBytes,
         }
         if "metrics_enabled" in KafkaProducer.DEFAULT_CONFIG:
             conf["metrics_enabled"] = False  # kafka-python's own, per message; esproxy counts its own
@@ -75,51 +72,73 @@ class KafkaDest:
         acks = self.producer_config()["acks"]
         log.info("kafka producer for topic %s connected to %s (acks=%s)", self.topic, ",".join(self.cfg.brokers), acks)
 
+    def messages(self, bean: Bean) -> list[Message]:
+        """The messages that carry ``bean`` (one, unless it is bigger than maxMessageBytes)."""
+        return encode(bean, self.cfg.maxMessageBytes)
+
     def write(self, bean: Bean) -> None:
         assert self._producer is not None, "connect() first"
-        value = bean.to_json()
-        self._log_write(value)
-        try:
-            future = self._producer.send(self.topic, value=value, key=partition_key(bean))
-        except KafkaError as e:  # buffer full for max_block_ms, or the topic's metadata never came
-            self._log_failure(value, e)
-            return
-        if self.cfg.synchronous:
-            try:
-                self._log_result(future.get(timeout=60))
-            except KafkaError as e:
-                self._log_failure(value, e)
-        else:
-            future.add_callback(self._log_result)
-            future.add_errback(lambda e: self._log_failure(value, e))
-
-    def ship(self, beans: list[Bean]) -> int:
-        """Produce beans in order and wait for the broker; return how many, from the first, it took.
-
-        Nothing is dropped here: what is not acknowledged stays in the spool and is shipped again
-        (a bean replayed twice changes nothing on B).
-        """
-        assert self._producer is not None, "connect() first"
-        sent = []
-        for bean in beans:
-            value = bean.to_json()
+        for message in self.messages(bean):
+            value = message.value
             self._log_write(value)
             try:
-                sent.append(self._producer.send(self.topic, value=value, key=partition_key(bean)))
+                future = self._producer.send(self.topic, value=value, key=message.key)
+            except KafkaError as e:  # buffer full for max_block_ms, or the topic's metadata never came
+                self._log_failure(value, e)
+                return
+            if self.cfg.synchronous:
+                try:
+                    self._log_result(future.get(timeout=60))
+                except KafkaError as e:
+                    self._log_failure(value, e)
+                    return
+            else:
+                future.add_callback(self._log_result)
+                future.add_errback(lambda e, value=value: self._log_failure(value, e))
+
+    def ship(self, beans: list[Bean]) -> int:
+        """Produce beans in order and wait for the broker; return how many, from the first, it took
+        (a bean carried in several messages counts once all of them were acknowledged).
+
+        Nothing is dropped here: what is not acknowledged stays in the spool and is shipped again
+        (a bean replayed twice changes nothing on B; the chunks of a bean shipped again complete
+        the same set).
+        """
+        assert self._producer is not None, "connect() first"
+        sent: list[list[Any]] = []  # per bean, the futures of its messages
+        for bean in beans:
+            futures = []
+            try:
+                for message in self.messages(bean):
+                    self._log_write(message.value)
+                    futures.append(self._producer.send(self.topic, value=message.value, key=message.key))
             except KafkaError as e:
                 STATS.produce_failed(self.topic, type(e).__name__)
                 log.warning("kafka.produce to %s not accepted (%s); kept in the spool", self.topic, e)
                 break
+            sent.append(futures)
         done = 0
-        for future in sent:
+        for futures in sent:
             try:
-                self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
+                for future in futures:
+                    self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
             except KafkaError as e:
                 STATS.produce_failed(self.topic, type(e).__name__)
                 log.warning("kafka.produce to %s failed (%s); kept in the spool", self.topic, e)
                 break
             done += 1
         return done
+
+    def abort(self, bean: Bean, reason: str) -> int:
+        """Tell the replay to drop what it holds of ``bean``'s chunks (for a bean that is given up on
+        after some of its messages may have been produced); returns how many abort markers were
+        acknowledged. Raises KafkaError if the broker does not take them."""
+        assert self._producer is not None, "connect() first"
+        markers = abort_messages(bean, self.cfg.maxMessageBytes, reason)
+        futures = [self._producer.send(self.topic, value=m.value, key=m.key) for m in markers]
+        for future in futures:
+            self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
+        return len(futures)
 
     def _log_write(self, value: bytes) -> None:
         # DEBUG (the original logs it at INFO): two lines per message cost the proxy more CPU than

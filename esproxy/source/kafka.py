@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import gevent
 from gevent.event import Event
@@ -31,6 +31,7 @@ from ..capture import DOCS_KIND, key_of
 from ..config import KafkaSource
 from ..deadletter import DeadLetters
 from ..dest.elastic import Aborted, Elastic, backoff, replay, replay_docs, split_actions
+from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
 from ..stats import STATS
 from .lanes import Lane
 
@@ -62,15 +63,32 @@ def _where(record: Any) -> str:
     return f"{record.topic}-{record.partition}@{record.offset}"
 
 
+# An incomplete chunk set is given up after this many records of its partition (see chunkTimeout).
+CHUNK_MAX_RECORDS = 1_000_000
+
+
+class _Assembled(NamedTuple):
+    """Stands for the record a chunked bean would have been: read at its last chunk's offset."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Optional[bytes]
+    value: bytes
+    timestamp: int
+
+
 class _Batch:
     """Document actions gathered from consecutive records, per target cluster."""
 
-    def __init__(self, primaries: list[Elastic]) -> None:
+    def __init__(self, primaries: list[Elastic], assembler: Assembler) -> None:
         self.primaries = primaries
+        self.assembler = assembler
         self.clear()
 
     def clear(self) -> None:
         self.records: list[Any] = []
+        self.sets: list[str] = []  # chunk sets whose beans are in the batch: released once it is applied
         self.beans: list[Bean] = []
         self.chunks: dict[Elastic, list[bytes]] = {p: [] for p in self.primaries}
         self.origin: dict[int, Any] = {}  # id(chunk) -> the record it came from
@@ -89,6 +107,14 @@ class _Batch:
             self.chunks[target].extend(chunks)
         self.actions += len(chunks)
         self.bytes += len(bean.body)
+
+    def carry(self, record: Any) -> None:
+        """A record with nothing to apply (a chunk): done when the batch is."""
+        self.records.append(record)
+
+    def applied(self) -> None:
+        for chunk_id in self.sets:
+            self.assembler.release(chunk_id)
 
 
 def _error_text(error: Any) -> str:
@@ -111,6 +137,7 @@ class KafkaReplay:
         self._consumer: Optional[KafkaConsumer] = None
         self._greenlet: Optional[gevent.Greenlet] = None
         self._lanes: dict[TopicPartition, Lane] = {}
+        self._assemblers: dict[tuple[str, int], Assembler] = {}  # per partition: chunk sets read in part
         self._gate = Semaphore(cfg.concurrency)
         self._progress = Event()  # a lane finished a replay
         self._rebalances = 0
@@ -128,6 +155,10 @@ class KafkaReplay:
             "session_timeout_ms": session_ms,
             "heartbeat_interval_ms": min(3000, max(100, session_ms // 3)),
             "max_poll_records": max(500, self.cfg.batchSize),
+            # A message bigger than these still comes (brokers >= 0.10.1 return at least one record
+            # batch, KIP-74); they only bound how much one fetch brings.
+            "max_partition_fetch_bytes": max(1024 * 1024, self.cfg.batchBytes),
+            "fetch_max_bytes": max(50 * 1024 * 1024, self.cfg.batchBytes),
         }
 
     def start(self) -> None:
@@ -201,8 +232,13 @@ class KafkaReplay:
         now = time.monotonic()
         done: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, lane in list(self._lanes.items()):
-            if lane.applied is not None and lane.applied != lane.committed:
-                done[tp] = OffsetAndMetadata(lane.applied + 1, "", -1)
+            if lane.applied is not None:
+                upto = lane.applied + 1
+                held = self._assembler(tp.topic, tp.partition).low_water()
+                if held is not None:
+                    upto = min(upto, held)  # a chunk set is held: it is read again from its first chunk
+                if upto - 1 > (-1 if lane.committed is None else lane.committed):
+                    done[tp] = OffsetAndMetadata(upto, "", -1)
             if lane.failed_at is not None and not lane.held_until:
                 # What is not committed is replayed again: by us after a pause, or by whoever takes over.
                 self._consumer.seek(tp, lane.failed_at)
@@ -231,6 +267,7 @@ class KafkaReplay:
         self._close_lanes(list(partitions))
         for tp in partitions:
             self._lanes.pop(tp, None)
+            self._assemblers.pop((tp.topic, tp.partition), None)
             self._fetch_from.pop(tp, None)
 
     def lag(self) -> list[dict[str, Any]]:
@@ -300,27 +337,52 @@ class KafkaReplay:
             log.warning("kafka commit failed: %s", e)
         return False
 
+    def _assembler(self, topic: str, partition: int) -> Assembler:
+        assembler = self._assemblers.get((topic, partition))
+        if assembler is None:
+            assembler = self._assemblers[(topic, partition)] = Assembler()
+        return assembler
+
     def _replay_partition(self, records: list[Any], stop: Callable[[], bool]) -> Optional[int]:
         """Replay records in offset order; return the offset of the last one done (None if none).
 
         Consecutive document beans are sent as one `_bulk` (up to batchSize actions / batchBytes);
-        any other bean is a barrier, replayed on its own once the batch before it is applied.
+        any other bean is a barrier, replayed on its own once the batch before it is applied. A bean
+        carried in chunks (messages.py) is replayed at its last chunk's offset.
         """
         last: Optional[int] = None
-        batch = _Batch(self.primaries)
+        assembler = self._assembler(records[0].topic, records[0].partition)
+        batch = _Batch(self.primaries, assembler)
         try:
             for record in records:
-                bean = self._decode(record, stop)
+                item = self._decode(record, stop)
+                if assembler.sets:
+                    self._expire(assembler, record, item, stop)
+                complete: Optional[ChunkSet] = None
+                if isinstance(item, (Chunk, Abort)):
+                    complete = self._take_chunk(assembler, record, item)
+                    if complete is None:  # nothing to apply yet: done once what comes before is
+                        if batch.records:
+                            batch.carry(record)
+                        else:
+                            last = record.offset
+                        continue
+                    record, item = self._assembled(record, complete, stop)
+                bean = item if isinstance(item, Bean) else None
                 if bean is not None and bean.kind == DOCS_KIND:
                     chunks = split_actions(bean.body)
                     if batch.records and not batch.fits(len(chunks), len(bean.body), self.cfg):
                         last = self._flush(batch, stop)
                     batch.add(record, bean, chunks, self._targets(record, bean))
+                    if complete is not None:
+                        batch.sets.append(complete.id)
                     continue
                 if batch.records:
                     last = self._flush(batch, stop)
                 if bean is not None:
                     self._replay_raw(record, bean, stop)
+                if complete is not None:
+                    assembler.release(complete.id)
                 last = record.offset
             if batch.records:
                 last = self._flush(batch, stop)
@@ -328,24 +390,95 @@ class KafkaReplay:
             log.info("replay interrupted at %s: %s", _where(records[0]) if last is None else last, e)
         except Exception:  # a bug: do not retry the same messages forever, do not skip them silently
             log.exception("replay of %s..%d failed; not committed", _where(records[0]), records[-1].offset)
+        if last != records[-1].offset:  # read again from there (lanes.py): so are the chunks read there
+            assembler.rewind(records[0].offset if last is None else last + 1)
         return last
 
-    def _decode(self, record: Any, stop: Callable[[], bool]) -> Optional[Bean]:
-        """The record's bean; None (once its dead letter is written) for a message that is not one."""
+    def _decode(self, record: Any, stop: Callable[[], bool]) -> Optional[Bean | Chunk | Abort]:
+        """What the record carries; None (once its dead letter is written) for a message that is not a bean."""
         value = record.value or b""
         STATS.replay_message(len(value))
         level = logging.WARNING if len(value) >= self.cfg.warnSize else logging.DEBUG
         log.log(level, "kafka.claimed group: %s, len: %d, at %s", self.cfg.group, len(value), _where(record))
         try:
-            bean = Bean.from_json(value)
+            item = decode(value)
         except BeanError as e:
             log.error("message %s is not a bean (%s): %r", _where(record), e, value[:2000])
             STATS.replayed("(not a bean)", len(value), ok=False)
             self.dead_letters.write(record, f"not a bean: {e}", stop)
             return None
+        if isinstance(item, Bean) and self.cfg.labels:
+            item.labels = dict(self.cfg.labels)
+        return item
+
+    def _take_chunk(self, assembler: Assembler, record: Any, item: Chunk | Abort) -> Optional[ChunkSet]:
+        """Hold a chunk; the set it completes, if it does."""
+        if isinstance(item, Chunk):
+            return assembler.add(item, record.offset, record.timestamp)
+        dropped = assembler.abort(item.id)
+        if dropped is not None:
+            log.warning(
+                "chunk set %s of index %s given up by its producer (%s) at %s: %s dropped",
+                item.id,
+                item.index,
+                item.reason[:1000],
+                _where(record),
+                dropped.describe(),
+            )
+        return None
+
+    def _assembled(self, record: Any, complete: ChunkSet, stop: Callable[[], bool]) -> tuple[Any, Optional[Bean]]:
+        """The bean a complete chunk set carries, and the record it stands for (at the last chunk);
+        None (once its dead letter is written) if it is not a bean."""
+        value = complete.bean_json()
+        whole = _Assembled(record.topic, record.partition, record.offset, record.key, value, record.timestamp)
+        log.debug(
+            "chunk set %s complete at %s: %d bytes, %s", complete.id, _where(record), len(value), complete.describe()
+        )
+        try:
+            bean = Bean.from_json(value)
+        except BeanError as e:
+            log.error(
+                "chunk set %s completed at %s is not a bean (%s): %r", complete.id, _where(record), e, value[:2000]
+            )
+            STATS.replayed("(not a bean)", len(value), ok=False)
+            self.dead_letters.write(whole, f"chunks {complete.id} put together are not a bean: {e}", stop)
+            return whole, None
         if self.cfg.labels:
             bean.labels = dict(self.cfg.labels)
-        return bean
+        return whole, bean
+
+    def _expire(self, assembler: Assembler, record: Any, item: Any, stop: Callable[[], bool]) -> None:
+        """Give up the chunk sets that ``record`` shows will not complete: to the dead letters. Not the
+        set ``record`` is a chunk of: its producer is shipping it again (after a long broker outage)."""
+        max_age_ms = int(self.cfg.chunkTimeout * 1000)
+        for held in assembler.expired(record.offset, record.timestamp, max_age_ms, CHUNK_MAX_RECORDS):
+            if isinstance(item, Chunk) and item.id == held.id:
+                continue
+            what = held.describe()
+            log.error(
+                "chunk set %s of index %s in %s-%d: %s, the rest not seen by %s; to the dead letters",
+                held.id,
+                held.index,
+                record.topic,
+                record.partition,
+                what,
+                _where(record),
+            )
+            # The chunks themselves stay in the topic (until its retention): the letter says where.
+            info = {
+                "id": held.id,
+                "count": held.count,
+                "seqs": sorted(held.parts),
+                "offsets": sorted(held.offsets.values()),
+            }
+            value = json.dumps({"kind": "chunk", "index": held.index, "chunk": info}).encode()
+            letter = _Assembled(
+                record.topic, record.partition, held.first_offset, record.key, value, held.first_timestamp
+            )
+            self.dead_letters.write(letter, f"incomplete write carried in chunks {held.id}: {what}", stop)
+            STATS.replayed(held.index or "(chunks)", sum(len(p) for p in held.parts.values()), ok=False)
+            assembler.release(held.id)
 
     def _targets(self, record: Any, bean: Bean) -> list[Elastic]:
         targets = []
@@ -387,6 +520,7 @@ class KafkaReplay:
                     body=chunk,
                     error=item.error,
                 )
+        batch.applied()
         last = batch.records[-1].offset
         batch.clear()
         return last
