@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -16,6 +16,7 @@ from ..capture import key_of
 from ..config import KafkaDestination
 from ..stats import STATS
 from .elastic import Aborted, backoff
+from .refusals import refused_for_good
 
 log = logging.getLogger("esproxy.kafka")
 
@@ -23,6 +24,13 @@ log = logging.getLogger("esproxy.kafka")
 def partition_key(bean: Bean) -> bytes:
     """Writes to one index share a key, hence a partition, hence their order in the replay."""
     return (bean.index or key_of(bean.requestUri.split("?", 1)[0])).encode("utf-8")
+
+
+class Shipped(NamedTuple):
+    """What KafkaDest.ship did with a list of beans."""
+
+    taken: int  # how many, from the first, the broker acknowledged
+    refused: Optional[BaseException] = None  # set: beans[taken] is refused for good, for this reason
 
 
 class KafkaDest:
@@ -34,6 +42,8 @@ class KafkaDest:
         self.topic = cfg.topic
         self.matches = labels.parse(cfg.labelEval)
         self._producer: Optional[KafkaProducer] = None
+        # durability: none — where write() sends a bean the broker refuses for good (a dead letter)
+        self.on_refused: Optional[Callable[[Bean, BaseException], None]] = None
 
     def __repr__(self) -> str:
         return f"KafkaDest({self.topic} on {','.join(self.cfg.brokers)})"
@@ -76,50 +86,88 @@ class KafkaDest:
         log.info("kafka producer for topic %s connected to %s (acks=%s)", self.topic, ",".join(self.cfg.brokers), acks)
 
     def write(self, bean: Bean) -> None:
+        """durability: none — produce without waiting; a failure is logged (and the write lost),
+        except a refusal for good, which goes to ``on_refused`` (the proxy's dead letters)."""
         assert self._producer is not None, "connect() first"
         value = bean.to_json()
         self._log_write(value)
         try:
             future = self._producer.send(self.topic, value=value, key=partition_key(bean))
-        except KafkaError as e:  # buffer full for max_block_ms, or the topic's metadata never came
-            self._log_failure(value, e)
+        except KafkaError as e:  # buffer full for max_block_ms, the topic's metadata never came, too large
+            self._failed(bean, e)
             return
         if self.cfg.synchronous:
             try:
                 self._log_result(future.get(timeout=60))
             except KafkaError as e:
-                self._log_failure(value, e)
+                self._failed(bean, e)
         else:
             future.add_callback(self._log_result)
-            future.add_errback(lambda e: self._log_failure(value, e))
+            future.add_errback(lambda e: self._failed(bean, e))
 
-    def ship(self, beans: list[Bean]) -> int:
-        """Produce beans in order and wait for the broker; return how many, from the first, it took.
+    def _failed(self, bean: Bean, e: BaseException) -> None:
+        if self.on_refused is not None and refused_for_good(e):
+            try:
+                self.on_refused(bean, e)
+            except OSError as write_error:
+                log.error("kafka.produce to %s: dead letter not written: %s", self.topic, write_error)
+            else:
+                STATS.produce_failed(self.topic, reason=type(e).__name__)
+                return
+        self._log_failure(bean.to_json(), e)
 
-        Nothing is dropped here: what is not acknowledged stays in the spool and is shipped again
-        (a bean replayed twice changes nothing on B).
+    def ship(self, beans: list[Bean]) -> Shipped:
+        """Produce beans in order and wait for the broker.
+
+        Returns how many, from the first, it took (``taken``) and, when it refused the next one for
+        good (see refusals.py), why (``refused``). Nothing is dropped here: the caller keeps what is
+        not taken (the spool ships it again; a bean replayed twice changes nothing on B) and decides
+        what becomes of a refused bean (a dead letter).
         """
         assert self._producer is not None, "connect() first"
         sent = []
+        refused: Optional[KafkaError] = None
         for bean in beans:
             value = bean.to_json()
             self._log_write(value)
             try:
                 sent.append(self._producer.send(self.topic, value=value, key=partition_key(bean)))
-            except KafkaError as e:
-                STATS.produce_failed(self.topic, type(e).__name__)
-                log.warning("kafka.produce to %s not accepted (%s); kept in the spool", self.topic, e)
+            except KafkaError as e:  # raised before anything was sent (over max_request_size...)
+                STATS.produce_failed(self.topic, reason=type(e).__name__)
+                if refused_for_good(e):
+                    refused = e  # about this record alone: no need to confirm
+                else:
+                    log.warning("kafka.produce to %s not accepted (%s); kept in the spool", self.topic, e)
                 break
-        done = 0
+        taken = 0
         for future in sent:
             try:
                 self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
             except KafkaError as e:
-                STATS.produce_failed(self.topic, type(e).__name__)
+                STATS.produce_failed(self.topic, reason=type(e).__name__)
+                if refused_for_good(e):
+                    return self._confirm_refusal(beans[taken], taken, e)
                 log.warning("kafka.produce to %s failed (%s); kept in the spool", self.topic, e)
-                break
-            done += 1
-        return done
+                return Shipped(taken)
+            taken += 1
+        return Shipped(taken, refused)
+
+    def _confirm_refusal(self, bean: Bean, taken: int, error: KafkaError) -> Shipped:
+        """The broker refused ``bean`` (at position ``taken``) for good, in a batch: send it again
+        alone, so that neither its neighbours (a broker that names no record fails the whole
+        batch) nor a corruption in transit are taken for the record's own fault."""
+        assert self._producer is not None
+        try:
+            self._producer.flush(timeout=self.SHIP_TIMEOUT)  # nothing else in its batch
+            future = self._producer.send(self.topic, value=bean.to_json(), key=partition_key(bean))
+            self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
+        except KafkaError as e:
+            if refused_for_good(e):
+                return Shipped(taken, e)
+            log.warning("kafka.produce to %s failed (%s, then %s); kept in the spool", self.topic, error, e)
+            return Shipped(taken)
+        log.warning("kafka.produce to %s: a record refused in a batch (%s) was taken alone", self.topic, error)
+        return Shipped(taken + 1)
 
     def _log_write(self, value: bytes) -> None:
         # DEBUG (the original logs it at INFO): two lines per message cost the proxy more CPU than
@@ -135,7 +183,7 @@ class KafkaDest:
             log.debug("kafka.produce result %s", json.dumps(result, separators=(",", ":")))
 
     def _log_failure(self, value: bytes, e: BaseException) -> None:
-        STATS.produce_failed(self.topic, type(e).__name__)
+        STATS.produce_failed(self.topic, reason=type(e).__name__)
         # With `durability: none`, a message the broker never took is only in this line.
         log.error("kafka.produce failed for topic %s: %s; message lost: %s", self.topic, e, value.decode())
 
