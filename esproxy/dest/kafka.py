@@ -7,6 +7,8 @@ import logging
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
+import gevent
+from gevent.lock import Semaphore
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
@@ -44,6 +46,8 @@ class KafkaDest:
         self._producer: Optional[KafkaProducer] = None
         # durability: none — where write() sends a bean the broker refuses for good (a dead letter)
         self.on_refused: Optional[Callable[[Bean, BaseException], None]] = None
+        self._stopping: Callable[[], bool] = lambda: False
+        self._confirming = Semaphore()  # one record sent alone at a time
 
     def __repr__(self) -> str:
         return f"KafkaDest({self.topic} on {','.join(self.cfg.brokers)})"
@@ -69,6 +73,7 @@ class KafkaDest:
 
     def connect(self, stopping: Callable[[], bool]) -> None:
         """Create the producer, waiting (with backoff) while no broker answers."""
+        self._stopping = stopping
         attempt = 0
         while self._producer is None:
             try:
@@ -94,7 +99,7 @@ class KafkaDest:
         try:
             future = self._producer.send(self.topic, value=value, key=partition_key(bean))
         except KafkaError as e:  # buffer full for max_block_ms, the topic's metadata never came, too large
-            self._failed(bean, e)
+            self._failed(bean, e, sent=False)
             return
         if self.cfg.synchronous:
             try:
@@ -105,16 +110,33 @@ class KafkaDest:
             future.add_callback(self._log_result)
             future.add_errback(lambda e: self._failed(bean, e))
 
-    def _failed(self, bean: Bean, e: BaseException) -> None:
-        if self.on_refused is not None and refused_for_good(e):
-            try:
-                self.on_refused(bean, e)
-            except OSError as write_error:
-                log.error("kafka.produce to %s: dead letter not written: %s", self.topic, write_error)
-            else:
-                STATS.produce_failed(self.topic, reason=type(e).__name__)
-                return
-        self._log_failure(bean.to_json(), e)
+    def _failed(self, bean: Bean, e: BaseException, sent: bool = True) -> None:
+        if self.on_refused is None or not refused_for_good(e):
+            self._log_failure(bean.to_json(), e)
+        elif sent:  # in a batch (and maybe in kafka-python's I/O thread): confirm it alone, apart
+            gevent.spawn(self._refused_in_flight, bean, e)
+        else:
+            self._dead_letter(bean, e)
+
+    def _refused_in_flight(self, bean: Bean, e: BaseException) -> None:
+        shipped = self._confirm_refusal(bean, 0, e)
+        if shipped.refused is not None:
+            self._dead_letter(bean, shipped.refused)
+        elif not shipped.taken:
+            self._log_failure(bean.to_json(), e)
+
+    def _dead_letter(self, bean: Bean, e: BaseException) -> None:
+        assert self.on_refused is not None
+        STATS.produce_failed(self.topic, reason=type(e).__name__)
+        try:
+            self.on_refused(bean, e)
+        except OSError as write_error:
+            log.error(
+                "kafka.produce to %s: dead letter not written (%s); message lost: %s",
+                self.topic,
+                write_error,
+                bean.to_json().decode(),
+            )
 
     def ship(self, beans: list[Bean]) -> Shipped:
         """Produce beans in order and wait for the broker.
@@ -152,22 +174,40 @@ class KafkaDest:
             taken += 1
         return Shipped(taken, refused)
 
-    def _confirm_refusal(self, bean: Bean, taken: int, error: KafkaError) -> Shipped:
+    def _confirm_refusal(self, bean: Bean, taken: int, error: BaseException) -> Shipped:
         """The broker refused ``bean`` (at position ``taken``) for good, in a batch: send it again
         alone, so that neither its neighbours (a broker that names no record fails the whole
         batch) nor a corruption in transit are taken for the record's own fault."""
-        assert self._producer is not None
-        try:
-            self._producer.flush(timeout=self.SHIP_TIMEOUT)  # nothing else in its batch
-            future = self._producer.send(self.topic, value=bean.to_json(), key=partition_key(bean))
-            self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
-        except KafkaError as e:
-            if refused_for_good(e):
-                return Shipped(taken, e)
-            log.warning("kafka.produce to %s failed (%s, then %s); kept in the spool", self.topic, error, e)
-            return Shipped(taken)
+        with self._confirming:
+            try:
+                self._renew_if_broken()
+                assert self._producer is not None
+                self._producer.flush(timeout=self.SHIP_TIMEOUT)  # nothing else in its batch
+                future = self._producer.send(self.topic, value=bean.to_json(), key=partition_key(bean))
+                self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
+            except KafkaError as e:
+                self._renew_if_broken()
+                if refused_for_good(e):
+                    return Shipped(taken, e)
+                log.warning("kafka.produce to %s failed (%s, then %s); kept in the spool", self.topic, error, e)
+                return Shipped(taken)
         log.warning("kafka.produce to %s: a record refused in a batch (%s) was taken alone", self.topic, error)
         return Shipped(taken + 1)
+
+    def _renew_if_broken(self) -> None:
+        """kafka-python (3.0.12) puts an idempotent producer (acks=all) in a fatal state after any
+        batch error that is not retriable, a refused record included: from then on every send fails
+        with that error. The only way on is a new producer."""
+        manager = getattr(self._producer, "_transaction_manager", None)
+        if manager is None or not manager.has_fatal_error():
+            return
+        log.warning("kafka producer for topic %s broken by a refused record; replacing it", self.topic)
+        old, self._producer = self._producer, None
+        try:
+            old.close(timeout=0)  # what it still holds failed with the fatal error: the caller ships it again
+        except KafkaError as e:
+            log.warning("kafka producer close: %s", e)
+        self.connect(self._stopping)
 
     def _log_write(self, value: bytes) -> None:
         # DEBUG (the original logs it at INFO): two lines per message cost the proxy more CPU than
