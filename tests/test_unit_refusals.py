@@ -10,7 +10,7 @@ from kafka import errors
 from esproxy.bean import Bean
 from esproxy.config import parse
 from esproxy.deadletter import original, proxy_file, proxy_record
-from esproxy.dest.refusals import reason, refused_for_good
+from esproxy.dest.refusals import maybe_a_neighbour, reason, refused_for_good
 
 
 @pytest.mark.parametrize(
@@ -52,6 +52,12 @@ def test_errors_about_the_record_itself_are_for_good(error):
 )
 def test_other_errors_are_retried_in_order(error):
     assert not refused_for_good(error)
+
+
+def test_the_neighbours_of_a_named_refused_record_are_told_apart():
+    neighbour = errors.KafkaError("Failed to append record because it was part of a batch which had one more ...")
+    assert maybe_a_neighbour(neighbour) and not refused_for_good(neighbour)
+    assert not maybe_a_neighbour(errors.KafkaTimeoutError()) and not maybe_a_neighbour(errors.InvalidRecordError())
 
 
 def test_reason_names_the_error_class_once():

@@ -18,7 +18,7 @@ from ..capture import key_of
 from ..config import KafkaDestination
 from ..stats import STATS
 from .elastic import Aborted, backoff
-from .refusals import refused_for_good
+from .refusals import maybe_a_neighbour, refused_for_good
 
 log = logging.getLogger("esproxy.kafka")
 
@@ -74,10 +74,16 @@ class KafkaDest:
     def connect(self, stopping: Callable[[], bool]) -> None:
         """Create the producer, waiting (with backoff) while no broker answers."""
         self._stopping = stopping
+        if self._producer is None:
+            self._producer = self._create(stopping)
+        acks = self.producer_config()["acks"]
+        log.info("kafka producer for topic %s connected to %s (acks=%s)", self.topic, ",".join(self.cfg.brokers), acks)
+
+    def _create(self, stopping: Callable[[], bool]) -> KafkaProducer:
         attempt = 0
-        while self._producer is None:
+        while True:
             try:
-                self._producer = KafkaProducer(**self.producer_config())
+                return KafkaProducer(**self.producer_config())
             except KafkaError as e:
                 delay = backoff(attempt, base=0.5, cap=10)
                 attempt += 1
@@ -87,8 +93,6 @@ class KafkaDest:
                     if stopping():
                         raise Aborted("stopping before Kafka was reachable") from None
                     time.sleep(0.2)
-        acks = self.producer_config()["acks"]
-        log.info("kafka producer for topic %s connected to %s (acks=%s)", self.topic, ",".join(self.cfg.brokers), acks)
 
     def write(self, bean: Bean) -> None:
         """durability: none — produce without waiting; a failure is logged (and the write lost),
@@ -111,15 +115,15 @@ class KafkaDest:
             future.add_errback(lambda e: self._failed(bean, e))
 
     def _failed(self, bean: Bean, e: BaseException, sent: bool = True) -> None:
-        if self.on_refused is None or not refused_for_good(e):
+        if self.on_refused is None or not (refused_for_good(e) or maybe_a_neighbour(e)):
             self._log_failure(bean.to_json(), e)
-        elif sent:  # in a batch (and maybe in kafka-python's I/O thread): confirm it alone, apart
-            gevent.spawn(self._refused_in_flight, bean, e)
-        else:
+        elif not sent and refused_for_good(e):  # send() refused it before sending: about it alone
             self._dead_letter(bean, e)
+        else:  # in a batch (and maybe in kafka-python's I/O thread): send it alone, apart
+            gevent.spawn(self._refused_in_flight, bean, e)
 
     def _refused_in_flight(self, bean: Bean, e: BaseException) -> None:
-        shipped = self._confirm_refusal(bean, 0, e)
+        shipped = self._send_alone(bean, 0, e)
         if shipped.refused is not None:
             self._dead_letter(bean, shipped.refused)
         elif not shipped.taken:
@@ -167,17 +171,18 @@ class KafkaDest:
                 self._log_result(future.get(timeout=self.SHIP_TIMEOUT))
             except KafkaError as e:
                 STATS.produce_failed(self.topic, reason=type(e).__name__)
-                if refused_for_good(e):
-                    return self._confirm_refusal(beans[taken], taken, e)
+                if refused_for_good(e) or maybe_a_neighbour(e):
+                    return self._send_alone(beans[taken], taken, e)
                 log.warning("kafka.produce to %s failed (%s); kept in the spool", self.topic, e)
                 return Shipped(taken)
             taken += 1
         return Shipped(taken, refused)
 
-    def _confirm_refusal(self, bean: Bean, taken: int, error: BaseException) -> Shipped:
-        """The broker refused ``bean`` (at position ``taken``) for good, in a batch: send it again
-        alone, so that neither its neighbours (a broker that names no record fails the whole
-        batch) nor a corruption in transit are taken for the record's own fault."""
+    def _send_alone(self, bean: Bean, taken: int, error: BaseException) -> Shipped:
+        """The broker refused ``bean`` (at position ``taken``) in a batch, for good or as the neighbour
+        of a refused record: send it again alone, so that neither a neighbour (a broker that names no
+        record fails the whole batch) nor a corruption in transit is taken for the record's own
+        fault, and a neighbour is not batched with the refused record again."""
         with self._confirming:
             try:
                 self._renew_if_broken()
@@ -189,9 +194,9 @@ class KafkaDest:
                 self._renew_if_broken()
                 if refused_for_good(e):
                     return Shipped(taken, e)
-                log.warning("kafka.produce to %s failed (%s, then %s); kept in the spool", self.topic, error, e)
+                log.warning("kafka.produce to %s failed (%s, then alone: %s)", self.topic, error, e)
                 return Shipped(taken)
-        log.warning("kafka.produce to %s: a record refused in a batch (%s) was taken alone", self.topic, error)
+        log.warning("kafka.produce to %s: a record failed in a batch (%s) was taken alone", self.topic, error)
         return Shipped(taken + 1)
 
     def _renew_if_broken(self) -> None:
@@ -202,12 +207,12 @@ class KafkaDest:
         if manager is None or not manager.has_fatal_error():
             return
         log.warning("kafka producer for topic %s broken by a refused record; replacing it", self.topic)
-        old, self._producer = self._producer, None
+        fresh = self._create(self._stopping)  # other greenlets keep the old one meanwhile (their sends fail)
+        old, self._producer = self._producer, fresh
         try:
-            old.close(timeout=0)  # what it still holds failed with the fatal error: the caller ships it again
+            old.close(timeout=0)  # what it still holds failed with the fatal error: its callers ship it again
         except KafkaError as e:
             log.warning("kafka producer close: %s", e)
-        self.connect(self._stopping)
 
     def _log_write(self, value: bytes) -> None:
         # DEBUG (the original logs it at INFO): two lines per message cost the proxy more CPU than

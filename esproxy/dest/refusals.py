@@ -26,6 +26,14 @@ def refused_for_good(error: BaseException) -> bool:
     return isinstance(error, _FOR_GOOD) and not getattr(error, "retriable", False)
 
 
+def maybe_a_neighbour(error: BaseException) -> bool:
+    """Whether the record may only have shared a batch with one refused for good: kafka-python fails
+    the others of a batch in which the broker named the refused records with a bare KafkaError
+    ("...part of a batch which had one more more invalid records"). Retried as it is, it would be
+    batched with the refused one again, and again: it has to be sent alone."""
+    return type(error) is errors.KafkaError
+
+
 def reason(error: BaseException) -> str:
     """One line for logs and dead letters: the error's class name and its message, if any."""
     text = " ".join(str(error).split())
