@@ -285,3 +285,24 @@ def test_other_durability_modes_dead_letter_too(durability, esproxy, es_a, es_b,
     assert es_doc(es_b, index, "big") is None
     assert proc.count_in_log("kafka refused a captured write for good: topic=") == 1
     assert proc.count_in_log("message lost") == 0
+
+
+def test_a_dead_letter_that_cannot_be_written_holds_the_spool(
+    esproxy, es_a, es_b, schema_broker, names, port, tmp_path
+):
+    """The spool is acknowledged past a refused write only once its dead letter is on disk."""
+    topic, index, other = names.topic(), names.index(), names.index("other")
+    srv = schema_broker(topic, LIMIT)
+    path = tmp_path / "spool" / "deadletters.jsonl"
+    path.mkdir(parents=True)  # a directory where the file should be: every write of it fails
+    esproxy(replay_config(srv.addr, topic, names.group(), es_b))
+    proc = esproxy(proxy_config(port, es_a, srv.addr, topic))
+    write_big_then_small(f"http://127.0.0.1:{port}", index, other)
+    proc.wait_log("but its dead letter was not written", count=2, timeout=20)
+    assert es_doc(es_b, index, "after0") is None and es_doc(es_b, other, "o0") is None
+    assert proxy_stats(port)["proxy"]["spool"]["records"] == 11
+    path.rmdir()
+    for i in range(5):
+        wait_until(lambda i=i: es_doc(es_b, index, f"after{i}"), timeout=30, msg=f"{index}/after{i} in B")
+    assert len(dead_letters(path)) == 1 and es_doc(es_b, index, "big") is None
+    wait_until(lambda: proxy_stats(port)["proxy"]["spool"]["records"] == 0, timeout=10, msg="the spool drained")
