@@ -116,15 +116,38 @@ class LetterFile:
     def append(self, data: bytes) -> None:
         """Return once the line is on disk; raise OSError if it cannot be."""
         with self._lock:
-            if self._file is None:
-                self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the process's life
-            self._file.write(data + b"\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            try:
+                if self._file is None:
+                    self._open()
+                self._file.write(data + b"\n")
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError:
+                self.close()  # reopened next time, after whatever part of the line was written
+                raise
+
+    def _open(self) -> None:
+        created = not self.path.exists()
+        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the process's life
+        if created:  # the file's name must survive a crash too
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif self._file.tell() > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line torn by a crash or a full disk: keep it apart
+                    self._file.write(b"\n")
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
 
 
 def proxy_file(cfg: Config) -> Path:

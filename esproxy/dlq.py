@@ -147,6 +147,8 @@ def _places(args: argparse.Namespace) -> list[Place]:
     if cfg.proxies() and dests:
         config_brokers = list(dict.fromkeys(b for d in dests for b in d.brokers))
         by_topic = {d.topic: d for d in reversed(dests)}  # the first entry of a topic wins
+        if brokers:  # --brokers replaces the config's, as for the replay's dead letters
+            by_topic = {t: dataclasses.replace(d, brokers=brokers) for t, d in by_topic.items()}
         places.append(Place(brokers or config_brokers, file=str(proxy_file(cfg)), destinations=by_topic))
     for k in cfg.kafka_sources():
         if k.deadLetterFile:
@@ -310,11 +312,7 @@ def _producer(place: Place, topic: str, cache: dict[tuple, KafkaDest]) -> KafkaD
 
     if not place.brokers:
         raise DlqError(f"{place}: no brokers to requeue to; give --brokers or -c")
-    dest_cfg = place.destinations.get(topic)
-    if dest_cfg is None:
-        dest_cfg = build(KafkaDestination, {"topic": topic, "brokers": place.brokers})
-    elif dest_cfg.brokers != place.brokers:  # --brokers given with -c
-        dest_cfg = dataclasses.replace(dest_cfg, brokers=place.brokers)
+    dest_cfg = place.destinations.get(topic) or build(KafkaDestination, {"topic": topic, "brokers": place.brokers})
     key = (tuple(dest_cfg.brokers), topic)
     if key not in cache:
         dest = KafkaDest(dest_cfg, all_acks=True)

@@ -9,7 +9,7 @@ from kafka import errors
 
 from esproxy.bean import Bean
 from esproxy.config import parse
-from esproxy.deadletter import original, proxy_file, proxy_record
+from esproxy.deadletter import LetterFile, original, proxy_file, proxy_record
 from esproxy.dest.refusals import maybe_a_neighbour, reason, refused_for_good
 
 
@@ -94,3 +94,14 @@ destination: {primaries: [{url: "http://127.0.0.1:9200"}], kafkas: [{topic: t, b
 spool: {dir: /var/lib/esproxy}
 """
     assert str(proxy_file(parse(conf))) == "/var/lib/esproxy/deadletters.jsonl"
+
+
+def test_letter_file_keeps_a_torn_line_apart_and_is_reopened_after_close(tmp_path):
+    path = tmp_path / "deadletters.jsonl"
+    path.write_bytes(b'{"whole":1}\n{"torn')  # a crash (or a full disk) in the middle of a line
+    letters = LetterFile(path)
+    letters.append(b'{"next":2}')
+    letters.close()
+    letters.append(b'{"after_close":3}')
+    letters.close()
+    assert path.read_bytes().split(b"\n") == [b'{"whole":1}', b'{"torn', b'{"next":2}', b'{"after_close":3}', b""]
