@@ -18,6 +18,7 @@ from gevent.event import Event
 from . import __version__, signals
 from .admin import Admin
 from .config import Config
+from .deadletter import ProxyDeadLetters, proxy_file
 from .dest.elastic import Elastic
 from .dest.kafka import KafkaDest
 from .fanout import Fanout
@@ -99,7 +100,8 @@ class Arbiter:
                 commit_delay=s.commitDelay,
             )
             open_intents = spool.open()
-        self.fanout = Fanout(self.cfg.chanSize, kafkas, rests, spool) if self.cfg.captures() else None
+        dead_letters = ProxyDeadLetters(proxy_file(self.cfg).resolve())
+        self.fanout = Fanout(self.cfg.chanSize, kafkas, rests, spool, dead_letters) if self.cfg.captures() else None
         if self.fanout:
             self.fanout.start()
         self.listeners = Listeners(self.cfg, self.fanout, self.admin, self.stop_event)

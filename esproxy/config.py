@@ -152,7 +152,11 @@ class KafkaDestination:
 
 @dataclass
 class SpoolSettings:
-    dir: str = setting("spool", "Directory of the write-ahead spool, relative to the working directory.")
+    dir: str = setting(
+        "spool",
+        "Directory of the write-ahead spool, relative to the working directory; also holds the proxy's dead"
+        " letters, `deadletters.jsonl` (writes Kafka refused for good), whatever the `durability`.",
+    )
     maxBytes: int = setting(
         256 * 1024 * 1024, "Most bytes of captured writes waiting for Kafka; then `whenFull` applies."
     )

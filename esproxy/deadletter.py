@@ -13,6 +13,12 @@ action the cluster refused, a bean holding just that action, so it can be requeu
 
 A message that was not a bean keeps its bytes in ``value`` (``"valueEncoding": "base64"`` when they
 are not UTF-8). ``esproxy dlq`` lists them and requeues them to their topic without ``deadLetter``.
+
+The proxy has dead letters too (:class:`ProxyDeadLetters`): a captured write the broker refuses for
+good (too large for it, invalid...) is moved out of the shipping line into ``<spool.dir>/deadletters.jsonl``
+(a local file, whatever the durability: a broker that refuses a record for its size would refuse it
+in a dead-letter topic too), with ``"deadLetter": {"reason", "error", "topic", "size", "time",
+"source": "proxy"}``, fsynced before the spool is acknowledged past it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from gevent.lock import Semaphore
@@ -29,8 +36,9 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from .bean import Bean, BeanError
-from .config import KafkaSource
+from .config import Config, KafkaSource
 from .dest.elastic import Aborted, backoff
+from .dest.refusals import reason as refusal_reason
 from .messages import DEFAULT_MAX_MESSAGE_BYTES, encode_value
 from .stats import STATS
 
@@ -38,6 +46,7 @@ log = logging.getLogger("esproxy.deadletter")
 
 FIELD = "deadLetter"
 SEND_TIMEOUT = 30.0
+PROXY_FILE = "deadletters.jsonl"  # in spool.dir
 
 
 def _now() -> str:
@@ -97,6 +106,95 @@ def original(record: dict[str, Any]) -> Optional[bytes]:
     return json.dumps(bean, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+class LetterFile:
+    """A file of JSON lines, appended and fsynced one line at a time (whole lines: one writer per process)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: Any = None
+        self._lock = Semaphore()
+
+    def append(self, data: bytes) -> None:
+        """Return once the line is on disk; raise OSError if it cannot be."""
+        with self._lock:
+            try:
+                if self._file is None:
+                    self._open()
+                self._file.write(data + b"\n")
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError:
+                self.close()  # reopened next time, after whatever part of the line was written
+                raise
+
+    def _open(self) -> None:
+        created = not self.path.exists()
+        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the process's life
+        if created:  # the file's name must survive a crash too
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif self._file.tell() > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line torn by a crash or a full disk: keep it apart
+                    self._file.write(b"\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+
+
+def proxy_file(cfg: Config) -> Path:
+    """Where the proxy of ``cfg`` writes the records Kafka refused for good (relative to the working directory)."""
+    return Path(cfg.spool.dir) / PROXY_FILE
+
+
+def proxy_record(bean: Bean, topic: str, error: BaseException, reason: str) -> dict[str, Any]:
+    """The dead letter of a captured write that Kafka refused for good."""
+    value = bean.to_json()
+    out = json.loads(value)
+    info = {"reason": reason, "error": type(error).__name__, "topic": topic, "size": len(value)}
+    out[FIELD] = {**info, "time": _now(), "source": "proxy"}
+    return out
+
+
+class ProxyDeadLetters:
+    """The proxy's dead letters: captured writes Kafka refused for good, in a local file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.file = LetterFile(path)
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    def write(self, bean: Bean, topic: str, error: BaseException) -> None:
+        """Return once the dead letter is on disk; raise OSError if it cannot be (the caller retries)."""
+        reason = refusal_reason(error)
+        letter = proxy_record(bean, topic, error, reason)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file.append(json.dumps(letter, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        STATS.dead_letters += 1
+        log.error(
+            "kafka refused a captured write for good: topic=%s index=%s size=%d reason=%s; dead letter in %s",
+            topic,
+            bean.index or "-",
+            letter[FIELD]["size"],
+            reason[:1000],
+            self.path,
+        )
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class DeadLetters:
     """Where one ``source.kafkas[]`` entry writes its dead letters: a topic per consumed topic, or a file."""
 
@@ -104,7 +202,7 @@ class DeadLetters:
         self.cfg = cfg
         self.path = cfg.deadLetterFile
         self._producer: Optional[KafkaProducer] = None
-        self._file: Any = None
+        self._file = LetterFile(self.path) if self.path else None
         self._lock = Semaphore()  # partitions replay in parallel greenlets: one producer, whole lines
 
     def where(self, topic: str) -> str:
@@ -138,8 +236,8 @@ class DeadLetters:
         attempt = 0
         while True:
             try:
-                if self.path:
-                    self._append(data)
+                if self._file is not None:
+                    self._file.append(data)
                 else:
                     self._produce(self.cfg.dead_letter_topic(record.topic), record.key, data)
                 break
@@ -170,14 +268,6 @@ class DeadLetters:
             reason[:1000],
         )
 
-    def _append(self, data: bytes) -> None:
-        with self._lock:
-            if self._file is None:
-                self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the process's life
-            self._file.write(data + b"\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
-
     def _produce(self, topic: str, key: Optional[bytes], data: bytes) -> None:
         with self._lock:
             if self._producer is None:
@@ -205,4 +295,3 @@ class DeadLetters:
             self._producer = None
         if self._file is not None:
             self._file.close()
-            self._file = None

@@ -12,6 +12,10 @@ Per proxy, ``durability`` chooses:
 
 A full queue or spool blocks the handler (or, with ``spool.whenFull: reject``, refuses the write
 with 503 before it reaches the primary): backpressure, never a silent drop.
+
+A write the broker refuses for good (esproxy.dest.refusals: too large for it, invalid...) does not
+block the ones behind it, in any mode: it becomes a dead letter (esproxy.deadletter.ProxyDeadLetters,
+a local file, fsynced before the spool is acknowledged past it) and shipping goes on.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from gevent.event import Event
 from gevent.queue import Channel, Queue
 
 from .bean import Bean
+from .deadletter import ProxyDeadLetters
 from .dest.elastic import Aborted, Elastic, backoff, replay
 from .dest.kafka import KafkaDest
 from .spool import Spool, SpoolFull
@@ -45,11 +50,21 @@ class Unavailable(SpoolFull):
 
 
 class Fanout:
-    def __init__(self, chan_size: int, kafkas: list[KafkaDest], rests: list[Elastic], spool: Optional[Spool]) -> None:
+    def __init__(
+        self,
+        chan_size: int,
+        kafkas: list[KafkaDest],
+        rests: list[Elastic],
+        spool: Optional[Spool],
+        dead_letters: ProxyDeadLetters,
+    ) -> None:
         self.queue: Union[Queue, Channel] = Queue(chan_size) if chan_size > 0 else Channel()
         self.kafkas = kafkas
         self.rests = rests
         self.spool = spool
+        self.dead_letters = dead_letters
+        for kafka in kafkas:
+            kafka.on_refused = lambda bean, error, topic=kafka.topic: dead_letters.write(bean, topic, error)
         self.stopping = False
         self._greenlets: list[gevent.Greenlet] = []
         self._connected = Event()
@@ -183,14 +198,34 @@ class Fanout:
                 gevent.sleep(delay)
 
     def _ship(self, beans: list[Bean]) -> int:
-        """How many beans, from the first, every Kafka destination took."""
+        """How many beans, from the first, every Kafka destination took or refused for good.
+
+        A bean refused for good is a dead letter (on disk when this returns) and counts as done: the
+        beans behind it go on. One whose dead letter cannot be written is not done (retried later).
+        """
         done = len(beans)
         for kafka in self.kafkas:
             mine = [i for i, b in enumerate(beans) if kafka.matches(b.labels)]
-            took = kafka.ship([beans[i] for i in mine])
-            if took < len(mine):
-                done = min(done, mine[took])
+            start = 0
+            while start < len(mine):
+                shipped = kafka.ship([beans[i] for i in mine[start:]])
+                start += shipped.taken
+                if shipped.refused is None or not self._dead_letter(beans[mine[start]], kafka.topic, shipped.refused):
+                    break
+                start += 1
+            if start < len(mine):
+                done = min(done, mine[start])
         return done
+
+    def _dead_letter(self, bean: Bean, topic: str, error: BaseException) -> bool:
+        try:
+            self.dead_letters.write(bean, topic, error)
+        except OSError as e:
+            log.error(
+                "kafka refused a write to %s for good (%s), but its dead letter was not written: %s", topic, error, e
+            )
+            return False
+        return True
 
     def _backups(self, bean: Bean) -> None:
         for rest in self.rests:
@@ -221,3 +256,4 @@ class Fanout:
             kafka.close(timeout=max(1.0, deadline - time.monotonic()))
         if self.spool is not None:
             self.spool.close()
+        self.dead_letters.close()

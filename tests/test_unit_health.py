@@ -11,6 +11,7 @@ import gevent
 
 from esproxy.bean import Bean
 from esproxy.config import HealthSettings
+from esproxy.deadletter import ProxyDeadLetters
 from esproxy.fanout import Fanout
 from esproxy.health import problems
 from esproxy.schema import Duration
@@ -127,8 +128,9 @@ def test_spool_age_of_the_oldest_unshipped_write_and_after_a_restart(tmp_path: P
     again.close()
 
 
-def test_queue_age_counts_from_put_until_the_producer_took_the_write() -> None:
-    fanout = Fanout(chan_size=4, kafkas=[], rests=[], spool=None)  # durability: none, nothing to produce to
+def test_queue_age_counts_from_put_until_the_producer_took_the_write(tmp_path: Path) -> None:
+    dead_letters = ProxyDeadLetters(tmp_path / "deadletters.jsonl")
+    fanout = Fanout(chan_size=4, kafkas=[], rests=[], spool=None, dead_letters=dead_letters)  # durability: none
     fanout.put(_bean(1))
     gevent.sleep(0.1)
     assert fanout.unshipped() == 1 and fanout.oldest_unshipped_age() >= 0.1
