@@ -11,7 +11,7 @@ import pytest
 
 from esproxy import config, labels, routing
 from esproxy.bean import Bean, BeanError
-from esproxy.dest.kafka import partition_key
+from esproxy.messages import partition_key
 from esproxy.schema import ConfigError, format_duration, parse_duration
 
 HERE = Path(__file__).parent
