@@ -37,9 +37,9 @@ from kafka.errors import KafkaError
 
 from .bean import Bean, BeanError
 from .config import Config, KafkaSource
-from .dest.elastic import Aborted, backoff
 from .dest.refusals import reason as refusal_reason
 from .messages import DEFAULT_MAX_MESSAGE_BYTES, encode_value
+from .retry import retry
 from .stats import STATS
 
 log = logging.getLogger("esproxy.deadletter")
@@ -233,31 +233,27 @@ class DeadLetters:
             error=error,
         )
         data = json.dumps(letter, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        attempt = 0
-        while True:
-            try:
-                if self._file is not None:
-                    self._file.append(data)
-                else:
-                    self._produce(self.cfg.dead_letter_topic(record.topic), record.key, data)
-                break
-            except (KafkaError, OSError) as e:
-                delay = backoff(attempt, base=0.5, cap=10)
-                attempt += 1
-                log.error(
-                    "dead letter of %s-%d@%d not written to %s (%s); retrying in %.1fs",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    self.where(record.topic),
-                    e or type(e).__name__,
-                    delay,
-                )
-                deadline = time.monotonic() + delay
-                while time.monotonic() < deadline:
-                    if stopping():
-                        raise Aborted("dead letter not written: stopping") from None
-                    time.sleep(0.2)
+
+        def not_written(e: BaseException, attempts: int, delay: float) -> None:
+            log.error(
+                "dead letter of %s-%d@%d not written to %s (%s); retrying in %.1fs",
+                record.topic,
+                record.partition,
+                record.offset,
+                self.where(record.topic),
+                e or type(e).__name__,
+                delay,
+            )
+
+        retry(
+            lambda: self._deliver(record, data),
+            (KafkaError, OSError),
+            not_written,
+            base=0.5,
+            cap=10,
+            stopping=stopping,
+            aborted="dead letter not written: stopping",
+        )
         STATS.dead_letters += 1
         log.warning(
             "dead letter %s-%d@%d -> %s: %s",
@@ -267,6 +263,12 @@ class DeadLetters:
             self.where(record.topic),
             reason[:1000],
         )
+
+    def _deliver(self, record: Any, data: bytes) -> None:
+        if self._file is not None:
+            self._file.append(data)
+        else:
+            self._produce(self.cfg.dead_letter_topic(record.topic), record.key, data)
 
     def _produce(self, topic: str, key: Optional[bytes], data: bytes) -> None:
         with self._lock:

@@ -337,8 +337,8 @@ def _origin_order(letter: Letter) -> tuple:
 def _producer(place: Place, topic: str, cache: dict[tuple, KafkaDest]) -> KafkaDest:
     """The proxy's producer for ``topic`` (the config's settings for it, if any), connected."""
     from .config import KafkaDestination
-    from .dest.elastic import Aborted
     from .dest.kafka import KafkaDest
+    from .retry import Aborted
     from .schema import build
 
     if not place.brokers:

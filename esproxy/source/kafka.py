@@ -26,12 +26,13 @@ from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAs
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from ..bean import Bean, BeanError
-from ..capture import DOCS_KIND, key_of
+from ..bean import DOCS_KIND, Bean, BeanError
+from ..bulk import split_actions
 from ..config import KafkaSource
 from ..deadletter import DeadLetters
-from ..dest.elastic import Aborted, Elastic, backoff, replay, replay_docs, split_actions
+from ..dest.elastic import Elastic, replay, replay_docs
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
+from ..retry import Aborted, retry
 from ..stats import STATS
 from .lanes import Lane
 
@@ -165,25 +166,29 @@ class KafkaReplay:
         self._greenlet = gevent.spawn(self._run)
 
     def _connect(self) -> bool:
-        attempt = 0
-        while not self.stopping:
-            try:
-                consumer = KafkaConsumer(**self.consumer_config())
-                consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
-                self._consumer = consumer
-                log.info(
-                    "kafka consumer group %s subscribed to %s on %s",
-                    self.cfg.group,
-                    ",".join(self.cfg.topics),
-                    ",".join(self.cfg.brokers),
-                )
-                return True
-            except KafkaError as e:
-                delay = backoff(attempt, base=0.5, cap=10)
-                attempt += 1
-                log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
-                gevent.sleep(delay)
-        return False
+        def subscribe() -> KafkaConsumer:
+            consumer = KafkaConsumer(**self.consumer_config())
+            consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
+            return consumer
+
+        def unreachable(e: BaseException, attempts: int, delay: float) -> None:
+            log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
+
+        if self.stopping:
+            return False
+        try:
+            self._consumer = retry(
+                subscribe, (KafkaError,), unreachable, base=0.5, cap=10, stopping=lambda: self.stopping
+            )
+        except Aborted:
+            return False
+        log.info(
+            "kafka consumer group %s subscribed to %s on %s",
+            self.cfg.group,
+            ",".join(self.cfg.topics),
+            ",".join(self.cfg.brokers),
+        )
+        return True
 
     def _run(self) -> None:
         if not self._connect():
@@ -528,7 +533,7 @@ class KafkaReplay:
     def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
         for primary in self._targets(record, bean):
             r = replay(primary, bean, stop)
-            STATS.replayed(bean.index or key_of(bean.requestUri.split("?", 1)[0]), len(bean.body), r.status < 300)
+            STATS.replayed(bean.index_key(), len(bean.body), r.status < 300)
             if r.status >= 300:
                 answer = r.body[:4000].decode("utf-8", "replace")
                 log.warning(
