@@ -1,7 +1,7 @@
 """The proxy role's listeners: one :class:`ProxyApp` behind a gevent ``WSGIServer`` per
 ``source.proxies[]`` entry, started and drained together.
 
-The arbiter runs them itself (``workers: 1``); with pre-fork workers each worker runs them on the
+esproxy.roles.Roles runs them itself (``workers: 1``); with pre-fork workers each worker runs them on the
 sockets its master bound (:mod:`esproxy.worker`), and the master keeps unserved apps only to settle
 the intents a dead worker left open.
 """

@@ -1,7 +1,7 @@
 """The replay role: a Kafka consumer group whose messages are replayed into the primaries.
 
 Delivery is at-least-once: offsets are committed only after every message before them in the
-partition was applied, or written as a dead letter when it can never apply (see deadletter.py).
+partition was applied, or written as a dead letter when it can never apply (see deadletters.py).
 Each partition's records are replayed in offset order by its lane (lanes.py), partitions in parallel,
 so writes keyed to one partition keep their order; the consumer greenlet meanwhile fetches the next
 records (until a lane has two batches queued), commits what the lanes applied, and after a replay that
@@ -29,7 +29,7 @@ from kafka.structs import OffsetAndMetadata
 from ..bean import DOCS_KIND, Bean, BeanError
 from ..bulk import split_actions
 from ..config import KafkaSource
-from ..deadletter import DeadLetters
+from ..deadletters import DeadLetters
 from ..dest.elastic import Elastic, replay, replay_docs
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
 from ..retry import Aborted, retry
@@ -196,7 +196,7 @@ class KafkaReplay:
         assert self._consumer is not None
         try:
             while not self.stopping:
-                self._settle()
+                self._commit_applied()
                 if any(lane.full() or lane.held_until for lane in self._lanes.values()):
                     # Fetch no further until the lane has room or its pause is over. (Not with
                     # consumer.pause(): kafka-python 3.0 may never hand back a resumed partition's records.)
@@ -214,7 +214,7 @@ class KafkaReplay:
                         self._fetch_from[tp] = records[-1].offset + 1
         finally:
             self._close_lanes(list(self._lanes))
-            self._settle()
+            self._commit_applied()
 
     def _lane(self, tp: TopicPartition) -> Lane:
         lane = self._lanes.get(tp)
@@ -230,7 +230,7 @@ class KafkaReplay:
             )
         return lane
 
-    def _settle(self) -> None:
+    def _commit_applied(self) -> None:
         """Commit what the lanes applied; fetch a failed partition again (after a pause) where it failed."""
         assert self._consumer is not None
         self._progress.clear()
