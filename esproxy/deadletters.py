@@ -1,4 +1,7 @@
-"""Dead letters: messages the replay can never apply, kept with the reason so they can be requeued.
+"""Dead letters, the format both roles write and ``esproxy dlq`` (dlq.py) reads: messages the
+replay can never apply and captured writes Kafka refuses for good, kept with the reason so they can
+be requeued. The writers: the replay's in source/kafka_deadletters.py, the proxy's in
+dest/refusals.py.
 
 A message is a dead letter when it is not a bean (not JSON, wrong shape) or when the target cluster
 refuses it for good (a 4xx: a mapping conflict, a bad request...): for a whole write replayed as
@@ -14,7 +17,7 @@ action the cluster refused, a bean holding just that action, so it can be requeu
 A message that was not a bean keeps its bytes in ``value`` (``"valueEncoding": "base64"`` when they
 are not UTF-8). ``esproxy dlq`` lists them and requeues them to their topic without ``deadLetter``.
 
-The proxy has dead letters too (:class:`ProxyDeadLetters`): a captured write the broker refuses for
+The proxy has dead letters too (``ProxyDeadLetters``): a captured write the broker refuses for
 good (too large for it, invalid...) is moved out of the shipping line into ``<spool.dir>/deadletters.jsonl``
 (a local file, whatever the durability: a broker that refuses a record for its size would refuse it
 in a dead-letter topic too), with ``"deadLetter": {"reason", "error", "topic", "size", "time",
@@ -25,27 +28,17 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from gevent.lock import Semaphore
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 
 from .bean import Bean, BeanError
-from .config import Config, KafkaSource
-from .dest.refusals import reason as refusal_reason
-from .messages import DEFAULT_MAX_MESSAGE_BYTES, encode_value
-from .retry import retry
-from .stats import STATS
-
-log = logging.getLogger("esproxy.deadletter")
+from .config import Config
 
 FIELD = "deadLetter"
-SEND_TIMEOUT = 30.0
 PROXY_FILE = "deadletters.jsonl"  # in spool.dir
 
 
@@ -163,137 +156,3 @@ def proxy_record(bean: Bean, topic: str, error: BaseException, reason: str) -> d
     info = {"reason": reason, "error": type(error).__name__, "topic": topic, "size": len(value)}
     out[FIELD] = {**info, "time": _now(), "source": "proxy"}
     return out
-
-
-class ProxyDeadLetters:
-    """The proxy's dead letters: captured writes Kafka refused for good, in a local file."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.file = LetterFile(path)
-
-    @property
-    def path(self) -> Path:
-        return self.file.path
-
-    def write(self, bean: Bean, topic: str, error: BaseException) -> None:
-        """Return once the dead letter is on disk; raise OSError if it cannot be (the caller retries)."""
-        reason = refusal_reason(error)
-        letter = proxy_record(bean, topic, error, reason)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file.append(json.dumps(letter, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-        STATS.dead_letters += 1
-        log.error(
-            "kafka refused a captured write for good: topic=%s index=%s size=%d reason=%s; dead letter in %s",
-            topic,
-            bean.index or "-",
-            letter[FIELD]["size"],
-            reason[:1000],
-            self.path,
-        )
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class DeadLetters:
-    """Where one ``source.kafkas[]`` entry writes its dead letters: a topic per consumed topic, or a file."""
-
-    def __init__(self, cfg: KafkaSource) -> None:
-        self.cfg = cfg
-        self.path = cfg.deadLetterFile
-        self._producer: Optional[KafkaProducer] = None
-        self._file = LetterFile(self.path) if self.path else None
-        self._lock = Semaphore()  # partitions replay in parallel greenlets: one producer, whole lines
-
-    def where(self, topic: str) -> str:
-        return f"file {self.path}" if self.path else f"topic {self.cfg.dead_letter_topic(topic)}"
-
-    def write(
-        self,
-        record: Any,
-        reason: str,
-        stopping: Callable[[], bool],
-        *,
-        target: str = "",
-        status: int = 0,
-        body: Optional[bytes] = None,
-        error: Any = None,
-    ) -> None:
-        """Write the dead letter of Kafka ``record``; return once it is durable. Retries until then;
-        raises Aborted if ``stopping()`` turns true first (the message is then not done)."""
-        letter = make_record(
-            record.value or b"",
-            reason,
-            record.topic,
-            record.partition,
-            record.offset,
-            target=target,
-            status=status,
-            body=body,
-            error=error,
-        )
-        data = json.dumps(letter, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-        def not_written(e: BaseException, attempts: int, delay: float) -> None:
-            log.error(
-                "dead letter of %s-%d@%d not written to %s (%s); retrying in %.1fs",
-                record.topic,
-                record.partition,
-                record.offset,
-                self.where(record.topic),
-                e or type(e).__name__,
-                delay,
-            )
-
-        retry(
-            lambda: self._deliver(record, data),
-            (KafkaError, OSError),
-            not_written,
-            base=0.5,
-            cap=10,
-            stopping=stopping,
-            aborted="dead letter not written: stopping",
-        )
-        STATS.dead_letters += 1
-        log.warning(
-            "dead letter %s-%d@%d -> %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            self.where(record.topic),
-            reason[:1000],
-        )
-
-    def _deliver(self, record: Any, data: bytes) -> None:
-        if self._file is not None:
-            self._file.append(data)
-        else:
-            self._produce(self.cfg.dead_letter_topic(record.topic), record.key, data)
-
-    def _produce(self, topic: str, key: Optional[bytes], data: bytes) -> None:
-        with self._lock:
-            if self._producer is None:
-                self._producer = KafkaProducer(
-                    bootstrap_servers=self.cfg.brokers,
-                    acks="all",
-                    client_id="esproxy-deadletter",
-                    linger_ms=0,
-                    max_request_size=DEFAULT_MAX_MESSAGE_BYTES,
-                )
-        # A dead letter bigger than a stock broker takes is carried in chunks (`esproxy dlq` reads them).
-        messages = encode_value(key or b"", data, DEFAULT_MAX_MESSAGE_BYTES)
-        # Chunks share a key (b"" for a record without one), hence a partition; a whole letter keeps the record's.
-        chunked = len(messages) > 1
-        futures = [self._producer.send(topic, value=m.value, key=m.key if chunked else key) for m in messages]
-        for future in futures:
-            future.get(timeout=SEND_TIMEOUT)
-
-    def close(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=5)
-            except KafkaError as e:
-                log.warning("dead-letter producer close: %s", e)
-            self._producer = None
-        if self._file is not None:
-            self._file.close()

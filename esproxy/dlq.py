@@ -3,7 +3,7 @@
 Dead letters are read from a topic (``--brokers`` + ``--topic``), a file (``--file``), or from
 where a config writes them (``-c``): its ``source.kafkas[]`` entries' topics or files (the
 replay's), and, for a proxy with ``destination.kafkas[]``, ``<spool.dir>/deadletters.jsonl`` (writes
-the broker refused for good, see esproxy.deadletters.ProxyDeadLetters). ``requeue`` produces each
+the broker refused for good, see esproxy.dest.refusals.ProxyDeadLetters). ``requeue`` produces each
 chosen dead letter's bean, without its ``deadLetter`` field, to its topic through
 esproxy.dest.kafka.KafkaDest (the proxy's own producer: with the config's settings for that topic
 when given ``-c``). Dead letters read from a file are then marked as requeued in ``<file>.requeued``

@@ -14,7 +14,7 @@ A full queue or spool blocks the handler (or, with ``spool.whenFull: reject``, r
 with 503 before it reaches the primary): backpressure, never a silent drop.
 
 A write the broker refuses for good (esproxy.dest.refusals: too large for it, invalid...) does not
-block the ones behind it, in any mode: it becomes a dead letter (esproxy.deadletters.ProxyDeadLetters,
+block the ones behind it, in any mode: it becomes a dead letter (esproxy.dest.refusals.ProxyDeadLetters,
 a local file, fsynced before the spool is acknowledged past it) and shipping goes on.
 """
 
@@ -30,9 +30,9 @@ from gevent.event import Event
 from gevent.queue import Channel, Queue
 
 from .bean import Bean
-from .deadletters import ProxyDeadLetters
 from .dest.elastic import Elastic, replay
 from .dest.kafka import KafkaDest
+from .dest.refusals import ProxyDeadLetters
 from .retry import Aborted, Backoff
 from .spool import Spool, SpoolFull
 

@@ -19,9 +19,10 @@ from gevent.event import Event
 from . import __version__, signals
 from .admin import Admin
 from .config import Config
-from .deadletters import ProxyDeadLetters, proxy_file
+from .deadletters import proxy_file
 from .dest.elastic import Elastic
 from .dest.kafka import KafkaDest
+from .dest.refusals import ProxyDeadLetters
 from .fanout import Fanout
 from .listeners import Listeners, bind, matching_indexes, wait_for_cluster_id
 from .prefork import WorkerPool

@@ -8,7 +8,7 @@ the objects :class:`esproxy.roles.Roles` holds (see :mod:`esproxy.admin`).
 
 ``spool_records`` / ``spool_bytes`` are set by the spool (esproxy/spool.py) as its backlog moves;
 ``dead_letters`` is incremented (``STATS.dead_letters += 1``) once a dead letter is written, by the
-replay (:mod:`esproxy.deadletters`) or the proxy's shipper; each increment's time is kept for
+replay (:mod:`esproxy.source.kafka_deadletters`) or the proxy's shipper; each increment's time is kept for
 ``health.deadLetterWindow`` (:mod:`esproxy.health`).
 """
 

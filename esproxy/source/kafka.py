@@ -1,7 +1,7 @@
 """The replay role: a Kafka consumer group whose messages are replayed into the primaries.
 
 Delivery is at-least-once: offsets are committed only after every message before them in the
-partition was applied, or written as a dead letter when it can never apply (see deadletters.py).
+partition was applied, or written as a dead letter when it can never apply (see kafka_deadletters.py).
 Each partition's records are replayed in offset order by its lane (lanes.py), partitions in parallel,
 so writes keyed to one partition keep their order; the consumer greenlet meanwhile fetches the next
 records (until a lane has two batches queued), commits what the lanes applied, and after a replay that
@@ -29,11 +29,11 @@ from kafka.structs import OffsetAndMetadata
 from ..bean import DOCS_KIND, Bean, BeanError
 from ..bulk import split_actions
 from ..config import KafkaSource
-from ..deadletters import DeadLetters
 from ..dest.elastic import Elastic, replay, replay_docs
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
 from ..retry import Aborted, retry
 from ..stats import STATS
+from .kafka_deadletters import DeadLetters
 from .lanes import Lane
 
 log = logging.getLogger("esproxy.replay")
