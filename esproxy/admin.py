@@ -26,8 +26,8 @@ from .logs import redact_url
 from .stats import LATENCY_BUCKETS, STATS, Stats
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .arbiter import Arbiter
     from .dest.elastic import Elastic
+    from .roles import Roles as Arbiter
 
 log = logging.getLogger("esproxy.admin")
 

@@ -24,21 +24,13 @@ import logging
 from typing import Callable, Optional
 from urllib.parse import parse_qs, unquote
 
-from .bean import Bean
+from .bean import Bean, index_in_path
 from .bulk import Action, DocOp, Item, parse_request, parse_response
 
 log = logging.getLogger("esproxy.capture")
 
 # (index, id, routing) of updated documents -> their (source, seq_no) on A now, or None if gone.
 Fetch = Callable[[list[tuple[str, str, Optional[str]]]], dict[tuple[str, str], Optional[tuple[bytes, int]]]]
-
-DOCS_KIND = "docs"
-NDJSON = "application/x-ndjson"
-
-
-def key_of(path: str) -> str:
-    """The index a raw write names (its partition key): the first path segment."""
-    return unquote(path.lstrip("/").split("/", 1)[0])
 
 
 def capture(template: Bean, response: bytes, fetch: Fetch) -> list[Bean]:
@@ -58,7 +50,7 @@ def capture(template: Bean, response: bytes, fetch: Fetch) -> list[Bean]:
         log.warning("%s %s: replaying as sent (%s)", template.method, template.requestUri, e)
         ops = None
     if ops is None:
-        return [dataclasses.replace(template, index=key_of(path))]
+        return [dataclasses.replace(template, index=index_in_path(path))]
     return _beans(template, ops)
 
 
@@ -163,15 +155,4 @@ def _beans(template: Bean, ops: list[DocOp]) -> list[Bean]:
     by_index: dict[str, list[bytes]] = {}
     for op in ops:
         by_index.setdefault(op.index, []).append(op.lines())
-    return [
-        dataclasses.replace(
-            template,
-            method="POST",
-            requestUri="/_bulk",
-            header={"Content-Type": [NDJSON]},
-            body=b"".join(lines),
-            index=index,
-            kind=DOCS_KIND,
-        )
-        for index, lines in by_index.items()
-    ]
+    return [template.documents(index, b"".join(lines)) for index, lines in by_index.items()]

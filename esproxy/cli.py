@@ -102,14 +102,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     monkey.patch_all()
 
     from . import logs
-    from .arbiter import Arbiter
+    from .roles import Roles
 
     logs.setup(cfg.logLevel)
     if args.worker:
         from .worker import run
 
         return run(cfg, args.worker)
-    return Arbiter(cfg, args.conf).run()
+    return Roles(cfg, args.conf).run()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Dead letters are read from a topic (``--brokers`` + ``--topic``), a file (``--file``), or from
 where a config writes them (``-c``): its ``source.kafkas[]`` entries' topics or files (the
 replay's), and, for a proxy with ``destination.kafkas[]``, ``<spool.dir>/deadletters.jsonl`` (writes
-the broker refused for good, see esproxy.deadletter.ProxyDeadLetters). ``requeue`` produces each
+the broker refused for good, see esproxy.dest.refusals.ProxyDeadLetters). ``requeue`` produces each
 chosen dead letter's bean, without its ``deadLetter`` field, to its topic through
 esproxy.dest.kafka.KafkaDest (the proxy's own producer: with the config's settings for that topic
 when given ``-c``). Dead letters read from a file are then marked as requeued in ``<file>.requeued``
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from .bean import BeanError
-from .deadletter import FIELD, original, proxy_file
+from .deadletters import FIELD, original, proxy_file
 from .messages import CHUNK_KIND, Assembler, Chunk, decode
 
 if TYPE_CHECKING:
@@ -337,8 +337,8 @@ def _origin_order(letter: Letter) -> tuple:
 def _producer(place: Place, topic: str, cache: dict[tuple, KafkaDest]) -> KafkaDest:
     """The proxy's producer for ``topic`` (the config's settings for it, if any), connected."""
     from .config import KafkaDestination
-    from .dest.elastic import Aborted
     from .dest.kafka import KafkaDest
+    from .retry import Aborted
     from .schema import build
 
     if not place.brokers:

@@ -14,7 +14,7 @@ A full queue or spool blocks the handler (or, with ``spool.whenFull: reject``, r
 with 503 before it reaches the primary): backpressure, never a silent drop.
 
 A write the broker refuses for good (esproxy.dest.refusals: too large for it, invalid...) does not
-block the ones behind it, in any mode: it becomes a dead letter (esproxy.deadletter.ProxyDeadLetters,
+block the ones behind it, in any mode: it becomes a dead letter (esproxy.dest.refusals.ProxyDeadLetters,
 a local file, fsynced before the spool is acknowledged past it) and shipping goes on.
 """
 
@@ -30,9 +30,10 @@ from gevent.event import Event
 from gevent.queue import Channel, Queue
 
 from .bean import Bean
-from .deadletter import ProxyDeadLetters
-from .dest.elastic import Aborted, Elastic, backoff, replay
+from .dest.elastic import Elastic, replay
 from .dest.kafka import KafkaDest
+from .dest.refusals import ProxyDeadLetters
+from .retry import Aborted, Backoff
 from .spool import Spool, SpoolFull
 
 log = logging.getLogger("esproxy.fanout")
@@ -107,15 +108,14 @@ class Fanout:
     def deliver_now(self, beans: list[Bean], deadline: float) -> None:
         """durability: kafka — every destination has the beans when this returns; else NotRecorded."""
         self._connected.wait(max(0.0, deadline - time.monotonic()))
-        attempt = 0
+        waits = Backoff(base=0.2, cap=5)
         pending = list(beans)
         while pending:
             if self._connected.is_set():
                 pending = pending[self._ship(pending) :]
                 if not pending:
                     break
-            delay = backoff(attempt, base=0.2, cap=5)
-            attempt += 1
+            delay = waits.next()
             if time.monotonic() + delay > deadline or self.stopping:
                 raise NotRecorded(f"Kafka did not take {len(pending)} write(s)")
             gevent.sleep(delay)
@@ -169,7 +169,7 @@ class Fanout:
     def _run_spool(self) -> None:
         assert self.spool is not None
         self._connected.wait()
-        attempt = 0
+        waits = Backoff(base=0.5, cap=10)
         while not (self.stopping and self.spool.backlog() == 0):
             batch = self.spool.take(SHIP_BATCH, timeout=0.5)
             if not batch:
@@ -184,12 +184,11 @@ class Fanout:
                 for bean in beans[:done]:
                     self._backups(bean)
                 self.spool.ack(done)
-                attempt = 0
+                waits.reset()
             if done < len(beans):
                 if self.stopping:
                     return
-                delay = backoff(attempt, base=0.5, cap=10)
-                attempt += 1
+                delay = waits.next()
                 log.warning(
                     "kafka unreachable or refusing: %d write(s) wait in the spool; retrying in %.1fs",
                     self.spool.backlog(),

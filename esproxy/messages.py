@@ -31,9 +31,8 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
-from .bean import Bean, BeanError
+from .bean import DOCS_KIND, Bean, BeanError
 from .bulk import split_actions
-from .capture import DOCS_KIND, key_of
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 MIN_MAX_MESSAGE_BYTES = 16 * 1024
@@ -47,7 +46,7 @@ ABORT_KIND = "chunk-abort"
 
 def partition_key(bean: Bean) -> bytes:
     """Writes to one index share a key, hence a partition, hence their order in the replay."""
-    return (bean.index or key_of(bean.requestUri.split("?", 1)[0])).encode("utf-8")
+    return bean.index_key().encode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from gevent.event import Event
 from gevent.pool import Group
 
 from .channel import Channel
-from .dest.elastic import backoff
 from .fanout import Fanout
 from .profiling import merge_profiles
+from .retry import backoff
 from .spool import intent_record
 
 log = logging.getLogger("esproxy.prefork")

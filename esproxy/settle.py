@@ -20,9 +20,9 @@ import logging
 from typing import Any, Optional
 from urllib.parse import parse_qs, quote, unquote
 
-from .bean import Bean
+from .bean import Bean, index_in_path
 from .bulk import DocOp, parse_request
-from .capture import DOCS_KIND, NDJSON, key_of, write_kind
+from .capture import write_kind
 from .dest.elastic import Elastic
 
 log = logging.getLogger("esproxy.settle")
@@ -71,7 +71,7 @@ def settle(intent: dict[str, Any], primary: Elastic, template: Bean) -> list[Bea
                 template.remoteAddr,
                 template.labels,
                 template.clusterIds,
-                index=key_of(path),
+                index=index_in_path(path),
             )
         ]
     return _current_states(targets, primary, template)
@@ -104,20 +104,6 @@ def _current_states(targets: list[tuple[str, str, Optional[str]]], primary: Elas
             )
             continue
         source, seq_no = state
-        op = DocOp("index", index, doc_id, seq_no, source, routing)
-        beans.append(
-            Bean(
-                "POST",
-                "/_bulk",
-                op.lines(),
-                {"Content-Type": [NDJSON]},
-                template.host,
-                template.remoteAddr,
-                template.labels,
-                template.clusterIds,
-                index=index,
-                kind=DOCS_KIND,
-            )
-        )
+        beans.append(template.documents(index, DocOp("index", index, doc_id, seq_no, source, routing).lines()))
     log.info("settled %d document(s) of a write whose outcome was unknown (a crash or timeout in flight)", len(beans))
     return beans

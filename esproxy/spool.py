@@ -288,11 +288,6 @@ class Spool:
         self._publish()
         self._space.set()
 
-    def settled(self, intent_id: str) -> None:
-        """An intent left open by a previous run was settled: close it durably."""
-        self._append([(DONE, json.dumps({"id": intent_id}).encode(), None)])
-        self.open_intents.pop(intent_id, None)
-
     def backlog(self) -> int:
         return len(self._unshipped)
 

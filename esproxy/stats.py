@@ -4,11 +4,11 @@
 The hot-path hooks are attribute increments on the module-level :data:`STATS`: under gevent the
 process runs one greenlet at a time, so no locks. Nothing here parses request or response bodies.
 Gauges that live elsewhere (queue depth, upstream pools, consumer lag) are read when scraped, from
-the objects the arbiter holds (see :mod:`esproxy.admin`).
+the objects :class:`esproxy.roles.Roles` holds (see :mod:`esproxy.admin`).
 
 ``spool_records`` / ``spool_bytes`` are set by the spool (esproxy/spool.py) as its backlog moves;
 ``dead_letters`` is incremented (``STATS.dead_letters += 1``) once a dead letter is written, by the
-replay (:mod:`esproxy.deadletter`) or the proxy's shipper; each increment's time is kept for
+replay (:mod:`esproxy.source.kafka_deadletters`) or the proxy's shipper; each increment's time is kept for
 ``health.deadLetterWindow`` (:mod:`esproxy.health`).
 """
 

@@ -11,7 +11,7 @@ import gevent
 
 from esproxy.bean import Bean
 from esproxy.config import HealthSettings
-from esproxy.deadletter import ProxyDeadLetters
+from esproxy.dest.refusals import ProxyDeadLetters
 from esproxy.fanout import Fanout
 from esproxy.health import problems
 from esproxy.schema import Duration

@@ -7,9 +7,8 @@ import random
 
 import pytest
 
-from esproxy.bean import Bean, BeanError
+from esproxy.bean import DOCS_KIND, Bean, BeanError
 from esproxy.bulk import DocOp, split_actions
-from esproxy.capture import DOCS_KIND
 from esproxy.messages import (
     RECORD_OVERHEAD,
     Abort,

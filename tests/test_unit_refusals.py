@@ -9,7 +9,7 @@ from kafka import errors
 
 from esproxy.bean import Bean
 from esproxy.config import parse
-from esproxy.deadletter import LetterFile, original, proxy_file, proxy_record
+from esproxy.deadletters import LetterFile, original, proxy_file, proxy_record
 from esproxy.dest.refusals import maybe_a_neighbour, reason, refused_for_good
 
 

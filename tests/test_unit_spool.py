@@ -33,7 +33,7 @@ def test_a_restart_ships_what_kafka_did_not_take_and_returns_open_intents(tmp_pa
     assert [i["id"] for i in intents] == [in_flight] and intents[0]["uri"] == "/i/_doc/9"
     assert [b.requestUri for _, b in again.take(10, timeout=0)] == ["/i/_doc/1", "/i/_doc/2"]
     assert segment.read_bytes()[-4:] != b"torn"
-    again.settled(in_flight)
+    again.done(in_flight, [])  # settled: nothing to replay
     again.ack(2)
     again.close()
     third = Spool(tmp_path, max_bytes=10_000)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any, Callable, NamedTuple, Optional
 
 import gevent
@@ -16,8 +15,8 @@ from .. import labels
 from ..bean import Bean
 from ..config import KafkaDestination
 from ..messages import Message, abort_messages, encode
+from ..retry import retry
 from ..stats import STATS
-from .elastic import Aborted, backoff
 from .refusals import maybe_a_neighbour, refused_for_good
 
 log = logging.getLogger("esproxy.kafka")
@@ -77,19 +76,18 @@ class KafkaDest:
         log.info("kafka producer for topic %s connected to %s (acks=%s)", self.topic, ",".join(self.cfg.brokers), acks)
 
     def _create(self, stopping: Callable[[], bool]) -> KafkaProducer:
-        attempt = 0
-        while True:
-            try:
-                return KafkaProducer(**self.producer_config())
-            except KafkaError as e:
-                delay = backoff(attempt, base=0.5, cap=10)
-                attempt += 1
-                log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
-                deadline = time.monotonic() + delay
-                while time.monotonic() < deadline:
-                    if stopping():
-                        raise Aborted("stopping before Kafka was reachable") from None
-                    time.sleep(0.2)
+        def unreachable(e: BaseException, attempts: int, delay: float) -> None:
+            log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
+
+        return retry(
+            lambda: KafkaProducer(**self.producer_config()),
+            (KafkaError,),
+            unreachable,
+            base=0.5,
+            cap=10,
+            stopping=stopping,
+            aborted="stopping before Kafka was reachable",
+        )
 
     def messages(self, bean: Bean) -> list[Message]:
         """The messages that carry ``bean`` (one, unless it is bigger than maxMessageBytes)."""

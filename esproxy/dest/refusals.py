@@ -1,4 +1,5 @@
-"""Which produce errors refuse one record for good, and which only say "not now".
+"""Which produce errors refuse one record for good, and which only say "not now"; where the proxy
+keeps the records refused for good (:class:`ProxyDeadLetters`).
 
 A record refused for good is dead-lettered by the shipper (esproxy.fanout) so the writes behind it
 go on; every other failure is retried in order, as a broker outage is. Transient includes every
@@ -9,7 +10,17 @@ can never pass blocks the line (loudly), dead-lettering one that could pass puts
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 from kafka import errors
+
+from ..bean import Bean
+from ..deadletters import FIELD, LetterFile, proxy_record
+from ..stats import STATS
+
+log = logging.getLogger("esproxy.deadletter")
 
 # Errors about the record itself: sending the same bytes again gets the same answer.
 _FOR_GOOD: tuple[type[BaseException], ...] = (
@@ -39,3 +50,33 @@ def reason(error: BaseException) -> str:
     text = " ".join(str(error).split())
     name = type(error).__name__
     return text if name in text else f"{name}: {text}" if text else name
+
+
+class ProxyDeadLetters:
+    """The proxy's dead letters: captured writes Kafka refused for good, in a local file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.file = LetterFile(path)
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    def write(self, bean: Bean, topic: str, error: BaseException) -> None:
+        """Return once the dead letter is on disk; raise OSError if it cannot be (the caller retries)."""
+        why = reason(error)
+        letter = proxy_record(bean, topic, error, why)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file.append(json.dumps(letter, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        STATS.dead_letters += 1
+        log.error(
+            "kafka refused a captured write for good: topic=%s index=%s size=%d reason=%s; dead letter in %s",
+            topic,
+            bean.index or "-",
+            letter[FIELD]["size"],
+            why[:1000],
+            self.path,
+        )
+
+    def close(self) -> None:
+        self.file.close()

@@ -1,7 +1,7 @@
 """The replay role: a Kafka consumer group whose messages are replayed into the primaries.
 
 Delivery is at-least-once: offsets are committed only after every message before them in the
-partition was applied, or written as a dead letter when it can never apply (see deadletter.py).
+partition was applied, or written as a dead letter when it can never apply (see kafka_deadletters.py).
 Each partition's records are replayed in offset order by its lane (lanes.py), partitions in parallel,
 so writes keyed to one partition keep their order; the consumer greenlet meanwhile fetches the next
 records (until a lane has two batches queued), commits what the lanes applied, and after a replay that
@@ -26,13 +26,14 @@ from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAs
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from ..bean import Bean, BeanError
-from ..capture import DOCS_KIND, key_of
+from ..bean import DOCS_KIND, Bean, BeanError
+from ..bulk import split_actions
 from ..config import KafkaSource
-from ..deadletter import DeadLetters
-from ..dest.elastic import Aborted, Elastic, backoff, replay, replay_docs, split_actions
+from ..dest.elastic import Elastic, replay, replay_docs
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
+from ..retry import Aborted, retry
 from ..stats import STATS
+from .kafka_deadletters import DeadLetters
 from .lanes import Lane
 
 log = logging.getLogger("esproxy.replay")
@@ -165,25 +166,29 @@ class KafkaReplay:
         self._greenlet = gevent.spawn(self._run)
 
     def _connect(self) -> bool:
-        attempt = 0
-        while not self.stopping:
-            try:
-                consumer = KafkaConsumer(**self.consumer_config())
-                consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
-                self._consumer = consumer
-                log.info(
-                    "kafka consumer group %s subscribed to %s on %s",
-                    self.cfg.group,
-                    ",".join(self.cfg.topics),
-                    ",".join(self.cfg.brokers),
-                )
-                return True
-            except KafkaError as e:
-                delay = backoff(attempt, base=0.5, cap=10)
-                attempt += 1
-                log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
-                gevent.sleep(delay)
-        return False
+        def subscribe() -> KafkaConsumer:
+            consumer = KafkaConsumer(**self.consumer_config())
+            consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
+            return consumer
+
+        def unreachable(e: BaseException, attempts: int, delay: float) -> None:
+            log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
+
+        if self.stopping:
+            return False
+        try:
+            self._consumer = retry(
+                subscribe, (KafkaError,), unreachable, base=0.5, cap=10, stopping=lambda: self.stopping
+            )
+        except Aborted:
+            return False
+        log.info(
+            "kafka consumer group %s subscribed to %s on %s",
+            self.cfg.group,
+            ",".join(self.cfg.topics),
+            ",".join(self.cfg.brokers),
+        )
+        return True
 
     def _run(self) -> None:
         if not self._connect():
@@ -191,7 +196,7 @@ class KafkaReplay:
         assert self._consumer is not None
         try:
             while not self.stopping:
-                self._settle()
+                self._commit_applied()
                 if any(lane.full() or lane.held_until for lane in self._lanes.values()):
                     # Fetch no further until the lane has room or its pause is over. (Not with
                     # consumer.pause(): kafka-python 3.0 may never hand back a resumed partition's records.)
@@ -209,7 +214,7 @@ class KafkaReplay:
                         self._fetch_from[tp] = records[-1].offset + 1
         finally:
             self._close_lanes(list(self._lanes))
-            self._settle()
+            self._commit_applied()
 
     def _lane(self, tp: TopicPartition) -> Lane:
         lane = self._lanes.get(tp)
@@ -225,7 +230,7 @@ class KafkaReplay:
             )
         return lane
 
-    def _settle(self) -> None:
+    def _commit_applied(self) -> None:
         """Commit what the lanes applied; fetch a failed partition again (after a pause) where it failed."""
         assert self._consumer is not None
         self._progress.clear()
@@ -528,7 +533,7 @@ class KafkaReplay:
     def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
         for primary in self._targets(record, bean):
             r = replay(primary, bean, stop)
-            STATS.replayed(bean.index or key_of(bean.requestUri.split("?", 1)[0]), len(bean.body), r.status < 300)
+            STATS.replayed(bean.index_key(), len(bean.body), r.status < 300)
             if r.status >= 300:
                 answer = r.body[:4000].decode("utf-8", "replace")
                 log.warning(

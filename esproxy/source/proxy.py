@@ -28,9 +28,10 @@ from ..autoids import assign_ids
 from ..bean import Bean
 from ..capture import capture, single_document
 from ..config import ProxySource
-from ..dest.elastic import Elastic, Response, UpstreamError, backoff
+from ..dest.elastic import Elastic, Response, UpstreamError
 from ..fanout import Fanout, NotRecorded, Unavailable
 from ..logs import access_log
+from ..retry import retry
 from ..settle import settle
 from ..spool import SpoolFull, intent_record
 from ..stats import STATS
@@ -278,22 +279,12 @@ class ProxyApp:
         if wait > 0:
             log.info("settling %s %s in %.0fs, once the primary is done with it", intent["method"], intent["uri"], wait)
             gevent.sleep(wait)
-        attempt = 0
-        while True:
-            try:
-                beans = settle(intent, self.primary, template)
-                break
-            except UpstreamError as e:
-                delay = backoff(attempt, base=1, cap=30)
-                attempt += 1
-                log.warning(
-                    "settling %s %s waits for the primary (%s); retrying in %.0fs",
-                    intent["method"],
-                    intent["uri"],
-                    e,
-                    delay,
-                )
-                gevent.sleep(delay)
+
+        def primary_down(e: BaseException, attempts: int, delay: float) -> None:
+            method, uri = intent["method"], intent["uri"]
+            log.warning("settling %s %s waits for the primary (%s); retrying in %.0fs", method, uri, e, delay)
+
+        beans = retry(lambda: settle(intent, self.primary, template), (UpstreamError,), primary_down, base=1, cap=30)
         self.fanout.done(intent["id"], beans)
 
     def _bean(self, environ: dict[str, Any], method: str, uri: str, remote: str, body: bytes) -> Bean:

@@ -1,5 +1,6 @@
-"""Runs the roles a config enables in one gevent process (with ``workers: N``, the master of N
-proxy worker processes: see esproxy/prefork.py), and stops them gracefully.
+"""The roles a config enables (proxy, replay, admin), run in one gevent process and stopped
+gracefully. With ``workers: N`` this process is the master of N proxy worker processes: it ships
+what they capture (esproxy/prefork.py's ``WorkerPool`` manages them, esproxy/worker.py runs in each).
 
 Signals: the table in esproxy/signals.py (registered from it, documented from it).
 """
@@ -18,9 +19,10 @@ from gevent.event import Event
 from . import __version__, signals
 from .admin import Admin
 from .config import Config
-from .deadletter import ProxyDeadLetters, proxy_file
+from .deadletters import proxy_file
 from .dest.elastic import Elastic
 from .dest.kafka import KafkaDest
+from .dest.refusals import ProxyDeadLetters
 from .fanout import Fanout
 from .listeners import Listeners, bind, matching_indexes, wait_for_cluster_id
 from .prefork import WorkerPool
@@ -34,7 +36,7 @@ log = logging.getLogger("esproxy")
 WORKERS_READY_TIMEOUT = 30.0
 
 
-class Arbiter:
+class Roles:
     def __init__(self, cfg: Config, conf_path: str = "") -> None:
         self.cfg = cfg
         self.conf_path = conf_path
