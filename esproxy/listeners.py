@@ -21,6 +21,7 @@ from . import labels
 from .bean import Bean
 from .config import Config, ProxySource
 from .dest.elastic import Elastic, UpstreamError, backoff
+from .recorder import Recorder
 from .source.proxy import ProxyApp, make_server
 
 log = logging.getLogger("esproxy")
@@ -53,7 +54,7 @@ def bind(p: ProxySource) -> socket.socket:
 
 
 class Listeners:
-    def __init__(self, cfg: Config, fanout: Any, admin: Any, stop: Event) -> None:
+    def __init__(self, cfg: Config, fanout: Optional[Recorder], admin: Any, stop: Event) -> None:
         self.cfg = cfg
         self.fanout = fanout
         self.admin = admin

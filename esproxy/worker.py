@@ -23,9 +23,9 @@ from .admin import Check, refuse, upstream_rows
 from .bean import Bean
 from .channel import Channel, MasterClient, MasterGone
 from .config import Config
-from .fanout import NotRecorded, Unavailable
 from .listeners import Listeners
 from .profiling import Profiler
+from .recorder import NotRecorded, Unavailable
 from .signals import GRACEFUL_TIMEOUT
 from .stats import STATS
 
@@ -35,11 +35,11 @@ REPORT_EVERY = 1.0  # seconds between the counters sent to the master
 
 
 class MasterFanout:
-    """What a ProxyApp calls to record a write (esproxy.fanout.Fanout's handler methods), done by the master."""
+    """The :class:`~esproxy.recorder.Recorder` of a pre-fork worker: the master records each write."""
 
-    def __init__(self, client: MasterClient, durable: bool) -> None:
+    def __init__(self, client: MasterClient, records_intents: bool) -> None:
         self.client = client
-        self.durable = durable
+        self.records_intents = records_intents
 
     def begin(self, method: str, uri: str, body: bytes) -> str:
         return self._call(Unavailable, "begin", method, uri, body)
@@ -91,7 +91,7 @@ class Worker:
 
     def run(self) -> int:
         signals.install({"stop": self._on_stop_signal, "profile": self.profiler.on_signal})
-        fanout = MasterFanout(self.client, durable=self.cfg.spools()) if self.cfg.captures() else None
+        fanout = MasterFanout(self.client, records_intents=self.cfg.spools()) if self.cfg.captures() else None
         self.listeners = Listeners(self.cfg, fanout, MasterAdmin(self.client), self.stop_event)
         self.listeners.start(self.sockets)
         for server in self.listeners.servers:

@@ -29,8 +29,8 @@ from ..bean import Bean
 from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError, backoff
-from ..fanout import Fanout, NotRecorded, Unavailable
 from ..logs import access_log
+from ..recorder import NotRecorded, Recorder, Unavailable
 from ..settle import settle
 from ..spool import SpoolFull, intent_record
 from ..stats import STATS
@@ -118,7 +118,7 @@ class RawPathHandler(WSGIHandler):
 class ProxyApp:
     admin = None  # esproxy.admin.Admin: answers /_esproxy/ paths (set by the arbiter)
 
-    def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Fanout]) -> None:
+    def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Recorder]) -> None:
         self.cfg = cfg
         self.primary = primary
         self.fanout = fanout
@@ -158,7 +158,7 @@ class ProxyApp:
             return self._reply(start_response, 401, [("WWW-Authenticate", denied)] if denied else [], b"", True)
         body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
         capturing = self.fanout is not None and routing.is_write(method, uri)
-        recording = capturing and self.fanout.durable and self.cfg.durability == "spool"
+        recording = capturing and self.fanout.records_intents and self.cfg.durability == "spool"
         if recording and self.cfg.assignIds:
             environ, uri, body = with_assigned_ids(environ, method, uri, body)
         headers = {name: environ[key] for key, name in self.forwarded if key in environ}
@@ -271,7 +271,7 @@ class ProxyApp:
         gevent.spawn(self._settle, intent, template)
 
     def _settle(self, intent: dict[str, Any], template: Bean) -> None:
-        assert self.fanout is not None and self.fanout.durable
+        assert self.fanout is not None and self.fanout.records_intents
         # A keeps applying a write whose client (this proxy) is gone: read it back only once A has
         # answered it or given up, or B would copy a state the write then changes.
         wait = intent.get("time", 0) + self.primary.cfg.timeout + SETTLE_GRACE - time.time()
