@@ -24,6 +24,7 @@ from . import __version__
 from .health import Problem, problems
 from .logs import redact_url
 from .stats import LATENCY_BUCKETS, STATS, Stats
+from .wsgi import JSON_TYPE, Check, error_body, error_doc, header_check, unauthorized
 
 if TYPE_CHECKING:  # pragma: no cover
     from .arbiter import Arbiter
@@ -34,32 +35,13 @@ log = logging.getLogger("esproxy.admin")
 PREFIX = "/_esproxy/"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# A header check: None when the request may pass, else the WWW-Authenticate value ('' if none).
-Check = Callable[[dict], Optional[str]]
-
-
-def header_check(required: dict[str, str]) -> Check:
-    wanted = [(f"HTTP_{k.upper().replace('-', '_')}", k, v) for k, v in required.items()]
-
-    def check(environ: dict) -> Optional[str]:
-        for key, name, value in wanted:
-            if environ.get(key) != value:
-                basic = name.lower() == "authorization" and value.startswith("Basic ")
-                return 'Basic realm="esproxy" charset="UTF-8"' if basic else ""
-        return None
-
-    return check
-
 
 def refuse(environ: dict, start_response: Callable, check: Optional[Check]) -> Optional[Iterable[bytes]]:
     """The 401 answer when ``check`` refuses the request; None when it may pass."""
     challenge = check(environ) if check is not None else None
     if challenge is None:
         return None
-    body = _error(401, "security_exception", "missing or wrong credentials for /_esproxy/")
-    headers = [("Content-Type", "application/json")]
-    if challenge:
-        headers.append(("WWW-Authenticate", challenge))
+    headers, body = unauthorized(challenge, "missing or wrong credentials for /_esproxy/")
     return _reply(start_response, "401 Unauthorized", headers, body)
 
 
@@ -80,9 +62,13 @@ class Admin:
 
     def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
         """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
-        json_type = [("Content-Type", "application/json")]
+        json_type = [JSON_TYPE]
         if method not in ("GET", "HEAD"):
-            return "405 Method Not Allowed", json_type, _error(405, "method_not_allowed", f"{path} answers GET only")
+            return (
+                "405 Method Not Allowed",
+                json_type,
+                error_body(405, "method_not_allowed", f"{path} answers GET only"),
+            )
         if path == PREFIX + "metrics":
             return "200 OK", [("Content-Type", PROMETHEUS_TYPE)], self.prometheus().encode()
         if path == PREFIX + "stats":
@@ -90,7 +76,7 @@ class Admin:
         if path == PREFIX + "health":
             status, doc = self.health()
             return status, json_type, json.dumps(doc, ensure_ascii=False).encode() + b"\n"
-        body = _error(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats or metrics")
+        body = error_body(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats or metrics")
         return "404 Not Found", json_type, body
 
     def problems(self) -> list[Problem]:
@@ -121,9 +107,13 @@ class Admin:
         if not found:
             return "200 OK", {"status": "ok", "health": "ok", **common, "reasons": []}
         causes = [{"type": kind, "reason": p.reason} for p in found]
-        error = {"root_cause": causes, "type": kind, "reason": "; ".join(p.reason for p in found)}
-        doc = {"error": error, "status": 503, "health": verdict, **common, "reasons": [p.as_dict() for p in found]}
-        return "503 Service Unavailable", doc
+        error = error_doc(503, kind, "; ".join(p.reason for p in found), root_causes=causes)
+        return "503 Service Unavailable", {
+            **error,
+            "health": verdict,
+            **common,
+            "reasons": [p.as_dict() for p in found],
+        }
 
     def start_listener(self, host: str, port: int, required: dict[str, str]) -> None:
         """The separate admin listener (``admin.port``)."""
@@ -418,11 +408,6 @@ def _number(value: float) -> str:
     if isinstance(value, int):
         return str(value)
     return repr(float(value))
-
-
-def _error(status: int, kind: str, reason: str) -> bytes:
-    cause = {"type": kind, "reason": reason}
-    return json.dumps({"error": {"root_cause": [cause], **cause}, "status": status}).encode()
 
 
 def _reply(start_response: Callable, status: str, headers: list, body: bytes) -> Iterable[bytes]:

@@ -23,6 +23,7 @@ from .config import Config, ProxySource
 from .dest.elastic import Elastic, UpstreamError, backoff
 from .recorder import Recorder
 from .source.proxy import ProxyApp, make_server
+from .wsgi import AdminEndpoints
 
 log = logging.getLogger("esproxy")
 
@@ -54,7 +55,7 @@ def bind(p: ProxySource) -> socket.socket:
 
 
 class Listeners:
-    def __init__(self, cfg: Config, fanout: Optional[Recorder], admin: Any, stop: Event) -> None:
+    def __init__(self, cfg: Config, fanout: Optional[Recorder], admin: AdminEndpoints, stop: Event) -> None:
         self.cfg = cfg
         self.fanout = fanout
         self.admin = admin

@@ -13,13 +13,13 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import gevent
 from gevent.event import Event
 
 from . import signals
-from .admin import Check, refuse, upstream_rows
+from .admin import refuse, upstream_rows
 from .bean import Bean
 from .channel import Channel, MasterClient, MasterGone
 from .config import Config
@@ -28,6 +28,7 @@ from .profiling import Profiler
 from .recorder import NotRecorded, Unavailable
 from .signals import GRACEFUL_TIMEOUT
 from .stats import STATS
+from .wsgi import JSON_TYPE, Check, StartResponse
 
 log = logging.getLogger("esproxy.worker")
 
@@ -61,19 +62,22 @@ class MasterFanout:
 
 
 class MasterAdmin:
-    """/_esproxy/ on a worker's port: the master answers, with every worker's counters."""
+    """/_esproxy/ on a worker's port (an esproxy.wsgi.AdminEndpoints): the master answers, with every
+    worker's counters."""
 
     def __init__(self, client: MasterClient) -> None:
         self.client = client
 
-    def serve(self, environ: dict, start_response: Callable, check: Optional[Check] = None) -> Iterable[bytes]:
+    def serve(
+        self, environ: dict[str, Any], start_response: StartResponse, check: Optional[Check] = None
+    ) -> Iterable[bytes]:
         refused = refuse(environ, start_response, check)
         if refused is not None:
             return refused
         try:
             status, headers, body = self.client.call("admin", environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"])
         except MasterGone as e:
-            status, headers, body = "503 Service Unavailable", [("Content-Type", "application/json")], str(e).encode()
+            status, headers, body = "503 Service Unavailable", [JSON_TYPE], str(e).encode()
         start_response(status, headers)
         return [body]
 
