@@ -5,8 +5,8 @@ names cannot start with ``_``); any role answers them on ``admin.port`` when it 
 the replay role is scraped. Where the proxy requires client headers (``source.proxies[].header``)
 these paths require them too; the admin port requires ``admin.header``.
 
-Gauges are read at scrape time from what the :class:`~esproxy.arbiter.Arbiter` holds: the fanout
-queue, the upstream connection pools, the replay consumers. Counters come from
+Gauges are read at scrape time through an :class:`AdminView` the arbiter builds: the fanout queue,
+the upstream connection pools, the pre-fork workers, the replay consumers. Counters come from
 :data:`esproxy.stats.STATS`.
 """
 
@@ -16,7 +16,8 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol
 
 from gevent.pywsgi import WSGIServer
 
@@ -27,7 +28,7 @@ from .stats import LATENCY_BUCKETS, STATS, Stats
 from .wsgi import JSON_TYPE, Check, error_body, error_doc, header_check, unauthorized
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .arbiter import Arbiter
+    from .config import HealthSettings
     from .dest.elastic import Elastic
 
 log = logging.getLogger("esproxy.admin")
@@ -45,9 +46,33 @@ def refuse(environ: dict, start_response: Callable, check: Optional[Check]) -> O
     return _reply(start_response, "401 Unauthorized", headers, body)
 
 
+class Workers(Protocol):
+    """Pre-fork workers as the admin endpoints see them (esproxy.prefork.WorkerPool)."""
+
+    def reports(self) -> list[dict[str, Any]]:
+        """Each worker's last counters (esproxy.stats.Stats.proxy_report, plus ``upstreams`` rows)."""
+        ...
+
+    def pids(self) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class AdminView:
+    """What the admin endpoints read of the running process, and nothing more (built by the arbiter)."""
+
+    health: HealthSettings
+    stopping: Callable[[], bool]
+    queue: Callable[[], tuple[int, int]]  # captured writes in the in-memory queue, its capacity
+    unshipped: Callable[[], int]  # captured writes not yet taken by Kafka (esproxy.fanout.Fanout.unshipped)
+    oldest_unshipped_age: Callable[[], float]  # seconds (esproxy.fanout.Fanout.oldest_unshipped_age)
+    elastics: Callable[[], list[Elastic]]  # this process's clusters, their connection pools
+    workers: Callable[[], Optional[Workers]]  # None: no pre-fork workers
+    lags: Callable[[], list[dict[str, Any]]]  # per assigned partition of every replay: KafkaReplay.lag()
+
+
 class Admin:
-    def __init__(self, arbiter: Arbiter, stats: Stats = STATS) -> None:
-        self.arbiter = arbiter
+    def __init__(self, view: AdminView, stats: Stats = STATS) -> None:
+        self.view = view
         self.stats = stats
         self.server: Optional[WSGIServer] = None
 
@@ -80,12 +105,11 @@ class Admin:
         return "404 Not Found", json_type, body
 
     def problems(self) -> list[Problem]:
-        fanout = self.arbiter.fanout
         return problems(
-            self.arbiter.cfg.health,
+            self.view.health,
             now=time.monotonic(),
-            ship_age=fanout.oldest_unshipped_age() if fanout is not None else 0.0,
-            backlog=fanout.unshipped() if fanout is not None else 0,
+            ship_age=self.view.oldest_unshipped_age(),
+            backlog=self.view.unshipped(),
             produce_failing=self.stats.produce_failing,
             lags=self._lags(),
             dead_letter_times=self.stats.dead_letter_times,
@@ -98,7 +122,7 @@ class Admin:
         (``[{"check", "reason"}]``, empty when ok).
         """
         common: dict[str, Any] = {"version": __version__, "pid": os.getpid()}
-        if self.arbiter.stop_event.is_set():
+        if self.view.stopping():
             found = [Problem("stopping", "esproxy is stopping (graceful stop in progress)")]
             kind, verdict = "esproxy_stopping_exception", "stopping"
         else:
@@ -133,30 +157,26 @@ class Admin:
     # ------------------------------------------------------------------ gauges read at scrape time
 
     def _queue(self) -> tuple[int, int]:
-        fanout = self.arbiter.fanout
-        if fanout is None:
-            return 0, 0
-        return fanout.depth(), getattr(fanout.queue, "maxsize", None) or 0
+        return self.view.queue()
 
     def _upstreams(self) -> list[dict[str, Any]]:
-        rows = upstream_rows(self.arbiter.elastics)
-        pool = self.arbiter.pool
+        rows = upstream_rows(self.view.elastics())
+        pool = self.view.workers()
         if pool is None:
             return rows
         return merge_upstreams([rows] + [r.get("upstreams", []) for r in pool.reports()])
 
     def _lags(self) -> list[dict[str, Any]]:
         """Per assigned partition of every replay: see KafkaReplay.lag()."""
-        return [row for replay in self.arbiter.replays for row in replay.lag()]
+        return self.view.lags()
 
     def _ship_age(self) -> float:
-        fanout = self.arbiter.fanout
-        return fanout.oldest_unshipped_age() if fanout is not None else 0.0
+        return self.view.oldest_unshipped_age()
 
     # ------------------------------------------------------------------ renderings
 
     def _stats(self) -> Stats:
-        pool = self.arbiter.pool
+        pool = self.view.workers()
         return self.stats.with_reports(pool.reports()) if pool is not None else self.stats
 
     def snapshot(self) -> dict[str, Any]:
@@ -167,7 +187,7 @@ class Admin:
         for bound, n in zip(list(LATENCY_BUCKETS) + ["+Inf"], s.latency_buckets):
             total += n
             buckets[str(bound)] = total
-        pool = self.arbiter.pool
+        pool = self.view.workers()
         now = time.monotonic()
         return {
             "version": __version__,
@@ -323,7 +343,7 @@ class Admin:
             "esproxy_healthy",
             "gauge",
             "1 when /_esproxy/health answers 200, else 0.",
-            [({}, 0 if found or self.arbiter.stop_event.is_set() else 1)],
+            [({}, 0 if found or self.view.stopping() else 1)],
         )
         out.metric(
             "esproxy_health_problem",
