@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable, Optional, Protocol
 
+Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 
 # A header check: None when the request may pass, else the WWW-Authenticate value ('' if none).
-Check = Callable[[dict[str, Any]], Optional[str]]
+Check = Callable[[Environ], Optional[str]]
 
 JSON_TYPE = ("Content-Type", "application/json")
 BASIC_CHALLENGE = 'Basic realm="esproxy" charset="UTF-8"'
@@ -20,7 +21,7 @@ def header_check(required: dict[str, str]) -> Check:
     """A check that every header in ``required`` has its value (``source.proxies[].header``, ``admin.header``)."""
     wanted = [(f"HTTP_{k.upper().replace('-', '_')}", k, v) for k, v in required.items()]
 
-    def check(environ: dict[str, Any]) -> Optional[str]:
+    def check(environ: Environ) -> Optional[str]:
         for key, name, value in wanted:
             if environ.get(key) != value:
                 basic = name.lower() == "authorization" and value.startswith("Basic ")
@@ -64,8 +65,6 @@ class AdminEndpoints(Protocol):
     """What a proxy calls for ``/_esproxy/`` paths: esproxy.admin.Admin, or a pre-fork worker's
     esproxy.worker.MasterAdmin (its master answers)."""
 
-    def serve(
-        self, environ: dict[str, Any], start_response: StartResponse, check: Optional[Check] = None
-    ) -> Iterable[bytes]:
+    def serve(self, environ: Environ, start_response: StartResponse, check: Optional[Check] = None) -> Iterable[bytes]:
         """Answer the request; ``check`` (the proxy's header check) refuses it first if it fails."""
         ...

@@ -33,7 +33,7 @@ from ..recorder import NotRecorded, Recorder, Unavailable
 from ..settle import settle
 from ..spool import SpoolFull, intent_record
 from ..stats import STATS
-from ..wsgi import JSON_TYPE, AdminEndpoints, StartResponse, error_body, header_check, unauthorized
+from ..wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
 from .httpheaders import read_headers
 
 log = logging.getLogger("esproxy.proxy")
@@ -83,7 +83,7 @@ class RawPathHandler(WSGIHandler):
     def MessageClass(self, *args: Any) -> Any:
         return read_headers(*args)
 
-    def get_environ(self) -> dict[str, Any]:
+    def get_environ(self) -> Environ:
         env = super().get_environ()
         env["RAW_URI"] = self.path
         return env
@@ -131,7 +131,7 @@ class ProxyApp:
         self.inflight = 0
         self.draining = False
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin is not None and environ.get("PATH_INFO", "").startswith("/_esproxy/"):
             return self.admin.serve(environ, start_response, self.check)
         self.inflight += 1
@@ -151,7 +151,7 @@ class ProxyApp:
         finally:
             self.inflight -= 1
 
-    def _handle(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _handle(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
         if self.check is not None:
             challenge = self.check(environ)
@@ -165,19 +165,21 @@ class ProxyApp:
         recording = capturing and self.fanout.records_intents and self.cfg.durability == "spool"
         if recording and self.cfg.assignIds:
             environ, uri, body = with_assigned_ids(environ, method, uri, body)
-        remote = f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
         try:
             intent = self._begin(environ, method, uri, body) if recording else None
-            r = self._forward(environ, method, uri, body, remote, started, capturing, intent)
+            try:
+                r = self._forward(environ, method, uri, body, capturing)
+            except UpstreamError as e:
+                raise self._unanswered(e, environ, method, uri, body, started, intent) from None
             if capturing:
-                self._record(environ, method, uri, body, remote, r, intent)
+                self._record(environ, method, uri, body, r, intent)
         except ErrorAnswer as e:
             if e.access_logged:
-                self._access(remote, method, uri, started, e.status, e.body)
+                self._access(environ, method, uri, started, e.status, e.body)
             return self._reply(start_response, e.status, [JSON_TYPE], e.body)
-        return self._relay(start_response, method, uri, remote, started, r)
+        return self._relay(start_response, environ, method, uri, started, r)
 
-    def _begin(self, environ: dict[str, Any], method: str, uri: str, body: bytes) -> str:
+    def _begin(self, environ: Environ, method: str, uri: str, body: bytes) -> str:
         """durability: spool — the write's intent, on disk before it is forwarded; its id."""
         assert self.fanout is not None
         try:
@@ -187,52 +189,43 @@ class ProxyApp:
             kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
             raise ErrorAnswer(503, kind, f"write refused, not forwarded: {e}") from None
 
-    def _forward(
-        self,
-        environ: dict[str, Any],
-        method: str,
-        uri: str,
-        body: bytes,
-        remote: str,
-        started: float,
-        capturing: bool,
-        intent: Optional[str],
-    ) -> Response:
-        """The primary's answer; when it gives none, the write's intent is closed or left to settle."""
+    def _forward(self, environ: Environ, method: str, uri: str, body: bytes, capturing: bool) -> Response:
+        """The primary's answer (a read's long answer streamed); UpstreamError when it gives none."""
         headers = {name: environ[key] for key, name in self.forwarded if key in environ}
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
-        try:
-            return self.primary.request(method, uri, headers, body, stream_over=None if capturing else STREAM_OVER)
-        except UpstreamError as e:
-            if intent is not None:
-                assert self.fanout is not None
-                if e.refused:
-                    self.fanout.done(intent, [])
-                else:  # A may have applied it: copy what A holds once it answers again
-                    sent = time.time() - (time.perf_counter() - started)
-                    record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
-                    self.settle_later(record, self._bean(environ, method, uri, remote, body))
-            log.warning("primary %s %s failed: %s", method, uri, e)
-            kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
-            raise ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}") from None
+        return self.primary.request(method, uri, headers, body, stream_over=None if capturing else STREAM_OVER)
 
-    def _record(
+    def _unanswered(
         self,
-        environ: dict[str, Any],
+        e: UpstreamError,
+        environ: Environ,
         method: str,
         uri: str,
         body: bytes,
-        remote: str,
-        r: Response,
+        started: float,
         intent: Optional[str],
-    ) -> None:
+    ) -> ErrorAnswer:
+        """The primary gave no answer: the write's intent is closed (it never got there) or left to settle."""
+        if intent is not None:
+            assert self.fanout is not None
+            if e.refused:
+                self.fanout.done(intent, [])
+            else:  # A may have applied it: copy what A holds once it answers again
+                sent = time.time() - (time.perf_counter() - started)
+                record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
+                self.settle_later(record, self._bean(environ, method, uri, body))
+        log.warning("primary %s %s failed: %s", method, uri, e)
+        kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
+        return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
+
+    def _record(self, environ: Environ, method: str, uri: str, body: bytes, r: Response, intent: Optional[str]) -> None:
         """A write the primary answered: its beans (if it succeeded) recorded before the client hears of it."""
         assert self.fanout is not None
         beans: list[Bean] = []
         if 200 <= r.status < 300:
-            template = self._bean(environ, method, uri, remote, body)
+            template = self._bean(environ, method, uri, body)
             beans = capture(template, _decoded(r), self.primary.current_docs)
             STATS.writes_captured += 1
         try:
@@ -255,17 +248,17 @@ class ProxyApp:
             raise ErrorAnswer(503, "esproxy_not_recorded_exception", reason, access_logged=False) from None
 
     def _relay(
-        self, start_response: StartResponse, method: str, uri: str, remote: str, started: float, r: Response
+        self, start_response: StartResponse, environ: Environ, method: str, uri: str, started: float, r: Response
     ) -> Iterable[bytes]:
         """The primary's answer to the client: its status, headers (but hop-by-hop ones) and body."""
         out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
         if r.stream is not None:
-            self._access(remote, method, uri, started, r.status, f"<streamed, {r.length or 'chunked'} bytes>".encode())
+            self._access(environ, method, uri, started, r.status, f"<streamed, {r.length or 'chunked'} bytes>".encode())
             if r.length is not None:
                 out.append(("Content-Length", str(r.length)))
             start_response(f"{r.status} {r.reason or _phrase(r.status)}", self._closing(out))
             return r.stream
-        self._access(remote, method, uri, started, r.status, r.body)
+        self._access(environ, method, uri, started, r.status, r.body)
         if method == "HEAD":  # no body to measure: keep the primary's length
             out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
         return self._reply(start_response, r.status, out, r.body, reason=r.reason)
@@ -316,7 +309,7 @@ class ProxyApp:
                 gevent.sleep(delay)
         self.fanout.done(intent["id"], beans)
 
-    def _bean(self, environ: dict[str, Any], method: str, uri: str, remote: str, body: bytes) -> Bean:
+    def _bean(self, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
         body = _plain_body(environ, body)
         content_type = environ.get("CONTENT_TYPE") or "application/json"
         return Bean(
@@ -325,7 +318,7 @@ class ProxyApp:
             body=body,
             header={"Content-Type": [content_type]},
             host=environ.get("HTTP_HOST", ""),
-            remoteAddr=remote,
+            remoteAddr=_remote(environ),
             labels=dict(self.cfg.labels) or None,
             clusterIds=[self._cluster_id()] if self._cluster_id() else [],
         )
@@ -338,13 +331,13 @@ class ProxyApp:
                 log.warning("cluster id of %s still unknown: %s", self.primary.target(""), e)
         return self.primary.cluster_id
 
-    def _access(self, remote: str, method: str, uri: str, started: float, status: int, body: bytes) -> None:
+    def _access(self, environ: Environ, method: str, uri: str, started: float, status: int, body: bytes) -> None:
         if self.accesslog or self.primary.accesslog:
             seconds = time.perf_counter() - started
-            access_log(remote, method, uri, self.primary.target(uri), "primary", seconds, status, body)
+            access_log(_remote(environ), method, uri, self.primary.target(uri), "primary", seconds, status, body)
 
 
-def with_assigned_ids(environ: dict[str, Any], method: str, uri: str, body: bytes) -> tuple[dict[str, Any], str, bytes]:
+def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
     """The request with ids given to the documents it would let the primary name (autoids.py).
 
     A rewritten compressed body is forwarded plain: the environ returned has no Content-Encoding
@@ -362,7 +355,7 @@ def with_assigned_ids(environ: dict[str, Any], method: str, uri: str, body: byte
     return environ, new_uri, new_body
 
 
-def _plain_body(environ: dict[str, Any], body: bytes) -> bytes:
+def _plain_body(environ: Environ, body: bytes) -> bytes:
     encoding = environ.get("HTTP_CONTENT_ENCODING", "").lower()
     return _decompress(body, encoding) if encoding in ("gzip", "deflate") else body
 
@@ -372,7 +365,11 @@ def _decoded(r: Response) -> bytes:
     return _decompress(r.body, encoding) if encoding in ("gzip", "deflate") else r.body
 
 
-def _has_body(environ: dict[str, Any]) -> bool:
+def _remote(environ: Environ) -> str:
+    return f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
+
+
+def _has_body(environ: Environ) -> bool:
     return bool(environ.get("CONTENT_LENGTH")) or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
