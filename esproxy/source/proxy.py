@@ -124,6 +124,8 @@ class ProxyApp:
         self.cfg = cfg
         self.primary = primary
         self.fanout = fanout
+        # durability: spool, and a spool to record in: each write's intent is on disk before it is forwarded
+        self.records_intents = fanout is not None and fanout.records_intents and cfg.durability == "spool"
         self.accesslog = cfg.accesslog and not cfg.noaccesslog
         self.check = header_check(cfg.header) if cfg.header else None
         names = list(FORWARDED) + [h for h in cfg.passHeaders if h not in FORWARDED]
@@ -162,7 +164,7 @@ class ProxyApp:
         uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
         body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
         capturing = self.fanout is not None and routing.is_write(method, uri)
-        recording = capturing and self.fanout.records_intents and self.cfg.durability == "spool"
+        recording = capturing and self.records_intents
         if recording and self.cfg.assignIds:
             environ, uri, body = with_assigned_ids(environ, method, uri, body)
         try:
