@@ -56,7 +56,7 @@ lint: install
 	$(BIN)/ruff format --check esproxy tests bench
 	$(BIN)/python ops/update-config-reference --check
 
-docs: install          ## regenerate README's config reference from esproxy/config.py
+docs: install          ## regenerate the tables declared in code: README's config reference, docs/operations.md's signals
 	$(BIN)/python ops/update-config-reference
 
 clean: stop

@@ -7,14 +7,22 @@ keys match case-insensitively, and ``body`` may be an embedded JSON value instea
 (``"base64"`` for a body that is not UTF-8), ``index`` (the index the write is about: the Kafka
 key, so that an index's writes stay in order) and ``kind`` (``"docs"``: a `_bulk` of versioned
 document states, see capture.py, which can be batched with its neighbours on replay).
+
+This module and messages.py (beans ⇄ Kafka messages) are the contract between the proxy and the
+replay: both import it, neither imports the other's modules.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
+from urllib.parse import unquote
+
+# A bean of this kind holds versioned document actions in a `_bulk` body (see capture.py).
+DOCS_KIND = "docs"
+NDJSON = "application/x-ndjson"
 
 
 class BeanError(ValueError):
@@ -35,6 +43,23 @@ class Bean:
     kind: str = ""
     # to_json() once: the spool and Kafka both need it. A bean is not changed once serialized.
     _json: Optional[bytes] = field(default=None, init=False, repr=False, compare=False)
+
+    def index_key(self) -> str:
+        """The index the write is about: the partition key, so that an index's writes replay in order.
+        A bean of the Go original has no ``index``: the first segment of its path (``_bulk`` for a bulk)."""
+        return self.index or index_in_path(self.requestUri.split("?", 1)[0])
+
+    def documents(self, index: str, body: bytes) -> Bean:
+        """A document bean of ``index`` holding the versioned `_bulk` actions ``body``, from where this one came."""
+        return replace(
+            self,
+            method="POST",
+            requestUri="/_bulk",
+            header={"Content-Type": [NDJSON]},
+            body=body,
+            index=index,
+            kind=DOCS_KIND,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -68,6 +93,11 @@ class Bean:
             raw = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise BeanError(f"not JSON: {e}") from None
+        return cls.from_obj(raw)
+
+    @classmethod
+    def from_obj(cls, raw: Any) -> Bean:
+        """The bean of a decoded JSON value (see from_json)."""
         if not isinstance(raw, dict):
             raise BeanError(f"not a JSON object but {type(raw).__name__}")
         fields = {str(k).lower(): v for k, v in raw.items()}
@@ -88,6 +118,11 @@ class Bean:
             index=str(fields.get("index") or ""),
             kind=str(fields.get("kind") or ""),
         )
+
+
+def index_in_path(path: str) -> str:
+    """The index a write's path names: its first segment."""
+    return unquote(path.lstrip("/").split("/", 1)[0])
 
 
 def _body(body: Any, encoding: Any) -> bytes:

@@ -117,3 +117,14 @@ class DocOp:
         if self.verb == "delete":
             return head + b"\n"
         return head + b"\n" + (self.source or b"{}") + b"\n"
+
+
+def split_actions(body: bytes) -> list[bytes]:
+    """Cut a `_bulk` body into one chunk per action (its metadata line and, but for delete, its source)."""
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    chunks, i = [], 0
+    while i < len(lines):
+        width = 1 if lines[i].lstrip().startswith(b'{"delete"') else 2
+        chunks.append(b"\n".join(lines[i : i + width]) + b"\n")
+        i += width
+    return chunks

@@ -24,21 +24,13 @@ import logging
 from typing import Callable, Optional
 from urllib.parse import parse_qs, unquote
 
-from .bean import Bean
+from .bean import Bean, index_in_path
 from .bulk import Action, DocOp, Item, parse_request, parse_response
 
 log = logging.getLogger("esproxy.capture")
 
 # (index, id, routing) of updated documents -> their (source, seq_no) on A now, or None if gone.
 Fetch = Callable[[list[tuple[str, str, Optional[str]]]], dict[tuple[str, str], Optional[tuple[bytes, int]]]]
-
-DOCS_KIND = "docs"
-NDJSON = "application/x-ndjson"
-
-
-def key_of(path: str) -> str:
-    """The index a raw write names (its partition key): the first path segment."""
-    return unquote(path.lstrip("/").split("/", 1)[0])
 
 
 def capture(template: Bean, response: bytes, fetch: Fetch) -> list[Bean]:
@@ -47,7 +39,7 @@ def capture(template: Bean, response: bytes, fetch: Fetch) -> list[Bean]:
     params = {k: v[-1] for k, v in parse_qs(query).items()}
     segments = [unquote(s) for s in path.strip("/").split("/")]
     try:
-        kind = _classify(template.method, segments)
+        kind = write_kind(template.method, segments)
         if kind == "bulk":
             ops = _bulk_ops(template, segments, params, response, fetch)
         elif kind:
@@ -58,12 +50,18 @@ def capture(template: Bean, response: bytes, fetch: Fetch) -> list[Bean]:
         log.warning("%s %s: replaying as sent (%s)", template.method, template.requestUri, e)
         ops = None
     if ops is None:
-        return [dataclasses.replace(template, index=key_of(path))]
+        return [dataclasses.replace(template, index=index_in_path(path))]
     return _beans(template, ops)
 
 
-def _classify(method: str, s: list[str]) -> str:
-    """'bulk', 'index', 'update', 'delete', or '' for a write that is not a document write."""
+def single_document(method: str, uri: str) -> bool:
+    """Whether a request writes one document it names or lets A name (not `_bulk`, not an index-level write)."""
+    kind = write_kind(method, [unquote(s) for s in uri.split("?", 1)[0].strip("/").split("/")])
+    return kind not in ("", "bulk")
+
+
+def write_kind(method: str, s: list[str]) -> str:
+    """'bulk', 'index', 'update', 'delete', or '' for a write that is not a document write (path segments ``s``)."""
     if s[-1] == "_bulk" and len(s) <= 3:
         return "bulk"
     if not s or s[0].startswith("_"):
@@ -157,15 +155,4 @@ def _beans(template: Bean, ops: list[DocOp]) -> list[Bean]:
     by_index: dict[str, list[bytes]] = {}
     for op in ops:
         by_index.setdefault(op.index, []).append(op.lines())
-    return [
-        dataclasses.replace(
-            template,
-            method="POST",
-            requestUri="/_bulk",
-            header={"Content-Type": [NDJSON]},
-            body=b"".join(lines),
-            index=index,
-            kind=DOCS_KIND,
-        )
-        for index, lines in by_index.items()
-    ]
+    return [template.documents(index, b"".join(lines)) for index, lines in by_index.items()]

@@ -22,6 +22,7 @@ def _run_parser() -> argparse.ArgumentParser:
         prog="esproxy",
         description="Keep Elasticsearch cluster B in sync with cluster A through a proxy and Kafka.",
         epilog="Other commands: esproxy init [--role proxy|replay]; esproxy compare --source URL --target URL;"
+        " esproxy repair --source URL --target URL [--dry-run];"
         " esproxy dlq list|requeue (-c conf.yml | --brokers B --topic T | --file F);"
         " esproxy profile cpu.profile [--top N]; esproxy config-reference.",
     )
@@ -64,6 +65,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .compare import main as compare
 
         return compare(argv[1:])
+    if argv[:1] == ["repair"]:
+        from .repair import main as repair
+
+        return repair(argv[1:])
     if argv[:1] == ["dlq"]:
         from .dlq import main as dlq
 
@@ -97,14 +102,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     monkey.patch_all()
 
     from . import logs
-    from .arbiter import Arbiter
+    from .roles import Roles
 
     logs.setup(cfg.logLevel)
     if args.worker:
         from .worker import run
 
         return run(cfg, args.worker)
-    return Arbiter(cfg, args.conf).run()
+    return Roles(cfg, args.conf).run()
 
 
 if __name__ == "__main__":

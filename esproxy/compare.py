@@ -36,17 +36,18 @@ class IndexReport:
         return len(self.missing) + len(self.extra) + len(self.different)
 
 
-def _cluster(spec: str) -> Elastic:
+def cluster(spec: str, name: str = "compare") -> Elastic:
     """A URL, or a config file whose first enabled primary is the cluster (credentials included)."""
     if spec.endswith((".yml", ".yaml")):
         cfg = load(spec)
         if not cfg.primaries():
             raise ConfigError("destination.primaries", f"{spec} has no enabled primary")
-        return Elastic(cfg.primaries()[0], "compare")
-    return Elastic(ElasticDestination(url=Url(spec), timeout=Duration(120), maxConns=4), "compare")
+        return Elastic(cfg.primaries()[0], name)
+    return Elastic(ElasticDestination(url=Url(spec), timeout=Duration(120), maxConns=4), name)
 
 
-def _get(cluster: Elastic, method: str, uri: str, body: Optional[dict] = None) -> dict:
+def call(cluster: Elastic, method: str, uri: str, body: Optional[dict] = None) -> dict:
+    """One JSON request; any status of 300 or more raises UpstreamError."""
     data = json.dumps(body).encode() if body is not None else None
     r = cluster.request(method, uri, {"Content-Type": "application/json"}, data)
     if r.status >= 300:
@@ -65,19 +66,23 @@ def indices(cluster: Elastic, pattern: str) -> set[str]:
     }
 
 
-def documents(cluster: Elastic, index: str, page: int = 1000) -> Iterator[tuple[str, str]]:
-    """(id, sha1 of the canonical `_source`) of every document, by scroll."""
-    r = _get(cluster, "POST", f"/{index}/_search?scroll=2m", {"size": page, "sort": ["_doc"]})
+def digest(source: object) -> str:
+    """sha1 of the canonical JSON of a `_source`: equal documents hash equal whatever their key order."""
+    canonical = json.dumps(source, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode()).hexdigest()
+
+
+def hits(cluster: Elastic, index: str, page: int = 1000, keep_alive: str = "2m", **search: object) -> Iterator[dict]:
+    """Every hit of ``index``, by scroll in `_doc` order; ``search`` adds to the search body."""
+    r = call(cluster, "POST", f"/{index}/_search?scroll={keep_alive}", {"size": page, "sort": ["_doc"], **search})
     scroll_id = r.get("_scroll_id")
     try:
         while True:
-            hits = r.get("hits", {}).get("hits", [])
-            if not hits:
+            page_hits = r.get("hits", {}).get("hits", [])
+            if not page_hits:
                 return
-            for hit in hits:
-                canonical = json.dumps(hit.get("_source"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-                yield hit["_id"], hashlib.sha1(canonical.encode()).hexdigest()
-            r = _get(cluster, "POST", "/_search/scroll", {"scroll": "2m", "scroll_id": scroll_id})
+            yield from page_hits
+            r = call(cluster, "POST", "/_search/scroll", {"scroll": keep_alive, "scroll_id": scroll_id})
             scroll_id = r.get("_scroll_id", scroll_id)
     finally:
         if scroll_id:
@@ -92,9 +97,28 @@ def documents(cluster: Elastic, index: str, page: int = 1000) -> Iterator[tuple[
                 pass
 
 
+def documents(cluster: Elastic, index: str, page: int = 1000) -> Iterator[tuple[str, str]]:
+    """(id, sha1 of the canonical `_source`) of every document, by scroll."""
+    for hit in hits(cluster, index, page):
+        yield hit["_id"], digest(hit.get("_source"))
+
+
+def refresh(cluster: Elastic, names: set[str]) -> None:
+    for name in names:
+        cluster.request("POST", f"/{name}/_refresh", {}, None)
+
+
+def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
+    """--source, --target and --index, shared by compare and repair."""
+    p.add_argument("--source", required=True, help="cluster A: URL, or a conf file (its first primary)")
+    p.add_argument("--target", required=True, help="cluster B: URL, or a conf file (its first primary)")
+    p.add_argument("--index", default="*", help="index pattern(s), comma-separated (default: all but hidden)")
+    p.add_argument("--no-refresh", action="store_true", help="do not refresh the indices before reading")
+
+
 def compare_index(source: Elastic, target: Elastic, index: str, present_in_target: bool) -> IndexReport:
     report = IndexReport(index)
-    report.source_count = _get(source, "GET", f"/{index}/_count").get("count", 0)
+    report.source_count = call(source, "GET", f"/{index}/_count").get("count", 0)
     theirs = dict(documents(target, index)) if present_in_target else {}
     report.target_count = len(theirs)
     for doc_id, digest in documents(source, index):
@@ -125,12 +149,11 @@ class _Progress:
             self.out.write("\n")
 
 
-def run(source: Elastic, target: Elastic, pattern: str, show: int, refresh: bool, out: TextIO) -> int:
+def run(source: Elastic, target: Elastic, pattern: str, show: int, refresh_first: bool, out: TextIO) -> int:
     ours, theirs = indices(source, pattern), indices(target, pattern)
-    if refresh:
-        for cluster, names in ((source, ours), (target, theirs)):
-            for name in names:
-                cluster.request("POST", f"/{name}/_refresh", {}, None)
+    if refresh_first:
+        refresh(source, ours)
+        refresh(target, theirs)
     reports = []
     progress = _Progress(len(ours | theirs), sys.stderr)
     for index in sorted(ours | theirs):
@@ -166,14 +189,11 @@ def run(source: Elastic, target: Elastic, pattern: str, show: int, refresh: bool
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="esproxy compare", description=__doc__.splitlines()[0])
-    p.add_argument("--source", required=True, help="cluster A: URL, or a conf file (its first primary)")
-    p.add_argument("--target", required=True, help="cluster B: URL, or a conf file (its first primary)")
-    p.add_argument("--index", default="*", help="index pattern(s), comma-separated (default: all but hidden)")
+    add_cluster_arguments(p)
     p.add_argument("--show", type=int, default=20, help="how many differences to list (default 20)")
-    p.add_argument("--no-refresh", action="store_true", help="do not refresh the indices before reading")
     args = p.parse_args(argv)
     try:
-        source, target = _cluster(args.source), _cluster(args.target)
+        source, target = cluster(args.source), cluster(args.target)
         return run(source, target, args.index, args.show, not args.no_refresh, sys.stdout)
     except ConfigError as e:
         print(f"esproxy compare: config error: {e}", file=sys.stderr)

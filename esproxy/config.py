@@ -15,6 +15,7 @@ from typing import ClassVar
 import yaml
 
 from . import labels
+from .messages import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
 from .schema import ConfigError, Duration, Url, build, reference, setting, walk_compat
 
 __all__ = ["Config", "ConfigError", "load", "parse", "reference_markdown"]
@@ -43,6 +44,13 @@ class ProxySource:
     passHeaders: list[str] = setting(
         [], "Extra request headers forwarded to the primary, besides the standard ones (ours)."
     )
+    assignIds: bool = setting(
+        True,
+        "With `durability: spool`, writes that would let the primary choose the document id (`POST"
+        " /idx/_doc`, `_bulk` index/create actions without `_id`) get an Elasticsearch-style id from the"
+        " proxy first, so that such a write in flight at a crash can be settled from A; false keeps A's"
+        " own ids (see docs/operations.md for what each costs) (ours).",
+    )
 
 
 @dataclass
@@ -63,6 +71,13 @@ class KafkaSource:
         Duration(10), "Consumer group session timeout; heartbeats every third of it, at most 3s (ours)."
     )
     warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
+    chunkTimeout: Duration = setting(
+        Duration(600),
+        "A write carried in chunks (see `destination.kafkas[].maxMessageBytes`) whose chunks stop coming is"
+        " given up once a message of its partition is this much newer (Kafka timestamps) than its first"
+        " chunk, or a million messages after it: what was read of it goes to the dead letters. Until then"
+        " the partition's committed offset stays at its first chunk (ours).",
+    )
     deadLetterTopic: str = setting(
         "{topic}.dlq",
         "Topic (on the same brokers) that messages which can never apply go to: not a bean, or refused by the "
@@ -116,6 +131,13 @@ class KafkaDestination:
     )
     labelEval: str = setting("", "Label expression; empty matches all.")
     warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
+    maxMessageBytes: int = setting(
+        DEFAULT_MAX_MESSAGE_BYTES,
+        "Largest Kafka message produced, key and record overhead included (the producer's max_request_size)."
+        " A captured write that does not fit is carried in several messages with the same key, which the"
+        " replay puts together again. Must not exceed what the broker and the topic accept (message.max.bytes,"
+        " max.message.bytes: 1048588 on a stock broker) (ours).",
+    )
     version: str = setting("", "Kafka version.", compat=_VERSION_NOTE)
     disabled: bool = setting(False, "Skip this entry.")
 
@@ -130,7 +152,11 @@ class KafkaDestination:
 
 @dataclass
 class SpoolSettings:
-    dir: str = setting("spool", "Directory of the write-ahead spool, relative to the working directory.")
+    dir: str = setting(
+        "spool",
+        "Directory of the write-ahead spool, relative to the working directory; also holds the proxy's dead"
+        " letters, `deadletters.jsonl` (writes Kafka refused for good), whatever the `durability`.",
+    )
     maxBytes: int = setting(
         256 * 1024 * 1024, "Most bytes of captured writes waiting for Kafka; then `whenFull` applies."
     )
@@ -180,6 +206,36 @@ class AdminListener:
 
 
 @dataclass
+class HealthSettings:
+    maxShipDelay: Duration = setting(
+        Duration(30),
+        "`/_esproxy/health` answers 503 while a captured write has waited longer than this to be taken by Kafka"
+        " (the oldest write in the spool or the `durability: none` queue); 0 = never (ours).",
+    )
+    maxProduceFailing: Duration = setting(
+        Duration(30),
+        "503 while a topic's produce requests have failed, with no message taken since, for longer than this;"
+        " 0 = never (ours).",
+    )
+    maxReplayStall: Duration = setting(
+        Duration(60),
+        "503 while a replayed partition has records waiting and has applied none of them for longer than this"
+        " (the target cluster down or refusing, a dead letter that cannot be written...); 0 = never (ours).",
+    )
+    maxReplayLag: Duration = setting(
+        Duration(600),
+        "503 while the oldest record a partition has fetched and not yet applied is older than this (its Kafka"
+        " timestamp: the replay is that far behind); 0 = never (ours).",
+    )
+    deadLetterWindow: Duration = setting(
+        Duration(300),
+        "503 while a dead letter was written within this long (by the replay, or by the proxy for a write the"
+        " broker refuses for good); health is 200 again once the last one is older; 0 = dead letters never"
+        " make health 503 (ours).",
+    )
+
+
+@dataclass
 class Config:
     chanSize: int = setting(
         0, "Capacity of the queue between request handlers and the Kafka producer; 0 = direct hand-off."
@@ -201,6 +257,9 @@ class Config:
     source: Source = setting(Source(), "Where requests come from.")
     spool: SpoolSettings = setting(SpoolSettings(), "The proxy's write-ahead spool (`durability: spool`) (ours).")
     destination: Destination = setting(Destination(), "Where they go.")
+    health: HealthSettings = setting(
+        HealthSettings(), "When `/_esproxy/health` answers 503 (see docs/operations.md, Health) (ours)."
+    )
 
     warnings: ClassVar[tuple[str, ...]] = ()  # set by parse(), not a setting
 
@@ -241,6 +300,9 @@ def _check(cfg: Config) -> list[str]:
                 raise ConfigError(f"destination.{kind}[{i}].maxConns", f"{e.maxConns} must be at least 1")
     for i, k in enumerate(cfg.destination.kafkas):
         _parse_label_eval(k.labelEval, f"destination.kafkas[{i}].labelEval")
+        if k.maxMessageBytes < MIN_MAX_MESSAGE_BYTES:
+            least = f"{k.maxMessageBytes} must be at least {MIN_MAX_MESSAGE_BYTES}"
+            raise ConfigError(f"destination.kafkas[{i}].maxMessageBytes", least)
         module = _CODEC_MODULES.get(k.codec)
         if module and not k.disabled and importlib.util.find_spec(module[0]) is None:
             raise ConfigError(
@@ -249,6 +311,9 @@ def _check(cfg: Config) -> list[str]:
             )
     if cfg.spool.maxBytes < 1:
         raise ConfigError("spool.maxBytes", f"{cfg.spool.maxBytes} must be at least 1")
+    for name, value in vars(cfg.health).items():
+        if value < 0:
+            raise ConfigError(f"health.{name}", "must be 0 (never) or more")
     if cfg.chanSize < 0:
         raise ConfigError("chanSize", f"{cfg.chanSize} must be 0 or more")
     if cfg.workers < 1:
@@ -278,6 +343,8 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(f"{path}.concurrency", f"{k.concurrency} must be at least 1")
         if k.batchSize < 1 or k.batchBytes < 1:
             raise ConfigError(f"{path}.batchSize", "batchSize and batchBytes must be at least 1")
+        if k.chunkTimeout <= 0:
+            raise ConfigError(f"{path}.chunkTimeout", "must be more than 0s")
         if k.sessionTimeout < 1:
             raise ConfigError(f"{path}.sessionTimeout", "must be at least 1s")
         if not k.deadLetterFile:

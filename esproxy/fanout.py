@@ -12,12 +12,17 @@ Per proxy, ``durability`` chooses:
 
 A full queue or spool blocks the handler (or, with ``spool.whenFull: reject``, refuses the write
 with 503 before it reaches the primary): backpressure, never a silent drop.
+
+A write the broker refuses for good (esproxy.dest.refusals: too large for it, invalid...) does not
+block the ones behind it, in any mode: it becomes a dead letter (esproxy.dest.refusals.ProxyDeadLetters,
+a local file, fsynced before the spool is acknowledged past it) and shipping goes on.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Optional, Union
 
 import gevent
@@ -25,9 +30,12 @@ from gevent.event import Event
 from gevent.queue import Channel, Queue
 
 from .bean import Bean
-from .dest.elastic import Aborted, Elastic, backoff, replay
+from .dest.elastic import Elastic, replay
 from .dest.kafka import KafkaDest
-from .spool import Spool, SpoolFull
+from .dest.refusals import ProxyDeadLetters
+from .recorder import NotRecorded
+from .retry import Aborted, Backoff
+from .spool import Spool
 
 log = logging.getLogger("esproxy.fanout")
 
@@ -35,23 +43,28 @@ _STOP = object()
 SHIP_BATCH = 500
 
 
-class NotRecorded(Exception):
-    """durability: kafka — Kafka did not take a write that the primary applied."""
-
-
-class Unavailable(SpoolFull):
-    """A write cannot be recorded now (a pre-fork worker lost its master): refused before forwarding."""
-
-
 class Fanout:
-    def __init__(self, chan_size: int, kafkas: list[KafkaDest], rests: list[Elastic], spool: Optional[Spool]) -> None:
+    """The :class:`~esproxy.recorder.Recorder` of the process that ships captured writes."""
+
+    def __init__(
+        self,
+        chan_size: int,
+        kafkas: list[KafkaDest],
+        rests: list[Elastic],
+        spool: Optional[Spool],
+        dead_letters: ProxyDeadLetters,
+    ) -> None:
         self.queue: Union[Queue, Channel] = Queue(chan_size) if chan_size > 0 else Channel()
         self.kafkas = kafkas
         self.rests = rests
         self.spool = spool
+        self.dead_letters = dead_letters
+        for kafka in kafkas:
+            kafka.on_refused = lambda bean, error, topic=kafka.topic: dead_letters.write(bean, topic, error)
         self.stopping = False
         self._greenlets: list[gevent.Greenlet] = []
         self._connected = Event()
+        self._queued_at: deque[float] = deque()  # durability: none — time.time() of each write not yet taken
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self._run_queue))
@@ -59,11 +72,11 @@ class Fanout:
             self._greenlets.append(gevent.spawn(self._run_spool))
 
     # ------------------------------------------------------------------ handlers
-    # What a request handler calls; a pre-fork worker calls the same through esproxy.worker.MasterFanout.
+    # esproxy.recorder.Recorder; a pre-fork worker calls the same through esproxy.worker.MasterFanout.
 
     @property
-    def durable(self) -> bool:
-        """Whether writes go through the spool (a proxy with durability: spool records intents)."""
+    def records_intents(self) -> bool:
+        """Whether there is a spool (a proxy with durability: spool records an intent per write)."""
         return self.spool is not None
 
     def begin(self, method: str, uri: str, body: bytes) -> str:
@@ -79,20 +92,25 @@ class Fanout:
 
     def put(self, bean: Bean) -> None:
         """durability: none."""
-        self.queue.put(bean)
+        queued_at = time.time()
+        self._queued_at.append(queued_at)
+        try:
+            self.queue.put(bean)
+        except BaseException:  # not queued (the handler was killed while the queue was full)
+            self._queued_at.remove(queued_at)
+            raise
 
     def deliver_now(self, beans: list[Bean], deadline: float) -> None:
         """durability: kafka — every destination has the beans when this returns; else NotRecorded."""
         self._connected.wait(max(0.0, deadline - time.monotonic()))
-        attempt = 0
+        waits = Backoff(base=0.2, cap=5)
         pending = list(beans)
         while pending:
             if self._connected.is_set():
                 pending = pending[self._ship(pending) :]
                 if not pending:
                     break
-            delay = backoff(attempt, base=0.2, cap=5)
-            attempt += 1
+            delay = waits.next()
             if time.monotonic() + delay > deadline or self.stopping:
                 raise NotRecorded(f"Kafka did not take {len(pending)} write(s)")
             gevent.sleep(delay)
@@ -102,6 +120,16 @@ class Fanout:
     def depth(self) -> int:
         """Beans in the in-memory queue (the spool's backlog is counted by the spool)."""
         return self.queue.qsize()
+
+    def unshipped(self) -> int:
+        """Captured writes not yet taken by the Kafka producer (queue, handlers waiting to queue, spool)."""
+        return len(self._queued_at) + (self.spool.backlog() if self.spool is not None else 0)
+
+    def oldest_unshipped_age(self) -> float:
+        """Seconds the oldest captured write not yet taken by the Kafka producer has waited: in the spool,
+        or in the queue (durability: none: from put() until the producer took it); 0 when there is none."""
+        queued = max(0.0, time.time() - self._queued_at[0]) if self._queued_at else 0.0
+        return max(queued, self.spool.oldest_age() if self.spool is not None else 0.0)
 
     # ------------------------------------------------------------------ shippers
 
@@ -129,11 +157,14 @@ class Fanout:
                 self._backups(item)
             except Exception:  # a bug must not stop the shipping of every later write
                 log.exception("fanout: delivering %s %s failed", item.method, item.requestUri)
+            finally:
+                if self._queued_at:
+                    self._queued_at.popleft()
 
     def _run_spool(self) -> None:
         assert self.spool is not None
         self._connected.wait()
-        attempt = 0
+        waits = Backoff(base=0.5, cap=10)
         while not (self.stopping and self.spool.backlog() == 0):
             batch = self.spool.take(SHIP_BATCH, timeout=0.5)
             if not batch:
@@ -148,12 +179,11 @@ class Fanout:
                 for bean in beans[:done]:
                     self._backups(bean)
                 self.spool.ack(done)
-                attempt = 0
+                waits.reset()
             if done < len(beans):
                 if self.stopping:
                     return
-                delay = backoff(attempt, base=0.5, cap=10)
-                attempt += 1
+                delay = waits.next()
                 log.warning(
                     "kafka unreachable or refusing: %d write(s) wait in the spool; retrying in %.1fs",
                     self.spool.backlog(),
@@ -162,14 +192,34 @@ class Fanout:
                 gevent.sleep(delay)
 
     def _ship(self, beans: list[Bean]) -> int:
-        """How many beans, from the first, every Kafka destination took."""
+        """How many beans, from the first, every Kafka destination took or refused for good.
+
+        A bean refused for good is a dead letter (on disk when this returns) and counts as done: the
+        beans behind it go on. One whose dead letter cannot be written is not done (retried later).
+        """
         done = len(beans)
         for kafka in self.kafkas:
             mine = [i for i, b in enumerate(beans) if kafka.matches(b.labels)]
-            took = kafka.ship([beans[i] for i in mine])
-            if took < len(mine):
-                done = min(done, mine[took])
+            start = 0
+            while start < len(mine):
+                shipped = kafka.ship([beans[i] for i in mine[start:]])
+                start += shipped.taken
+                if shipped.refused is None or not self._dead_letter(beans[mine[start]], kafka.topic, shipped.refused):
+                    break
+                start += 1
+            if start < len(mine):
+                done = min(done, mine[start])
         return done
+
+    def _dead_letter(self, bean: Bean, topic: str, error: BaseException) -> bool:
+        try:
+            self.dead_letters.write(bean, topic, error)
+        except OSError as e:
+            log.error(
+                "kafka refused a write to %s for good (%s), but its dead letter was not written: %s", topic, error, e
+            )
+            return False
+        return True
 
     def _backups(self, bean: Bean) -> None:
         for rest in self.rests:
@@ -200,3 +250,4 @@ class Fanout:
             kafka.close(timeout=max(1.0, deadline - time.monotonic()))
         if self.spool is not None:
             self.spool.close()
+        self.dead_letters.close()

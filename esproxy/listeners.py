@@ -1,7 +1,7 @@
 """The proxy role's listeners: one :class:`ProxyApp` behind a gevent ``WSGIServer`` per
 ``source.proxies[]`` entry, started and drained together.
 
-The arbiter runs them itself (``workers: 1``); with pre-fork workers each worker runs them on the
+esproxy.roles.Roles runs them itself (``workers: 1``); with pre-fork workers each worker runs them on the
 sockets its master bound (:mod:`esproxy.worker`), and the master keeps unserved apps only to settle
 the intents a dead worker left open.
 """
@@ -20,8 +20,11 @@ from gevent.pywsgi import WSGIServer
 from . import labels
 from .bean import Bean
 from .config import Config, ProxySource
-from .dest.elastic import Elastic, UpstreamError, backoff
+from .dest.elastic import Elastic, UpstreamError
+from .recorder import Recorder
+from .retry import Aborted, retry
 from .source.proxy import ProxyApp, make_server
+from .wsgi import AdminEndpoints
 
 log = logging.getLogger("esproxy")
 
@@ -33,16 +36,17 @@ def matching_indexes(cfg: Config, source_labels: dict[str, str]) -> list[int]:
 
 def wait_for_cluster_id(e: Elastic, stop: Event) -> bool:
     """Read the cluster's id, retrying while it is down; False if a stop came first."""
-    attempt = 0
-    while not e.cluster_id:
-        try:
-            log.info("cluster %s has id %s", e.target(""), e.ensure_cluster_id())
-        except UpstreamError as err:
-            delay = backoff(attempt, base=0.5, cap=10)
-            attempt += 1
-            log.warning("cluster not ready: %s; retrying in %.1fs", err, delay)
-            if stop.wait(delay):
-                return False
+    if e.cluster_id:
+        return True
+
+    def not_ready(err: BaseException, attempts: int, delay: float) -> None:
+        log.warning("cluster not ready: %s; retrying in %.1fs", err, delay)
+
+    try:
+        cluster_id = retry(e.ensure_cluster_id, (UpstreamError,), not_ready, base=0.5, cap=10, stopping=stop.is_set)
+    except Aborted:
+        return False
+    log.info("cluster %s has id %s", e.target(""), cluster_id)
     return True
 
 
@@ -53,7 +57,7 @@ def bind(p: ProxySource) -> socket.socket:
 
 
 class Listeners:
-    def __init__(self, cfg: Config, fanout: Any, admin: Any, stop: Event) -> None:
+    def __init__(self, cfg: Config, fanout: Optional[Recorder], admin: AdminEndpoints, stop: Event) -> None:
         self.cfg = cfg
         self.fanout = fanout
         self.admin = admin

@@ -31,9 +31,10 @@ from gevent.event import Event
 from gevent.pool import Group
 
 from .channel import Channel
-from .dest.elastic import backoff
 from .fanout import Fanout
 from .profiling import merge_profiles
+from .retry import backoff
+from .spool import intent_record
 
 log = logging.getLogger("esproxy.prefork")
 
@@ -163,8 +164,7 @@ class WorkerPool:
         if op == "begin":
             method, uri, body = args
             intent_id = fanout.begin(method, uri, body)
-            record = {"id": intent_id, "method": method, "uri": uri, "body": body.decode("utf-8", "replace")}
-            w.intents[intent_id] = record
+            w.intents[intent_id] = intent_record(intent_id, method, uri, body)
             return intent_id
         if op == "done":
             intent_id, beans = args

@@ -100,7 +100,7 @@ class Profiler:
     def cpu_running(self) -> bool:
         return self._cpu is not None
 
-    def on_signal(self) -> None:
+    def on_signal(self, signum: int = 0) -> None:
         """SIGUSR1 (run by gevent in a greenlet, not in the signal handler itself)."""
         import gevent
 

@@ -7,33 +7,27 @@ A may or may not have applied such a write, so B must copy what A holds now:
   their `_id`): the document's current state on A is replayed as a versioned document bean, or a
   delete if A does not have it;
 - a write A would have given an id to (`POST /idx/_doc`, bulk actions without `_id`): nothing can
-  say which document it became; logged, for the operator to check with `esproxy compare`;
+  say which document it became; logged, for the operator to check with `esproxy compare`. With
+  `assignIds` (the default) the proxy names those documents before forwarding (autoids.py), so
+  this happens only with `assignIds: false`;
 - any other write (index creation, mappings, settings...): replayed as sent, since those are
   idempotent or fail harmlessly the second time; `_update_by_query`/`_delete_by_query` are logged.
-
-A real cluster goes on executing a write whose client went away (index and bulk tasks cannot be
-cancelled), so A's documents are read only once the writes A was executing when settling began have
-finished (its tasks API); else a write applied a moment after the read would never reach B.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Optional
 from urllib.parse import parse_qs, quote, unquote
 
-import gevent
-
-from .bean import Bean
+from .bean import Bean, index_in_path
 from .bulk import DocOp, parse_request
-from .capture import DOCS_KIND, NDJSON, _classify, key_of
-from .dest.elastic import Elastic, UpstreamError
+from .capture import write_kind
+from .dest.elastic import Elastic
 
 log = logging.getLogger("esproxy.settle")
 
 UNSETTLED = ("_update_by_query", "_delete_by_query", "_reindex")
-WRITE_TASKS = "/_tasks?actions=indices:data/write/*"
 
 
 def settle(intent: dict[str, Any], primary: Elastic, template: Bean) -> list[Bean]:
@@ -42,7 +36,7 @@ def settle(intent: dict[str, Any], primary: Elastic, template: Bean) -> list[Bea
     path, _, query = uri.partition("?")
     params = {k: v[-1] for k, v in parse_qs(query).items()}
     segments = [unquote(s) for s in path.strip("/").split("/")]
-    kind = _classify(method, segments)
+    kind = write_kind(method, segments)
     targets: list[tuple[str, str, Optional[str]]] = []
     if kind == "bulk":
         default_index = segments[0] if len(segments) >= 2 else None
@@ -77,43 +71,15 @@ def settle(intent: dict[str, Any], primary: Elastic, template: Bean) -> list[Bea
                 template.remoteAddr,
                 template.labels,
                 template.clusterIds,
-                index=key_of(path),
+                index=index_in_path(path),
             )
         ]
     return _current_states(targets, primary, template)
 
 
-def write_tasks(primary: Elastic) -> Optional[set[str]]:
-    """Ids of the write tasks the cluster is executing; None if it cannot tell (no tasks API, or the credentials
-    lack the cluster:monitor/tasks privilege)."""
-    r = primary.request("GET", WRITE_TASKS, {}, None)
-    if r.status != 200:
-        return None
-    return {task for node in r.json().get("nodes", {}).values() for task in node.get("tasks", {})}
-
-
-def wait_for_writes_in_flight(primary: Elastic, timeout: float, poll: float = 0.05) -> None:
-    """Return once every write A was executing on the call has finished, or after ``timeout``."""
-    running = write_tasks(primary)
-    if running is None:
-        log.debug("%s does not list its tasks: settling without waiting for its writes in flight", primary)
-        return
-    deadline = time.monotonic() + timeout
-    while running:
-        if time.monotonic() >= deadline:
-            log.warning("%d write(s) still running on %s after %.0fs: settling anyway", len(running), primary, timeout)
-            return
-        gevent.sleep(poll)
-        running &= write_tasks(primary) or set()
-
-
 def _current_states(targets: list[tuple[str, str, Optional[str]]], primary: Elastic, template: Bean) -> list[Bean]:
     if not targets:
         return []
-    try:
-        wait_for_writes_in_flight(primary, primary.cfg.timeout)
-    except UpstreamError as e:  # the read below meets the same trouble and is retried by the caller
-        log.debug("could not list the write tasks of %s: %s", primary, e)
     current = primary.current_docs(targets)
     by_id = {doc_id: state for (_, doc_id), state in current.items()}
     beans = []
@@ -138,20 +104,6 @@ def _current_states(targets: list[tuple[str, str, Optional[str]]], primary: Elas
             )
             continue
         source, seq_no = state
-        op = DocOp("index", index, doc_id, seq_no, source, routing)
-        beans.append(
-            Bean(
-                "POST",
-                "/_bulk",
-                op.lines(),
-                {"Content-Type": [NDJSON]},
-                template.host,
-                template.remoteAddr,
-                template.labels,
-                template.clusterIds,
-                index=index,
-                kind=DOCS_KIND,
-            )
-        )
+        beans.append(template.documents(index, DocOp("index", index, doc_id, seq_no, source, routing).lines()))
     log.info("settled %d document(s) of a write whose outcome was unknown (a crash or timeout in flight)", len(beans))
     return beans

@@ -16,6 +16,10 @@ most once a second, when idle and at close: a crash ships the last second's bean
 segment is deleted once it is shipped and none of its intents is still open. On start, beans past
 ``position`` are shipped again first, and intents without a DONE are handed back for settling
 (see settle.py). A torn record at the end of the last segment (a crash mid-write) is cut off.
+
+Each unshipped bean keeps the wall-clock time it was appended (for ``oldest_age``, read by
+``/_esproxy/health``); a bean recovered at start gets its segment file's mtime: the time of the
+segment's last append, so the age shown after a restart is a lower bound, never an overstatement.
 """
 
 from __future__ import annotations
@@ -45,6 +49,18 @@ _HEADER = struct.Struct(">IIB")
 SEGMENT_BYTES = 64 * 1024 * 1024
 SHIP_EVERY = 0.1  # seconds: the shortest time between two takes of the shipper
 POSITION_INTERVAL = 1.0  # seconds; its rename(2) after every Kafka acknowledgement blocked the hub
+
+
+def intent_record(intent_id: str, method: str, uri: str, body: bytes, sent: Optional[float] = None) -> dict[str, Any]:
+    """What settling a write of unknown outcome needs (settle.py): the request, and when it was sent
+    (wall clock, so that it means the same after a restart). The proxy passes no body for a
+    single-document write (the hot path): settling reads the named document back from A. Any other
+    write needs its body: a `_bulk` names its documents there, a write replayed as sent (mappings...)
+    is replayed whole."""
+    record: dict[str, Any] = {"id": intent_id, "method": method, "uri": uri, "time": round(sent or time.time(), 3)}
+    if body:
+        record["body"] = body.decode("utf-8", "replace")
+    return record
 
 
 class SpoolFull(Exception):
@@ -78,7 +94,7 @@ class Spool:
         self.commit_delay = commit_delay
         self._pending: list[tuple[int, bytes, Optional[Bean], AsyncResult]] = []
         self._wake = Event()
-        self._unshipped: deque[tuple[Position, Bean, int]] = deque()
+        self._unshipped: deque[tuple[Position, Bean, int, float]] = deque()  # ..., size, time appended
         self._available = Event()
         self._space = Event()
         self._space.set()
@@ -106,10 +122,11 @@ class Spool:
         segments = sorted(int(p.stem) for p in self.dir.glob("*.log") if p.stem.isdigit())
         intents: dict[str, dict[str, Any]] = {}
         for seg in segments:
+            appended = self._segment_path(seg).stat().st_mtime
             for pos, kind, payload in self._scan(seg, last=seg == segments[-1]):
                 if kind == BEAN and not pos <= shipped:
                     bean = Bean.from_json(payload)
-                    self._unshipped.append((pos, bean, len(payload)))
+                    self._unshipped.append((pos, bean, len(payload), appended))
                     self.backlog_bytes += len(payload)
                 elif kind == INTENT:
                     intent = json.loads(payload)
@@ -158,9 +175,7 @@ class Spool:
         """Durably note that a write is about to be forwarded; returns its id."""
         self._next_intent += 1
         intent_id = f"{self._pid}-{self._next_intent}"
-        record: dict[str, Any] = {"id": intent_id, "method": method, "uri": uri}
-        if uri.split("?", 1)[0].endswith("/_bulk"):
-            record["body"] = body.decode("utf-8", "replace")
+        record = intent_record(intent_id, method, uri, body)
         self.open_intents[intent_id] = self._segment
         self._inflight.add(intent_id)
         try:
@@ -206,9 +221,10 @@ class Spool:
                     if not result.ready():
                         result.set_exception(e)
                 continue
+            now = time.time()
             for (kind, payload, bean, _), pos in zip(batch, positions):
                 if kind == BEAN and bean is not None:
-                    self._unshipped.append((pos, bean, len(payload)))
+                    self._unshipped.append((pos, bean, len(payload), now))
                     self.backlog_bytes += len(payload)
             for *_, result in batch:
                 if not result.ready():
@@ -247,13 +263,13 @@ class Spool:
         if gap > 0 and len(self._unshipped) < limit:
             gevent.sleep(gap)  # fewer, larger produce requests: each costs far more CPU than a message
         self._last_take = time.monotonic()
-        return [(pos, bean) for pos, bean, _ in itertools.islice(self._unshipped, limit)]
+        return [(pos, bean) for pos, bean, _, _ in itertools.islice(self._unshipped, limit)]
 
     def ack(self, count: int) -> None:
         """The first ``count`` beans are in Kafka: forget them, note the position, free segments."""
         last: Optional[Position] = None
         for _ in range(count):
-            last, _, size = self._unshipped.popleft()
+            last, _, size, _ = self._unshipped.popleft()
             self.backlog_bytes -= size
         if last is None:
             return
@@ -272,13 +288,14 @@ class Spool:
         self._publish()
         self._space.set()
 
-    def settled(self, intent_id: str) -> None:
-        """An intent left open by a previous run was settled: close it durably."""
-        self._append([(DONE, json.dumps({"id": intent_id}).encode(), None)])
-        self.open_intents.pop(intent_id, None)
-
     def backlog(self) -> int:
         return len(self._unshipped)
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest bean not yet taken by Kafka has waited (0 when there is none)."""
+        if not self._unshipped:
+            return 0.0
+        return max(0.0, time.time() - self._unshipped[0][3])
 
     def _publish(self) -> None:
         STATS.spool_records = len(self._unshipped)
@@ -286,13 +303,16 @@ class Spool:
 
     # ------------------------------------------------------------------ files
 
+    def _segment_path(self, segment: int) -> Path:
+        return self.dir / f"{segment:010d}.log"
+
     def _open_segment(self) -> None:
-        path = self.dir / f"{self._segment:010d}.log"
+        path = self._segment_path(self._segment)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
 
     def _scan(self, segment: int, last: bool):
-        path = self.dir / f"{segment:010d}.log"
+        path = self._segment_path(segment)
         data = path.read_bytes()
         offset = 0
         while offset < len(data):

@@ -4,10 +4,12 @@
 The hot-path hooks are attribute increments on the module-level :data:`STATS`: under gevent the
 process runs one greenlet at a time, so no locks. Nothing here parses request or response bodies.
 Gauges that live elsewhere (queue depth, upstream pools, consumer lag) are read when scraped, from
-the objects the arbiter holds (see :mod:`esproxy.admin`).
+the objects :class:`esproxy.roles.Roles` holds (see :mod:`esproxy.admin`).
 
 ``spool_records`` / ``spool_bytes`` are set by the spool (esproxy/spool.py) as its backlog moves;
-``dead_letters`` is incremented by :mod:`esproxy.deadletter` once a dead letter is written.
+``dead_letters`` is incremented (``STATS.dead_letters += 1``) once a dead letter is written, by the
+replay (:mod:`esproxy.source.kafka_deadletters`) or the proxy's shipper; each increment's time is kept for
+``health.deadLetterWindow`` (:mod:`esproxy.health`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Callable, Iterable
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 RATE_WINDOW = 10  # seconds over which replay_messages_per_second is averaged
+DEAD_LETTER_TIMES = 10000  # the times of the last this many dead letters are kept (health's window)
 
 
 class Stats:
@@ -33,7 +36,9 @@ class Stats:
         self.latency_count = 0
         self.writes_captured = 0
         self.kafka_produced: dict[str, int] = {}
-        self.kafka_failed: dict[str, int] = {}
+        self.kafka_failed: dict[tuple[str, str], int] = {}  # (topic, reason) -> messages not taken
+        # topic -> (time.monotonic() of its first and of its last failure since its last success, last reason)
+        self.produce_failing: dict[str, tuple[float, float, str]] = {}
         # set by the spool: records / bytes not yet taken by Kafka
         self.spool_records = 0
         self.spool_bytes = 0
@@ -42,7 +47,8 @@ class Stats:
         self.replay_bytes = 0
         self.replay_by_index: dict[str, list[int]] = {}  # index -> [writes applied, bytes]
         self.replay_skipped: dict[str, int] = {}  # index -> writes B refused (4xx) or broken messages
-        self.dead_letters = 0  # dead letters written (esproxy.deadletter)
+        self._dead_letters = 0
+        self.dead_letter_times: deque[float] = deque(maxlen=DEAD_LETTER_TIMES)  # time.monotonic() of each
         self._rate: deque[list[int]] = deque(maxlen=RATE_WINDOW + 2)  # [second, messages]
 
     # ------------------------------------------------------------------ hooks (hot path: cheap)
@@ -75,11 +81,29 @@ class Stats:
                 return
         self.latency_buckets[-1] += 1
 
+    @property
+    def dead_letters(self) -> int:
+        """Dead letters written; ``STATS.dead_letters += 1`` also notes when (see dead_letter_times)."""
+        return self._dead_letters
+
+    @dead_letters.setter
+    def dead_letters(self, value: int) -> None:
+        now = time.monotonic()
+        self.dead_letter_times.extend(now for _ in range(value - self._dead_letters))
+        self._dead_letters = value
+
     def produced(self, topic: str) -> None:
         self.kafka_produced[topic] = self.kafka_produced.get(topic, 0) + 1
+        if self.produce_failing:
+            self.produce_failing.pop(topic, None)
 
-    def produce_failed(self, topic: str) -> None:
-        self.kafka_failed[topic] = self.kafka_failed.get(topic, 0) + 1
+    def produce_failed(self, topic: str, reason: str = "unknown") -> None:
+        """A message the broker did not take; ``reason``: the exception's class name, or why it was refused."""
+        key = (topic, reason)
+        self.kafka_failed[key] = self.kafka_failed.get(key, 0) + 1
+        now = time.monotonic()
+        first = self.produce_failing[topic][0] if topic in self.produce_failing else now
+        self.produce_failing[topic] = (first, now, reason)
 
     def replay_message(self, nbytes: int) -> None:
         """One message consumed by the replay (whatever becomes of it)."""

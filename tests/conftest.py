@@ -15,13 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import (  # noqa: E402
-    DemoServer,
-    Esproxy,
-    expected_ready_lines,
-    free_port,
-    unique,
-)
+from support.basics import free_port, unique
+from support.configs import expected_ready_lines
+from support.process import Esproxy
+from support.servers import DemoServer
 
 
 def pytest_addoption(parser):
@@ -223,7 +220,7 @@ def esproxy(tmp_path):
 @pytest.fixture
 def recorder():
     """Start RecordingServer instances: `srv = recorder()`; stopped at teardown."""
-    from helpers import RecordingServer
+    from support.servers import RecordingServer
 
     started: list = []
 

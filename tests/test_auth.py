@@ -6,7 +6,11 @@ import json
 
 import pytest
 import requests
-from helpers import count_messages, doc_writes, is_es_error, proxy_config, read_topic, wait_until
+from support.basics import wait_until
+from support.beans import doc_writes
+from support.configs import proxy_config
+from support.elastic import is_es_error
+from support.kafka import count_messages, read_topic
 
 AUTH = "Basic dXNlcjpwYXNz"  # user:pass
 

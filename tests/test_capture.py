@@ -8,7 +8,11 @@ import re
 
 import pytest
 import requests
-from helpers import count_messages, doc_writes, es_cluster_id, proxy_config, read_topic, wait_until, writes_of
+from support.basics import wait_until
+from support.beans import doc_writes, writes_of
+from support.configs import proxy_config
+from support.elastic import es_cluster_id
+from support.kafka import count_messages, read_topic
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 

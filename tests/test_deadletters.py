@@ -10,16 +10,11 @@ import sys
 
 import pytest
 import requests
-from helpers import (
-    create_topic,
-    es_doc,
-    make_bean,
-    produce_raw,
-    proxy_config,
-    read_topic,
-    replay_config,
-    wait_until,
-)
+from support.basics import wait_until
+from support.beans import make_bean
+from support.configs import proxy_config, replay_config
+from support.elastic import es_doc
+from support.kafka import create_topic, produce_raw, read_topic
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 

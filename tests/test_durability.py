@@ -11,7 +11,12 @@ import time
 
 import pytest
 import requests
-from helpers import DemoServer, Writer, compare_until_equal, create_topic, proxy_config, replay_config, wait_until
+from support.basics import wait_until
+from support.configs import proxy_config, replay_config
+from support.elastic import compare_until_equal
+from support.kafka import create_topic
+from support.load import Writer
+from support.servers import DemoServer
 
 
 def spool_config(port: int, a: str, kafka: str, topic: str, **spool) -> dict:

@@ -9,7 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from helpers import DemoServer, free_port, is_es_error, proxy_config
+from support.basics import free_port
+from support.configs import proxy_config
+from support.elastic import is_es_error
+from support.servers import DemoServer
 
 
 def assert_es_error(r: requests.Response, status: int, what: str) -> None:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
 import requests
-from helpers import create_topic, es_doc, make_bean, produce_raw, proxy_config, read_topic, replay_config, wait_until
+from support.basics import wait_until
+from support.beans import make_bean
+from support.configs import proxy_config, replay_config
+from support.elastic import compare_until_equal, es_doc
+from support.kafka import create_topic, produce_raw, read_topic
 
 from esproxy import routing
 
@@ -144,22 +145,8 @@ def test_b_converges_to_a(mode, esproxy, osmem_factory, kafka, names, port, tmp_
     # The workload really exercised failures: conflicts (409) and missing documents (404).
     assert statuses.get(409, 0) > 0 and statuses.get(404, 0) > 0, statuses
 
-    def compare() -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "esproxy", "compare", "--source", a, "--target", b, "--show", "10"]
-            + ["--index", names.pattern()],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
     # The replay drains in the background: compare until it agrees or the bound runs out.
-    deadline = time.monotonic() + 90
-    result = compare()
-    while result.returncode != 0 and time.monotonic() < deadline:
-        time.sleep(2)
-        result = compare()
-    assert result.returncode == 0 and "no differences" in result.stdout, result.stdout + result.stderr
+    assert "no differences" in compare_until_equal(a, b, names.pattern(), timeout=90)
     documents = sum(requests.get(f"{a}/{i}/_count", timeout=10).json()["count"] for i in indices)
     assert documents > 20, documents
 

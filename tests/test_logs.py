@@ -6,7 +6,9 @@ import json
 import re
 
 import requests
-from helpers import create_topic, proxy_config, replay_config, writes_of
+from support.beans import writes_of
+from support.configs import proxy_config, replay_config
+from support.kafka import create_topic
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[(?P<level>[A-Z ]{5})\] \d+ --- \[.{5}\] \[[^\]]*\]  : (?P<msg>.*)$"

@@ -16,17 +16,11 @@ import textwrap
 
 import pytest
 import requests
-from helpers import (
-    REPO,
-    compare_until_equal,
-    create_topic,
-    es_doc,
-    make_bean,
-    produce_raw,
-    proxy_config,
-    replay_config,
-    wait_until,
-)
+from support.basics import REPO, wait_until
+from support.beans import make_bean
+from support.configs import proxy_config, replay_config
+from support.elastic import compare_until_equal, es_doc
+from support.kafka import create_topic, produce_raw
 
 pytestmark = pytest.mark.real
 

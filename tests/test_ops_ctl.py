@@ -1,10 +1,12 @@
 """ops/ctl on a supervisord of its own (a generated supervisord.conf in tmp, free ports): `status`
-prints `elasticproxy started, pid=N` as the seed's `./ctl status` does, N being esproxy's pid."""
+prints `elasticproxy started, pid=N` as the seed's `./ctl status` does, N being esproxy's pid, then
+the health verdict of the running roles, with the reasons when unhealthy."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from ops_support import REPO, DemoServer, free_port, wait_until
+from support.basics import REPO, free_port, wait_until
+from support.servers import DemoServer
 
 CTL = REPO / "ops" / "ctl"
 PROGRAM = """\
@@ -54,7 +57,15 @@ def cluster(tmp_path):
     srv.stop()
 
 
-def test_ctl_status_prints_the_pid(cluster, tmp_path):
+@pytest.fixture
+def broker(tmp_path):
+    srv = DemoServer("tansu", tmp_path)
+    yield srv
+    os.killpg(srv.proc.pid, signal.SIGCONT)
+    srv.stop()
+
+
+def test_ctl_status_prints_the_pid_and_the_health(cluster, broker, tmp_path):
     if not (Path(sys.executable).parent / "supervisord").exists():
         pytest.skip("supervisord is not installed beside this python")
     var = tmp_path / "var"
@@ -63,8 +74,12 @@ def test_ctl_status_prints_the_pid(cluster, tmp_path):
     conf.write_text(
         yaml.safe_dump(
             {
+                "health": {"maxShipDelay": "1s"},
                 "source": {"proxies": [{"port": port, "host": "127.0.0.1"}]},
-                "destination": {"primaries": [{"url": cluster}]},
+                "destination": {
+                    "primaries": [{"url": cluster}],
+                    "kafkas": [{"topic": "ctl-health", "brokers": [broker.addr]}],
+                },
             }
         )
     )
@@ -91,6 +106,23 @@ def test_ctl_status_prints_the_pid(cluster, tmp_path):
         m = re.search(r"^elasticproxy started, pid=(\d+)$", status.stdout, re.M)
         assert m, status.stdout
         assert int(m.group(1)) == health["pid"]
+        assert status.stdout.splitlines()[0] == m.group(0)  # first, as the original's, for old scripts
+        assert "\nelasticproxy health: ok\n" in status.stdout
+        os.killpg(broker.proc.pid, signal.SIGSTOP)  # captured writes now wait in the spool
+        r = requests.put(f"http://127.0.0.1:{port}/ctl-health/_doc/1", json={"n": 1}, timeout=10)
+        assert r.status_code == 201
+
+        def status_when(needle: str) -> str:
+            out = ctl("status").stdout
+            return out if needle in out else ""
+
+        unhealthy = wait_until(
+            lambda: status_when("elasticproxy health: unhealthy (HTTP 503"), timeout=20, interval=0.5, msg="the 503"
+        )
+        assert re.search(r"^  - ship_delay: captured writes wait .*health\.maxShipDelay", unhealthy, re.M), unhealthy
+        assert unhealthy.splitlines()[0] == m.group(0)
+        os.killpg(broker.proc.pid, signal.SIGCONT)
+        wait_until(lambda: status_when("elasticproxy health: ok"), timeout=30, interval=0.5, msg="ok again")
         # the working directory is the program's `directory`: where jj.cpu / cpu.profile go
         assert os.readlink(f"/proc/{health['pid']}/cwd") == str(var / "elasticproxy")
         assert ctl("stop").returncode == 0

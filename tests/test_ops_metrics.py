@@ -7,7 +7,10 @@ import uuid
 
 import pytest
 import requests
-from ops_support import DemoServer, Esproxy, free_port, metric, parse_prometheus, wait_until
+from support.basics import free_port, wait_until
+from support.process import Esproxy
+from support.prometheus import metric, parse_prometheus
+from support.servers import DemoServer
 
 from esproxy.logs import redact
 

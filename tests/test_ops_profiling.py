@@ -13,7 +13,9 @@ import time
 
 import pytest
 import requests
-from ops_support import DemoServer, Esproxy, free_port, wait_until
+from support.basics import free_port, wait_until
+from support.process import Esproxy
+from support.servers import DemoServer
 
 from esproxy import profiling
 

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import pytest
 import requests
-from helpers import proxy_config
+from support.configs import proxy_config
 
 JSON = {"Content-Type": "application/json"}
 NDJSON = {"Content-Type": "application/x-ndjson"}

@@ -13,15 +13,10 @@ import time
 
 import pytest
 import requests
-from helpers import (
-    DemoServer,
-    create_topic,
-    free_port,
-    proxy_config,
-    read_topic,
-    replay_config,
-    wait_until,
-)
+from support.basics import free_port, wait_until
+from support.configs import proxy_config, replay_config
+from support.kafka import create_topic, read_topic
+from support.servers import DemoServer
 
 PARTITIONS = 4
 
@@ -112,7 +107,8 @@ def with_admin(conf: dict) -> tuple[dict, int]:
 def test_sigkill_of_the_replay_under_load_resumes_from_the_committed_offsets(esproxy, es_a, es_b, kafka, names, port):
     topic, group, base, writer = setup(esproxy, es_a, kafka, names, port)
     writer.start()
-    time.sleep(2)  # a backlog, so that the replay is busy catching up (many small batches) when killed
+    # A backlog, so that the replay is busy catching up (many small batches) when killed.
+    wait_until(lambda: writer.acked >= 1300, timeout=30, msg="a backlog of writes")
     conf, admin = with_admin(replay_config(kafka, topic, group, es_b, batchSize=10))
     first = esproxy(conf)
     # Under way, with commits behind it and backlog ahead (a real A and B take writes slower than osmem: a bound
@@ -122,10 +118,11 @@ def test_sigkill_of_the_replay_under_load_resumes_from_the_committed_offsets(esp
     first.proc.wait(timeout=5)
     after_kill = committed(kafka, topic, group)
     assert any(after_kill.values()), "the replay committed nothing before it was killed"
-    time.sleep(1)  # writes keep coming while no replay runs
+    at_kill = writer.acked
+    wait_until(lambda: writer.acked >= at_kill + 100, timeout=15, msg="writes while no replay runs")
     conf, admin = with_admin(replay_config(kafka, topic, group, es_b))
     second = esproxy(conf, timeout=30)  # joins once the killed member's session (6 s) expired
-    time.sleep(1)
+    wait_until(lambda: replay_stats(admin)["messages"] >= 1, timeout=15, msg="the second replay under way")
     writer.stop()
     assert writer.acked > 200 and not writer.failed, (writer.acked, writer.failed[:3])
     assert_converges(es_a, es_b, f"{base}-*")
@@ -146,16 +143,19 @@ def test_target_cluster_paused_backs_off_and_skips_nothing(esproxy, es_a, kafka,
         conf["destination"]["primaries"][0]["timeout"] = "1s"  # a stopped B times requests out
         replay = esproxy(conf)
         writer.start()
-        time.sleep(2)
+        wait_until(lambda: writer.acked >= 200, timeout=30, msg="writes before B stops")
         os.kill(b.proc.pid, signal.SIGSTOP)
         try:
-            time.sleep(5)
+            # B answers nothing: the replay times out (1 s) and backs off, and commits stop moving.
+            wait_until(lambda: replay.count_in_log("failed (attempt") >= 1, timeout=15, msg="a failed attempt")
             paused_commits = committed(kafka, topic, group)
-            time.sleep(1)
+            retries = replay.count_in_log("failed (attempt")
+            wait_until(lambda: replay.count_in_log("failed (attempt") > retries, timeout=15, msg="another attempt")
             assert committed(kafka, topic, group) == paused_commits, "committed while B was stopped"
         finally:
             os.kill(b.proc.pid, signal.SIGCONT)
-        time.sleep(2)
+        resumed = writer.acked
+        wait_until(lambda: writer.acked >= resumed + 100, timeout=15, msg="writes after B resumed")
         writer.stop()
         assert writer.acked > 200 and not writer.failed, (writer.acked, writer.failed[:3])
         assert_converges(es_a, b.url, f"{base}-*")
@@ -173,9 +173,10 @@ def test_a_second_replay_joining_the_group_under_load_loses_nothing(esproxy, es_
     topic, group, base, writer = setup(esproxy, es_a, kafka, names, port)
     first = esproxy(replay_config(kafka, topic, group, es_b))
     writer.start()
-    time.sleep(2)
+    wait_until(lambda: writer.acked >= 200, timeout=30, msg="writes before the second member joins")
     second = esproxy(replay_config(kafka, topic, group, es_b))  # waits for its own assignment
-    time.sleep(2)
+    joined = writer.acked
+    wait_until(lambda: writer.acked >= joined + 200, timeout=30, msg="writes after the rebalance")
     writer.stop()
     assert writer.acked > 200 and not writer.failed, (writer.acked, writer.failed[:3])
     assert_converges(es_a, es_b, f"{base}-*")

@@ -7,20 +7,11 @@ import json
 
 import pytest
 import requests
-from helpers import (
-    count_messages,
-    create_topic,
-    doc_writes,
-    es_cluster_id,
-    es_doc,
-    make_bean,
-    produce_raw,
-    proxy_config,
-    read_topic,
-    replay_config,
-    wait_until,
-    writes_of,
-)
+from support.basics import wait_until
+from support.beans import doc_writes, make_bean, writes_of
+from support.configs import proxy_config, replay_config
+from support.elastic import es_cluster_id, es_doc
+from support.kafka import count_messages, create_topic, produce_raw, read_topic
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
@@ -92,10 +83,12 @@ def test_sync_producer_wait_for_all(esproxy, es_a, kafka, names, port):
     topic, index = names.topic(), names.index()
     conf = proxy_config(port, es_a, kafka, topic, sync=True)
     conf["destination"]["kafkas"][0]["requiredAcks"] = "WaitForAll"
-    esproxy(conf)
+    proc = esproxy(conf)
     for i in range(3):
         assert requests.put(f"http://127.0.0.1:{port}/{index}/_doc/{i}", json={"i": i}, timeout=10).status_code == 201
     wait_until(lambda: count_messages(kafka, topic) == 3, timeout=15, interval=0.2, msg="3 beans")
+    # One broker cannot tell acks=1 from acks=all on the wire: the producer says what it asked for.
+    assert proc.count_in_log(f"kafka producer for topic {topic} connected to {kafka} (acks=all)") == 1, proc.log_tail()
 
 
 def test_newest_true_skips_backlog(esproxy, es_b, kafka, names):

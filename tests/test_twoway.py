@@ -7,17 +7,10 @@ import json
 
 import pytest
 import requests
-from helpers import (
-    compare_until_equal,
-    count_messages,
-    create_topic,
-    es_cluster_id,
-    free_port,
-    proxy_config,
-    read_topic,
-    replay_config,
-    wait_until,
-)
+from support.basics import free_port, wait_until
+from support.configs import proxy_config, replay_config
+from support.elastic import compare_until_equal, es_cluster_id
+from support.kafka import count_messages, create_topic, read_topic
 
 pytestmark = pytest.mark.real
 

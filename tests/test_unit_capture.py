@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from esproxy.bean import Bean
-from esproxy.capture import DOCS_KIND, capture
-from esproxy.dest.elastic import split_actions
+from esproxy.bean import DOCS_KIND, Bean
+from esproxy.bulk import split_actions
+from esproxy.capture import capture
 
 
 def _template(method: str, uri: str, body: object = b"") -> Bean:

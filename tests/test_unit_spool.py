@@ -33,7 +33,7 @@ def test_a_restart_ships_what_kafka_did_not_take_and_returns_open_intents(tmp_pa
     assert [i["id"] for i in intents] == [in_flight] and intents[0]["uri"] == "/i/_doc/9"
     assert [b.requestUri for _, b in again.take(10, timeout=0)] == ["/i/_doc/1", "/i/_doc/2"]
     assert segment.read_bytes()[-4:] != b"torn"
-    again.settled(in_flight)
+    again.done(in_flight, [])  # settled: nothing to replay
     again.ack(2)
     again.close()
     third = Spool(tmp_path, max_bytes=10_000)
@@ -117,3 +117,24 @@ def test_a_lone_writer_does_not_wait_for_the_commit_delay(tmp_path: Path) -> Non
     with gevent.Timeout(2.5):  # half the delay: a wait would raise here
         spool.done(spool.intent("PUT", "/i/_doc/1", b""), [_bean(1)])
     spool.close()
+
+
+def test_open_intents_keep_what_settling_needs(tmp_path: Path) -> None:
+    """A restart hands back each open intent with its request, when it was sent, and its body when
+    settling needs one (a `_bulk` names its documents there, an index-level write is replayed whole)."""
+    import time
+
+    spool = Spool(tmp_path, max_bytes=10_000)
+    spool.open()
+    before = time.time()
+    spool.intent("PUT", "/i/_doc/1", b"")  # the proxy passes no body for a single-document write
+    spool.intent("PUT", "/i", b'{"mappings":{"properties":{"n":{"type":"long"}}}}')
+    spool.intent("POST", "/_bulk", b'{"index":{"_index":"i","_id":"2"}}\n{"n":2}\n')
+    spool.close()
+    intents = Spool(tmp_path, max_bytes=10_000).open()
+    assert [(i["method"], i["uri"], i.get("body")) for i in intents] == [
+        ("PUT", "/i/_doc/1", None),
+        ("PUT", "/i", '{"mappings":{"properties":{"n":{"type":"long"}}}}'),
+        ("POST", "/_bulk", '{"index":{"_index":"i","_id":"2"}}\n{"n":2}\n'),
+    ]
+    assert all(before - 1 <= i["time"] <= time.time() + 1 for i in intents)

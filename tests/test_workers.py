@@ -14,19 +14,16 @@ import time
 
 import pytest
 import requests
-from helpers import (
-    Writer,
-    compare_until_equal,
-    count_messages,
-    create_topic,
-    proxy_config,
-    replay_config,
-    wait_until,
-)
+from support.basics import wait_until
+from support.configs import proxy_config, replay_config
+from support.elastic import compare_until_equal
+from support.kafka import count_messages, create_topic
+from support.load import Writer
 
 
 def workers_config(port: int, a: str, kafka: str, topic: str, workers: int = 2, **proxy: object) -> dict:
-    conf = proxy_config(port, a, kafka, topic)
+    # A short primary timeout: a dead worker's writes are settled once it is over (plus a grace).
+    conf = proxy_config(port, a, kafka, topic, timeout="5s")
     conf["workers"] = workers
     conf["source"]["proxies"][0].update(proxy)
     return conf

@@ -16,7 +16,6 @@ import base64
 import json
 import logging
 import os
-import random
 import select
 import socket
 import time
@@ -33,6 +32,7 @@ from ..bean import Bean
 from ..bulk import Item, parse_response
 from ..config import ElasticDestination
 from ..logs import access_log, redact_url
+from ..retry import Backoff
 
 log = logging.getLogger("esproxy.elastic")
 
@@ -228,15 +228,6 @@ def new_cluster_id() -> str:
     return "".join(reversed(out))
 
 
-def backoff(attempt: int, base: float = 0.1, cap: float = 30.0) -> float:
-    """Capped exponential backoff with full jitter."""
-    return random.uniform(base, min(cap, base * 2**attempt))
-
-
-class Aborted(Exception):
-    """A retry loop gave up because the process is stopping; the write was not applied."""
-
-
 def is_retriable(status: int) -> bool:
     """Worth asking again later: overload, server errors, and credentials B refuses (401/403), which
     are the operator's to fix rather than a fault of the message."""
@@ -256,7 +247,7 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
         headers["Content-Type"] = plain
     elif plain:
         headers["Accept"] = mediatype.accept_for(headers["Content-Type"])
-    attempt = 0
+    waits = Backoff(stopping=stopping)
     while True:
         started = time.perf_counter()
         r: Optional[Response] = None
@@ -290,19 +281,7 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
             if not is_retriable(r.status):
                 return r
             problem = _status_text(r)
-        _sleep_backoff(dest, attempt, bean.method, bean.requestUri, problem, stopping)
-        attempt += 1
-
-
-def split_actions(body: bytes) -> list[bytes]:
-    """Cut a `_bulk` body into one chunk per action (its metadata line and, but for delete, its source)."""
-    lines = [line for line in body.split(b"\n") if line.strip()]
-    chunks, i = [], 0
-    while i < len(lines):
-        width = 1 if lines[i].lstrip().startswith(b'{"delete"') else 2
-        chunks.append(b"\n".join(lines[i : i + width]) + b"\n")
-        i += width
-    return chunks
+        _retry_later(dest, waits, bean.method, bean.requestUri, problem)
 
 
 def replay_docs(dest: Elastic, chunks: list[bytes], stopping: Callable[[], bool]) -> list[tuple[bytes, Item]]:
@@ -312,7 +291,7 @@ def replay_docs(dest: Elastic, chunks: list[bytes], stopping: Callable[[], bool]
     delete answered 404 found nothing to delete: both are done. 429 and 5xx items are sent again
     after a backoff; what is left is returned: actions B refuses for good (mapping errors...).
     """
-    pending, failed, attempt = chunks, [], 0
+    pending, failed, waits = chunks, [], Backoff(stopping=stopping)
     while pending:
         started = time.perf_counter()
         body = b"".join(pending)
@@ -350,26 +329,19 @@ def replay_docs(dest: Elastic, chunks: list[bytes], stopping: Callable[[], bool]
                 problem = f"{len(retry)} of {len(pending)} actions answered 429/5xx"
         pending = retry
         if pending:
-            _sleep_backoff(dest, attempt, "POST", "/_bulk", problem, stopping)
-            attempt += 1
+            _retry_later(dest, waits, "POST", "/_bulk", problem)
     return failed
 
 
-def _sleep_backoff(
-    dest: Elastic, attempt: int, method: str, uri: str, problem: str, stopping: Callable[[], bool]
-) -> None:
-    delay = backoff(attempt)
+def _retry_later(dest: Elastic, waits: Backoff, method: str, uri: str, problem: str) -> None:
+    delay = waits.next()
     log.warning(
         "%s %s %s failed (attempt %d): %s; retrying in %.1fs",
         dest.direction,
         method,
         dest.target(uri),
-        attempt + 1,
+        waits.attempts,
         problem,
         delay,
     )
-    deadline = time.monotonic() + delay
-    while time.monotonic() < deadline:
-        if stopping():
-            raise Aborted(f"{method} {uri} not applied: stopping")
-        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    waits.sleep(delay, f"{method} {uri} not applied: stopping")

@@ -1,7 +1,7 @@
 """The replay role: a Kafka consumer group whose messages are replayed into the primaries.
 
 Delivery is at-least-once: offsets are committed only after every message before them in the
-partition was applied, or written as a dead letter when it can never apply (see deadletter.py).
+partition was applied, or written as a dead letter when it can never apply (see kafka_deadletters.py).
 Each partition's records are replayed in offset order by its lane (lanes.py), partitions in parallel,
 so writes keyed to one partition keep their order; the consumer greenlet meanwhile fetches the next
 records (until a lane has two batches queued), commits what the lanes applied, and after a replay that
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import gevent
 from gevent.event import Event
@@ -26,12 +26,14 @@ from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAs
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from ..bean import Bean, BeanError
-from ..capture import DOCS_KIND, key_of
+from ..bean import DOCS_KIND, Bean, BeanError
+from ..bulk import split_actions
 from ..config import KafkaSource
-from ..deadletter import DeadLetters
-from ..dest.elastic import Aborted, Elastic, backoff, replay, replay_docs, split_actions
+from ..dest.elastic import Elastic, replay, replay_docs
+from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
+from ..retry import Aborted, retry
 from ..stats import STATS
+from .kafka_deadletters import DeadLetters
 from .lanes import Lane
 
 log = logging.getLogger("esproxy.replay")
@@ -62,15 +64,32 @@ def _where(record: Any) -> str:
     return f"{record.topic}-{record.partition}@{record.offset}"
 
 
+# An incomplete chunk set is given up after this many records of its partition (see chunkTimeout).
+CHUNK_MAX_RECORDS = 1_000_000
+
+
+class _Assembled(NamedTuple):
+    """Stands for the record a chunked bean would have been: read at its last chunk's offset."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Optional[bytes]
+    value: bytes
+    timestamp: int
+
+
 class _Batch:
     """Document actions gathered from consecutive records, per target cluster."""
 
-    def __init__(self, primaries: list[Elastic]) -> None:
+    def __init__(self, primaries: list[Elastic], assembler: Assembler) -> None:
         self.primaries = primaries
+        self.assembler = assembler
         self.clear()
 
     def clear(self) -> None:
         self.records: list[Any] = []
+        self.sets: list[str] = []  # chunk sets whose beans are in the batch: released once it is applied
         self.beans: list[Bean] = []
         self.chunks: dict[Elastic, list[bytes]] = {p: [] for p in self.primaries}
         self.origin: dict[int, Any] = {}  # id(chunk) -> the record it came from
@@ -89,6 +108,14 @@ class _Batch:
             self.chunks[target].extend(chunks)
         self.actions += len(chunks)
         self.bytes += len(bean.body)
+
+    def carry(self, record: Any) -> None:
+        """A record with nothing to apply (a chunk): done when the batch is."""
+        self.records.append(record)
+
+    def applied(self) -> None:
+        for chunk_id in self.sets:
+            self.assembler.release(chunk_id)
 
 
 def _error_text(error: Any) -> str:
@@ -111,9 +138,11 @@ class KafkaReplay:
         self._consumer: Optional[KafkaConsumer] = None
         self._greenlet: Optional[gevent.Greenlet] = None
         self._lanes: dict[TopicPartition, Lane] = {}
+        self._assemblers: dict[tuple[str, int], Assembler] = {}  # per partition: chunk sets read in part
         self._gate = Semaphore(cfg.concurrency)
         self._progress = Event()  # a lane finished a replay
         self._rebalances = 0
+        self._fetch_from: dict[TopicPartition, int] = {}  # next offset the consumer fetches, once known
 
     def consumer_config(self) -> dict[str, Any]:
         session_ms = int(self.cfg.sessionTimeout * 1000)
@@ -127,31 +156,39 @@ class KafkaReplay:
             "session_timeout_ms": session_ms,
             "heartbeat_interval_ms": min(3000, max(100, session_ms // 3)),
             "max_poll_records": max(500, self.cfg.batchSize),
+            # A message bigger than these still comes (brokers >= 0.10.1 return at least one record
+            # batch, KIP-74); they only bound how much one fetch brings.
+            "max_partition_fetch_bytes": max(1024 * 1024, self.cfg.batchBytes),
+            "fetch_max_bytes": max(50 * 1024 * 1024, self.cfg.batchBytes),
         }
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
 
     def _connect(self) -> bool:
-        attempt = 0
-        while not self.stopping:
-            try:
-                consumer = KafkaConsumer(**self.consumer_config())
-                consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
-                self._consumer = consumer
-                log.info(
-                    "kafka consumer group %s subscribed to %s on %s",
-                    self.cfg.group,
-                    ",".join(self.cfg.topics),
-                    ",".join(self.cfg.brokers),
-                )
-                return True
-            except KafkaError as e:
-                delay = backoff(attempt, base=0.5, cap=10)
-                attempt += 1
-                log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
-                gevent.sleep(delay)
-        return False
+        def subscribe() -> KafkaConsumer:
+            consumer = KafkaConsumer(**self.consumer_config())
+            consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
+            return consumer
+
+        def unreachable(e: BaseException, attempts: int, delay: float) -> None:
+            log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
+
+        if self.stopping:
+            return False
+        try:
+            self._consumer = retry(
+                subscribe, (KafkaError,), unreachable, base=0.5, cap=10, stopping=lambda: self.stopping
+            )
+        except Aborted:
+            return False
+        log.info(
+            "kafka consumer group %s subscribed to %s on %s",
+            self.cfg.group,
+            ",".join(self.cfg.topics),
+            ",".join(self.cfg.brokers),
+        )
+        return True
 
     def _run(self) -> None:
         if not self._connect():
@@ -159,7 +196,7 @@ class KafkaReplay:
         assert self._consumer is not None
         try:
             while not self.stopping:
-                self._settle()
+                self._commit_applied()
                 if any(lane.full() or lane.held_until for lane in self._lanes.values()):
                     # Fetch no further until the lane has room or its pause is over. (Not with
                     # consumer.pause(): kafka-python 3.0 may never hand back a resumed partition's records.)
@@ -173,9 +210,11 @@ class KafkaReplay:
                     continue
                 for tp, records in batch.items():
                     self._lane(tp).push(records)
+                    if records:
+                        self._fetch_from[tp] = records[-1].offset + 1
         finally:
             self._close_lanes(list(self._lanes))
-            self._settle()
+            self._commit_applied()
 
     def _lane(self, tp: TopicPartition) -> Lane:
         lane = self._lanes.get(tp)
@@ -191,18 +230,24 @@ class KafkaReplay:
             )
         return lane
 
-    def _settle(self) -> None:
+    def _commit_applied(self) -> None:
         """Commit what the lanes applied; fetch a failed partition again (after a pause) where it failed."""
         assert self._consumer is not None
         self._progress.clear()
         now = time.monotonic()
         done: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, lane in list(self._lanes.items()):
-            if lane.applied is not None and lane.applied != lane.committed:
-                done[tp] = OffsetAndMetadata(lane.applied + 1, "", -1)
+            if lane.applied is not None:
+                upto = lane.applied + 1
+                held = self._assembler(tp.topic, tp.partition).low_water()
+                if held is not None:
+                    upto = min(upto, held)  # a chunk set is held: it is read again from its first chunk
+                if upto - 1 > (-1 if lane.committed is None else lane.committed):
+                    done[tp] = OffsetAndMetadata(upto, "", -1)
             if lane.failed_at is not None and not lane.held_until:
                 # What is not committed is replayed again: by us after a pause, or by whoever takes over.
                 self._consumer.seek(tp, lane.failed_at)
+                self._fetch_from[tp] = lane.failed_at
                 lane.held_until = now + 1
             elif lane.held_until and now >= lane.held_until:
                 lane.held_until = 0.0
@@ -227,6 +272,46 @@ class KafkaReplay:
         self._close_lanes(list(partitions))
         for tp in partitions:
             self._lanes.pop(tp, None)
+            self._assemblers.pop((tp.topic, tp.partition), None)
+            self._fetch_from.pop(tp, None)
+
+    def lag(self) -> list[dict[str, Any]]:
+        """Per assigned partition: how far the replay is behind, read without a network call.
+
+        ``lag``: offsets from the oldest record not yet applied (else the next to fetch) to the high
+        watermark of the last fetch, None until both are known (approximate on brokers whose high
+        watermark counts record batches, as Tansu's does); ``lag_seconds``: now minus the Kafka
+        timestamp of the oldest record fetched and not yet applied, 0 when none waits;
+        ``stalled_seconds``: how long records have waited with none applied, 0 when none waits.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        try:
+            assigned = sorted(consumer.assignment())
+        except Exception:  # noqa: BLE001 - a consumer being closed
+            return []
+        now, wall = time.monotonic(), time.time()
+        rows = []
+        for tp in assigned:
+            lane = self._lanes.get(tp)
+            waiting = lane.waiting if lane is not None else None
+            highwater = consumer.highwater(tp)
+            start = waiting[0] if waiting is not None else self._fetch_from.get(tp)
+            rows.append(
+                {
+                    "group": self.cfg.group,
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "lag": None if highwater is None or start is None else max(0, highwater - start),
+                    "lag_seconds": round(max(0.0, wall - waiting[1]), 3) if waiting is not None else 0.0,
+                    "stalled_seconds": (
+                        round(now - lane.progress_at, 3) if lane is not None and waiting is not None else 0.0
+                    ),
+                    "oldest_offset": waiting[0] if waiting is not None else None,
+                }
+            )
+        return rows
 
     def _poll(self) -> dict[TopicPartition, list[Any]]:
         """One poll, topped up for up to `linger` while it holds fewer than batchSize records."""
@@ -257,27 +342,52 @@ class KafkaReplay:
             log.warning("kafka commit failed: %s", e)
         return False
 
+    def _assembler(self, topic: str, partition: int) -> Assembler:
+        assembler = self._assemblers.get((topic, partition))
+        if assembler is None:
+            assembler = self._assemblers[(topic, partition)] = Assembler()
+        return assembler
+
     def _replay_partition(self, records: list[Any], stop: Callable[[], bool]) -> Optional[int]:
         """Replay records in offset order; return the offset of the last one done (None if none).
 
         Consecutive document beans are sent as one `_bulk` (up to batchSize actions / batchBytes);
-        any other bean is a barrier, replayed on its own once the batch before it is applied.
+        any other bean is a barrier, replayed on its own once the batch before it is applied. A bean
+        carried in chunks (messages.py) is replayed at its last chunk's offset.
         """
         last: Optional[int] = None
-        batch = _Batch(self.primaries)
+        assembler = self._assembler(records[0].topic, records[0].partition)
+        batch = _Batch(self.primaries, assembler)
         try:
             for record in records:
-                bean = self._decode(record, stop)
+                item = self._decode(record, stop)
+                if assembler.sets:
+                    self._expire(assembler, record, item, stop)
+                complete: Optional[ChunkSet] = None
+                if isinstance(item, (Chunk, Abort)):
+                    complete = self._take_chunk(assembler, record, item)
+                    if complete is None:  # nothing to apply yet: done once what comes before is
+                        if batch.records:
+                            batch.carry(record)
+                        else:
+                            last = record.offset
+                        continue
+                    record, item = self._assembled(record, complete, stop)
+                bean = item if isinstance(item, Bean) else None
                 if bean is not None and bean.kind == DOCS_KIND:
                     chunks = split_actions(bean.body)
                     if batch.records and not batch.fits(len(chunks), len(bean.body), self.cfg):
                         last = self._flush(batch, stop)
                     batch.add(record, bean, chunks, self._targets(record, bean))
+                    if complete is not None:
+                        batch.sets.append(complete.id)
                     continue
                 if batch.records:
                     last = self._flush(batch, stop)
                 if bean is not None:
                     self._replay_raw(record, bean, stop)
+                if complete is not None:
+                    assembler.release(complete.id)
                 last = record.offset
             if batch.records:
                 last = self._flush(batch, stop)
@@ -285,24 +395,95 @@ class KafkaReplay:
             log.info("replay interrupted at %s: %s", _where(records[0]) if last is None else last, e)
         except Exception:  # a bug: do not retry the same messages forever, do not skip them silently
             log.exception("replay of %s..%d failed; not committed", _where(records[0]), records[-1].offset)
+        if last != records[-1].offset:  # read again from there (lanes.py): so are the chunks read there
+            assembler.rewind(records[0].offset if last is None else last + 1)
         return last
 
-    def _decode(self, record: Any, stop: Callable[[], bool]) -> Optional[Bean]:
-        """The record's bean; None (once its dead letter is written) for a message that is not one."""
+    def _decode(self, record: Any, stop: Callable[[], bool]) -> Optional[Bean | Chunk | Abort]:
+        """What the record carries; None (once its dead letter is written) for a message that is not a bean."""
         value = record.value or b""
         STATS.replay_message(len(value))
         level = logging.WARNING if len(value) >= self.cfg.warnSize else logging.DEBUG
         log.log(level, "kafka.claimed group: %s, len: %d, at %s", self.cfg.group, len(value), _where(record))
         try:
-            bean = Bean.from_json(value)
+            item = decode(value)
         except BeanError as e:
             log.error("message %s is not a bean (%s): %r", _where(record), e, value[:2000])
             STATS.replayed("(not a bean)", len(value), ok=False)
             self.dead_letters.write(record, f"not a bean: {e}", stop)
             return None
+        if isinstance(item, Bean) and self.cfg.labels:
+            item.labels = dict(self.cfg.labels)
+        return item
+
+    def _take_chunk(self, assembler: Assembler, record: Any, item: Chunk | Abort) -> Optional[ChunkSet]:
+        """Hold a chunk; the set it completes, if it does."""
+        if isinstance(item, Chunk):
+            return assembler.add(item, record.offset, record.timestamp)
+        dropped = assembler.abort(item.id)
+        if dropped is not None:
+            log.warning(
+                "chunk set %s of index %s given up by its producer (%s) at %s: %s dropped",
+                item.id,
+                item.index,
+                item.reason[:1000],
+                _where(record),
+                dropped.describe(),
+            )
+        return None
+
+    def _assembled(self, record: Any, complete: ChunkSet, stop: Callable[[], bool]) -> tuple[Any, Optional[Bean]]:
+        """The bean a complete chunk set carries, and the record it stands for (at the last chunk);
+        None (once its dead letter is written) if it is not a bean."""
+        value = complete.bean_json()
+        whole = _Assembled(record.topic, record.partition, record.offset, record.key, value, record.timestamp)
+        log.debug(
+            "chunk set %s complete at %s: %d bytes, %s", complete.id, _where(record), len(value), complete.describe()
+        )
+        try:
+            bean = Bean.from_json(value)
+        except BeanError as e:
+            log.error(
+                "chunk set %s completed at %s is not a bean (%s): %r", complete.id, _where(record), e, value[:2000]
+            )
+            STATS.replayed("(not a bean)", len(value), ok=False)
+            self.dead_letters.write(whole, f"chunks {complete.id} put together are not a bean: {e}", stop)
+            return whole, None
         if self.cfg.labels:
             bean.labels = dict(self.cfg.labels)
-        return bean
+        return whole, bean
+
+    def _expire(self, assembler: Assembler, record: Any, item: Any, stop: Callable[[], bool]) -> None:
+        """Give up the chunk sets that ``record`` shows will not complete: to the dead letters. Not the
+        set ``record`` is a chunk of: its producer is shipping it again (after a long broker outage)."""
+        max_age_ms = int(self.cfg.chunkTimeout * 1000)
+        for held in assembler.expired(record.offset, record.timestamp, max_age_ms, CHUNK_MAX_RECORDS):
+            if isinstance(item, Chunk) and item.id == held.id:
+                continue
+            what = held.describe()
+            log.error(
+                "chunk set %s of index %s in %s-%d: %s, the rest not seen by %s; to the dead letters",
+                held.id,
+                held.index,
+                record.topic,
+                record.partition,
+                what,
+                _where(record),
+            )
+            # The chunks themselves stay in the topic (until its retention): the letter says where.
+            info = {
+                "id": held.id,
+                "count": held.count,
+                "seqs": sorted(held.parts),
+                "offsets": sorted(held.offsets.values()),
+            }
+            value = json.dumps({"kind": "chunk", "index": held.index, "chunk": info}).encode()
+            letter = _Assembled(
+                record.topic, record.partition, held.first_offset, record.key, value, held.first_timestamp
+            )
+            self.dead_letters.write(letter, f"incomplete write carried in chunks {held.id}: {what}", stop)
+            STATS.replayed(held.index or "(chunks)", sum(len(p) for p in held.parts.values()), ok=False)
+            assembler.release(held.id)
 
     def _targets(self, record: Any, bean: Bean) -> list[Elastic]:
         targets = []
@@ -344,6 +525,7 @@ class KafkaReplay:
                     body=chunk,
                     error=item.error,
                 )
+        batch.applied()
         last = batch.records[-1].offset
         batch.clear()
         return last
@@ -351,7 +533,7 @@ class KafkaReplay:
     def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
         for primary in self._targets(record, bean):
             r = replay(primary, bean, stop)
-            STATS.replayed(bean.index or key_of(bean.requestUri.split("?", 1)[0]), len(bean.body), r.status < 300)
+            STATS.replayed(bean.index_key(), len(bean.body), r.status < 300)
             if r.status >= 300:
                 answer = r.body[:4000].decode("utf-8", "replace")
                 log.warning(

@@ -5,10 +5,15 @@ and the `_bulk` in flight overlap instead of taking turns.
 A lane never touches the KafkaConsumer (it is not safe to share between greenlets): it only says what
 it applied (``applied``) and where the partition must be fetched again from after a replay stopped
 short (``failed_at``). The consumer greenlet commits, seeks and pauses accordingly.
+
+For the replay's lag and health, a lane also keeps ``waiting``: the offset and Kafka timestamp of the
+oldest record it was handed and has not applied yet (None when it is caught up), and ``progress_at``:
+when it last applied something or started waiting.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -36,6 +41,8 @@ class Lane:
         self.committed: Optional[int] = None  # the consumer greenlet's: last offset committed
         self.failed_at: Optional[int] = None  # first offset not done after a replay stopped short
         self.held_until = 0.0  # the consumer greenlet's: when to fetch a failed partition again
+        self.waiting: Optional[tuple[int, float]] = None  # (offset, timestamp in s) of the oldest record not done
+        self.progress_at = time.monotonic()  # last record applied, or the start of `waiting`
         self._apply = apply
         self._gate = gate  # bounds the partitions replayed at once (`concurrency`)
         self._progress = progress  # set after every replay, to wake the consumer greenlet
@@ -54,6 +61,9 @@ class Lane:
     def push(self, records: list[Any]) -> None:
         if self._closed or self.failed_at is not None:
             return  # fetched past a failure: fetched again from `failed_at` once the consumer seeks there
+        if records and self.waiting is None:
+            self.waiting = _mark(records[0])
+            self.progress_at = time.monotonic()
         self._queue.extend(records)
         self._bytes += sum(len(r.value or b"") for r in records)
         self._ready.set()
@@ -90,8 +100,18 @@ class Lane:
                 last = self._apply(records, self._stop)
             if last is not None:
                 self.applied = last
+                self.progress_at = time.monotonic()
             if last != records[-1].offset:
                 # What follows is not applied before this is: drop it and fetch it again.
                 self.failed_at = records[0].offset if last is None else last + 1
                 self._clear()
+                self.waiting = next(_mark(r) for r in records if last is None or r.offset > last)
+            else:
+                self.waiting = _mark(self._queue[0]) if self._queue else None
             self._progress.set()
+
+
+def _mark(record: Any) -> tuple[int, float]:
+    """A record's offset and Kafka timestamp in seconds (now when it has none: a pre-0.10 message format)."""
+    timestamp = getattr(record, "timestamp", -1)
+    return record.offset, timestamp / 1000 if timestamp is not None and timestamp >= 0 else time.time()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import make_bean
+from support.beans import make_bean
 
 from esproxy.config import ConfigError, parse
-from esproxy.deadletter import make_record, original
+from esproxy.deadletters import make_record, original
 
 
 def test_record_of_a_bean_keeps_its_fields_and_requeues_without_dead_letter():

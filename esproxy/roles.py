@@ -1,16 +1,8 @@
-"""Runs the roles a config enables in one gevent process (with ``workers: N``, the master of N
-proxy worker processes: see esproxy/prefork.py), and stops them gracefully.
+"""The roles a config enables (proxy, replay, admin), run in one gevent process and stopped
+gracefully. With ``workers: N`` this process is the master of N proxy worker processes: it ships
+what they capture (esproxy/prefork.py's ``WorkerPool`` manages them, esproxy/worker.py runs in each).
 
-Signals (the one table; supervisord sends TERM):
-
-| signal        | effect                                                                        |
-|---------------|-------------------------------------------------------------------------------|
-| TERM, INT     | graceful stop: stop accepting, finish requests in flight, ship the queue to  |
-|               | Kafka, commit replayed offsets, exit 0 (a second one exits at once, code 1); |
-|               | a pre-fork master first sends TERM to its workers and waits for them         |
-| USR1          | profiling in the working directory: jj.cpu -> cpu.profile, jj.mem ->         |
-|               | mem.profile (see esproxy/profiling.py and docs/operations.md); a pre-fork    |
-|               | master profiles its workers too and merges their profiles into its own       |
+Signals: the table in esproxy/signals.py (registered from it, documented from it).
 """
 
 from __future__ import annotations
@@ -22,28 +14,29 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import gevent
 from gevent.event import Event
 
-from . import __version__
-from .admin import Admin
+from . import __version__, signals
+from .admin import Admin, AdminView
 from .config import Config
+from .deadletters import proxy_file
 from .dest.elastic import Elastic
 from .dest.kafka import KafkaDest
+from .dest.refusals import ProxyDeadLetters
 from .fanout import Fanout
 from .listeners import Listeners, bind, matching_indexes, wait_for_cluster_id
 from .prefork import WorkerPool
 from .profiling import Profiler
+from .signals import GRACEFUL_TIMEOUT
 from .source.kafka import KafkaReplay
 from .spool import Spool
 
 log = logging.getLogger("esproxy")
 
 WORKERS_READY_TIMEOUT = 30.0
-GRACEFUL_TIMEOUT = 25.0  # under supervisord's stopwaitsecs (30) so a stop never turns into a kill
 
 
-class Arbiter:
+class Roles:
     def __init__(self, cfg: Config, conf_path: str = "") -> None:
         self.cfg = cfg
         self.conf_path = conf_path
@@ -53,12 +46,31 @@ class Arbiter:
         self.replays: list[KafkaReplay] = []
         self.fanout: Optional[Fanout] = None
         self.replay_elastics: list[Elastic] = []
-        self.admin = Admin(self)
+        self.admin = Admin(self._admin_view())
         self.profiler = Profiler()
 
     @property
     def elastics(self) -> list[Elastic]:
         return (self.listeners.elastics if self.listeners else []) + self.replay_elastics
+
+    def _admin_view(self) -> AdminView:
+        """What the admin endpoints read, looked up at each scrape (the roles start after the admin port)."""
+
+        def queue() -> tuple[int, int]:
+            if self.fanout is None:
+                return 0, 0
+            return self.fanout.depth(), getattr(self.fanout.queue, "maxsize", None) or 0
+
+        return AdminView(
+            health=self.cfg.health,
+            stopping=self.stop_event.is_set,
+            queue=queue,
+            unshipped=lambda: self.fanout.unshipped() if self.fanout is not None else 0,
+            oldest_unshipped_age=lambda: self.fanout.oldest_unshipped_age() if self.fanout is not None else 0.0,
+            elastics=lambda: self.elastics,
+            workers=lambda: self.pool,
+            lags=lambda: [row for replay in self.replays for row in replay.lag()],
+        )
 
     def handle_signal(self, signum: int) -> None:
         if self.stop_event.is_set():
@@ -68,9 +80,7 @@ class Arbiter:
         self.stop_event.set()
 
     def run(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            gevent.signal_handler(signum, self.handle_signal, signum)
-        gevent.signal_handler(signal.SIGUSR1, self.profiler.on_signal)
+        signals.install({"stop": self.handle_signal, "profile": self.profiler.on_signal})
         roles = [f"proxy(:{p.port})" for p in self.cfg.proxies()] + [
             f"replay({k.group})" for k in self.cfg.kafka_sources()
         ]
@@ -111,7 +121,8 @@ class Arbiter:
                 commit_delay=s.commitDelay,
             )
             open_intents = spool.open()
-        self.fanout = Fanout(self.cfg.chanSize, kafkas, rests, spool) if self.cfg.captures() else None
+        dead_letters = ProxyDeadLetters(proxy_file(self.cfg).resolve())
+        self.fanout = Fanout(self.cfg.chanSize, kafkas, rests, spool, dead_letters) if self.cfg.captures() else None
         if self.fanout:
             self.fanout.start()
         self.listeners = Listeners(self.cfg, self.fanout, self.admin, self.stop_event)

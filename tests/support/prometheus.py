@@ -1,17 +1,8 @@
-"""Helpers of the operations tests (profiling, stats/metrics, ops/ctl): the shared process helpers,
-and a strict Prometheus text parser."""
+"""A strict parser of the Prometheus text exposition format, for the metrics tests."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
-from helpers import DemoServer, Esproxy, free_port, wait_until  # noqa: F401 - re-exported for the ops tests
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-# ------------------------------------------------------------------------------ Prometheus text
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _SAMPLE = re.compile(rf'^({_NAME})(?:\{{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\}})? (\S+)$')

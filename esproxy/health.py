@@ -1,0 +1,103 @@
+"""The verdict of ``/_esproxy/health``: what keeps captured writes from reaching the other cluster.
+
+Each check compares one figure with its ``health.*`` setting (0 turns the check off):
+
+- ``ship_delay``: the oldest captured write not yet taken by Kafka (spool or in-memory queue) has
+  waited longer than ``maxShipDelay``;
+- ``producer_failing``: a topic's produce requests have failed, with no message taken since, for
+  longer than ``maxProduceFailing`` — while writes still wait to be shipped or failures keep coming
+  (a write refused once and moved aside does not keep health at 503 by this check);
+- ``replay_stalled``: a replayed partition has had records waiting, none applied, for longer than
+  ``maxReplayStall``;
+- ``replay_lag``: the oldest record a partition fetched and has not applied is older than
+  ``maxReplayLag`` (by its Kafka timestamp);
+- ``dead_letters``: a dead letter was written within the last ``deadLetterWindow``.
+
+Pure logic: :mod:`esproxy.admin` gathers the figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .config import HealthSettings
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"check": self.check, "reason": self.reason}
+
+
+def problems(
+    settings: HealthSettings,
+    *,
+    now: float,
+    ship_age: float,
+    backlog: int,
+    produce_failing: dict[str, tuple[float, float, str]],
+    lags: Iterable[dict[str, Any]],
+    dead_letter_times: Iterable[float],
+) -> list[Problem]:
+    """What is wrong now; empty when healthy. ``now`` is time.monotonic(), as the times given."""
+    out: list[Problem] = []
+    limit = settings.maxShipDelay
+    if limit and ship_age > limit:
+        out.append(
+            Problem(
+                "ship_delay",
+                f"captured writes wait to be shipped to Kafka: the oldest for {_secs(ship_age)}, {backlog} waiting"
+                f" (health.maxShipDelay: {_secs(limit)})",
+            )
+        )
+    limit = settings.maxProduceFailing
+    for topic, (first, last, reason) in sorted(produce_failing.items()):
+        failing = now - first
+        if limit and failing > limit and (backlog > 0 or now - last <= limit):
+            out.append(
+                Problem(
+                    "producer_failing",
+                    f"Kafka has taken no message for topic {topic} for {_secs(failing)} of failures"
+                    f" (last: {reason}, {_secs(now - last)} ago) (health.maxProduceFailing: {_secs(limit)})",
+                )
+            )
+    for row in lags:
+        where = f"{row['topic']}-{row['partition']}"
+        limit = settings.maxReplayStall
+        if limit and row["stalled_seconds"] > limit:
+            out.append(
+                Problem(
+                    "replay_stalled",
+                    f"replay of {where} (group {row['group']}) applied nothing for {_secs(row['stalled_seconds'])}"
+                    f" while records wait from offset {row['oldest_offset']} (health.maxReplayStall: {_secs(limit)})",
+                )
+            )
+        limit = settings.maxReplayLag
+        if limit and row["lag_seconds"] > limit:
+            out.append(
+                Problem(
+                    "replay_lag",
+                    f"replay of {where} (group {row['group']}) is {_secs(row['lag_seconds'])} behind: the oldest"
+                    f" record not applied is offset {row['oldest_offset']} (health.maxReplayLag: {_secs(limit)})",
+                )
+            )
+    limit = settings.deadLetterWindow
+    if limit:
+        recent = [t for t in dead_letter_times if now - t <= limit]
+        if recent:
+            out.append(
+                Problem(
+                    "dead_letters",
+                    f"{len(recent)} dead letter(s) written in the last {_secs(limit)}, the latest"
+                    f" {_secs(now - max(recent))} ago: see `esproxy dlq list` (health.deadLetterWindow)",
+                )
+            )
+    return out
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.1f}s"

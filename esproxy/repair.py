@@ -1,0 +1,445 @@
+"""`esproxy repair`: bring cluster B back to what cluster A holds, safely while the live stream runs.
+
+Index by index, as `esproxy compare` sees them: B's ids, hashes and sequence numbers are read
+first (held in memory), then A is scrolled with its documents' `_seq_no`. A document missing in B
+or different there is written with A's version, exactly as the live replay writes it
+(``version=<A's _seq_no>, version_type=external_gte``, routing kept): a 409 means B already holds
+a newer copy, so it is skipped, never overwritten. A document only B holds is re-read on A right
+before it goes (if A has it by now, it is written instead) and deleted with ``if_seq_no`` /
+``if_primary_term`` of the copy B had when it was read: a live write that got there since wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, NamedTuple, Optional, TextIO
+
+from .bulk import DocOp, Item, parse_response
+from .compare import add_cluster_arguments, call, cluster, digest, hits, indices, refresh
+from .config import ConfigError
+from .dest.elastic import Elastic, UpstreamError
+
+RETRIES = 5  # of a `_bulk` (or its items) answered 429/5xx or not answered, with a doubling pause
+FIRST_PAUSE = 0.5
+FLUSH_AFTER = 1.0  # seconds a write waits for its batch to fill, so a slow --rate still writes steadily
+
+
+class TargetDoc(NamedTuple):
+    """What B holds for one id: enough to tell it differs and to delete exactly this copy."""
+
+    digest: str
+    seq_no: int
+    primary_term: int
+    routing: Optional[str]
+    type: Optional[str]
+
+
+@dataclass
+class Planned:
+    kind: str  # "copy" (missing in B), "update" (different in B) or "delete" (only in B)
+    index: str
+    id: str
+    routing: Optional[str]
+    lines: bytes  # its `_bulk` action
+
+
+_COUNTERS = {"copy": "copied", "update": "updated", "delete": "deleted"}
+
+
+@dataclass
+class IndexResult:
+    index: str
+    copied: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0  # B had a newer copy (409): left as it is
+    failed: int = 0
+    unresolved: int = 0  # still different after the run (failed, or skipped and B still differs)
+    errors: list[str] = field(default_factory=list)
+    skipped_docs: list[tuple[str, Optional[str]]] = field(default_factory=list)  # (id, routing) to verify
+
+    @property
+    def planned(self) -> int:
+        return self.copied + self.updated + self.deleted
+
+    def add(self, kind: str) -> None:
+        counter = _COUNTERS[kind]
+        setattr(self, counter, getattr(self, counter) + 1)
+
+
+class Pace:
+    """At most ``rate`` documents per second (None: unbounded), smoothly: each one waits its turn."""
+
+    def __init__(self, rate: Optional[float]) -> None:
+        self.rate = rate
+        self.start = time.monotonic()
+        self.count = 0
+
+    def take(self) -> None:
+        if not self.rate:
+            return
+        self.count += 1
+        ahead = self.start + self.count / self.rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+class Progress:
+    """Documents read (both clusters), examined and written, rate and ETA: a redrawn bar on a
+    terminal, else a plain line now and then."""
+
+    def __init__(self, total: int, out: TextIO, interval: float = 10.0) -> None:
+        self.total, self.out = total, out  # documents to read: A's and B's
+        self.tty = out.isatty()
+        self.interval = 0.2 if self.tty else interval
+        self.read = self.examined = self.written = 0
+        self.index = ""
+        self.start = self.last = time.monotonic()
+
+    def step(self, read: int = 0, examined: int = 0, written: int = 0) -> None:
+        self.read += read
+        self.examined += examined
+        self.written += written
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self._show(now)
+
+    def _show(self, now: float) -> None:
+        rate = self.read / max(now - self.start, 1e-6)
+        left = max(self.total - self.read, 0)
+        eta = _duration(math.ceil(left / rate)) if rate > 0 else "?"
+        text = (
+            f"{self.read}/{self.total} read, {self.examined} examined, {self.written} written,"
+            f" {rate:.0f} docs/s, ETA {eta}"
+        )
+        if self.tty:
+            width = 24
+            filled = width * min(self.read, self.total) // max(1, self.total)
+            bar = f"[{'#' * filled}{'.' * (width - filled)}]"
+            self.out.write(f"\r{bar} {text} {self.index[:30]:<30}")
+        else:
+            self.out.write(f"repair: {self.index}: {text}\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self._show(time.monotonic())
+            self.out.write("\n")
+            self.out.flush()
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _doc_type(hit: dict) -> Optional[str]:
+    """An Elasticsearch 6 custom mapping type, as the live replay keeps it (``_doc`` needs none)."""
+    t = hit.get("_type")
+    return t if t not in (None, "_doc") else None
+
+
+def _write(hit: dict, kind: str) -> Planned:
+    source = json.dumps(hit.get("_source"), ensure_ascii=False, separators=(",", ":")).encode()
+    op = DocOp(
+        "index", hit["_index"], hit["_id"], int(hit["_seq_no"]), source, hit.get("_routing"), None, _doc_type(hit)
+    )
+    return Planned(kind, op.index, op.id, op.routing, op.lines())
+
+
+def delete_action(index: str, doc_id: str, theirs: TargetDoc) -> Planned:
+    # Conditional on the copy B had when read. Not an external-version delete: that would leave a
+    # tombstone at B's version, which a redelivered stale write of the same version passes
+    # (external_gte) and resurrects; if_seq_no's delete bumps the version past it instead.
+    meta: dict[str, Any] = {"_index": index, "_id": doc_id}
+    if theirs.type:
+        meta["_type"] = theirs.type
+    if theirs.routing is not None:
+        meta["routing"] = theirs.routing
+    meta["if_seq_no"] = theirs.seq_no
+    meta["if_primary_term"] = theirs.primary_term
+    line = json.dumps({"delete": meta}, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return Planned("delete", index, doc_id, theirs.routing, line)
+
+
+class Repair:
+    def __init__(
+        self,
+        source: Elastic,
+        target: Elastic,
+        batch: int = 500,
+        rate: Optional[float] = None,
+        dry_run: bool = False,
+        show: int = 20,
+        out: TextIO = sys.stdout,
+        progress: Optional[Progress] = None,
+    ) -> None:
+        self.source, self.target = source, target
+        self.batch = max(1, batch)
+        self.pace = Pace(rate)
+        self.dry_run = dry_run
+        self.show, self.shown = show, 0
+        self.out = out
+        self.progress = progress or Progress(0, sys.stderr)
+        # a scroll page must not outlive its keep-alive while --rate paces through it
+        self.page = self.batch
+        self.keep_alive = f"{max(120, math.ceil(3 * self.page / rate)) if rate else 120}s"
+
+    # ------------------------------------------------------------------ reading
+
+    def _scan(self, cluster: Elastic, index: str) -> Iterator[dict]:
+        for hit in hits(cluster, index, self.page, self.keep_alive, seq_no_primary_term=True):
+            self.pace.take()
+            self.progress.step(read=1)
+            yield hit
+
+    def target_docs(self, index: str) -> dict[str, TargetDoc]:
+        docs = {}
+        for hit in self._scan(self.target, index):
+            docs[hit["_id"]] = TargetDoc(
+                digest(hit.get("_source")),
+                int(hit.get("_seq_no", -1)),
+                int(hit.get("_primary_term", 0)),
+                hit.get("_routing"),
+                _doc_type(hit),
+            )
+        return docs
+
+    def _mget(self, cluster: Elastic, index: str, wanted: list[tuple[str, Optional[str]]]) -> dict[str, Optional[dict]]:
+        """id -> the document as the cluster holds it now (realtime), None when absent (index absent too)."""
+        docs = [{"_id": d, **({"routing": r} if r is not None else {})} for d, r in wanted]
+        r = cluster.request(
+            "POST", f"/{index}/_mget", {"Content-Type": "application/json"}, json.dumps({"docs": docs}).encode()
+        )
+        if r.status == 404 and b"index_not_found" in r.body:
+            return {d: None for d, _ in wanted}
+        if r.status != 200:
+            raise UpstreamError(
+                cluster.target(f"/{index}/_mget"), f"status {r.status}: {r.body[:300]!r}", timeout=False
+            )
+        found: dict[str, Optional[dict]] = {}
+        for doc in json.loads(r.body).get("docs", []):
+            error = doc.get("error")
+            if error and "index_not_found" not in json.dumps(error):
+                raise UpstreamError(cluster.target(f"/{index}/_mget"), f"{doc.get('_id')}: {error}", timeout=False)
+            found[str(doc.get("_id"))] = doc if doc.get("found") else None
+        return found
+
+    # ------------------------------------------------------------------ one index
+
+    def repair_index(self, index: str, in_source: bool, in_target: bool) -> IndexResult:
+        result = IndexResult(index)
+        self.progress.index = index
+        theirs = self.target_docs(index) if in_target else {}
+        pending: list[Planned] = []
+        since = time.monotonic()
+
+        def plan(p: Planned) -> None:
+            nonlocal since
+            if not pending:
+                since = time.monotonic()
+            pending.append(p)
+            if len(pending) >= self.batch or time.monotonic() - since >= FLUSH_AFTER:
+                self.apply(pending, result)
+                pending.clear()
+
+        def unversioned(doc_id: str) -> None:
+            result.failed += 1
+            result.errors.append(f"{index}/{doc_id}: the source gives no _seq_no to version the write with")
+
+        if in_source:
+            for hit in self._scan(self.source, index):
+                self.progress.step(examined=1)
+                other = theirs.pop(hit["_id"], None)
+                if hit.get("_seq_no") is None:
+                    if other is None or other.digest != digest(hit.get("_source")):
+                        unversioned(hit["_id"])
+                elif other is None:
+                    plan(_write(hit, "copy"))
+                elif other.digest != digest(hit.get("_source")):
+                    plan(_write(hit, "update"))
+        if pending:
+            self.apply(pending, result)
+            pending.clear()
+        extras = list(theirs.items())
+        del theirs
+        for start in range(0, len(extras), self.batch):
+            chunk = extras[start : start + self.batch]
+            for _ in chunk:  # paced before the re-read, so that the deletes follow it at once
+                self.pace.take()
+            now_on_source = self._mget(self.source, index, [(d, t.routing) for d, t in chunk])
+            for doc_id, t in chunk:
+                self.progress.step(examined=1)
+                doc = now_on_source.get(doc_id)
+                if doc is None:
+                    pending.append(delete_action(index, doc_id, t))
+                elif doc.get("_seq_no") is None:
+                    unversioned(doc_id)
+                elif t.digest != digest(doc.get("_source")):
+                    pending.append(_write(doc, "update"))  # written on A since B was read
+            if pending:
+                self.apply(pending, result)
+                pending.clear()
+        if result.skipped_docs and not self.dry_run:
+            self._verify(index, result)
+        result.unresolved += result.failed
+        return result
+
+    def apply(self, planned: list[Planned], result: IndexResult) -> None:
+        if self.dry_run:
+            for p in planned:
+                result.add(p.kind)
+                if self.shown < self.show:
+                    print(f"  would {p.kind}: {p.index}/{p.id}", file=self.out)
+                    self.shown += 1
+            return
+        todo = list(planned)
+        pause = FIRST_PAUSE
+        for attempt in range(RETRIES + 1):
+            retry: list[Planned] = []
+            try:
+                items = self._bulk(todo)
+            except UpstreamError as e:
+                items, reason = None, str(e)
+            if items is not None and len(items) != len(todo):
+                items, reason = None, f"{len(todo)} actions but {len(items)} items in the _bulk response"
+            if items is None:
+                retry = todo
+            else:
+                for p, item in zip(todo, items):
+                    if item.ok:
+                        result.add(p.kind)
+                        self.progress.step(written=1)
+                    elif item.status == 409:
+                        result.skipped += 1
+                        result.skipped_docs.append((p.id, p.routing))
+                    elif item.status == 429 or item.status >= 500:
+                        retry.append(p)
+                        reason = f"{p.index}/{p.id}: status {item.status}: {item.error}"
+                    else:
+                        result.failed += 1
+                        result.errors.append(f"{p.index}/{p.id}: status {item.status}: {item.error}")
+            if not retry:
+                return
+            if attempt < RETRIES:
+                time.sleep(pause)
+                pause *= 2
+            todo = retry
+        result.failed += len(todo)
+        result.errors.append(f"{len(todo)} write(s) still failing after {RETRIES} retries, last: {reason}")
+
+    def _bulk(self, planned: list[Planned]) -> list[Item]:
+        body = b"".join(p.lines for p in planned)
+        r = self.target.request("POST", "/_bulk", {"Content-Type": "application/x-ndjson"}, body)
+        if r.status == 429 or r.status >= 500:
+            raise UpstreamError(self.target.target("/_bulk"), f"status {r.status}: {r.body[:300]!r}", timeout=False)
+        if r.status >= 300:
+            return [_whole_failure(r.status, r.body)] * len(planned)
+        return parse_response(r.body)
+
+    def _verify(self, index: str, result: IndexResult) -> None:
+        """A skipped document is fine when B's newer copy is what A holds now (the live stream got there)."""
+        docs = result.skipped_docs
+        for start in range(0, len(docs), self.batch):
+            chunk = docs[start : start + self.batch]
+            ours, theirs = self._mget(self.source, index, chunk), self._mget(self.target, index, chunk)
+            for doc_id, _ in chunk:
+                a, b = ours.get(doc_id), theirs.get(doc_id)
+                if (a is None) != (b is None) or (a and b and digest(a.get("_source")) != digest(b.get("_source"))):
+                    result.unresolved += 1
+                    result.errors.append(
+                        f"{index}/{doc_id}: the target holds a newer copy that differs from the source"
+                    )
+
+    # ------------------------------------------------------------------ all of it
+
+    def run(self, pattern: str, refresh_first: bool) -> int:
+        ours, theirs = indices(self.source, pattern), indices(self.target, pattern)
+        if refresh_first:
+            refresh(self.source, ours)
+            refresh(self.target, theirs)
+        self.progress.total = sum(call(self.source, "GET", f"/{i}/_count").get("count", 0) for i in ours) + sum(
+            call(self.target, "GET", f"/{i}/_count").get("count", 0) for i in theirs
+        )
+        results = [self.repair_index(i, i in ours, i in theirs) for i in sorted(ours | theirs)]
+        self.progress.close()
+        return self.summary(results)
+
+    def summary(self, results: list[IndexResult]) -> int:
+        for r in results:
+            if self.dry_run:
+                state = f"would copy {r.copied}, update {r.updated}, delete {r.deleted}"
+            else:
+                state = (
+                    f"copied {r.copied}, updated {r.updated}, deleted {r.deleted},"
+                    f" skipped {r.skipped} (newer on target), failed {r.failed}"
+                )
+            print(f"{r.index}: {state}", file=self.out)
+        errors = [e for r in results for e in r.errors]
+        for e in errors[: self.show]:
+            print(f"  error: {e}", file=self.out)
+        if len(errors) > self.show:
+            print(f"  ... and {len(errors) - self.show} more", file=self.out)
+        planned = sum(r.planned for r in results)
+        if self.dry_run:
+            print(
+                f"dry run over {len(results)} index(es): would change {planned} document(s); nothing written",
+                file=self.out,
+            )
+            return 0 if planned == 0 and not errors else 1
+        unresolved = sum(r.unresolved for r in results)
+        skipped = sum(r.skipped for r in results)
+        verdict = "the target matches the source" if unresolved == 0 else f"{unresolved} document(s) still differ"
+        print(
+            f"repaired {len(results)} index(es): {planned} written, {skipped} skipped, "
+            f"{sum(r.failed for r in results)} failed: {verdict}",
+            file=self.out,
+        )
+        return 0 if unresolved == 0 else 1
+
+
+def _whole_failure(status: int, body: bytes) -> Item:
+    return Item("bulk", status, error=body[:300].decode(errors="replace"))
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+        return value
+
+    return parse
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="esproxy repair", description=__doc__.splitlines()[0])
+    add_cluster_arguments(p)
+    p.add_argument("--batch", type=_positive(int), default=500, help="documents per _bulk request (default 500)")
+    p.add_argument(
+        "--rate", type=_positive(float), default=None, help="at most N documents read per second (default: unbounded)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print what would be written or deleted; write nothing")
+    p.add_argument("--show", type=int, default=20, help="how many planned actions or errors to list (default 20)")
+    args = p.parse_args(argv)
+    try:
+        source, target = cluster(args.source, "repair"), cluster(args.target, "repair")
+        repair = Repair(
+            source, target, args.batch, args.rate, args.dry_run, args.show, sys.stdout, Progress(0, sys.stderr)
+        )
+        return repair.run(args.index, not args.no_refresh)
+    except ConfigError as e:
+        print(f"esproxy repair: config error: {e}", file=sys.stderr)
+        return 2
+    except UpstreamError as e:
+        print(f"esproxy repair: {e}", file=sys.stderr)
+        return 2

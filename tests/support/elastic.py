@@ -1,0 +1,59 @@
+"""Elasticsearch from the test's side: documents, cluster ids, error bodies, and `esproxy compare` until B equals A."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any, Optional
+
+import requests
+
+
+def es_doc(base: str, index: str, doc_id: str) -> Optional[dict]:
+    """GET a document; its response JSON if found, else None."""
+    from urllib.parse import quote
+
+    r = requests.get(f"{base}/{index}/_doc/{quote(doc_id, safe='')}", timeout=5)
+    if r.status_code == 200 and r.json().get("found"):
+        return r.json()
+    return None
+
+
+def es_cluster_id(base: str) -> Optional[str]:
+    r = requests.get(f"{base}/meta.elasticproxy/_doc/clusterid", timeout=5)
+    if r.status_code != 200:
+        return None
+    return (r.json().get("_source") or {}).get("id")
+
+
+def is_es_error(body: Any, status: int) -> bool:
+    """True if body is an Elasticsearch-style error: {"error":{"type":..,"reason":..},"status":N}."""
+    return (
+        isinstance(body, dict)
+        and isinstance(body.get("error"), dict)
+        and isinstance(body["error"].get("type"), str)
+        and isinstance(body["error"].get("reason"), str)
+        and body.get("status") == status
+    )
+
+
+def compare_until_equal(a: str, b: str, index: str = "*", timeout: float = 90) -> str:
+    """`esproxy compare` until B holds what A holds in the indices `index` names (a pattern; tests that share
+    clusters, as on the real engines, pass their own `names.pattern()`)."""
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "esproxy", "compare", "--source", a, "--target", b, "--index", index],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    deadline = time.monotonic() + timeout
+    result = run()
+    while result.returncode != 0 and time.monotonic() < deadline:
+        time.sleep(2)
+        result = run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -1,0 +1,40 @@
+"""Load that runs beside a test: a writer thread with known ids."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import requests
+
+
+class Writer(threading.Thread):
+    """Writes (and sometimes updates) documents with known ids; remembers which were acknowledged."""
+
+    def __init__(self, base: str, index: str, count: int, pause: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self.base, self.index, self.count, self.pause = base, index, count, pause
+        self.acked: list[int] = []
+        self.failed = 0
+        self.stop = False
+
+    def run(self) -> None:
+        s = requests.Session()
+        for i in range(self.count):
+            if self.stop:
+                return
+            try:
+                if i % 5 == 4:
+                    r = s.post(f"{self.base}/{self.index}/_update/{i - 1}", json={"doc": {"u": i}}, timeout=10)
+                else:
+                    r = s.put(f"{self.base}/{self.index}/_doc/{i}", json={"n": i}, timeout=10)
+                if 200 <= r.status_code < 300:
+                    self.acked.append(i)
+                else:
+                    self.failed += 1
+            except requests.RequestException:
+                self.failed += 1
+                s = requests.Session()
+                time.sleep(0.05)
+            if self.pause:
+                time.sleep(self.pause)
