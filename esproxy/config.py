@@ -15,6 +15,7 @@ from typing import ClassVar
 import yaml
 
 from . import labels
+from .follow import Rules
 from .messages import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
 from .schema import ConfigError, Duration, Url, build, reference, setting, walk_compat
 
@@ -236,6 +237,44 @@ class HealthSettings:
 
 
 @dataclass
+class FollowRule:
+    name: str = setting(doc="Name of the rule, unique: logs and commands refer to it.", required=True)
+    indices: list[str] = setting(
+        [], "A's indices the rule follows: exact names and `*` wildcards (`logs-*`).", required=True
+    )
+    exclude: list[str] = setting([], "Names and `*` wildcards among `indices` not followed.")
+    rename: str = setting(
+        "{{remote_index}}",
+        "The index name in B; `{{remote_index}}` stands for A's name (`{{remote_index}}-sync`). A rule"
+        " with a wildcard needs the placeholder (two indices never go to one B index).",
+    )
+    settings: bool = setting(
+        False,
+        "Replay index settings (at creation and `_settings` updates), filtered by `settingsInclude` /"
+        " `settingsExclude`. Off: creation keeps only the analysis settings mappings may need, and"
+        " `_settings` updates are skipped.",
+    )
+    settingsInclude: list[str] = setting(
+        ["*"], "Setting keys replayed when `settings` is on (`*` wildcards; `index.` may be left out)."
+    )
+    settingsExclude: list[str] = setting([], "Setting keys never replayed (`*` wildcards).")
+    replicas: bool = setting(False, "Also replay `index.number_of_replicas` (B's own replica count otherwise).")
+    aliases: bool = setting(False, "Replay alias changes of followed indices (the alias points to B's name).")
+    copyExisting: bool = setting(
+        False, "Copy the indices that already exist in A (the initial copy, `esproxy sync copy`)."
+    )
+
+
+@dataclass
+class FollowSettings:
+    rules: list[FollowRule] = setting(
+        [],
+        "Sync rules: which indices the replay writes into B, under which name. None (or no `follow`"
+        " section): every write is replayed as it is. See docs/operations.md, Follower sync.",
+    )
+
+
+@dataclass
 class Config:
     chanSize: int = setting(
         0, "Capacity of the queue between request handlers and the Kafka producer; 0 = direct hand-off."
@@ -259,6 +298,9 @@ class Config:
     destination: Destination = setting(Destination(), "Where they go.")
     health: HealthSettings = setting(
         HealthSettings(), "When `/_esproxy/health` answers 503 (see docs/operations.md, Health) (ours)."
+    )
+    follow: FollowSettings = setting(
+        FollowSettings(), "Follower sync: the replay's index rules (see docs/operations.md, Follower sync) (ours)."
     )
 
     warnings: ClassVar[tuple[str, ...]] = ()  # set by parse(), not a setting
@@ -361,6 +403,10 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError("admin.port", f"{cfg.admin.port} is not a TCP port")
         if cfg.admin.port in ports:
             raise ConfigError("admin.port", f"{cfg.admin.port} is already used by {ports[cfg.admin.port]}")
+    if cfg.follow.rules:
+        Rules.from_config(cfg.follow)
+        if not cfg.kafka_sources():
+            warnings.append("follow: applies to the replay role only; this config has no source.kafkas[]")
     if not cfg.proxies() and not cfg.kafka_sources():
         raise ConfigError("source", "nothing to run: enable an entry of source.proxies[] or source.kafkas[]")
     walk_compat(cfg, "", lambda path, note: warnings.append(f"{path}: {note}"))
