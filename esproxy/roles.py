@@ -24,6 +24,7 @@ from .dest.elastic import Elastic
 from .dest.kafka import KafkaDest
 from .dest.refusals import ProxyDeadLetters
 from .fanout import Fanout
+from .follow import Rules
 from .listeners import Listeners, bind, matching_indexes, wait_for_cluster_id
 from .prefork import WorkerPool
 from .profiling import Profiler
@@ -136,7 +137,7 @@ class Roles:
             for primary in primaries:  # needed before replaying: it says which beans to skip
                 if not wait_for_cluster_id(primary, self.stop_event):
                     raise _Stopped()
-            replay = KafkaReplay(k, primaries)
+            replay = KafkaReplay(k, primaries, Rules.from_config(self.cfg.follow))
             replay.start()
             self.replays.append(replay)
 

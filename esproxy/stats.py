@@ -24,6 +24,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 RATE_WINDOW = 10  # seconds over which replay_messages_per_second is averaged
 DEAD_LETTER_TIMES = 10000  # the times of the last this many dead letters are kept (health's window)
+SKIPPED_BY_RULES_INDICES = 1000  # indices counted by name in replay_skipped_by_rules; the rest as "(other)"
 
 
 class Stats:
@@ -47,6 +48,7 @@ class Stats:
         self.replay_bytes = 0
         self.replay_by_index: dict[str, list[int]] = {}  # index -> [writes applied, bytes]
         self.replay_skipped: dict[str, int] = {}  # index -> writes B refused (4xx) or broken messages
+        self.replay_skipped_by_rules: dict[str, int] = {}  # A's index -> writes no sync rule follows
         self._dead_letters = 0
         self.dead_letter_times: deque[float] = deque(maxlen=DEAD_LETTER_TIMES)  # time.monotonic() of each
         self._rate: deque[list[int]] = deque(maxlen=RATE_WINDOW + 2)  # [second, messages]
@@ -123,6 +125,12 @@ class Stats:
             entry[1] += nbytes
         else:
             self.replay_skipped[index] = self.replay_skipped.get(index, 0) + 1
+
+    def skipped_by_rules(self, index: str) -> None:
+        """One write (or `_bulk` action) into ``index`` skipped: no sync rule follows the index."""
+        counts = self.replay_skipped_by_rules
+        key = index if index in counts or len(counts) < SKIPPED_BY_RULES_INDICES else "(other)"
+        counts[key] = counts.get(key, 0) + 1
 
     # ------------------------------------------------------------------ pre-fork workers
 

@@ -30,9 +30,11 @@ from ..bean import DOCS_KIND, Bean, BeanError
 from ..bulk import split_actions
 from ..config import KafkaSource
 from ..dest.elastic import Elastic, replay, replay_docs
+from ..follow import Rules
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
 from ..retry import Aborted, retry
 from ..stats import STATS
+from .followed import follow_docs, follow_raw
 from .kafka_deadletters import DeadLetters
 from .lanes import Lane
 
@@ -130,9 +132,10 @@ def _names(partitions: Any) -> str:
 
 
 class KafkaReplay:
-    def __init__(self, cfg: KafkaSource, primaries: list[Elastic]) -> None:
+    def __init__(self, cfg: KafkaSource, primaries: list[Elastic], rules: Optional[Rules] = None) -> None:
         self.cfg = cfg
         self.primaries = primaries
+        self.rules = rules if rules is not None else Rules([])  # none: every write replayed as it is
         self.stopping = False
         self.dead_letters = DeadLetters(cfg)
         self._consumer: Optional[KafkaConsumer] = None
@@ -376,6 +379,16 @@ class KafkaReplay:
                 bean = item if isinstance(item, Bean) else None
                 if bean is not None and bean.kind == DOCS_KIND:
                     chunks = split_actions(bean.body)
+                    if self.rules.active:
+                        chunks = self._follow_docs(record, bean, chunks, stop)
+                    if not chunks:  # nothing followed: done once what comes before is
+                        if complete is not None:
+                            assembler.release(complete.id)
+                        if batch.records:
+                            batch.carry(record)
+                        else:
+                            last = record.offset
+                        continue
                     if batch.records and not batch.fits(len(chunks), len(bean.body), self.cfg):
                         last = self._flush(batch, stop)
                     batch.add(record, bean, chunks, self._targets(record, bean))
@@ -530,7 +543,42 @@ class KafkaReplay:
         batch.clear()
         return last
 
+    def _follow_docs(self, record: Any, bean: Bean, chunks: list[bytes], stop: Callable[[], bool]) -> list[bytes]:
+        """The actions the sync rules follow, renamed; none (once its dead letter is written) for a
+        document bean whose actions cannot be read."""
+        try:
+            kept, skipped = follow_docs(self.rules, chunks)
+        except (ValueError, AttributeError, StopIteration) as e:
+            reason = f"sync rules: a document bean whose actions cannot be read: {e}"
+            log.error("replay %s: %s", _where(record), reason)
+            STATS.replayed(bean.index_key(), len(bean.body), ok=False)
+            self.dead_letters.write(record, reason, stop)
+            return []
+        self._skipped(record, skipped)
+        return kept
+
+    def _skipped(self, record: Any, indices: list[str]) -> None:
+        for index in indices:
+            STATS.skipped_by_rules(index)
+        if indices and log.isEnabledFor(logging.DEBUG):
+            log.debug("replay %s: not followed, skipped: %s", _where(record), ", ".join(sorted(set(indices))))
+
     def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
+        if not self.rules.active:
+            self._replay_one(record, bean, stop)
+            return
+        outcome = follow_raw(self.rules, bean)
+        self._skipped(record, outcome.skipped)
+        if outcome.problem:
+            reason = f"sync rules: {outcome.problem}"
+            log.error("replay %s: %s; to the dead letters", _where(record), reason)
+            STATS.replayed(bean.index_key(), len(bean.body), ok=False)
+            self.dead_letters.write(record, reason, stop)
+            return
+        for followed in outcome.beans:
+            self._replay_one(record, followed, stop)
+
+    def _replay_one(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
         for primary in self._targets(record, bean):
             r = replay(primary, bean, stop)
             STATS.replayed(bean.index_key(), len(bean.body), r.status < 300)
