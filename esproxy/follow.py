@@ -46,6 +46,11 @@ CREATION_SETTINGS = ("index.analysis.*",)
 REPLICAS = "index.number_of_replicas"
 
 
+def render(template: str, index: str) -> str:
+    """``template`` with ``{{remote_index}}`` replaced by ``index``."""
+    return _PLACEHOLDER.sub(lambda _: index, template)
+
+
 def name_problem(name: str) -> Optional[str]:
     """Why ``name`` is not a valid index name (Elasticsearch's rules), None if it is."""
     if not name:
@@ -148,7 +153,7 @@ class Rule:
         return any(matches(p, index) for p in self.indices) and not any(matches(p, index) for p in self.exclude)
 
     def rename_to(self, index: str) -> str:
-        return _PLACEHOLDER.sub(index, self.rename)
+        return render(self.rename, index)
 
     def setting_synced(self, key: str) -> bool:
         """Whether the (flat, ``index.``-prefixed) setting ``key`` is replayed under this rule."""
