@@ -17,7 +17,7 @@ from typing import Optional
 from gevent.event import Event
 
 from . import __version__, signals
-from .admin import Admin
+from .admin import Admin, AdminView
 from .config import Config
 from .deadletters import proxy_file
 from .dest.elastic import Elastic
@@ -47,12 +47,31 @@ class Roles:
         self.replays: list[KafkaReplay] = []
         self.fanout: Optional[Fanout] = None
         self.replay_elastics: list[Elastic] = []
-        self.admin = Admin(self)
+        self.admin = Admin(self._admin_view())
         self.profiler = Profiler()
 
     @property
     def elastics(self) -> list[Elastic]:
         return (self.listeners.elastics if self.listeners else []) + self.replay_elastics
+
+    def _admin_view(self) -> AdminView:
+        """What the admin endpoints read, looked up at each scrape (the roles start after the admin port)."""
+
+        def queue() -> tuple[int, int]:
+            if self.fanout is None:
+                return 0, 0
+            return self.fanout.depth(), getattr(self.fanout.queue, "maxsize", None) or 0
+
+        return AdminView(
+            health=self.cfg.health,
+            stopping=self.stop_event.is_set,
+            queue=queue,
+            unshipped=lambda: self.fanout.unshipped() if self.fanout is not None else 0,
+            oldest_unshipped_age=lambda: self.fanout.oldest_unshipped_age() if self.fanout is not None else 0.0,
+            elastics=lambda: self.elastics,
+            workers=lambda: self.pool,
+            lags=lambda: [row for replay in self.replays for row in replay.lag()],
+        )
 
     def handle_signal(self, signum: int) -> None:
         if self.stop_event.is_set():
