@@ -200,6 +200,7 @@ class Admin:
                 "messages_per_second": s.replay_rate(),
                 "by_index": {i: {"writes": c, "bytes": b} for i, (c, b) in sorted(s.replay_by_index.items())},
                 "skipped": dict(s.replay_skipped),
+                "skipped_by_rules": dict(s.replay_skipped_by_rules),
                 "dead_letters": s.dead_letters,
                 "consumer_lag": self.view.lags(),
             },
@@ -390,6 +391,13 @@ METRICS: tuple[Metric, ...] = (
         "counter",
         "Messages skipped: refused by the target (4xx) or not a bean, by index.",
         lambda r: [("", {"index": i}, n) for i, n in sorted(r.snap["replay"]["skipped"].items())],
+    ),
+    Metric(
+        "esproxy_replay_skipped_by_rules_total",
+        "counter",
+        "Writes (and `_bulk` actions) not replayed because no follower sync rule follows their index, by A's"
+        ' index (at most 1000 names, the rest as "(other)").',
+        lambda r: [("", {"index": i}, n) for i, n in sorted(r.snap["replay"]["skipped_by_rules"].items())],
     ),
     Metric(
         "esproxy_dead_letters_total",
