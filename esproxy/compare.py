@@ -17,7 +17,7 @@ from typing import Iterator, Optional, TextIO
 
 from .config import ConfigError, ElasticDestination, load
 from .dest.elastic import Elastic, UpstreamError
-from .follow import render
+from .follow import Rules, render
 from .schema import Duration, Url
 
 SKIPPED = ("meta.elasticproxy",)  # each cluster's own id lives there: it differs by design
@@ -154,11 +154,24 @@ class _Progress:
 
 
 def run(
-    source: Elastic, target: Elastic, pattern: str, show: int, refresh_first: bool, out: TextIO, rename: str = ""
+    source: Elastic,
+    target: Elastic,
+    pattern: str,
+    show: int,
+    refresh_first: bool,
+    out: TextIO,
+    rename: str = "",
+    rules: Optional[Rules] = None,
 ) -> int:
-    """``rename``: the target's name of each source index, a template with ``{{remote_index}}``
-    (follower sync, see follow.py); the target's indices are then those the pattern renamed matches."""
-    if rename:
+    """Follower sync (see follow.py): ``rename``, a template with ``{{remote_index}}``, gives each
+    source index's name in the target, whose indices are then those the pattern renamed matches;
+    ``rules`` (a replay config's ``follow`` section) compare only the indices they follow, each with
+    its name in the target."""
+    if rules is not None and rules.active:
+        followed = {i: rules.target(i) for i in indices(source, pattern)}
+        name_in_target = {i: t.index for i, t in followed.items() if t is not None}
+        theirs = indices(target, ",".join(name_in_target.values()))
+    elif rename:
         name_in_target = {i: render(rename, i) for i in indices(source, pattern)}
         theirs = indices(target, ",".join(render(rename, p) for p in pattern.split(",")))
     else:
@@ -214,10 +227,16 @@ def main(argv: list[str]) -> int:
         metavar="TEMPLATE",
         help="the target's name of each source index, e.g. '{{remote_index}}-sync' (a follower sync rule's rename)",
     )
+    p.add_argument(
+        "--rules",
+        metavar="CONF",
+        help="a replay config: compare only the indices its follow.rules[] follow, each with its name in the target",
+    )
     args = p.parse_args(argv)
     try:
+        rules = Rules.from_config(load(args.rules).follow) if args.rules else None
         source, target = cluster(args.source), cluster(args.target)
-        return run(source, target, args.index, args.show, not args.no_refresh, sys.stdout, args.rename)
+        return run(source, target, args.index, args.show, not args.no_refresh, sys.stdout, args.rename, rules)
     except ConfigError as e:
         print(f"esproxy compare: config error: {e}", file=sys.stderr)
         return 2

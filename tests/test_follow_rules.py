@@ -30,10 +30,9 @@ MAPPINGS = {"properties": {"title": {"type": "text", "analyzer": "folded"}, "n":
 PLAIN = {"properties": {"title": {"type": "text"}, "n": {"type": "long"}}}
 
 
-def _compare(a: str, b: str, index: str, rename: str) -> subprocess.CompletedProcess:
+def _compare(a: str, b: str, index: str, *how: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "esproxy", "compare", "--source", a, "--target", b, "--index", index]
-        + ["--rename", rename],
+        [sys.executable, "-m", "esproxy", "compare", "--source", a, "--target", b, "--index", index, *how],
         capture_output=True,
         text=True,
         timeout=120,
@@ -103,14 +102,18 @@ def test_pattern_rule_renames_and_skips(es_a, es_b, kafka, esproxy, names, tmp_p
         return last.status_code == 200
 
     wait_until(synced, timeout=60, msg="the last write reached B")
+    rules_file = proc.conf_path  # the replay's config, as the esproxy fixture wrote it
     deadline = time.monotonic() + 30
-    result = _compare(es_a, es_b, f"{a},{b}", "{{remote_index}}-sync")
+    result = _compare(es_a, es_b, f"{base}-*", "--rules", str(rules_file))
     while result.returncode != 0 and time.monotonic() < deadline:  # the replay may still be draining
         time.sleep(1)
-        result = _compare(es_a, es_b, f"{a},{b}", "{{remote_index}}-sync")
+        result = _compare(es_a, es_b, f"{base}-*", "--rules", str(rules_file))
     assert result.returncode == 0, result.stdout + result.stderr + proc.log_tail()
-    assert f"{a} -> {a}-sync: source" in result.stdout, result.stdout
-    assert "no differences" in result.stdout
+    assert f"{a} -> {a}-sync: source 28 docs, target 28 docs: ok" in result.stdout, result.stdout
+    assert f"{b} -> {b}-sync: source 12 docs, target 12 docs: ok" in result.stdout, result.stdout
+    assert "compared 2 index(es): no differences" in result.stdout  # not the excluded tmp index
+    by_template = _compare(es_a, es_b, f"{a},{b}", "--rename", "{{remote_index}}-sync")
+    assert by_template.returncode == 0 and "compared 2 index(es): no differences" in by_template.stdout
 
     # mappings equal; settings: the chosen ones equal, refresh_interval and replicas not synced
     for index in (a, b):
