@@ -118,10 +118,10 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def compare_index(
-    source: Elastic, target: Elastic, index: str, present_in_target: bool, target_index: str = ""
+    source: Elastic, target: Elastic, index: str, present_in_target: bool, target_index: Optional[str] = None
 ) -> IndexReport:
-    """``target_index``: the index's name in the target when it differs (a follower sync rename)."""
-    report = IndexReport(f"{index} -> {target_index}" if target_index and target_index != index else index)
+    """``index`` of the source against ``target_index`` (default: the same name) of the target."""
+    report = IndexReport(index)
     report.source_count = call(source, "GET", f"/{index}/_count").get("count", 0)
     theirs = dict(documents(target, target_index or index)) if present_in_target else {}
     report.target_count = len(theirs)
@@ -188,7 +188,10 @@ def run(
     for index in sorted(everything):
         if index in ours:
             in_target = name_in_target[index]
-            reports.append(compare_index(source, target, index, in_target in theirs, in_target))
+            report = compare_index(source, target, index, in_target in theirs, in_target)
+            if in_target != index:
+                report.index = f"{index} -> {in_target}"
+            reports.append(report)
         else:  # only in the target
             report = IndexReport(index)
             report.extra = [doc_id for doc_id, _ in documents(target, index)]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 from .schema import ConfigError
 
@@ -172,8 +172,7 @@ class Rule:
         return [self.rename_to(p) for p in self.indices]
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """Where a followed index goes: the rule that follows it and the index name in B."""
 
     rule: Rule
