@@ -179,28 +179,47 @@ class Target(NamedTuple):
     index: str
 
 
-class Rules:
-    """The rules of a replay. ``active`` is false without rules: every write is replayed as it is."""
+FOLLOWING, PAUSED, STOPPED = "following", "paused", "stopped"
 
-    def __init__(self, rules: list[Rule]) -> None:
+
+class Rules:
+    """The rules of a replay, and the state of each (following, paused, stopped). Without rules (and
+    not made ``active`` by a follow section or a runtime change), every write is replayed as it is."""
+
+    def __init__(self, rules: list[Rule], active: Optional[bool] = None) -> None:
         self.rules = list(rules)
+        self.states: dict[str, str] = {}  # rule name -> PAUSED or STOPPED; absent: FOLLOWING
+        self._active = bool(rules) if active is None else active
         self._cache: dict[str, Optional[Target]] = {}
 
     @property
     def active(self) -> bool:
-        return bool(self.rules)
+        return self._active
+
+    def replace(self, rules: list[Rule], states: dict[str, str]) -> None:
+        """Take another set of rules and states (runtime control): the replay sees them at its next write."""
+        self.rules = list(rules)
+        self.states = dict(states)
+        self._active = True
+        self._cache = {}
+
+    def state(self, name: str) -> str:
+        return self.states.get(name, FOLLOWING)
+
+    def paused(self, target: Optional[Target]) -> bool:
+        return target is not None and self.states.get(target.rule.name) == PAUSED
 
     def target(self, index: str) -> Optional[Target]:
-        """The rule following ``index`` and its name in B; None if no rule follows it. Without rules
-        (not active), every index is followed under its own name."""
-        if not self.rules:
+        """The rule following ``index`` and its name in B; None if no rule follows it (or the rule that
+        would is stopped). Not active: every index is followed under its own name."""
+        if not self._active:
             return Target(_IDENTITY, index)
         if index in self._cache:
             return self._cache[index]
         found = None
         for rule in self.rules:
             if rule.follows(index):
-                found = Target(rule, rule.rename_to(index))
+                found = None if self.states.get(rule.name) == STOPPED else Target(rule, rule.rename_to(index))
                 break
         if len(self._cache) > 100_000:
             self._cache.clear()

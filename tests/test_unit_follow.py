@@ -10,6 +10,7 @@ from esproxy.bean import Bean
 from esproxy.bulk import DocOp, split_actions
 from esproxy.config import ConfigError, FollowRule, FollowSettings, parse
 from esproxy.follow import Rules, covers, intersect, matches, name_problem
+from esproxy.followcontrol import FollowControl
 from esproxy.source.followed import TEMPLATES, flatten_settings, follow_docs, follow_raw
 
 
@@ -231,7 +232,8 @@ def test_follow_docs_renames_and_drops():
         + DocOp("delete", "logs-tmp-1", "b", 4).lines()
         + DocOp("index", "other", "c", 5, b'{"n":2}').lines()
     )
-    kept, skipped = follow_docs(rules(LOGS), split_actions(body))
+    kept, skipped, paused = follow_docs(rules(LOGS), split_actions(body))
+    assert paused == ""
     assert skipped == ["logs-tmp-1", "other"]
     assert len(kept) == 1
     head, source = kept[0].rstrip(b"\n").split(b"\n")
@@ -392,3 +394,48 @@ def test_resize_needs_both_followed():
         ("POST", "/logs-1-sync/_clone/logs-2-sync", None)
     ]
     assert "not followed" in follow_raw(R, raw("POST", "/logs-1/_clone/other")).problem
+
+
+# --------------------------------------------------------------------------- runtime control
+
+
+def test_control_add_pause_stop_delete_persist(tmp_path):
+    state = tmp_path / "follow-state.json"
+    settings = FollowSettings(rules=[FollowRule(**LOGS)])
+    control = FollowControl(settings, state)
+    live = control.rules
+    assert [r["name"] for r in control.list()] == ["logs"]
+
+    assert control.handle("POST", ["rules"], json.dumps(USERS).encode())[0] == 200
+    assert live.target("users").index == "users"
+    status, doc = control.handle("POST", ["rules"], json.dumps({**USERS, "name": "again"}).encode())
+    assert status == 400 and "both match" in doc["error"]["reason"]
+    assert control.handle("POST", ["rules"], json.dumps(USERS).encode())[0] == 409
+
+    assert control.handle("POST", ["rules", "logs", "_pause"], b"") == (200, {"acknowledged": True, "state": "paused"})
+    assert live.paused(live.target("logs-1"))
+    assert follow_raw(live, raw("PUT", "/logs-1/_doc/1", {"a": 1})).paused == "logs"
+    assert follow_docs(live, split_actions(DocOp("index", "logs-1", "a", 1, b"{}").lines()))[2] == "logs"
+    control.set_state("logs", "resume")
+    assert not live.paused(live.target("logs-1"))
+    control.set_state("users", "stop")
+    assert live.target("users") is None
+    assert control.handle("POST", ["rules", "users", "_resume"], b"")[0] == 409
+
+    again = FollowControl(settings, state)  # a restart keeps the changes
+    assert [(r["name"], r["state"], r["from"]) for r in again.list()] == [
+        ("logs", "following", "config"),
+        ("users", "stopped", "added"),
+    ]
+    assert again.handle("DELETE", ["rules", "logs"], b"")[0] == 200
+    assert again.rules.target("logs-1") is None
+    assert again.handle("DELETE", ["rules", "users"], b"")[0] == 200
+    assert again.rules.active and again.rules.target("users") is None  # no rule left: nothing followed
+    assert FollowControl(settings, state).list() == []
+    assert again.handle("DELETE", ["rules", "nope"], b"")[0] == 404
+
+
+def test_control_without_rules_keeps_todays_behaviour(tmp_path):
+    control = FollowControl(FollowSettings(), tmp_path / "follow-state.json")
+    assert not control.rules.active
+    assert not (tmp_path / "follow-state.json").exists()

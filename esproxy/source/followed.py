@@ -46,15 +46,37 @@ class Outcome:
     beans: list[Bean] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     problem: str = ""
+    paused: str = ""  # the paused rule a write names: it waits (the replay stops short before it)
+
+
+class _Seen:
+    """The rules, noting the targets looked up (to tell whether a write names a paused rule's index)."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.targets: list[Target] = []
+
+    def target(self, index: str) -> Optional[Target]:
+        found = self.rules.target(index)
+        if found is not None:
+            self.targets.append(found)
+        return found
+
+    def may_follow(self, pattern: str) -> bool:
+        return self.rules.may_follow(pattern)
+
+    def paused(self) -> str:
+        return next((t.rule.name for t in self.targets if self.rules.paused(t)), "")
 
 
 class _Unfaithful(Exception):
     pass
 
 
-def follow_docs(rules: Rules, chunks: list[bytes]) -> tuple[list[bytes], list[str]]:
+def follow_docs(rules: Rules, chunks: list[bytes]) -> tuple[list[bytes], list[str], str]:
     """Versioned document actions (one chunk each: bulk.split_actions) with their `_index` renamed;
-    the actions of unfollowed indices dropped, their indices returned."""
+    the actions of unfollowed indices dropped, their indices returned; the paused rule one names."""
+    seen = _Seen(rules)
     kept: list[bytes] = []
     skipped: list[str] = []
     for chunk in chunks:
@@ -62,7 +84,7 @@ def follow_docs(rules: Rules, chunks: list[bytes]) -> tuple[list[bytes], list[st
         action = json.loads(head)
         verb, meta = next(iter(action.items()))
         index = str(meta.get("_index", ""))
-        target = rules.target(index)
+        target = seen.target(index)
         if target is None:
             skipped.append(index)
         elif target.index == index:
@@ -70,15 +92,18 @@ def follow_docs(rules: Rules, chunks: list[bytes]) -> tuple[list[bytes], list[st
         else:
             meta["_index"] = target.index
             kept.append(_line({verb: meta})[:-1] + nl + rest)
-    return kept, skipped
+    return kept, skipped, seen.paused()
 
 
 def follow_raw(rules: Rules, bean: Bean) -> Outcome:
     """The writes to send for a bean replayed as sent (not a document bean)."""
+    seen = _Seen(rules)
     try:
-        return _follow_raw(rules, bean)
+        outcome = _follow_raw(seen, bean)  # type: ignore[arg-type]  # duck-typed Rules
     except _Unfaithful as e:
         return Outcome(problem=f"{bean.method} {bean.requestUri.split('?', 1)[0]}: {e}")
+    outcome.paused = seen.paused()
+    return outcome
 
 
 def _follow_raw(rules: Rules, bean: Bean) -> Outcome:

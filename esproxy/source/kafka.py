@@ -136,6 +136,8 @@ class KafkaReplay:
         self.cfg = cfg
         self.primaries = primaries
         self.rules = rules if rules is not None else Rules([])  # none: every write replayed as it is
+        self._paused_at: dict[str, tuple[str, int, int]] = {}  # rule -> where it last held a partition
+        self._paused_by = ""
         self.stopping = False
         self.dead_letters = DeadLetters(cfg)
         self._consumer: Optional[KafkaConsumer] = None
@@ -380,7 +382,12 @@ class KafkaReplay:
                 if bean is not None and bean.kind == DOCS_KIND:
                     chunks = split_actions(bean.body)
                     if self.rules.active:
-                        chunks = self._follow_docs(record, bean, chunks, stop)
+                        chunks, paused = self._follow_docs(record, bean, chunks, stop)
+                        if paused:
+                            if batch.records:
+                                last = self._flush(batch, stop)
+                            self._wait_paused(record, paused)
+                            break
                     if not chunks:  # nothing followed: done once what comes before is
                         if complete is not None:
                             assembler.release(complete.id)
@@ -397,8 +404,9 @@ class KafkaReplay:
                     continue
                 if batch.records:
                     last = self._flush(batch, stop)
-                if bean is not None:
-                    self._replay_raw(record, bean, stop)
+                if bean is not None and not self._replay_raw(record, bean, stop):
+                    self._wait_paused(record, self._paused_by)
+                    break
                 if complete is not None:
                     assembler.release(complete.id)
                 last = record.offset
@@ -543,19 +551,30 @@ class KafkaReplay:
         batch.clear()
         return last
 
-    def _follow_docs(self, record: Any, bean: Bean, chunks: list[bytes], stop: Callable[[], bool]) -> list[bytes]:
-        """The actions the sync rules follow, renamed; none (once its dead letter is written) for a
-        document bean whose actions cannot be read."""
+    def _follow_docs(
+        self, record: Any, bean: Bean, chunks: list[bytes], stop: Callable[[], bool]
+    ) -> tuple[list[bytes], str]:
+        """The actions the sync rules follow, renamed, and the paused rule one names; none (once its
+        dead letter is written) for a document bean whose actions cannot be read."""
         try:
-            kept, skipped = follow_docs(self.rules, chunks)
+            kept, skipped, paused = follow_docs(self.rules, chunks)
         except (ValueError, AttributeError, StopIteration) as e:
             reason = f"sync rules: a document bean whose actions cannot be read: {e}"
             log.error("replay %s: %s", _where(record), reason)
             STATS.replayed(bean.index_key(), len(bean.body), ok=False)
             self.dead_letters.write(record, reason, stop)
-            return []
+            return [], ""
+        if paused:
+            return kept, paused
         self._skipped(record, skipped)
-        return kept
+        return kept, ""
+
+    def _wait_paused(self, record: Any, rule: str) -> None:
+        """A write of a paused rule: the partition stops before it and is replayed again from it (lanes.py)."""
+        where = (record.topic, record.partition, record.offset)
+        if self._paused_at.get(rule) != where:
+            self._paused_at[rule] = where
+            log.info("replay of %s waits: sync rule %s is paused", _where(record), rule)
 
     def _skipped(self, record: Any, indices: list[str]) -> None:
         for index in indices:
@@ -563,20 +582,25 @@ class KafkaReplay:
         if indices and log.isEnabledFor(logging.DEBUG):
             log.debug("replay %s: not followed, skipped: %s", _where(record), ", ".join(sorted(set(indices))))
 
-    def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
+    def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> bool:
+        """Replay a bean as sent (under the sync rules); False if it waits for a paused rule (``_paused_by``)."""
         if not self.rules.active:
             self._replay_one(record, bean, stop)
-            return
+            return True
         outcome = follow_raw(self.rules, bean)
+        if outcome.paused:
+            self._paused_by = outcome.paused
+            return False
         self._skipped(record, outcome.skipped)
         if outcome.problem:
             reason = f"sync rules: {outcome.problem}"
             log.error("replay %s: %s; to the dead letters", _where(record), reason)
             STATS.replayed(bean.index_key(), len(bean.body), ok=False)
             self.dead_letters.write(record, reason, stop)
-            return
+            return True
         for followed in outcome.beans:
             self._replay_one(record, followed, stop)
+        return True
 
     def _replay_one(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
         for primary in self._targets(record, bean):
