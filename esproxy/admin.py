@@ -69,6 +69,8 @@ class AdminView:
     elastics: Callable[[], list[Elastic]]  # this process's clusters, their connection pools
     workers: Callable[[], Optional[Workers]]  # None: no pre-fork workers
     lags: Callable[[], list[dict[str, Any]]]  # per assigned partition of every replay: KafkaReplay.lag()
+    # /_esproxy/sync/...: (method, path parts after sync/, body) -> (status, JSON); esproxy.followcontrol
+    sync: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
 
 
 class Admin:
@@ -85,8 +87,22 @@ class Admin:
         refused = refuse(environ, start_response, check)
         if refused is not None:
             return refused
-        status, headers, body = self.render(environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", ""))
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(PREFIX + "sync/") and self.view.sync is not None:
+            return self._sync(environ, start_response, path)
+        status, headers, body = self.render(path, environ.get("REQUEST_METHOD", ""))
         return _reply(start_response, status, headers, body)
+
+    def _sync(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
+        """Follower sync rules at runtime (the replay's; see esproxy.followcontrol)."""
+        assert self.view.sync is not None
+        length = environ.get("CONTENT_LENGTH") or "0"
+        body = environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) > 0 else b""
+        parts = [p for p in path[len(PREFIX + "sync/") :].split("/") if p]
+        code, doc = self.view.sync(environ.get("REQUEST_METHOD", ""), parts, body)
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}.get(code, "Error")
+        data = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
+        return _reply(start_response, f"{code} {reason}", [JSON_TYPE], data)
 
     def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
         """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""

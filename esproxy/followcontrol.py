@@ -47,7 +47,12 @@ class FollowControl:
         self.deleted: set[str] = set(state.get("deleted", []))
         self.states: dict[str, str] = dict(state.get("states", {}))
         self.rules = Rules([], active=bool(self.configured or self.added or self.deleted))
-        self._apply(self._current(), self.states, save=False)
+        try:
+            self._apply(self._current(), self.states, save=False)
+        except ControlError as e:
+            raise ConfigError(
+                str(self.path), f"the rules changed at runtime do not fit the config: {e.reason}"
+            ) from None
 
     # ------------------------------------------------------------------ operations
 

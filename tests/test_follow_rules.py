@@ -193,3 +193,74 @@ def test_bad_rules_exit_2_naming_the_key(tmp_path, rules, path, words):
     line = res.stderr.strip().splitlines()[-1]
     assert line.startswith(f"esproxy: config error: {path}: "), line
     assert words in line, line
+
+
+def _sync(conf, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "esproxy", "sync", *args, "-c", str(conf)], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_runtime_control_pause_resume_stop_survive_restart(es_a, es_b, kafka, esproxy, names):
+    topic, group = names.topic(), names.group()
+    create_topic(kafka, topic, partitions=1)
+    x, y = names.index("x"), names.index("y")
+    admin, port = free_port(), free_port()
+    replay = replay_config(kafka, topic, group, es_b)
+    replay["admin"] = {"port": admin}
+    replay["follow"] = {"rules": [{"name": "x", "indices": [x], "rename": "{{remote_index}}-sync"}]}
+    proc = esproxy(replay)
+    esproxy(proxy_config(port, es_a, kafka, topic))
+    proxy = f"http://127.0.0.1:{port}"
+
+    def put(index: str, doc_id: str) -> None:
+        assert requests.put(f"{proxy}/{index}/_doc/{doc_id}", json={"n": doc_id}, timeout=10).status_code < 300
+
+    def in_b(index: str, doc_id: str) -> bool:
+        return requests.get(f"{es_b}/{index}/_doc/{doc_id}", timeout=10).status_code == 200
+
+    def skipped(index: str) -> int:
+        stats = requests.get(f"http://127.0.0.1:{admin}/_esproxy/stats", timeout=10).json()
+        return stats["replay"]["skipped_by_rules"].get(index, 0)
+
+    put(x, "1")
+    wait_until(lambda: in_b(f"{x}-sync", "1"), timeout=30, msg="doc 1 followed")
+
+    paused = _sync(proc.conf_path, "pause", "x")
+    assert paused.returncode == 0 and paused.stdout.strip() == "rule x: paused", paused.stderr
+    put(x, "2")
+    proc.wait_log("sync rule x is paused", timeout=30)
+    assert not in_b(f"{x}-sync", "2")  # it waits
+    listed = _sync(proc.conf_path, "list")
+    assert listed.returncode == 0
+    assert listed.stdout.splitlines()[1].split()[:3] == ["x", "paused", "config"], listed.stdout
+
+    assert _sync(proc.conf_path, "resume", "x").returncode == 0
+    wait_until(lambda: in_b(f"{x}-sync", "2"), timeout=10, msg="doc 2 applied once resumed")
+
+    assert _sync(proc.conf_path, "stop", "x").stdout.strip() == "rule x: stopped"
+    put(x, "3")
+    wait_until(lambda: skipped(x) == 1, timeout=30, msg="doc 3 skipped")
+    assert not in_b(f"{x}-sync", "3") and in_b(f"{x}-sync", "2")  # the B index stays as it is
+
+    # a restart keeps the state (follow-state.json in the working directory)
+    proc.terminate()
+    proc = esproxy(replay)
+    assert _sync(proc.conf_path, "list").stdout.splitlines()[1].split()[:2] == ["x", "stopped"]
+    put(x, "4")
+    wait_until(lambda: skipped(x) == 1, timeout=30, msg="doc 4 skipped after the restart")
+    assert not in_b(f"{x}-sync", "4")
+    refused = _sync(proc.conf_path, "resume", "x")
+    assert refused.returncode == 1 and "is stopped" in refused.stderr
+
+    # rules added and deleted at runtime
+    bad = _sync(proc.conf_path, "add", "--name", "x2", "--indices", x)
+    assert bad.returncode == 1 and "both match" in bad.stderr
+    added = _sync(proc.conf_path, "add", "--name", "y", "--indices", y, "--rename", "{{remote_index}}-sync")
+    assert added.returncode == 0, added.stderr
+    put(y, "1")
+    wait_until(lambda: in_b(f"{y}-sync", "1"), timeout=30, msg="the added rule follows")
+    assert _sync(proc.conf_path, "delete", "y").returncode == 0
+    put(y, "2")
+    wait_until(lambda: skipped(y) == 1, timeout=30, msg="the deleted rule's index is skipped")
+    assert [line.split()[0] for line in _sync(proc.conf_path, "list").stdout.splitlines()] == ["NAME", "x"]
