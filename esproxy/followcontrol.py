@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,9 @@ class FollowControl:
         """Check, persist, then switch the live rules (a change that cannot be written is not made)."""
         try:
             checked = Rules.from_config(FollowSettings(rules=rules))
-        except ConfigError as e:
-            raise ControlError(400, str(e)) from None
+        except ConfigError as e:  # name the rules, not their places in a list the operator never wrote
+            text = re.sub(r"follow\.rules\[(\d+)\]", lambda m: f'rule "{rules[int(m.group(1))].name}"', str(e))
+            raise ControlError(400, text) from None
         added = self.added if added is None else added
         deleted = self.deleted if deleted is None else deleted
         if save:
