@@ -217,6 +217,7 @@ class Admin:
                 "by_index": {i: {"writes": c, "bytes": b} for i, (c, b) in sorted(s.replay_by_index.items())},
                 "skipped": dict(s.replay_skipped),
                 "skipped_by_rules": dict(s.replay_skipped_by_rules),
+                "throttled_seconds": round(s.replay_throttled_seconds, 3),
                 "dead_letters": s.dead_letters,
                 "consumer_lag": self.view.lags(),
             },
@@ -407,6 +408,12 @@ METRICS: tuple[Metric, ...] = (
         "counter",
         "Messages skipped: refused by the target (4xx) or not a bean, by index.",
         lambda r: [("", {"index": i}, n) for i, n in sorted(r.snap["replay"]["skipped"].items())],
+    ),
+    Metric(
+        "esproxy_replay_throttled_seconds_total",
+        "counter",
+        "Seconds the replay waited for its rate limit (source.kafkas[].maxDocsPerSecond, maxBytesPerSecond).",
+        lambda r: [("", {}, r.snap["replay"]["throttled_seconds"])],
     ),
     Metric(
         "esproxy_replay_skipped_by_rules_total",

@@ -72,6 +72,12 @@ class KafkaSource:
         Duration(10), "Consumer group session timeout; heartbeats every third of it, at most 3s (ours)."
     )
     warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
+    maxDocsPerSecond: int = setting(
+        0,
+        "Most writes (document actions, other writes count one) the replay sends B per second, all partitions"
+        " together; the time it waits is counted (`replay.throttled_seconds`); 0 = unbounded (ours).",
+    )
+    maxBytesPerSecond: int = setting(0, "Most bytes the replay sends B per second; 0 = unbounded (ours).")
     chunkTimeout: Duration = setting(
         Duration(600),
         "A write carried in chunks (see `destination.kafkas[].maxMessageBytes`) whose chunks stop coming is"
@@ -385,6 +391,8 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(f"{path}.concurrency", f"{k.concurrency} must be at least 1")
         if k.batchSize < 1 or k.batchBytes < 1:
             raise ConfigError(f"{path}.batchSize", "batchSize and batchBytes must be at least 1")
+        if k.maxDocsPerSecond < 0 or k.maxBytesPerSecond < 0:
+            raise ConfigError(f"{path}.maxDocsPerSecond", "rate limits must be 0 (unbounded) or more")
         if k.chunkTimeout <= 0:
             raise ConfigError(f"{path}.chunkTimeout", "must be more than 0s")
         if k.sessionTimeout < 1:

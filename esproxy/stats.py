@@ -49,6 +49,7 @@ class Stats:
         self.replay_by_index: dict[str, list[int]] = {}  # index -> [writes applied, bytes]
         self.replay_skipped: dict[str, int] = {}  # index -> writes B refused (4xx) or broken messages
         self.replay_skipped_by_rules: dict[str, int] = {}  # A's index -> writes no sync rule follows
+        self.replay_throttled_seconds = 0.0  # time the replay waited for its rate limit
         self._dead_letters = 0
         self.dead_letter_times: deque[float] = deque(maxlen=DEAD_LETTER_TIMES)  # time.monotonic() of each
         self._rate: deque[list[int]] = deque(maxlen=RATE_WINDOW + 2)  # [second, messages]

@@ -264,3 +264,36 @@ def test_runtime_control_pause_resume_stop_survive_restart(es_a, es_b, kafka, es
     put(y, "2")
     wait_until(lambda: skipped(y) == 1, timeout=30, msg="the deleted rule's index is skipped")
     assert [line.split()[0] for line in _sync(proc.conf_path, "list").stdout.splitlines()] == ["NAME", "x"]
+
+
+def test_stream_rate_limit_counts_throttled_time(es_a, es_b, kafka, esproxy, names):
+    topic, group = names.topic(), names.group()
+    create_topic(kafka, topic, partitions=1)
+    index = names.index("rl")
+    admin, port = free_port(), free_port()
+    replay = replay_config(kafka, topic, group, es_b, maxDocsPerSecond=40, batchSize=20)
+    replay["admin"] = {"port": admin}
+    esproxy(replay)
+    esproxy(proxy_config(port, es_a, kafka, topic))
+    for n in range(6):
+        lines = []
+        for i in range(20):
+            lines += [json.dumps({"index": {"_index": index, "_id": f"{n}-{i}"}}), json.dumps({"n": i})]
+        r = requests.post(
+            f"http://127.0.0.1:{port}/_bulk",
+            data="\n".join(lines) + "\n",
+            headers={"Content-Type": "application/x-ndjson"},
+            timeout=30,
+        )
+        assert r.status_code == 200 and not r.json()["errors"]
+
+    def count() -> int:
+        requests.post(f"{es_b}/{index}/_refresh", timeout=10)
+        return requests.get(f"{es_b}/{index}/_count", timeout=10).json().get("count", 0)
+
+    wait_until(lambda: count() == 120, timeout=60, msg="every document replayed")
+    stats = requests.get(f"http://127.0.0.1:{admin}/_esproxy/stats", timeout=10).json()
+    # 120 documents at 40/s in sends of at most 20: the sends after the first wait ~2.3 s in all
+    assert stats["replay"]["throttled_seconds"] >= 1.0, stats["replay"]
+    metrics = requests.get(f"http://127.0.0.1:{admin}/_esproxy/metrics", timeout=10).text
+    assert "esproxy_replay_throttled_seconds_total " in metrics

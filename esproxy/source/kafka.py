@@ -32,6 +32,7 @@ from ..config import KafkaSource
 from ..dest.elastic import Elastic, replay, replay_docs
 from ..follow import Rules
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
+from ..ratelimit import RateLimit
 from ..retry import Aborted, retry
 from ..stats import STATS
 from .followed import follow_docs, follow_raw
@@ -138,6 +139,7 @@ class KafkaReplay:
         self.rules = rules if rules is not None else Rules([])  # none: every write replayed as it is
         self._paused_at: dict[str, tuple[str, int, int]] = {}  # rule -> where it last held a partition
         self._paused_by = ""
+        self.rate = RateLimit(cfg.maxDocsPerSecond, cfg.maxBytesPerSecond)
         self.stopping = False
         self.dead_letters = DeadLetters(cfg)
         self._consumer: Optional[KafkaConsumer] = None
@@ -519,6 +521,7 @@ class KafkaReplay:
         for primary, chunks in batch.chunks.items():
             if not chunks:
                 continue
+            self._throttle(len(chunks), sum(len(c) for c in chunks), stop)
             refused = replay_docs(primary, chunks, stop)
             for bean in batch.beans:
                 STATS.replayed(bean.index, len(bean.body), ok=True)
@@ -602,8 +605,13 @@ class KafkaReplay:
             self._replay_one(record, followed, stop)
         return True
 
+    def _throttle(self, docs: int, nbytes: int, stop: Callable[[], bool]) -> None:
+        if self.rate.limited:
+            STATS.replay_throttled_seconds += self.rate.take(docs, nbytes, stop)
+
     def _replay_one(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
         for primary in self._targets(record, bean):
+            self._throttle(1, len(bean.body), stop)
             r = replay(primary, bean, stop)
             STATS.replayed(bean.index_key(), len(bean.body), r.status < 300)
             if r.status >= 300:
