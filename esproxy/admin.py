@@ -218,6 +218,7 @@ class Admin:
                 "skipped": dict(s.replay_skipped),
                 "skipped_by_rules": dict(s.replay_skipped_by_rules),
                 "throttled_seconds": round(s.replay_throttled_seconds, 3),
+                "followed": {i: e.as_dict() for i, e in sorted(s.followed.items())},
                 "dead_letters": s.dead_letters,
                 "consumer_lag": self.view.lags(),
             },
@@ -298,6 +299,13 @@ def _clusters(r: Reading) -> Iterable[Sample]:
 
 def _by_index(field: str) -> Callable[[Reading], Iterable[Sample]]:
     return lambda r: [("", {"index": i}, row[field]) for i, row in r.snap["replay"]["by_index"].items()]
+
+
+def _followed(field: str) -> Callable[[Reading], Iterable[Sample]]:
+    """Per follower index (B's name, at most 1000) and its sync rule."""
+    return lambda r: [
+        ("", {"index": i, "rule": row["rule"]}, row[field]) for i, row in r.snap["replay"]["followed"].items()
+    ]
 
 
 def _lags(field: str) -> Callable[[Reading], Iterable[Sample]]:
@@ -408,6 +416,31 @@ METRICS: tuple[Metric, ...] = (
         "counter",
         "Messages skipped: refused by the target (4xx) or not a bean, by index.",
         lambda r: [("", {"index": i}, n) for i, n in sorted(r.snap["replay"]["skipped"].items())],
+    ),
+    Metric(
+        "esproxy_sync_docs_total",
+        "counter",
+        "Writes (document actions) the replay applied to each follower index under a sync rule.",
+        _followed("docs"),
+    ),
+    Metric("esproxy_sync_bytes_total", "counter", "Bytes applied to each follower index.", _followed("bytes")),
+    Metric(
+        "esproxy_sync_failures_total",
+        "counter",
+        "Writes into each follower index B refused (to the dead letters).",
+        _followed("failures"),
+    ),
+    Metric(
+        "esproxy_sync_lag_seconds",
+        "gauge",
+        "Capture on A (the Kafka timestamp) to application on B of the last write applied to each follower index.",
+        _followed("lag_seconds"),
+    ),
+    Metric(
+        "esproxy_sync_last_applied_timestamp_seconds",
+        "gauge",
+        "Unix time of the last write applied to each follower index.",
+        _followed("last_applied"),
     ),
     Metric(
         "esproxy_replay_throttled_seconds_total",

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from .config import FollowRule, FollowSettings
 from .follow import FOLLOWING, PAUSED, STOPPED, Rules
 from .schema import ConfigError, build
+from .stats import STATS
 
 log = logging.getLogger("esproxy.follow")
 
@@ -70,6 +72,19 @@ class FollowControl:
             }
             for rule in self.rules.rules
         ]
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per follower index the replay wrote: its rule's state and what was applied (esproxy.stats)."""
+        now = time.time()
+        rows = []
+        for target, entry in sorted(STATS.followed.items()):
+            row = {"index": target, **entry.as_dict(), "state": self.rules.state(entry.rule)}
+            if not any(r.name == entry.rule for r in self.rules.rules) and entry.rule != "(other)":
+                row["state"] = "deleted"
+            row["last_applied_seconds_ago"] = round(now - entry.last_applied, 3) if entry.last_applied else None
+            row["lag_seconds"] = round(entry.lag_seconds, 3)
+            rows.append(row)
+        return rows
 
     def add(self, data: Any) -> None:
         try:
@@ -116,6 +131,8 @@ class FollowControl:
         try:
             if parts == ["rules"] and method == "GET":
                 return 200, {"rules": self.list()}
+            if parts == ["status"] and method == "GET":
+                return 200, {"indices": self.status()}
             if parts == ["rules"] and method in ("POST", "PUT"):
                 try:
                     data = json.loads(body or b"{}")

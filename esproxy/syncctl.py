@@ -16,6 +16,7 @@ from .config import ConfigError, load
 
 COMMANDS = {
     "list": "the rules and their state",
+    "status": "per follower index: rule, state, writes and bytes applied, failures, last applied, lag",
     "add": "add a rule (--name, --indices...)",
     "delete": "delete a rule: its indices are no longer followed",
     "pause": "its writes wait, in order, until resume",
@@ -33,7 +34,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--exclude", default="", help="names and * wildcards, comma-separated")
         p.add_argument("--rename", default="", help="B's name, e.g. '{{remote_index}}-sync'")
         p.add_argument("--json", default="", help="more keys of the rule as JSON (settings, aliases...)")
-    elif command != "list":
+    elif command not in ("list", "status"):
         p.add_argument("name", help="the rule's name")
     return p
 
@@ -66,6 +67,27 @@ def _table(rules: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
+def _status_table(indices: list[dict[str, Any]]) -> str:
+    rows = [("INDEX", "SOURCE", "RULE", "STATE", "WRITES", "BYTES", "FAILED", "LAST APPLIED", "LAG")]
+    for r in indices:
+        ago = r["last_applied_seconds_ago"]
+        rows.append(
+            (
+                r["index"],
+                r["source"],
+                r["rule"],
+                r["state"],
+                str(r["docs"]),
+                str(r["bytes"]),
+                str(r["failures"]),
+                "-" if ago is None else f"{ago:.1f}s ago",
+                f"{r['lag_seconds']:.3f}s",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else ""
     if command not in COMMANDS:
@@ -74,8 +96,8 @@ def main(argv: list[str]) -> int:
         return 0 if command in ("-h", "--help") else 2
     args = _parser(command).parse_args(argv[1:])
     try:
-        if command == "list":
-            status, doc = _request(args.conf, "GET", "rules")
+        if command in ("list", "status"):
+            status, doc = _request(args.conf, "GET", "rules" if command == "list" else "status")
         elif command == "add":
             rule: dict[str, Any] = json.loads(args.json) if args.json else {}
             rule.update(name=args.name, indices=[p for p in args.indices.split(",") if p])
@@ -100,6 +122,8 @@ def main(argv: list[str]) -> int:
         return 1
     if command == "list":
         print(_table(doc["rules"]))
+    elif command == "status":
+        print(_status_table(doc["indices"]))
     elif command == "add":
         print(f"rule {args.name} added")
     else:

@@ -140,6 +140,18 @@ def test_pattern_rule_renames_and_skips(es_a, es_b, kafka, esproxy, names, tmp_p
     metrics = requests.get(f"http://127.0.0.1:{admin}/_esproxy/metrics", timeout=10).text
     assert f'esproxy_replay_skipped_by_rules_total{{index="{tmp}"}} 11' in metrics
 
+    followed = stats["replay"]["followed"]
+    assert sorted(followed) == [f"{a}-sync", f"{b}-sync"]  # per follower index, never the skipped ones
+    assert followed[f"{a}-sync"]["source"] == a and followed[f"{a}-sync"]["rule"] == "f"
+    assert followed[f"{a}-sync"]["docs"] >= 30 and followed[f"{b}-sync"]["docs"] >= 12
+    assert followed[f"{a}-sync"]["failures"] == 0 and followed[f"{a}-sync"]["lag_seconds"] >= 0
+    assert f'esproxy_sync_docs_total{{index="{b}-sync",rule="f"}} ' in metrics
+    status = _sync(proc.conf_path, "status")
+    assert status.returncode == 0, status.stderr
+    header, *rows = status.stdout.splitlines()
+    assert header.split()[:4] == ["INDEX", "SOURCE", "RULE", "STATE"]
+    assert [row.split()[:4] for row in rows] == [[f"{a}-sync", a, "f", "following"], [f"{b}-sync", b, "f", "following"]]
+
     (letter,) = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
     reason = letter["deadLetter"]["reason"]
     assert reason.startswith("sync rules: ") and "wildcard" in reason and f"{base}-*" in reason, letter
@@ -242,6 +254,8 @@ def test_runtime_control_pause_resume_stop_survive_restart(es_a, es_b, kafka, es
     put(x, "3")
     wait_until(lambda: skipped(x) == 1, timeout=30, msg="doc 3 skipped")
     assert not in_b(f"{x}-sync", "3") and in_b(f"{x}-sync", "2")  # the B index stays as it is
+    row = _sync(proc.conf_path, "status").stdout.splitlines()[1].split()
+    assert row[:5] == [f"{x}-sync", x, "x", "stopped", "2"], row
 
     # a restart keeps the state (follow-state.json in the working directory)
     proc.terminate()

@@ -96,6 +96,7 @@ class _Batch:
         self.beans: list[Bean] = []
         self.chunks: dict[Elastic, list[bytes]] = {p: [] for p in self.primaries}
         self.origin: dict[int, Any] = {}  # id(chunk) -> the record it came from
+        self.followed: list[tuple[str, str, str, int, int, int]] = []  # target, source, rule, docs, bytes, ts
         self.actions = 0
         self.bytes = 0
 
@@ -401,6 +402,8 @@ class KafkaReplay:
                     if batch.records and not batch.fits(len(chunks), len(bean.body), self.cfg):
                         last = self._flush(batch, stop)
                     batch.add(record, bean, chunks, self._targets(record, bean))
+                    if self.rules.active:
+                        self._note_followed(batch, record, bean.index_key(), len(chunks), sum(map(len, chunks)))
                     if complete is not None:
                         batch.sets.append(complete.id)
                     continue
@@ -527,6 +530,7 @@ class KafkaReplay:
                 STATS.replayed(bean.index, len(bean.body), ok=True)
             for chunk, item in refused:
                 STATS.replayed(item.index, len(chunk), ok=False)
+                STATS.follow_failed(item.index)
                 error = _error_text(item.error)
                 record = batch.origin[id(chunk)]
                 log.warning(
@@ -549,6 +553,8 @@ class KafkaReplay:
                     body=chunk,
                     error=item.error,
                 )
+        for target, source, rule, docs, nbytes, timestamp in batch.followed:
+            STATS.follow_applied(target, source, rule, docs, nbytes, timestamp)
         batch.applied()
         last = batch.records[-1].offset
         batch.clear()
@@ -603,7 +609,18 @@ class KafkaReplay:
             return True
         for followed in outcome.beans:
             self._replay_one(record, followed, stop)
+        for source in bean.index_key().split(",") if outcome.beans else ():
+            target = self.rules.target(source) if "*" not in source and source[:1] not in ("_", "") else None
+            if target is not None:
+                timestamp = getattr(record, "timestamp", 0) or 0
+                STATS.follow_applied(target.index, source, target.rule.name, 1, len(bean.body), timestamp)
         return True
+
+    def _note_followed(self, batch: _Batch, record: Any, source: str, docs: int, nbytes: int) -> None:
+        target = self.rules.target(source)
+        if target is not None and docs:
+            timestamp = getattr(record, "timestamp", 0) or 0
+            batch.followed.append((target.index, source, target.rule.name, docs, nbytes, timestamp))
 
     def _throttle(self, docs: int, nbytes: int, stop: Callable[[], bool]) -> None:
         if self.rate.limited:
