@@ -139,7 +139,6 @@ class KafkaReplay:
         self.primaries = primaries
         self.rules = rules if rules is not None else Rules([])  # none: every write replayed as it is
         self._paused_at: dict[str, tuple[str, int, int]] = {}  # rule -> where it last held a partition
-        self._paused_by = ""
         self.rate = RateLimit(cfg.maxDocsPerSecond, cfg.maxBytesPerSecond)
         self.stopping = False
         self.dead_letters = DeadLetters(cfg)
@@ -409,8 +408,9 @@ class KafkaReplay:
                     continue
                 if batch.records:
                     last = self._flush(batch, stop)
-                if bean is not None and not self._replay_raw(record, bean, stop):
-                    self._wait_paused(record, self._paused_by)
+                paused = self._replay_raw(record, bean, stop) if bean is not None else ""
+                if paused:
+                    self._wait_paused(record, paused)
                     break
                 if complete is not None:
                     assembler.release(complete.id)
@@ -591,22 +591,21 @@ class KafkaReplay:
         if indices and log.isEnabledFor(logging.DEBUG):
             log.debug("replay %s: not followed, skipped: %s", _where(record), ", ".join(sorted(set(indices))))
 
-    def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> bool:
-        """Replay a bean as sent (under the sync rules); False if it waits for a paused rule (``_paused_by``)."""
+    def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> str:
+        """Replay a bean as sent (under the sync rules); the paused rule it waits for, else ""."""
         if not self.rules.active:
             self._replay_one(record, bean, stop)
-            return True
+            return ""
         outcome = follow_raw(self.rules, bean)
         if outcome.paused:
-            self._paused_by = outcome.paused
-            return False
+            return outcome.paused
         self._skipped(record, outcome.skipped)
         if outcome.problem:
             reason = f"sync rules: {outcome.problem}"
             log.error("replay %s: %s; to the dead letters", _where(record), reason)
             STATS.replayed(bean.index_key(), len(bean.body), ok=False)
             self.dead_letters.write(record, reason, stop)
-            return True
+            return ""
         for followed in outcome.beans:
             self._replay_one(record, followed, stop)
         for source in bean.index_key().split(",") if outcome.beans else ():
@@ -614,7 +613,7 @@ class KafkaReplay:
             if target is not None:
                 timestamp = getattr(record, "timestamp", 0) or 0
                 STATS.follow_applied(target.index, source, target.rule.name, 1, len(bean.body), timestamp)
-        return True
+        return ""
 
     def _note_followed(self, batch: _Batch, record: Any, source: str, docs: int, nbytes: int) -> None:
         target = self.rules.target(source)
