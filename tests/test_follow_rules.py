@@ -221,6 +221,7 @@ def test_runtime_control_pause_resume_stop_survive_restart(es_a, es_b, kafka, es
     replay = replay_config(kafka, topic, group, es_b)
     replay["admin"] = {"port": admin}
     replay["follow"] = {"rules": [{"name": "x", "indices": [x], "rename": "{{remote_index}}-sync"}]}
+    replay["health"] = {"maxReplayStall": "1s"}  # a pause is not a stall
     proc = esproxy(replay)
     esproxy(proxy_config(port, es_a, kafka, topic))
     proxy = f"http://127.0.0.1:{port}"
@@ -243,6 +244,11 @@ def test_runtime_control_pause_resume_stop_survive_restart(es_a, es_b, kafka, es
     put(x, "2")
     proc.wait_log("sync rule x is paused", timeout=30)
     assert not in_b(f"{x}-sync", "2")  # it waits
+    time.sleep(1.5)  # longer than maxReplayStall: what is checked is that nothing turns unhealthy meanwhile
+    health = requests.get(f"http://127.0.0.1:{admin}/_esproxy/health", timeout=10)
+    assert health.status_code == 200, health.text
+    lag = requests.get(f"http://127.0.0.1:{admin}/_esproxy/stats", timeout=10).json()["replay"]["consumer_lag"]
+    assert [row["paused_by"] for row in lag] == ["x"]
     listed = _sync(proc.conf_path, "list")
     assert listed.returncode == 0
     assert listed.stdout.splitlines()[1].split()[:3] == ["x", "paused", "config"], listed.stdout

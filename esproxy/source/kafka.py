@@ -67,6 +67,9 @@ def _where(record: Any) -> str:
     return f"{record.topic}-{record.partition}@{record.offset}"
 
 
+# A partition a paused sync rule held this recently is waiting on purpose, not stalled (it is retried every second).
+PAUSE_HOLD_SECONDS = 5.0
+
 # An incomplete chunk set is given up after this many records of its partition (see chunkTimeout).
 CHUNK_MAX_RECORDS = 1_000_000
 
@@ -139,6 +142,8 @@ class KafkaReplay:
         self.primaries = primaries
         self.rules = rules if rules is not None else Rules([])  # none: every write replayed as it is
         self._paused_at: dict[str, tuple[str, int, int]] = {}  # rule -> where it last held a partition
+        # (topic, partition) -> (time.monotonic(), rule) a paused rule last held it: not a stall for health
+        self._held_by_pause: dict[tuple[str, int], tuple[float, str]] = {}
         self.rate = RateLimit(cfg.maxDocsPerSecond, cfg.maxBytesPerSecond)
         self.stopping = False
         self.dead_letters = DeadLetters(cfg)
@@ -289,7 +294,8 @@ class KafkaReplay:
         watermark of the last fetch, None until both are known (approximate on brokers whose high
         watermark counts record batches, as Tansu's does); ``lag_seconds``: now minus the Kafka
         timestamp of the oldest record fetched and not yet applied, 0 when none waits;
-        ``stalled_seconds``: how long records have waited with none applied, 0 when none waits.
+        ``stalled_seconds``: how long records have waited with none applied, 0 when none waits or a
+        paused sync rule holds them (``paused_by``: that rule).
         """
         consumer = self._consumer
         if consumer is None:
@@ -305,6 +311,8 @@ class KafkaReplay:
             waiting = lane.waiting if lane is not None else None
             highwater = consumer.highwater(tp)
             start = waiting[0] if waiting is not None else self._fetch_from.get(tp)
+            held = self._held_by_pause.get((tp.topic, tp.partition))
+            paused_by = held[1] if held is not None and now - held[0] < PAUSE_HOLD_SECONDS else ""
             rows.append(
                 {
                     "group": self.cfg.group,
@@ -313,8 +321,11 @@ class KafkaReplay:
                     "lag": None if highwater is None or start is None else max(0, highwater - start),
                     "lag_seconds": round(max(0.0, wall - waiting[1]), 3) if waiting is not None else 0.0,
                     "stalled_seconds": (
-                        round(now - lane.progress_at, 3) if lane is not None and waiting is not None else 0.0
+                        round(now - lane.progress_at, 3)
+                        if lane is not None and waiting is not None and not paused_by
+                        else 0.0
                     ),
+                    "paused_by": paused_by,
                     "oldest_offset": waiting[0] if waiting is not None else None,
                 }
             )
@@ -581,6 +592,7 @@ class KafkaReplay:
     def _wait_paused(self, record: Any, rule: str) -> None:
         """A write of a paused rule: the partition stops before it and is replayed again from it (lanes.py)."""
         where = (record.topic, record.partition, record.offset)
+        self._held_by_pause[(record.topic, record.partition)] = (time.monotonic(), rule)
         if self._paused_at.get(rule) != where:
             self._paused_at[rule] = where
             log.info("replay of %s waits: sync rule %s is paused", _where(record), rule)
