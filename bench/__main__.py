@@ -48,6 +48,8 @@ def _meta(opts: Options, stamp: str, command: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "-"
 
+    lag_n = min(opts.n, opts.lag_n)
+    lag_run = f"S1's lag run N={lag_n} with {opts.lag_rate:g} probe writes/s" if lag_n > 0 else "no S1 lag run"
     rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True)
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     return {
@@ -57,8 +59,7 @@ def _meta(opts: Options, stamp: str, command: str) -> dict[str, str]:
         "software": f"esproxy {rev.stdout.strip()}, Python {platform.python_version()}, gevent {version('gevent')}, "
         f"urllib3 {version('urllib3')}, osmem-server {version('osmem-server')}, wrk (Debian)",
         "sizes": f"S1 N={opts.n} per side at {opts.connections} connections; S2 {opts.s2_seconds:g}s per side; "
-        f"S3 {opts.s3_requests} × _bulk of {opts.bulk_size}; S1's lag run N={min(opts.n, opts.lag_n)} "
-        f"with {opts.lag_rate:g} probe writes/s",
+        f"S3 {opts.s3_requests} × _bulk of {opts.bulk_size}; " + lag_run,
         "setup": "osmem A and B, Tansu, the proxy (conf1.yml's settings) and the replay (conf2.yml's) on free "
         "loopback ports, all on this machine (load generator included); the replay runs during S4, and in "
         "S1's lag run on a second pair of clusters and a topic of their own",
