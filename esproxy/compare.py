@@ -116,10 +116,13 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-refresh", action="store_true", help="do not refresh the indices before reading")
 
 
-def compare_index(source: Elastic, target: Elastic, index: str, present_in_target: bool) -> IndexReport:
+def compare_index(
+    source: Elastic, target: Elastic, index: str, present_in_target: bool, target_index: Optional[str] = None
+) -> IndexReport:
+    """``index`` of the source against ``target_index`` (default: the same name) of the target."""
     report = IndexReport(index)
     report.source_count = call(source, "GET", f"/{index}/_count").get("count", 0)
-    theirs = dict(documents(target, index)) if present_in_target else {}
+    theirs = dict(documents(target, target_index or index)) if present_in_target else {}
     report.target_count = len(theirs)
     for doc_id, digest in documents(source, index):
         other = theirs.pop(doc_id, None)
