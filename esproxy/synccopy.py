@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -309,9 +310,12 @@ class Reader:
             self.restarted = bool(self.state.get("after") is not None or self.state.get("kind") == "scroll")
             self.state = {}
         if self._open_pit():
-            yield from self._pit_pages()
-        else:
-            yield from self._scroll_pages()
+            try:
+                yield from self._pit_pages()
+                return
+            except _Unsupported:  # Elasticsearch 7.10/7.11: a point in time, but no _shard_doc to sort by
+                self.close()
+        yield from self._scroll_pages()
 
     def close(self) -> None:
         """Release the point in time or scroll (only once the index is done: a killed copy resumes it)."""
@@ -367,6 +371,8 @@ class Reader:
             )
             if r.status == 404 or (r.status >= 400 and b"search_context_missing" in r.body):
                 raise _Expired()
+            if r.status == 400 and self.state.get("after") is None:
+                raise _Unsupported()
             if r.status >= 300:
                 raise UpstreamError(
                     self.cluster.target("/_search"), f"status {r.status}: {r.body[:300]!r}", timeout=False
@@ -397,6 +403,10 @@ class Reader:
 
 class _Expired(Exception):
     """The point in time a checkpoint names is gone."""
+
+
+class _Unsupported(Exception):
+    """The cluster opens a point in time but cannot page through it as asked."""
 
 
 # ---------------------------------------------------------------------------------------- copying
@@ -430,7 +440,7 @@ class SyncCopy:
         self.throttle = Throttle(options.rate, options.max_bytes_per_second)
         self.progress = progress or Progress(0, sys.stderr, label="sync copy")
         self.page = options.batch if not options.rate else max(1, min(options.batch, int(options.rate)))
-        self.stopping = False  # Ctrl-C: the threads stop after their current page
+        self.stopping = False  # Ctrl-C or SIGTERM: every index stops after its current batch
 
     # one index, in its own thread with its own connections (the HTTP pools are per thread)
     def copy_index(self, plan: IndexPlan) -> IndexOutcome:
@@ -453,7 +463,7 @@ class SyncCopy:
         first = True
         for hits in reader.pages():
             if self.stopping:
-                raise KeyboardInterrupt
+                raise Interrupted()
             if first and reader.restarted:
                 outcome.restarted, outcome.resumed_at = True, 0
                 outcome.read = outcome.written = outcome.bytes = 0
@@ -564,17 +574,8 @@ class SyncCopy:
     def run(self, plans: list[IndexPlan]) -> list[IndexOutcome]:
         todo = [p for p in plans if not p.refused]
         self.progress.total = sum(p.count for p in todo)
-        if self.options.concurrency <= 1:
-            outcomes = [self.run_one(p) for p in todo]
-        else:
-            pool = ThreadPoolExecutor(max_workers=self.options.concurrency)
-            try:
-                outcomes = list(pool.map(self.run_one, todo))
-            except KeyboardInterrupt:
-                self.stopping = True
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            pool.shutdown()
+        with ThreadPoolExecutor(max_workers=self.options.concurrency) as pool:
+            outcomes = list(pool.map(self.run_one, todo))
         self.progress.close()
         refused = [IndexOutcome(p, failed=1, errors=[p.refused]) for p in plans if p.refused]
         return outcomes + refused
@@ -595,6 +596,10 @@ def _sources(cluster: Elastic, index: str, ids: list[str]) -> dict[str, str]:
         for hit in call(cluster, "POST", f"/{index}/_search", body).get("hits", {}).get("hits", []):
             found[hit["_id"]] = digest(hit.get("_source"))
     return found
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: the copy stopped after a batch; its checkpoint holds where."""
 
 
 class _Refused(Exception):
@@ -645,7 +650,7 @@ def summary(outcomes: list[IndexOutcome], copy: SyncCopy, elapsed: float, out: T
             f" {o.failed} failed, {megabytes(o.bytes)}{resumed}{restarted}{fixed}: {state}",
             file=out,
         )
-    errors = [e for o in outcomes for e in o.errors]
+    errors = [e for o in outcomes for e in o.errors if e != o.plan.refused]
     for e in errors[: copy.options.show]:
         print(f"  error: {e}", file=out)
     if len(errors) > copy.options.show:
@@ -736,9 +741,18 @@ def main(argv: list[str]) -> int:
             Progress(0, sys.stderr, label="sync copy"),
         )
         started = time.monotonic()
+
+        def stop(signum: int, frame: object) -> None:
+            if copy.stopping:  # a second Ctrl-C: now
+                raise KeyboardInterrupt
+            copy.stopping = True
+            print("\nstopping after the current batch (again to stop at once)", file=sys.stderr)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         try:
             outcomes = copy.run(plans)
-        except KeyboardInterrupt:
+        except (Interrupted, KeyboardInterrupt):
             print(f"\ninterrupted: run the same command again to resume ({checkpoint.path})", file=sys.stderr)
             return 1
         code = summary(outcomes, copy, time.monotonic() - started, sys.stdout)

@@ -19,7 +19,7 @@ from support.elastic import bulk_load, compare_until_equal, es_doc
 from support.kafka import create_topic
 from support.load import Churn
 
-from esproxy.synccopy import SettingsChoice, mapping_conflicts
+from esproxy.synccopy import Reader, SettingsChoice, main, mapping_conflicts
 
 # The initial copy under load: 20,000 documents in the suite; `make test-copy-100k` runs 100,000.
 LOAD_DOCS = int(os.environ.get("SYNC_COPY_DOCS", "20000"))
@@ -255,7 +255,8 @@ def test_initial_copy_under_a_concurrent_write_load_ends_equal(esproxy, osmem_fa
         churn.join(timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert during > 100, f"only {during} writes while the copy ran: no concurrency tested"
-    assert churn.failed == 0, churn.acked
+    assert churn.failed == 0, (churn.acked, churn.errors)
+    print(result.stdout)  # the figures of the run, shown with -s
     assert f"{index} -> {index}: " in result.stdout and "the target matches the source" in result.stdout
     assert "no differences" in compare_until_equal(a, b)
 
@@ -291,3 +292,15 @@ def test_mapping_conflicts_are_fields_both_define_differently():
     ]
     assert mapping_conflicts(a, {"dynamic": "strict", "properties": {}}) == []
     assert mapping_conflicts({"dynamic": "true"}, {"dynamic": "strict"}) == ["dynamic"]
+
+
+def test_without_a_point_in_time_it_scrolls(es_a, es_b, names, tmp_path, monkeypatch, capsys):
+    """Elasticsearch 6.8 has no point in time: the same copy by scroll."""
+    index = names.index()
+    bulk_load(es_a, index, 1200)
+    monkeypatch.setattr(Reader, "_open_pit", lambda self: False)
+    monkeypatch.chdir(tmp_path)
+    code = main(["--source", es_a, "--target", es_b, "--index", index, "--batch", "500"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"{index} -> {index}: 1200 read, 1200 written," in out and "the target matches the source" in out

@@ -49,7 +49,13 @@ class Churn(threading.Thread):
         self.base, self.index, self.existing, self.pause = base, index, existing, pause
         self.acked = {"index": 0, "update": 0, "delete": 0, "create": 0}
         self.failed = 0
+        self.errors: list[str] = []  # the first few failures, to show
         self.stop = False
+
+    def _failure(self, what: str) -> None:
+        self.failed += 1
+        if len(self.errors) < 5:
+            self.errors.append(what)
 
     def run(self) -> None:
         s = requests.Session()
@@ -69,9 +75,9 @@ class Churn(threading.Thread):
                 if 200 <= r.status_code < 300:
                     self.acked[kind] += 1
                 elif r.status_code != 404:  # an update or delete of a document deleted before
-                    self.failed += 1
-            except requests.RequestException:
-                self.failed += 1
+                    self._failure(f"{kind} {doc}: {r.status_code} {r.text[:200]}")
+            except requests.RequestException as e:
+                self._failure(f"{kind} {doc}: {e}")
                 s = requests.Session()
                 time.sleep(0.05)
             step += 1
