@@ -19,7 +19,7 @@ from support.elastic import bulk_load, compare_until_equal, es_doc
 from support.kafka import create_topic
 from support.load import Churn
 
-from esproxy.synccopy import Reader, SettingsChoice, main, mapping_conflicts
+from esproxy.synccopy import Reader, SettingsChoice, SyncCopy, main, mapping_conflicts
 
 # The initial copy under load: 20,000 documents in the suite; `make test-copy-100k` runs 100,000.
 LOAD_DOCS = int(os.environ.get("SYNC_COPY_DOCS", "20000"))
@@ -304,3 +304,26 @@ def test_without_a_point_in_time_it_scrolls(es_a, es_b, names, tmp_path, monkeyp
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"{index} -> {index}: 1200 read, 1200 written," in out and "the target matches the source" in out
+
+
+def test_a_document_deleted_on_the_source_after_the_copy_read_it_is_removed_by_the_verification(
+    es_a, es_b, names, tmp_path, monkeypatch, capsys
+):
+    """The copy's stale write lands after the delete (its tombstone expired, or the delete went
+    elsewhere): the verification re-reads A and deletes it on B."""
+    index = names.index()
+    bulk_load(es_a, index, 50)
+    writes = SyncCopy._writes
+
+    def read_then_deleted_on_a(self, hits, plan):
+        planned = writes(self, hits, plan)
+        requests.delete(f"{es_a}/{index}/_doc/7", params={"refresh": "true"}, timeout=10)
+        return planned
+
+    monkeypatch.setattr(SyncCopy, "_writes", read_then_deleted_on_a)
+    monkeypatch.chdir(tmp_path)
+    code = main(["--source", es_a, "--target", es_b, "--index", index])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"{index} -> {index}: 50 read, 50 written," in out and "verify: 0 rewritten, 1 deleted: equal" in out
+    assert es_doc(es_b, index, "7") is None
