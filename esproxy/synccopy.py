@@ -441,8 +441,14 @@ class SyncCopy:
         self.progress = progress or Progress(0, sys.stderr, label="sync copy")
         self.page = options.batch if not options.rate else max(1, min(options.batch, int(options.rate)))
         self.stopping = False  # Ctrl-C or SIGTERM: every index stops after its current batch
+        self._local = threading.local()
 
-    # one index, in its own thread with its own connections (the HTTP pools are per thread)
+    def _clusters(self) -> tuple[Elastic, Elastic]:
+        """This thread's clients (an HTTP pool belongs to the thread that made it)."""
+        if not hasattr(self._local, "clusters"):
+            self._local.clusters = self.connect()
+        return self._local.clusters
+
     def copy_index(self, plan: IndexPlan) -> IndexOutcome:
         outcome = IndexOutcome(plan)
         state = self.checkpoint.index(plan.source)
@@ -452,7 +458,7 @@ class SyncCopy:
             self.progress.step(read=outcome.resumed_at)
         if state.get("state") == "copied":
             return outcome
-        source, target = self.connect()
+        source, target = self._clusters()
         self.progress.index = plan.source
         if not state.get("created"):
             self._create(target, plan)
@@ -482,6 +488,7 @@ class SyncCopy:
                 reason = result.errors[-1] if result.errors else "every write refused"
                 outcome.errors.append(f"the target refused the copy's writes into {plan.target}: {reason}")
                 self.checkpoint.update(plan.source, state="failed", error=outcome.errors[-1], failed=result.failed)
+                reader.close()
                 break
             reader.page_done(hits)
             self.checkpoint.update(
@@ -543,7 +550,7 @@ class SyncCopy:
     def verify(self, plan: IndexPlan) -> tuple[IndexResult, int]:
         """Repair's pass over what was copied, then a compare. Under a live load B lags A by what the
         stream has not applied yet: a difference counts only if it outlasts ``settle`` seconds."""
-        source, target = self.connect()
+        source, target = self._clusters()
         refresh(source, {plan.source})
         refresh(target, {plan.target})
         fixer = Repair(source, target, batch=self.options.batch, out=self.out, progress=Progress(0, _Null()))
