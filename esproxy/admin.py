@@ -5,9 +5,10 @@ names cannot start with ``_``); any role answers them on ``admin.port`` when it 
 the replay role is scraped. Where the proxy requires client headers (``source.proxies[].header``)
 these paths require them too; the admin port requires ``admin.header``.
 
-Gauges are read at scrape time from what the :class:`~esproxy.arbiter.Arbiter` holds: the fanout
-queue, the upstream connection pools, the replay consumers. Counters come from
-:data:`esproxy.stats.STATS`.
+Gauges are read at scrape time through an :class:`AdminView` that esproxy.roles builds: the fanout queue,
+the upstream connection pools, the pre-fork workers, the replay consumers. Counters come from
+:data:`esproxy.stats.STATS`. The metrics are one table (:data:`METRICS`), each read from the
+``/_esproxy/stats`` snapshot.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol
 
 from gevent.pywsgi import WSGIServer
 
@@ -24,65 +26,93 @@ from . import __version__
 from .health import Problem, problems
 from .logs import redact_url
 from .stats import LATENCY_BUCKETS, STATS, Stats
+from .wsgi import JSON_TYPE, Check, StartResponse, error_body, error_doc, header_check, unauthorized
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .config import HealthSettings
     from .dest.elastic import Elastic
-    from .roles import Roles as Arbiter
 
 log = logging.getLogger("esproxy.admin")
 
 PREFIX = "/_esproxy/"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# A header check: None when the request may pass, else the WWW-Authenticate value ('' if none).
-Check = Callable[[dict], Optional[str]]
 
-
-def header_check(required: dict[str, str]) -> Check:
-    wanted = [(f"HTTP_{k.upper().replace('-', '_')}", k, v) for k, v in required.items()]
-
-    def check(environ: dict) -> Optional[str]:
-        for key, name, value in wanted:
-            if environ.get(key) != value:
-                basic = name.lower() == "authorization" and value.startswith("Basic ")
-                return 'Basic realm="esproxy" charset="UTF-8"' if basic else ""
-        return None
-
-    return check
-
-
-def refuse(environ: dict, start_response: Callable, check: Optional[Check]) -> Optional[Iterable[bytes]]:
+def refuse(environ: dict[str, Any], start_response: StartResponse, check: Optional[Check]) -> Optional[Iterable[bytes]]:
     """The 401 answer when ``check`` refuses the request; None when it may pass."""
     challenge = check(environ) if check is not None else None
     if challenge is None:
         return None
-    body = _error(401, "security_exception", "missing or wrong credentials for /_esproxy/")
-    headers = [("Content-Type", "application/json")]
-    if challenge:
-        headers.append(("WWW-Authenticate", challenge))
+    headers, body = unauthorized(challenge, "missing or wrong credentials for /_esproxy/")
     return _reply(start_response, "401 Unauthorized", headers, body)
 
 
+class Workers(Protocol):
+    """Pre-fork workers as the admin endpoints see them (esproxy.prefork.WorkerPool)."""
+
+    def reports(self) -> list[dict[str, Any]]:
+        """Each worker's last counters (esproxy.stats.Stats.proxy_report, plus ``upstreams`` rows)."""
+        ...
+
+    def pids(self) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class AdminView:
+    """What the admin endpoints read of the running process, and nothing more (built by esproxy.roles.Roles)."""
+
+    health: HealthSettings
+    stopping: Callable[[], bool]
+    queue: Callable[[], tuple[int, int]]  # captured writes in the in-memory queue, its capacity
+    unshipped: Callable[[], int]  # captured writes not yet taken by Kafka (esproxy.fanout.Fanout.unshipped)
+    oldest_unshipped_age: Callable[[], float]  # seconds (esproxy.fanout.Fanout.oldest_unshipped_age)
+    elastics: Callable[[], list[Elastic]]  # this process's clusters, their connection pools
+    workers: Callable[[], Optional[Workers]]  # None: no pre-fork workers
+    lags: Callable[[], list[dict[str, Any]]]  # per assigned partition of every replay: KafkaReplay.lag()
+    # /_esproxy/sync/...: (method, path parts after sync/, body) -> (status, JSON); esproxy.followcontrol
+    sync: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
+
+
 class Admin:
-    def __init__(self, arbiter: Arbiter, stats: Stats = STATS) -> None:
-        self.arbiter = arbiter
+    def __init__(self, view: AdminView, stats: Stats = STATS) -> None:
+        self.view = view
         self.stats = stats
         self.server: Optional[WSGIServer] = None
 
     # ------------------------------------------------------------------ HTTP
 
-    def serve(self, environ: dict, start_response: Callable, check: Optional[Check] = None) -> Iterable[bytes]:
+    def serve(
+        self, environ: dict[str, Any], start_response: StartResponse, check: Optional[Check] = None
+    ) -> Iterable[bytes]:
         refused = refuse(environ, start_response, check)
         if refused is not None:
             return refused
-        status, headers, body = self.render(environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", ""))
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(PREFIX + "sync/") and self.view.sync is not None:
+            return self._sync(environ, start_response, path)
+        status, headers, body = self.render(path, environ.get("REQUEST_METHOD", ""))
         return _reply(start_response, status, headers, body)
+
+    def _sync(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
+        """Follower sync rules at runtime (the replay's; see esproxy.followcontrol)."""
+        assert self.view.sync is not None
+        length = environ.get("CONTENT_LENGTH") or "0"
+        body = environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) > 0 else b""
+        parts = [p for p in path[len(PREFIX + "sync/") :].split("/") if p]
+        code, doc = self.view.sync(environ.get("REQUEST_METHOD", ""), parts, body)
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}.get(code, "Error")
+        data = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
+        return _reply(start_response, f"{code} {reason}", [JSON_TYPE], data)
 
     def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
         """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
-        json_type = [("Content-Type", "application/json")]
+        json_type = [JSON_TYPE]
         if method not in ("GET", "HEAD"):
-            return "405 Method Not Allowed", json_type, _error(405, "method_not_allowed", f"{path} answers GET only")
+            return (
+                "405 Method Not Allowed",
+                json_type,
+                error_body(405, "method_not_allowed", f"{path} answers GET only"),
+            )
         if path == PREFIX + "metrics":
             return "200 OK", [("Content-Type", PROMETHEUS_TYPE)], self.prometheus().encode()
         if path == PREFIX + "stats":
@@ -90,18 +120,18 @@ class Admin:
         if path == PREFIX + "health":
             status, doc = self.health()
             return status, json_type, json.dumps(doc, ensure_ascii=False).encode() + b"\n"
-        body = _error(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats or metrics")
+        body = error_body(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats or metrics")
         return "404 Not Found", json_type, body
 
-    def problems(self) -> list[Problem]:
-        fanout = self.arbiter.fanout
+    def problems(self, lags: Optional[list[dict[str, Any]]] = None) -> list[Problem]:
+        """What keeps health at 503 now; ``lags``: the replays' lag rows if already read."""
         return problems(
-            self.arbiter.cfg.health,
+            self.view.health,
             now=time.monotonic(),
-            ship_age=fanout.oldest_unshipped_age() if fanout is not None else 0.0,
-            backlog=fanout.unshipped() if fanout is not None else 0,
+            ship_age=self.view.oldest_unshipped_age(),
+            backlog=self.view.unshipped(),
             produce_failing=self.stats.produce_failing,
-            lags=self._lags(),
+            lags=self.view.lags() if lags is None else lags,
             dead_letter_times=self.stats.dead_letter_times,
         )
 
@@ -112,7 +142,7 @@ class Admin:
         (``[{"check", "reason"}]``, empty when ok).
         """
         common: dict[str, Any] = {"version": __version__, "pid": os.getpid()}
-        if self.arbiter.stop_event.is_set():
+        if self.view.stopping():
             found = [Problem("stopping", "esproxy is stopping (graceful stop in progress)")]
             kind, verdict = "esproxy_stopping_exception", "stopping"
         else:
@@ -121,15 +151,19 @@ class Admin:
         if not found:
             return "200 OK", {"status": "ok", "health": "ok", **common, "reasons": []}
         causes = [{"type": kind, "reason": p.reason} for p in found]
-        error = {"root_cause": causes, "type": kind, "reason": "; ".join(p.reason for p in found)}
-        doc = {"error": error, "status": 503, "health": verdict, **common, "reasons": [p.as_dict() for p in found]}
-        return "503 Service Unavailable", doc
+        error = error_doc(503, kind, "; ".join(p.reason for p in found), root_causes=causes)
+        return "503 Service Unavailable", {
+            **error,
+            "health": verdict,
+            **common,
+            "reasons": [p.as_dict() for p in found],
+        }
 
     def start_listener(self, host: str, port: int, required: dict[str, str]) -> None:
         """The separate admin listener (``admin.port``)."""
         check = header_check(required) if required else None
 
-        def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
             return self.serve(environ, start_response, check)
 
         self.server = WSGIServer((host, port), app, log=None, error_log=logging.getLogger("esproxy.wsgi"))
@@ -140,49 +174,27 @@ class Admin:
         if self.server is not None:
             self.server.stop(timeout=0.5)
 
-    # ------------------------------------------------------------------ gauges read at scrape time
-
-    def _queue(self) -> tuple[int, int]:
-        fanout = self.arbiter.fanout
-        if fanout is None:
-            return 0, 0
-        return fanout.depth(), getattr(fanout.queue, "maxsize", None) or 0
-
-    def _upstreams(self) -> list[dict[str, Any]]:
-        rows = upstream_rows(self.arbiter.elastics)
-        pool = self.arbiter.pool
-        if pool is None:
-            return rows
-        return merge_upstreams([rows] + [r.get("upstreams", []) for r in pool.reports()])
-
-    def _lags(self) -> list[dict[str, Any]]:
-        """Per assigned partition of every replay: see KafkaReplay.lag()."""
-        return [row for replay in self.arbiter.replays for row in replay.lag()]
-
-    def _ship_age(self) -> float:
-        fanout = self.arbiter.fanout
-        return fanout.oldest_unshipped_age() if fanout is not None else 0.0
-
     # ------------------------------------------------------------------ renderings
 
-    def _stats(self) -> Stats:
-        pool = self.arbiter.pool
-        return self.stats.with_reports(pool.reports()) if pool is not None else self.stats
-
     def snapshot(self) -> dict[str, Any]:
-        s = self._stats()
-        depth, capacity = self._queue()
+        """``/_esproxy/stats``: every counter and gauge, read once; the metrics are rendered from it."""
+        workers = self.view.workers()
+        reports = workers.reports() if workers is not None else []
+        s = self.stats.with_reports(reports) if workers is not None else self.stats
+        depth, capacity = self.view.queue()
         buckets = {}
         total = 0
         for bound, n in zip(list(LATENCY_BUCKETS) + ["+Inf"], s.latency_buckets):
             total += n
             buckets[str(bound)] = total
-        pool = self.arbiter.pool
+        upstreams = upstream_rows(self.view.elastics())
+        if workers is not None:
+            upstreams = merge_upstreams([upstreams] + [r.get("upstreams", []) for r in reports])
         now = time.monotonic()
         return {
             "version": __version__,
             "pid": os.getpid(),
-            **({"workers": pool.pids()} if pool is not None else {}),
+            **({"workers": workers.pids()} if workers is not None else {}),
             "uptime_seconds": round(s.uptime(), 3),
             "proxy": {
                 "requests": {f"{m} {st}": n for (m, st), n in sorted(s.requests.items())},
@@ -190,158 +202,299 @@ class Admin:
                 "writes_captured": s.writes_captured,
                 "queue": {"depth": depth, "capacity": capacity},
                 "spool": {"records": s.spool_records, "bytes": s.spool_bytes},
-                "oldest_unshipped_seconds": round(self._ship_age(), 3),
+                "oldest_unshipped_seconds": round(self.view.oldest_unshipped_age(), 3),
                 "kafka": {
                     "produced": dict(s.kafka_produced),
                     "failed": _failed_by_topic(s.kafka_failed),
                     "failing_seconds": {t: round(now - first, 3) for t, (first, _, _) in s.produce_failing.items()},
                 },
             },
-            "upstreams": self._upstreams(),
+            "upstreams": upstreams,
             "replay": {
                 "messages": s.replay_messages,
                 "bytes": s.replay_bytes,
                 "messages_per_second": s.replay_rate(),
                 "by_index": {i: {"writes": c, "bytes": b} for i, (c, b) in sorted(s.replay_by_index.items())},
                 "skipped": dict(s.replay_skipped),
+                "skipped_by_rules": dict(s.replay_skipped_by_rules),
+                "throttled_seconds": round(s.replay_throttled_seconds, 3),
+                "followed": {i: e.as_dict() for i, e in sorted(s.followed.items())},
                 "dead_letters": s.dead_letters,
-                "consumer_lag": self._lags(),
+                "consumer_lag": self.view.lags(),
             },
         }
 
     def prometheus(self) -> str:
-        s = self._stats()
-        out = _Prom()
-        out.metric("esproxy_build_info", "gauge", "esproxy version (always 1).", [({"version": __version__}, 1)])
-        out.metric("esproxy_uptime_seconds", "gauge", "Seconds since the process started.", [({}, s.uptime())])
-        out.metric(
-            "esproxy_requests_total",
-            "counter",
-            "Proxy requests answered, by method and status (/_esproxy/ paths not counted).",
-            [({"method": m, "status": str(st)}, n) for (m, st), n in sorted(s.requests.items())],
-        )
-        out.histogram("esproxy_request_duration_seconds", "Time to answer a proxy request.", s)
-        out.metric(
-            "esproxy_writes_captured_total",
-            "counter",
-            "Successful writes captured for Kafka.",
-            [({}, s.writes_captured)],
-        )
-        depth, capacity = self._queue()
-        out.metric("esproxy_queue_depth", "gauge", "Captured writes waiting for the producer.", [({}, depth)])
-        out.metric("esproxy_queue_capacity", "gauge", "chanSize (0: direct hand-off).", [({}, capacity)])
-        out.metric(
-            "esproxy_oldest_unshipped_seconds",
-            "gauge",
-            "Seconds the oldest captured write not yet taken by Kafka has waited (spool or queue; 0: none waits).",
-            [({}, round(self._ship_age(), 3))],
-        )
-        spool = "in the durable spool, not yet taken by Kafka."
-        out.metric("esproxy_spool_records", "gauge", "Records " + spool, [({}, s.spool_records)])
-        out.metric("esproxy_spool_bytes", "gauge", "Bytes " + spool, [({}, s.spool_bytes)])
-        out.metric(
-            "esproxy_kafka_produced_total",
-            "counter",
-            "Messages the broker acknowledged (or accepted, requiredAcks NoResponse), by topic.",
-            [({"topic": t}, n) for t, n in sorted(s.kafka_produced.items())],
-        )
-        out.metric(
-            "esproxy_kafka_produce_failed_total",
-            "counter",
-            "Messages the broker did not take, by topic and reason (the error's class name, or why it was refused).",
-            [({"topic": t, "reason": r}, n) for (t, r), n in sorted(s.kafka_failed.items())],
-        )
-        ups = self._upstreams()
-        labels = [{"cluster": u["cluster"], "direction": u["direction"]} for u in ups]
-        out.metric(
-            "esproxy_upstream_connections_in_use",
-            "gauge",
-            "Connections to a cluster serving a request now.",
-            [(lab, u["connections_in_use"]) for lab, u in zip(labels, ups)],
-        )
-        out.metric(
-            "esproxy_upstream_connections_idle",
-            "gauge",
-            "Kept-alive connections to a cluster waiting for a request.",
-            [(lab, u["connections_idle"]) for lab, u in zip(labels, ups)],
-        )
-        out.metric(
-            "esproxy_cluster_info",
-            "gauge",
-            "Clusters and their ids (/meta.elasticproxy/_doc/clusterid; empty until read).",
-            [({**lab, "cluster_id": u["cluster_id"]}, 1) for lab, u in zip(labels, ups)],
-        )
-        out.metric("esproxy_replay_messages_total", "counter", "Kafka messages consumed.", [({}, s.replay_messages)])
-        out.metric(
-            "esproxy_replay_message_bytes_total", "counter", "Bytes of Kafka messages consumed.", [({}, s.replay_bytes)]
-        )
-        out.metric(
-            "esproxy_replay_messages_per_second",
-            "gauge",
-            "Messages consumed per second over the last 10 s.",
-            [({}, s.replay_rate())],
-        )
-        out.metric(
-            "esproxy_replay_writes_total",
-            "counter",
-            "Writes applied to the target cluster, by index (first path segment of the request).",
-            [({"index": i}, c) for i, (c, _b) in sorted(s.replay_by_index.items())],
-        )
-        out.metric(
-            "esproxy_replay_bytes_total",
-            "counter",
-            "Message bytes of the writes applied, by index.",
-            [({"index": i}, b) for i, (_c, b) in sorted(s.replay_by_index.items())],
-        )
-        out.metric(
-            "esproxy_replay_skipped_total",
-            "counter",
-            "Messages skipped: refused by the target (4xx) or not a bean, by index.",
-            [({"index": i}, n) for i, n in sorted(s.replay_skipped.items())],
-        )
-        out.metric(
-            "esproxy_dead_letters_total",
-            "counter",
-            "Dead letters written: by the replay (messages that can never apply: not a bean, or refused with a 4xx),"
-            " or by the proxy (writes the broker refuses for good).",
-            [({}, s.dead_letters)],
-        )
-        lags = self._lags()
-        where = [{"group": x["group"], "topic": x["topic"], "partition": str(x["partition"])} for x in lags]
-        out.metric(
-            "esproxy_consumer_lag",
-            "gauge",
-            "Offsets from the oldest record not yet applied (else the next to fetch) to the high watermark, per"
-            " assigned partition (approximate where the high watermark counts record batches).",
-            [(lab, x["lag"]) for lab, x in zip(where, lags) if x["lag"] is not None],
-        )
-        out.metric(
-            "esproxy_consumer_lag_seconds",
-            "gauge",
-            "Now minus the Kafka timestamp of the oldest record fetched and not yet applied, per assigned partition"
-            " (0: caught up).",
-            [(lab, x["lag_seconds"]) for lab, x in zip(where, lags)],
-        )
-        out.metric(
-            "esproxy_replay_stalled_seconds",
-            "gauge",
-            "How long records of a partition have waited with none applied (0: none waits).",
-            [(lab, x["stalled_seconds"]) for lab, x in zip(where, lags)],
-        )
-        found = self.problems()
-        out.metric(
-            "esproxy_healthy",
-            "gauge",
-            "1 when /_esproxy/health answers 200, else 0.",
-            [({}, 0 if found or self.arbiter.stop_event.is_set() else 1)],
-        )
-        out.metric(
-            "esproxy_health_problem",
-            "gauge",
-            "1 per check that makes /_esproxy/health answer 503 now.",
-            [({"check": c}, 1) for c in sorted({p.check for p in found})],
-        )
-        return out.text()
+        """``/_esproxy/metrics``: :data:`METRICS`, read from one snapshot and the health verdict."""
+        snap = self.snapshot()
+        found = self.problems(lags=snap["replay"]["consumer_lag"])
+        reading = Reading(snap, found, healthy=not found and not self.view.stopping())
+        lines: list[str] = []
+        for m in METRICS:
+            lines.append(f"# HELP {m.name} {m.help}")
+            lines.append(f"# TYPE {m.name} {m.kind}")
+            for suffix, labels, value in m.samples(reading):
+                lines.append(f"{m.name}{suffix}{_labels(labels)} {_number(value)}")
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------- metric definitions
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What every metric is read from: the /_esproxy/stats snapshot and the health verdict."""
+
+    snap: dict[str, Any]
+    problems: list[Problem]
+    healthy: bool
+
+
+Sample = tuple[str, dict[str, str], float]  # name suffix (a histogram's _bucket, _sum, _count), labels, value
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: str  # gauge, counter or histogram
+    help: str
+    samples: Callable[[Reading], Iterable[Sample]]
+
+
+def _one(value: Callable[[dict[str, Any]], float]) -> Callable[[Reading], Iterable[Sample]]:
+    """The samples of an unlabelled metric: one value, read from the snapshot."""
+    return lambda r: [("", {}, value(r.snap))]
+
+
+def _requests(r: Reading) -> Iterable[Sample]:
+    for key, n in r.snap["proxy"]["requests"].items():
+        method, status = key.split(" ", 1)
+        yield "", {"method": method, "status": status}, n
+
+
+def _latency(r: Reading) -> Iterable[Sample]:
+    latency = r.snap["proxy"]["latency_seconds"]
+    for bound, total in latency["le"].items():
+        yield "_bucket", {"le": bound}, total
+    yield "_sum", {}, latency["sum"]
+    yield "_count", {}, latency["count"]
+
+
+def _kafka_failed(r: Reading) -> Iterable[Sample]:
+    for topic, reasons in r.snap["proxy"]["kafka"]["failed"].items():
+        for reason, n in reasons.items():
+            yield "", {"topic": topic, "reason": reason}, n
+
+
+def _upstreams(field: str) -> Callable[[Reading], Iterable[Sample]]:
+    return lambda r: [
+        ("", {"cluster": u["cluster"], "direction": u["direction"]}, u[field]) for u in r.snap["upstreams"]
+    ]
+
+
+def _clusters(r: Reading) -> Iterable[Sample]:
+    for u in r.snap["upstreams"]:
+        yield "", {"cluster": u["cluster"], "direction": u["direction"], "cluster_id": u["cluster_id"]}, 1
+
+
+def _by_index(field: str) -> Callable[[Reading], Iterable[Sample]]:
+    return lambda r: [("", {"index": i}, row[field]) for i, row in r.snap["replay"]["by_index"].items()]
+
+
+def _followed(field: str) -> Callable[[Reading], Iterable[Sample]]:
+    """Per follower index (B's name, at most 1000) and its sync rule."""
+    return lambda r: [
+        ("", {"index": i, "rule": row["rule"]}, row[field]) for i, row in r.snap["replay"]["followed"].items()
+    ]
+
+
+def _lags(field: str) -> Callable[[Reading], Iterable[Sample]]:
+    def samples(r: Reading) -> Iterable[Sample]:
+        for x in r.snap["replay"]["consumer_lag"]:
+            if x[field] is not None:
+                yield "", {"group": x["group"], "topic": x["topic"], "partition": str(x["partition"])}, x[field]
+
+    return samples
+
+
+_SPOOL = "in the durable spool, not yet taken by Kafka."
+
+METRICS: tuple[Metric, ...] = (
+    Metric("esproxy_build_info", "gauge", "esproxy version (always 1).", lambda r: [("", {"version": __version__}, 1)]),
+    Metric(
+        "esproxy_uptime_seconds", "gauge", "Seconds since the process started.", _one(lambda s: s["uptime_seconds"])
+    ),
+    Metric(
+        "esproxy_requests_total",
+        "counter",
+        "Proxy requests answered, by method and status (/_esproxy/ paths not counted).",
+        _requests,
+    ),
+    Metric("esproxy_request_duration_seconds", "histogram", "Time to answer a proxy request.", _latency),
+    Metric(
+        "esproxy_writes_captured_total",
+        "counter",
+        "Successful writes captured for Kafka.",
+        _one(lambda s: s["proxy"]["writes_captured"]),
+    ),
+    Metric(
+        "esproxy_queue_depth",
+        "gauge",
+        "Captured writes waiting for the producer.",
+        _one(lambda s: s["proxy"]["queue"]["depth"]),
+    ),
+    Metric(
+        "esproxy_queue_capacity",
+        "gauge",
+        "chanSize (0: direct hand-off).",
+        _one(lambda s: s["proxy"]["queue"]["capacity"]),
+    ),
+    Metric(
+        "esproxy_oldest_unshipped_seconds",
+        "gauge",
+        "Seconds the oldest captured write not yet taken by Kafka has waited (spool or queue; 0: none waits).",
+        _one(lambda s: s["proxy"]["oldest_unshipped_seconds"]),
+    ),
+    Metric("esproxy_spool_records", "gauge", "Records " + _SPOOL, _one(lambda s: s["proxy"]["spool"]["records"])),
+    Metric("esproxy_spool_bytes", "gauge", "Bytes " + _SPOOL, _one(lambda s: s["proxy"]["spool"]["bytes"])),
+    Metric(
+        "esproxy_kafka_produced_total",
+        "counter",
+        "Messages the broker acknowledged (or accepted, requiredAcks NoResponse), by topic.",
+        lambda r: [("", {"topic": t}, n) for t, n in sorted(r.snap["proxy"]["kafka"]["produced"].items())],
+    ),
+    Metric(
+        "esproxy_kafka_produce_failed_total",
+        "counter",
+        "Messages the broker did not take, by topic and reason (the error's class name, or why it was refused).",
+        _kafka_failed,
+    ),
+    Metric(
+        "esproxy_upstream_connections_in_use",
+        "gauge",
+        "Connections to a cluster serving a request now.",
+        _upstreams("connections_in_use"),
+    ),
+    Metric(
+        "esproxy_upstream_connections_idle",
+        "gauge",
+        "Kept-alive connections to a cluster waiting for a request.",
+        _upstreams("connections_idle"),
+    ),
+    Metric(
+        "esproxy_cluster_info",
+        "gauge",
+        "Clusters and their ids (/meta.elasticproxy/_doc/clusterid; empty until read).",
+        _clusters,
+    ),
+    Metric(
+        "esproxy_replay_messages_total", "counter", "Kafka messages consumed.", _one(lambda s: s["replay"]["messages"])
+    ),
+    Metric(
+        "esproxy_replay_message_bytes_total",
+        "counter",
+        "Bytes of Kafka messages consumed.",
+        _one(lambda s: s["replay"]["bytes"]),
+    ),
+    Metric(
+        "esproxy_replay_messages_per_second",
+        "gauge",
+        "Messages consumed per second over the last 10 s.",
+        _one(lambda s: s["replay"]["messages_per_second"]),
+    ),
+    Metric(
+        "esproxy_replay_writes_total",
+        "counter",
+        "Writes applied to the target cluster, by index (first path segment of the request).",
+        _by_index("writes"),
+    ),
+    Metric(
+        "esproxy_replay_bytes_total", "counter", "Message bytes of the writes applied, by index.", _by_index("bytes")
+    ),
+    Metric(
+        "esproxy_replay_skipped_total",
+        "counter",
+        "Messages skipped: refused by the target (4xx) or not a bean, by index.",
+        lambda r: [("", {"index": i}, n) for i, n in sorted(r.snap["replay"]["skipped"].items())],
+    ),
+    Metric(
+        "esproxy_sync_docs_total",
+        "counter",
+        "Writes (document actions) the replay applied to each follower index under a sync rule.",
+        _followed("docs"),
+    ),
+    Metric("esproxy_sync_bytes_total", "counter", "Bytes applied to each follower index.", _followed("bytes")),
+    Metric(
+        "esproxy_sync_failures_total",
+        "counter",
+        "Writes into each follower index B refused (to the dead letters).",
+        _followed("failures"),
+    ),
+    Metric(
+        "esproxy_sync_lag_seconds",
+        "gauge",
+        "Capture on A (the Kafka timestamp) to application on B of the last write applied to each follower index.",
+        _followed("lag_seconds"),
+    ),
+    Metric(
+        "esproxy_sync_last_applied_timestamp_seconds",
+        "gauge",
+        "Unix time of the last write applied to each follower index.",
+        _followed("last_applied"),
+    ),
+    Metric(
+        "esproxy_replay_throttled_seconds_total",
+        "counter",
+        "Seconds the replay waited for its rate limit (source.kafkas[].maxDocsPerSecond, maxBytesPerSecond).",
+        lambda r: [("", {}, r.snap["replay"]["throttled_seconds"])],
+    ),
+    Metric(
+        "esproxy_replay_skipped_by_rules_total",
+        "counter",
+        "Writes (and `_bulk` actions) not replayed because no follower sync rule follows their index, by A's"
+        ' index (at most 1000 names, the rest as "(other)").',
+        lambda r: [("", {"index": i}, n) for i, n in sorted(r.snap["replay"]["skipped_by_rules"].items())],
+    ),
+    Metric(
+        "esproxy_dead_letters_total",
+        "counter",
+        "Dead letters written: by the replay (messages that can never apply: not a bean, or refused with a 4xx),"
+        " or by the proxy (writes the broker refuses for good).",
+        _one(lambda s: s["replay"]["dead_letters"]),
+    ),
+    Metric(
+        "esproxy_consumer_lag",
+        "gauge",
+        "Offsets from the oldest record not yet applied (else the next to fetch) to the high watermark, per"
+        " assigned partition (approximate where the high watermark counts record batches).",
+        _lags("lag"),
+    ),
+    Metric(
+        "esproxy_consumer_lag_seconds",
+        "gauge",
+        "Now minus the Kafka timestamp of the oldest record fetched and not yet applied, per assigned partition"
+        " (0: caught up).",
+        _lags("lag_seconds"),
+    ),
+    Metric(
+        "esproxy_replay_stalled_seconds",
+        "gauge",
+        "How long records of a partition have waited with none applied (0: none waits).",
+        _lags("stalled_seconds"),
+    ),
+    Metric(
+        "esproxy_healthy",
+        "gauge",
+        "1 when /_esproxy/health answers 200, else 0.",
+        lambda r: [("", {}, 1 if r.healthy else 0)],
+    ),
+    Metric(
+        "esproxy_health_problem",
+        "gauge",
+        "1 per check that makes /_esproxy/health answer 503 now.",
+        lambda r: [("", {"check": c}, 1) for c in sorted({p.check for p in r.problems})],
+    ),
+)
 
 
 def _failed_by_topic(failed: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
@@ -383,30 +536,6 @@ def merge_upstreams(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-class _Prom:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def metric(self, name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
-
-    def histogram(self, name: str, help_text: str, s: Stats) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} histogram")
-        total = 0
-        for bound, n in zip(list(LATENCY_BUCKETS) + ["+Inf"], s.latency_buckets):
-            total += n
-            self.lines.append(f'{name}_bucket{{le="{bound}"}} {total}')
-        self.lines.append(f"{name}_sum {_number(s.latency_sum)}")
-        self.lines.append(f"{name}_count {s.latency_count}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
 def _labels(labels: dict[str, str]) -> str:
     if not labels:
         return ""
@@ -420,11 +549,6 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def _error(status: int, kind: str, reason: str) -> bytes:
-    cause = {"type": kind, "reason": reason}
-    return json.dumps({"error": {"root_cause": [cause], **cause}, "status": status}).encode()
-
-
-def _reply(start_response: Callable, status: str, headers: list, body: bytes) -> Iterable[bytes]:
+def _reply(start_response: StartResponse, status: str, headers: list[tuple[str, str]], body: bytes) -> Iterable[bytes]:
     start_response(status, headers)
     return [body]

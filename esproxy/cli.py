@@ -23,6 +23,7 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Keep Elasticsearch cluster B in sync with cluster A through a proxy and Kafka.",
         epilog="Other commands: esproxy init [--role proxy|replay]; esproxy compare --source URL --target URL;"
         " esproxy repair --source URL --target URL [--dry-run];"
+        " esproxy sync list|status|add|delete|pause|resume|stop -c replay.yml;"
         " esproxy sync copy --source URL --target URL --index PATTERN [--rename T] [--dry-run];"
         " esproxy dlq list|requeue (-c conf.yml | --brokers B --topic T | --file F);"
         " esproxy profile cpu.profile [--top N]; esproxy config-reference.",
@@ -58,20 +59,6 @@ def _init(argv: list[str]) -> int:
     return 0
 
 
-SYNC_COMMANDS = {"copy": "copy the indices that already exist in A into B while the live stream runs"}
-
-
-def _sync(argv: list[str]) -> int:
-    """``esproxy sync <command>``: one module per command."""
-    if argv[:1] == ["copy"]:
-        from .synccopy import main as sync_copy
-
-        return sync_copy(argv[1:])
-    lines = "".join(f"\n  {name:<8} {text}" for name, text in SYNC_COMMANDS.items())
-    print(f"usage: esproxy sync <command> [--help]; commands:{lines}", file=sys.stderr)
-    return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["init"]:
@@ -85,7 +72,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         return repair(argv[1:])
     if argv[:1] == ["sync"]:
-        return _sync(argv[1:])
+        if argv[1:2] == ["copy"]:
+            from .synccopy import main as sync_copy
+
+            return sync_copy(argv[2:])
+        from .syncctl import main as sync
+
+        return sync(argv[1:])
     if argv[:1] == ["dlq"]:
         from .dlq import main as dlq
 
@@ -126,7 +119,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .worker import run
 
         return run(cfg, args.worker)
-    return Roles(cfg, args.conf).run()
+    try:
+        roles = Roles(cfg, args.conf)
+    except ConfigError as e:  # the sync rules' state file (follow-state.json) does not fit the config
+        print(f"esproxy: config error: {e}", file=sys.stderr)
+        return 2
+    return roles.run()
 
 
 if __name__ == "__main__":

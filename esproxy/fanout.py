@@ -33,8 +33,9 @@ from .bean import Bean
 from .dest.elastic import Elastic, replay
 from .dest.kafka import KafkaDest
 from .dest.refusals import ProxyDeadLetters
+from .recorder import NotRecorded
 from .retry import Aborted, Backoff
-from .spool import Spool, SpoolFull
+from .spool import Spool
 
 log = logging.getLogger("esproxy.fanout")
 
@@ -42,15 +43,9 @@ _STOP = object()
 SHIP_BATCH = 500
 
 
-class NotRecorded(Exception):
-    """durability: kafka — Kafka did not take a write that the primary applied."""
-
-
-class Unavailable(SpoolFull):
-    """A write cannot be recorded now (a pre-fork worker lost its master): refused before forwarding."""
-
-
 class Fanout:
+    """The :class:`~esproxy.recorder.Recorder` of the process that ships captured writes."""
+
     def __init__(
         self,
         chan_size: int,
@@ -77,11 +72,11 @@ class Fanout:
             self._greenlets.append(gevent.spawn(self._run_spool))
 
     # ------------------------------------------------------------------ handlers
-    # What a request handler calls; a pre-fork worker calls the same through esproxy.worker.MasterFanout.
+    # esproxy.recorder.Recorder; a pre-fork worker calls the same through esproxy.worker.MasterFanout.
 
     @property
-    def durable(self) -> bool:
-        """Whether writes go through the spool (a proxy with durability: spool records intents)."""
+    def records_intents(self) -> bool:
+        """Whether there is a spool (a proxy with durability: spool records an intent per write)."""
         return self.spool is not None
 
     def begin(self, method: str, uri: str, body: bytes) -> str:

@@ -21,8 +21,10 @@ from . import labels
 from .bean import Bean
 from .config import Config, ProxySource
 from .dest.elastic import Elastic, UpstreamError
+from .recorder import Recorder
 from .retry import Aborted, retry
 from .source.proxy import ProxyApp, make_server
+from .wsgi import AdminEndpoints
 
 log = logging.getLogger("esproxy")
 
@@ -55,7 +57,7 @@ def bind(p: ProxySource) -> socket.socket:
 
 
 class Listeners:
-    def __init__(self, cfg: Config, fanout: Any, admin: Any, stop: Event) -> None:
+    def __init__(self, cfg: Config, fanout: Optional[Recorder], admin: AdminEndpoints, stop: Event) -> None:
         self.cfg = cfg
         self.fanout = fanout
         self.admin = admin

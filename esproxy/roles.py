@@ -17,13 +17,14 @@ from typing import Optional
 from gevent.event import Event
 
 from . import __version__, signals
-from .admin import Admin
+from .admin import Admin, AdminView
 from .config import Config
 from .deadletters import proxy_file
 from .dest.elastic import Elastic
 from .dest.kafka import KafkaDest
 from .dest.refusals import ProxyDeadLetters
 from .fanout import Fanout
+from .followcontrol import FollowControl
 from .listeners import Listeners, bind, matching_indexes, wait_for_cluster_id
 from .prefork import WorkerPool
 from .profiling import Profiler
@@ -46,12 +47,34 @@ class Roles:
         self.replays: list[KafkaReplay] = []
         self.fanout: Optional[Fanout] = None
         self.replay_elastics: list[Elastic] = []
-        self.admin = Admin(self)
+        # the replay's sync rules, changed at runtime through the admin port (state in the working directory)
+        self.follow = FollowControl(cfg.follow) if cfg.kafka_sources() else None
+        self.admin = Admin(self._admin_view())
         self.profiler = Profiler()
 
     @property
     def elastics(self) -> list[Elastic]:
         return (self.listeners.elastics if self.listeners else []) + self.replay_elastics
+
+    def _admin_view(self) -> AdminView:
+        """What the admin endpoints read, looked up at each scrape (the roles start after the admin port)."""
+
+        def queue() -> tuple[int, int]:
+            if self.fanout is None:
+                return 0, 0
+            return self.fanout.depth(), getattr(self.fanout.queue, "maxsize", None) or 0
+
+        return AdminView(
+            health=self.cfg.health,
+            stopping=self.stop_event.is_set,
+            queue=queue,
+            unshipped=lambda: self.fanout.unshipped() if self.fanout is not None else 0,
+            oldest_unshipped_age=lambda: self.fanout.oldest_unshipped_age() if self.fanout is not None else 0.0,
+            elastics=lambda: self.elastics,
+            workers=lambda: self.pool,
+            lags=lambda: [row for replay in self.replays for row in replay.lag()],
+            sync=self.follow.handle if self.follow is not None else None,
+        )
 
     def handle_signal(self, signum: int) -> None:
         if self.stop_event.is_set():
@@ -136,7 +159,7 @@ class Roles:
             for primary in primaries:  # needed before replaying: it says which beans to skip
                 if not wait_for_cluster_id(primary, self.stop_event):
                     raise _Stopped()
-            replay = KafkaReplay(k, primaries)
+            replay = KafkaReplay(k, primaries, self.follow.rules if self.follow is not None else None)
             replay.start()
             self.replays.append(replay)
 

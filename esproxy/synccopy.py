@@ -15,8 +15,8 @@ after every batch B accepted: a copy killed or interrupted resumes there (a scro
 time that has expired by then, cannot be resumed: that index alone is read again from its start,
 which the versions make harmless).
 
-The rules of the replay's config (``follow.rules[]`` with ``copyExisting: true``) plug in as the
-``rename`` callable: ``rename=lambda index: (hit := rules.target(index)) and hit[1]``.
+With ``-c replay.yml`` the replay's sync rules (``follow.rules[]`` with ``copyExisting: true``)
+choose the indices, their B names, settings and aliases (:func:`from_rules`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ from typing import Any, Callable, Iterator, Optional, TextIO
 from .compare import call, cluster, compare_index, digest, indices, refresh
 from .config import ConfigError
 from .dest.elastic import Elastic, UpstreamError
+from .ratelimit import RateLimit
 from .repair import IndexResult, Planned, Progress, Repair, _duration, _positive, megabytes, versioned_write
+from .retry import Aborted
 
 TEMPLATE_VARIABLE = "{{remote_index}}"
 KEEP_ALIVE = "10m"  # of the point in time or scroll between two batches: how long a killed copy can still resume
@@ -110,8 +112,15 @@ class SettingsChoice:
     include: list[str] = field(default_factory=lambda: ["index.*"])
     exclude: list[str] = field(default_factory=list)
     replicas: bool = False  # number_of_replicas too (B's cluster has its own nodes)
+    synced: Optional[Callable[[str], bool]] = None  # a sync rule's choice (follow.Rule.setting_synced) instead
 
     def choose(self, settings: dict) -> dict[str, Any]:
+        if self.synced is not None:
+            return {
+                k: v
+                for k, v in sorted(flatten(settings).items())
+                if self.synced(k) and not matching(COMPUTED_SETTINGS, k)
+            }
         dropped = list(COMPUTED_SETTINGS) + list(self.exclude)
         if not self.replicas:
             dropped += ["index.number_of_replicas", "index.auto_expand_replicas"]
@@ -160,6 +169,8 @@ class CopyOptions:
     settings: SettingsChoice = field(default_factory=SettingsChoice)
     aliases: bool = True
     alias_rename: Optional[Callable[[str], str]] = None  # default: the index rename, else identity
+    # per index: its settings choice and whether its aliases are copied (a sync rule's), else the above
+    per_index: Optional[Callable[[str], tuple[SettingsChoice, bool]]] = None
     settle: float = 30.0  # seconds the final compare waits for the live stream to catch up
     show: int = 20
 
@@ -189,13 +200,14 @@ def plan_indices(
     plans = []
     for index in chosen:
         meta = call(source, "GET", f"/{index}")[index]
-        aliases = {alias_rename(a): d for a, d in (meta.get("aliases") or {}).items()} if options.aliases else {}
+        choice, with_aliases = options.per_index(index) if options.per_index else (options.settings, options.aliases)
+        aliases = {alias_rename(a): d for a, d in (meta.get("aliases") or {}).items()} if with_aliases else {}
         plan = IndexPlan(
             index,
             rename(index) or index,
             call(source, "GET", f"/{index}/_count").get("count", 0),
             meta.get("mappings") or {},
-            options.settings.choose(meta.get("settings") or {}),
+            choice.choose(meta.get("settings") or {}),
             aliases,
         )
         existing = target.request("GET", f"/{plan.target}/_mapping", {}, None)
@@ -260,30 +272,23 @@ class Checkpoint:
 
 
 class Throttle:
-    """At most ``rate`` documents and ``bytes_rate`` bytes per second over the whole copy, shared by
-    its threads; ``throttled`` is the time they spent waiting for it."""
+    """The copy's limits (``ratelimit.RateLimit``, as the replay's stream uses) shared by its threads:
+    one waits at a time, so together they keep the rate; ``throttled`` is the time spent waiting."""
 
     def __init__(self, rate: Optional[float], bytes_rate: Optional[float]) -> None:
-        self.rate, self.bytes_rate = rate, bytes_rate
-        self.start = time.monotonic()
-        self.docs = self.bytes = 0
-        self.throttled = 0.0
+        self.limit = RateLimit(rate or 0, bytes_rate or 0, burst=0)
         self._lock = threading.Lock()
 
-    def take(self, docs: int, size: int) -> None:
+    @property
+    def throttled(self) -> float:
+        return self.limit.throttled
+
+    def take(self, docs: int, size: int, stopping: Callable[[], bool]) -> None:
         with self._lock:
-            self.docs += docs
-            self.bytes += size
-            due = self.start
-            if self.rate:
-                due = max(due, self.start + self.docs / self.rate)
-            if self.bytes_rate:
-                due = max(due, self.start + self.bytes / self.bytes_rate)
-        wait = due - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-            with self._lock:
-                self.throttled += wait
+            try:
+                self.limit.take(docs, size, stopping)
+            except Aborted:
+                raise Interrupted() from None
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -439,7 +444,8 @@ class SyncCopy:
         self.connect, self.options, self.checkpoint, self.out = connect, options, checkpoint, out
         self.throttle = Throttle(options.rate, options.max_bytes_per_second)
         self.progress = progress or Progress(0, sys.stderr, label="sync copy")
-        self.page = options.batch if not options.rate else max(1, min(options.batch, int(options.rate)))
+        # a batch is paid for after it went (RateLimit): batches of a tenth of a second keep --rate within 10 %
+        self.page = options.batch if not options.rate else max(1, min(options.batch, int(options.rate / 10)))
         self.stopping = False  # Ctrl-C or SIGTERM: every index stops after its current batch
         self._local = threading.local()
 
@@ -476,7 +482,7 @@ class SyncCopy:
             first = False
             planned, unversioned = self._writes(hits, plan)
             size = sum(len(p.lines) for p in planned)
-            self.throttle.take(len(hits), size)
+            self.throttle.take(len(hits), size, lambda: self.stopping)
             failed_before = result.failed
             writer.apply(planned, result)
             outcome.read += len(hits)
@@ -677,6 +683,31 @@ def summary(outcomes: list[IndexOutcome], copy: SyncCopy, elapsed: float, out: T
 # ---------------------------------------------------------------------------------------- command
 
 
+def from_rules(
+    conf: str,
+) -> tuple[list[str], Callable[[str], Optional[str]], Callable[[str], tuple[SettingsChoice, bool]]]:
+    """The replay config's rules that copy existing indices: their include patterns, A's name -> B's
+    (None: no such rule follows it), and each index's settings choice and aliases."""
+    from .config import load
+    from .follow import Rules
+
+    rules = Rules.from_config(load(conf).follow)
+    copying = [r for r in rules.rules if r.copy_existing]
+    if not copying:
+        raise UsageError(f"{conf}: no rule of follow.rules[] has copyExisting: true")
+
+    def rename(index: str) -> Optional[str]:
+        hit = rules.target(index)
+        return hit.index if hit is not None and hit.rule.copy_existing else None
+
+    def per_index(index: str) -> tuple[SettingsChoice, bool]:
+        hit = rules.target(index)
+        assert hit is not None
+        return SettingsChoice(synced=hit.rule.setting_synced), hit.rule.aliases
+
+    return [p for r in copying for p in r.indices], rename, per_index
+
+
 def checkpoint_path(directory: str, identity: dict) -> Path:
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     return Path(directory) / f"esproxy-sync-copy-{key}.json"
@@ -700,7 +731,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="esproxy sync copy", description=__doc__.splitlines()[0])
     p.add_argument("--source", required=True, help="cluster A: URL, or a conf file (its first primary)")
     p.add_argument("--target", required=True, help="cluster B: URL, or a conf file (its first primary)")
-    p.add_argument("--index", required=True, help="index name(s) or pattern(s) of A, comma-separated")
+    p.add_argument(
+        "-c",
+        "--conf",
+        help="the replay's config: its follow.rules[] with copyExisting: true choose the indices,"
+        " names, settings and aliases (instead of --index/--rename/--settings-*/--no-aliases)",
+    )
+    p.add_argument("--index", help="index name(s) or pattern(s) of A, comma-separated (default with -c: the rules')")
     p.add_argument("--exclude", default="", help="index pattern(s) not to copy, comma-separated")
     p.add_argument(
         "--rename", default=TEMPLATE_VARIABLE, help="B's name: a template with {{remote_index}} (default: same)"
@@ -726,15 +763,23 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
-        rename = template_rename(args.rename)
         options = _options(args)
+        if args.conf:
+            rule_patterns, rename, options.per_index = from_rules(args.conf)
+            patterns = split_patterns(args.index) if args.index else rule_patterns
+            options.alias_rename = lambda alias: alias  # a rule renames indices, not aliases
+            args.rename = f"rules of {args.conf}"  # the checkpoint's identity
+        elif args.index:
+            patterns, rename = split_patterns(args.index), template_rename(args.rename)
+        else:
+            raise UsageError("--index or -c replay.yml is required")
         source, target = cluster(args.source, "sync-copy"), cluster(args.target, "sync-copy")
-        plans = plan_indices(source, target, split_patterns(args.index), split_patterns(args.exclude), rename, options)
+        plans = plan_indices(source, target, patterns, split_patterns(args.exclude), rename, options)
         if args.dry_run:
             print_plan(plans, sys.stdout)
             print(f"dry run: {len(plans)} index(es), {sum(p.count for p in plans)} documents; nothing written")
             return 1 if any(p.refused for p in plans) else 0
-        identity = {"source": args.source, "target": args.target, "index": args.index, "rename": args.rename}
+        identity = {"source": args.source, "target": args.target, "index": ",".join(patterns), "rename": args.rename}
         checkpoint = Checkpoint(checkpoint_path(args.checkpoint_dir, identity), identity)
         if args.fresh or not checkpoint.load():
             checkpoint.start(datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -13,21 +13,22 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import gevent
 from gevent.event import Event
 
 from . import signals
-from .admin import Check, refuse, upstream_rows
+from .admin import refuse, upstream_rows
 from .bean import Bean
 from .channel import Channel, MasterClient, MasterGone
 from .config import Config
-from .fanout import NotRecorded, Unavailable
 from .listeners import Listeners
 from .profiling import Profiler
+from .recorder import NotRecorded, Unavailable
 from .signals import GRACEFUL_TIMEOUT
 from .stats import STATS
+from .wsgi import JSON_TYPE, Check, StartResponse
 
 log = logging.getLogger("esproxy.worker")
 
@@ -35,11 +36,11 @@ REPORT_EVERY = 1.0  # seconds between the counters sent to the master
 
 
 class MasterFanout:
-    """What a ProxyApp calls to record a write (esproxy.fanout.Fanout's handler methods), done by the master."""
+    """The :class:`~esproxy.recorder.Recorder` of a pre-fork worker: the master records each write."""
 
-    def __init__(self, client: MasterClient, durable: bool) -> None:
+    def __init__(self, client: MasterClient, records_intents: bool) -> None:
         self.client = client
-        self.durable = durable
+        self.records_intents = records_intents
 
     def begin(self, method: str, uri: str, body: bytes) -> str:
         return self._call(Unavailable, "begin", method, uri, body)
@@ -61,19 +62,22 @@ class MasterFanout:
 
 
 class MasterAdmin:
-    """/_esproxy/ on a worker's port: the master answers, with every worker's counters."""
+    """/_esproxy/ on a worker's port (an esproxy.wsgi.AdminEndpoints): the master answers, with every
+    worker's counters."""
 
     def __init__(self, client: MasterClient) -> None:
         self.client = client
 
-    def serve(self, environ: dict, start_response: Callable, check: Optional[Check] = None) -> Iterable[bytes]:
+    def serve(
+        self, environ: dict[str, Any], start_response: StartResponse, check: Optional[Check] = None
+    ) -> Iterable[bytes]:
         refused = refuse(environ, start_response, check)
         if refused is not None:
             return refused
         try:
             status, headers, body = self.client.call("admin", environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"])
         except MasterGone as e:
-            status, headers, body = "503 Service Unavailable", [("Content-Type", "application/json")], str(e).encode()
+            status, headers, body = "503 Service Unavailable", [JSON_TYPE], str(e).encode()
         start_response(status, headers)
         return [body]
 
@@ -91,7 +95,7 @@ class Worker:
 
     def run(self) -> int:
         signals.install({"stop": self._on_stop_signal, "profile": self.profiler.on_signal})
-        fanout = MasterFanout(self.client, durable=self.cfg.spools()) if self.cfg.captures() else None
+        fanout = MasterFanout(self.client, records_intents=self.cfg.spools()) if self.cfg.captures() else None
         self.listeners = Listeners(self.cfg, fanout, MasterAdmin(self.client), self.stop_event)
         self.listeners.start(self.sockets)
         for server in self.listeners.servers:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import requests
+import yaml
 from support.basics import free_port, wait_until
 from support.configs import proxy_config, replay_config
 from support.elastic import bulk_load, compare_until_equal, es_doc
@@ -327,3 +328,29 @@ def test_a_document_deleted_on_the_source_after_the_copy_read_it_is_removed_by_t
     assert code == 0, out
     assert f"{index} -> {index}: 50 read, 50 written," in out and "verify: 0 rewritten, 1 deleted: equal" in out
     assert es_doc(es_b, index, "7") is None
+
+
+def test_the_replays_rules_with_copy_existing_choose_indices_names_settings_and_aliases(es_a, es_b, names, tmp_path):
+    base = names.index("rules")
+    copied, not_copying = f"{base}-logs", f"{base}-other"
+    make_source_index(es_a, copied)
+    make_source_index(es_a, not_copying)
+    conf = replay_config("127.0.0.1:9", "t", "g", es_b)
+    conf["follow"] = {
+        "rules": [
+            {"name": "logs", "indices": [f"{base}-logs*"], "rename": "{{remote_index}}-sync", "aliases": True,
+             "settings": True, "settingsExclude": ["refresh_interval"], "copyExisting": True},
+            {"name": "other", "indices": [not_copying], "rename": "{{remote_index}}-sync"},
+        ]
+    }  # fmt: skip
+    (tmp_path / "replay.yml").write_text(yaml.safe_dump(conf))
+
+    result = sync_copy("--source", es_a, "--target", es_b, "-c", "replay.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{copied} -> {copied}-sync: 3 read, 3 written," in result.stdout
+    assert not_copying not in result.stdout
+    theirs = index_meta(es_b, f"{copied}-sync")
+    assert theirs["aliases"] == {f"{copied}-all": {}}  # a rule keeps alias names, as the replay does
+    assert theirs["settings"]["index"]["number_of_shards"] == "2"
+    assert theirs["settings"]["index"].get("refresh_interval") != "7s"  # excluded by the rule
+    assert requests.get(f"{es_b}/{not_copying}-sync", timeout=10).status_code == 404

@@ -12,13 +12,12 @@ the client gets its answer.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import socket
 import time
 import zlib
 from http import HTTPStatus
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
@@ -29,12 +28,13 @@ from ..bean import Bean
 from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
-from ..fanout import Fanout, NotRecorded, Unavailable
 from ..logs import access_log
+from ..recorder import NotRecorded, Recorder, Unavailable
 from ..retry import retry
 from ..settle import settle
 from ..spool import SpoolFull, intent_record
 from ..stats import STATS
+from ..wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
 from .httpheaders import read_headers
 
 log = logging.getLogger("esproxy.proxy")
@@ -56,7 +56,7 @@ HOP_BY_HOP = frozenset(
 # Request headers forwarded as they are; more with `passHeaders`.
 FORWARDED = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "Authorization", "X-Opaque-Id")
 
-StartResponse = Callable[..., Any]
+PROXY_CREDENTIALS = "missing or wrong credentials for the proxy (source.proxies[].header)"
 
 # Seconds past a write's deadline (sent + the primary's timeout) before its outcome is read back from A.
 SETTLE_GRACE = 5.0
@@ -66,12 +66,14 @@ SETTLE_GRACE = 5.0
 STREAM_OVER = 256 * 1024
 
 
-def error_body(status: int, kind: str, reason: str, header: Optional[dict[str, str]] = None) -> bytes:
-    """An Elasticsearch-style error: ``{"error": {"root_cause": [...], "type", "reason"}, "status"}``."""
-    cause: dict[str, Any] = {"type": kind, "reason": reason}
-    if header:
-        cause["header"] = header
-    return json.dumps({"error": {"root_cause": [cause], **cause}, "status": status}, separators=(",", ":")).encode()
+class ErrorAnswer(Exception):
+    """An answer of the proxy's own instead of the primary's (an Elasticsearch-style error)."""
+
+    def __init__(self, status: int, kind: str, reason: str, access_logged: bool = True) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.body = error_body(status, kind, reason)
+        self.access_logged = access_logged
 
 
 class RawPathHandler(WSGIHandler):
@@ -82,7 +84,7 @@ class RawPathHandler(WSGIHandler):
     def MessageClass(self, *args: Any) -> Any:
         return read_headers(*args)
 
-    def get_environ(self) -> dict[str, Any]:
+    def get_environ(self) -> Environ:
         env = super().get_environ()
         env["RAW_URI"] = self.path
         return env
@@ -117,22 +119,24 @@ class RawPathHandler(WSGIHandler):
 
 
 class ProxyApp:
-    admin = None  # esproxy.admin.Admin: answers /_esproxy/ paths (set by the arbiter)
+    admin: Optional[AdminEndpoints] = None  # answers /_esproxy/ paths (set by Listeners)
 
-    def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Fanout]) -> None:
+    def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Recorder]) -> None:
         self.cfg = cfg
         self.primary = primary
         self.fanout = fanout
+        # durability: spool, and a spool to record in: each write's intent is on disk before it is forwarded
+        self.records_intents = fanout is not None and fanout.records_intents and cfg.durability == "spool"
         self.accesslog = cfg.accesslog and not cfg.noaccesslog
-        self.required = [(f"HTTP_{k.upper().replace('-', '_')}", k, v) for k, v in cfg.header.items()]
+        self.check = header_check(cfg.header) if cfg.header else None
         names = list(FORWARDED) + [h for h in cfg.passHeaders if h not in FORWARDED]
         self.forwarded = [(f"HTTP_{h.upper().replace('-', '_')}", h) for h in names]
         self.inflight = 0
         self.draining = False
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin is not None and environ.get("PATH_INFO", "").startswith("/_esproxy/"):
-            return self.admin.serve(environ, start_response, self._check_header if self.required else None)
+            return self.admin.serve(environ, start_response, self.check)
         self.inflight += 1
         streaming = False
         try:
@@ -150,52 +154,81 @@ class ProxyApp:
         finally:
             self.inflight -= 1
 
-    def _handle(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _handle(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
+        if self.check is not None:
+            challenge = self.check(environ)
+            if challenge is not None:
+                headers, payload = unauthorized(challenge, PROXY_CREDENTIALS)
+                return self._reply(start_response, 401, headers, payload)
         method = environ["REQUEST_METHOD"]
         uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
-        denied = self._check_header(environ)
-        if denied is not None:
-            return self._reply(start_response, 401, [("WWW-Authenticate", denied)] if denied else [], b"", True)
         body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
         capturing = self.fanout is not None and routing.is_write(method, uri)
-        recording = capturing and self.fanout.durable and self.cfg.durability == "spool"
+        recording = capturing and self.records_intents
         if recording and self.cfg.assignIds:
             environ, uri, body = with_assigned_ids(environ, method, uri, body)
+        try:
+            intent = self._begin(environ, method, uri, body) if recording else None
+            try:
+                r = self._forward(environ, method, uri, body, capturing)
+            except UpstreamError as e:
+                raise self._unanswered(e, environ, method, uri, body, started, intent) from None
+            if capturing:
+                self._record(environ, method, uri, body, r, intent)
+        except ErrorAnswer as e:
+            if e.access_logged:
+                self._access(environ, method, uri, started, e.status, e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE], e.body)
+        return self._relay(start_response, environ, method, uri, started, r)
+
+    def _begin(self, environ: Environ, method: str, uri: str, body: bytes) -> str:
+        """durability: spool — the write's intent, on disk before it is forwarded; its id."""
+        assert self.fanout is not None
+        try:
+            settling = b"" if single_document(method, uri) else _plain_body(environ, body)
+            return self.fanout.begin(method, uri, settling)
+        except SpoolFull as e:
+            kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
+            raise ErrorAnswer(503, kind, f"write refused, not forwarded: {e}") from None
+
+    def _forward(self, environ: Environ, method: str, uri: str, body: bytes, capturing: bool) -> Response:
+        """The primary's answer (a read's long answer streamed); UpstreamError when it gives none."""
         headers = {name: environ[key] for key, name in self.forwarded if key in environ}
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
-        remote = f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
-        intent = None
-        if recording:
-            try:
-                settling = b"" if single_document(method, uri) else _plain_body(environ, body)
-                intent = self.fanout.begin(method, uri, settling)
-            except SpoolFull as e:
-                kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
-                payload = error_body(503, kind, f"write refused, not forwarded: {e}")
-                self._access(remote, method, uri, started, 503, payload)
-                return self._reply(start_response, 503, [("Content-Type", "application/json")], payload)
-        try:
-            r = self.primary.request(method, uri, headers, body, stream_over=None if capturing else STREAM_OVER)
-        except UpstreamError as e:
-            if intent is not None:
-                if e.refused:
-                    self.fanout.done(intent, [])
-                else:  # A may have applied it: copy what A holds once it answers again
-                    sent = time.time() - (time.perf_counter() - started)
-                    record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
-                    self.settle_later(record, self._bean(environ, method, uri, remote, body))
-            status = 504 if e.timeout else 502
-            kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
-            log.warning("primary %s %s failed: %s", method, uri, e)
-            payload = error_body(status, kind, f"primary cluster did not answer: {e}")
-            self._access(remote, method, uri, started, status, payload)
-            return self._reply(start_response, status, [("Content-Type", "application/json")], payload)
+        return self.primary.request(method, uri, headers, body, stream_over=None if capturing else STREAM_OVER)
+
+    def _unanswered(
+        self,
+        e: UpstreamError,
+        environ: Environ,
+        method: str,
+        uri: str,
+        body: bytes,
+        started: float,
+        intent: Optional[str],
+    ) -> ErrorAnswer:
+        """The primary gave no answer: the write's intent is closed (it never got there) or left to settle."""
+        if intent is not None:
+            assert self.fanout is not None
+            if e.refused:
+                self.fanout.done(intent, [])
+            else:  # A may have applied it: copy what A holds once it answers again
+                sent = time.time() - (time.perf_counter() - started)
+                record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
+                self.settle_later(record, self._bean(environ, method, uri, body))
+        log.warning("primary %s %s failed: %s", method, uri, e)
+        kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
+        return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
+
+    def _record(self, environ: Environ, method: str, uri: str, body: bytes, r: Response, intent: Optional[str]) -> None:
+        """A write the primary answered: its beans (if it succeeded) recorded before the client hears of it."""
+        assert self.fanout is not None
         beans: list[Bean] = []
-        if 200 <= r.status < 300 and capturing:
-            template = self._bean(environ, method, uri, remote, body)
+        if 200 <= r.status < 300:
+            template = self._bean(environ, method, uri, body)
             beans = capture(template, _decoded(r), self.primary.current_docs)
             STATS.writes_captured += 1
         try:
@@ -214,20 +247,21 @@ class ProxyApp:
                 e,
                 [b.to_json().decode() for b in beans],
             )
-            payload = error_body(
-                503,
-                "esproxy_not_recorded_exception",
-                f"applied by the primary cluster but not recorded for replication: {e}",
-            )
-            return self._reply(start_response, 503, [("Content-Type", "application/json")], payload)
+            reason = f"applied by the primary cluster but not recorded for replication: {e}"
+            raise ErrorAnswer(503, "esproxy_not_recorded_exception", reason, access_logged=False) from None
+
+    def _relay(
+        self, start_response: StartResponse, environ: Environ, method: str, uri: str, started: float, r: Response
+    ) -> Iterable[bytes]:
+        """The primary's answer to the client: its status, headers (but hop-by-hop ones) and body."""
         out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
         if r.stream is not None:
-            self._access(remote, method, uri, started, r.status, f"<streamed, {r.length or 'chunked'} bytes>".encode())
+            self._access(environ, method, uri, started, r.status, f"<streamed, {r.length or 'chunked'} bytes>".encode())
             if r.length is not None:
                 out.append(("Content-Length", str(r.length)))
             start_response(f"{r.status} {r.reason or _phrase(r.status)}", self._closing(out))
             return r.stream
-        self._access(remote, method, uri, started, r.status, r.body)
+        self._access(environ, method, uri, started, r.status, r.body)
         if method == "HEAD":  # no body to measure: keep the primary's length
             out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
         return self._reply(start_response, r.status, out, r.body, reason=r.reason)
@@ -238,18 +272,8 @@ class ProxyApp:
         status: int,
         headers: list[tuple[str, str]],
         body: bytes,
-        auth_error: bool = False,
         reason: str = "",
     ) -> Iterable[bytes]:
-        if auth_error:
-            challenge = dict(headers)
-            body = error_body(
-                401,
-                "security_exception",
-                "missing or wrong credentials for the proxy (source.proxies[].header)",
-                challenge or None,
-            )
-            headers = headers + [("Content-Type", "application/json")]
         start_response(f"{status} {reason or _phrase(status)}", self._closing(headers))
         return [body]
 
@@ -258,21 +282,12 @@ class ProxyApp:
             return headers
         return [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
 
-    def _check_header(self, environ: dict[str, Any]) -> Optional[str]:
-        """None when the request carries every required header; else the WWW-Authenticate value ('' if none)."""
-        for key, name, value in self.required:
-            if environ.get(key) != value:
-                if name.lower() == "authorization" and value.startswith("Basic "):
-                    return 'Basic realm="esproxy" charset="UTF-8"'
-                return ""
-        return None
-
     def settle_later(self, intent: dict[str, Any], template: Bean) -> None:
         """Copy A's state for a write of unknown outcome once A answers, then close its intent."""
         gevent.spawn(self._settle, intent, template)
 
     def _settle(self, intent: dict[str, Any], template: Bean) -> None:
-        assert self.fanout is not None and self.fanout.durable
+        assert self.fanout is not None and self.fanout.records_intents
         # A keeps applying a write whose client (this proxy) is gone: read it back only once A has
         # answered it or given up, or B would copy a state the write then changes.
         wait = intent.get("time", 0) + self.primary.cfg.timeout + SETTLE_GRACE - time.time()
@@ -287,7 +302,7 @@ class ProxyApp:
         beans = retry(lambda: settle(intent, self.primary, template), (UpstreamError,), primary_down, base=1, cap=30)
         self.fanout.done(intent["id"], beans)
 
-    def _bean(self, environ: dict[str, Any], method: str, uri: str, remote: str, body: bytes) -> Bean:
+    def _bean(self, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
         body = _plain_body(environ, body)
         content_type = environ.get("CONTENT_TYPE") or "application/json"
         return Bean(
@@ -296,7 +311,7 @@ class ProxyApp:
             body=body,
             header={"Content-Type": [content_type]},
             host=environ.get("HTTP_HOST", ""),
-            remoteAddr=remote,
+            remoteAddr=_remote(environ),
             labels=dict(self.cfg.labels) or None,
             clusterIds=[self._cluster_id()] if self._cluster_id() else [],
         )
@@ -309,13 +324,13 @@ class ProxyApp:
                 log.warning("cluster id of %s still unknown: %s", self.primary.target(""), e)
         return self.primary.cluster_id
 
-    def _access(self, remote: str, method: str, uri: str, started: float, status: int, body: bytes) -> None:
+    def _access(self, environ: Environ, method: str, uri: str, started: float, status: int, body: bytes) -> None:
         if self.accesslog or self.primary.accesslog:
             seconds = time.perf_counter() - started
-            access_log(remote, method, uri, self.primary.target(uri), "primary", seconds, status, body)
+            access_log(_remote(environ), method, uri, self.primary.target(uri), "primary", seconds, status, body)
 
 
-def with_assigned_ids(environ: dict[str, Any], method: str, uri: str, body: bytes) -> tuple[dict[str, Any], str, bytes]:
+def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
     """The request with ids given to the documents it would let the primary name (autoids.py).
 
     A rewritten compressed body is forwarded plain: the environ returned has no Content-Encoding
@@ -333,7 +348,7 @@ def with_assigned_ids(environ: dict[str, Any], method: str, uri: str, body: byte
     return environ, new_uri, new_body
 
 
-def _plain_body(environ: dict[str, Any], body: bytes) -> bytes:
+def _plain_body(environ: Environ, body: bytes) -> bytes:
     encoding = environ.get("HTTP_CONTENT_ENCODING", "").lower()
     return _decompress(body, encoding) if encoding in ("gzip", "deflate") else body
 
@@ -343,7 +358,11 @@ def _decoded(r: Response) -> bytes:
     return _decompress(r.body, encoding) if encoding in ("gzip", "deflate") else r.body
 
 
-def _has_body(environ: dict[str, Any]) -> bool:
+def _remote(environ: Environ) -> str:
+    return f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
+
+
+def _has_body(environ: Environ) -> bool:
     return bool(environ.get("CONTENT_LENGTH")) or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
