@@ -23,7 +23,8 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Keep Elasticsearch cluster B in sync with cluster A through a proxy and Kafka.",
         epilog="Other commands: esproxy init [--role proxy|replay]; esproxy compare --source URL --target URL;"
         " esproxy repair --source URL --target URL [--dry-run];"
-        " esproxy sync list|add|delete|pause|resume|stop -c replay.yml;"
+        " esproxy sync list|status|add|delete|pause|resume|stop -c replay.yml;"
+        " esproxy sync copy --source URL --target URL --index PATTERN [--rename T] [--dry-run];"
         " esproxy dlq list|requeue (-c conf.yml | --brokers B --topic T | --file F);"
         " esproxy profile cpu.profile [--top N]; esproxy config-reference.",
     )
@@ -71,6 +72,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         return repair(argv[1:])
     if argv[:1] == ["sync"]:
+        if argv[1:2] == ["copy"]:
+            from .synccopy import main as sync_copy
+
+            return sync_copy(argv[2:])
         from .syncctl import main as sync
 
         return sync(argv[1:])

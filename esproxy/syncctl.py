@@ -22,6 +22,7 @@ COMMANDS = {
     "pause": "its writes wait, in order, until resume",
     "resume": "a paused rule follows again",
     "stop": "the B indices stay as they are and no longer follow",
+    "copy": "copy the indices that already exist in A into B (esproxy sync copy --help; synccopy.py)",
 }
 
 

@@ -38,3 +38,51 @@ class Writer(threading.Thread):
                 time.sleep(0.05)
             if self.pause:
                 time.sleep(self.pause)
+
+
+class Churn(threading.Thread):
+    """Rewrites, partly updates and deletes documents ``0..existing-1`` that an index already holds
+    and creates new ones (``new-<i>``), until stopped; counts what was acknowledged per kind."""
+
+    def __init__(self, base: str, index: str, existing: int, pause: float = 0.0, timeout: float = 30.0) -> None:
+        super().__init__(daemon=True)
+        self.base, self.index, self.existing, self.pause = base, index, existing, pause
+        self.timeout = timeout  # generous: a busy 2-core machine can hold one write for seconds
+        self.acked = {"index": 0, "update": 0, "delete": 0, "create": 0}
+        self.failed = 0
+        self.errors: list[str] = []  # the first few failures, to show
+        self.stop = False
+
+    def _failure(self, what: str) -> None:
+        self.failed += 1
+        if len(self.errors) < 5:
+            self.errors.append(what)
+
+    def run(self) -> None:
+        s = requests.Session()
+        step = 0
+        while not self.stop:
+            doc = str((step * 7919) % self.existing)  # spread over the index, so the copy meets them anywhere
+            kind = ("index", "update", "delete", "create")[step % 4]
+            try:
+                if kind == "index":
+                    r = s.put(f"{self.base}/{self.index}/_doc/{doc}", json={"n": -step}, timeout=self.timeout)
+                elif kind == "update":
+                    r = s.post(
+                        f"{self.base}/{self.index}/_update/{doc}", json={"doc": {"u": step}}, timeout=self.timeout
+                    )
+                elif kind == "delete":
+                    r = s.delete(f"{self.base}/{self.index}/_doc/{doc}", timeout=self.timeout)
+                else:
+                    r = s.put(f"{self.base}/{self.index}/_doc/new-{step}", json={"n": step}, timeout=self.timeout)
+                if 200 <= r.status_code < 300:
+                    self.acked[kind] += 1
+                elif r.status_code != 404:  # an update or delete of a document deleted before
+                    self._failure(f"{kind} {doc}: {r.status_code} {r.text[:200]}")
+            except requests.RequestException as e:
+                self._failure(f"{kind} {doc}: {e}")
+                s = requests.Session()
+                time.sleep(0.05)
+            step += 1
+            if self.pause:
+                time.sleep(self.pause)
