@@ -6,6 +6,8 @@ and group names (see `names`).
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -55,18 +57,29 @@ def kafka(servers_dir):
 
 
 @pytest.fixture
-def osmem_factory(tmp_path):
-    """Start pristine osmem clusters: `url = osmem_factory()`; all are killed at teardown."""
+def own_server(tmp_path):
+    """Start servers of this test's own, which it may pause (SIGSTOP) without disturbing other tests:
+    `srv = own_server("tansu")` (or "osmem"); resumed and killed at teardown."""
     started: list = []
 
-    def start() -> str:
-        srv = DemoServer("osmem", tmp_path)
+    def start(kind: str) -> DemoServer:
+        srv = DemoServer(kind, tmp_path)
         started.append(srv)
-        return srv.url
+        return srv
 
     yield start
     for srv in started:
+        try:
+            os.killpg(srv.proc.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
         srv.stop()
+
+
+@pytest.fixture
+def osmem_factory(own_server):
+    """Start pristine osmem clusters: `url = osmem_factory()`; all are killed at teardown."""
+    return lambda: own_server("osmem").url
 
 
 class Names:

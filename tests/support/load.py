@@ -8,15 +8,18 @@ import time
 import requests
 
 
-class Writer(threading.Thread):
-    """Writes (and sometimes updates) documents with known ids; remembers which were acknowledged."""
+class WriterThread(threading.Thread):
+    """Calls ``write(session, i)`` for i in 0..count-1 until stopped; ``write`` says whether the write
+    was acknowledged. Counts failures; after a connection error it goes on with a new session."""
 
     def __init__(self, base: str, index: str, count: int, pause: float = 0.0) -> None:
         super().__init__(daemon=True)
         self.base, self.index, self.count, self.pause = base, index, count, pause
-        self.acked: list[int] = []
         self.failed = 0
         self.stop = False
+
+    def write(self, s: requests.Session, i: int) -> bool:
+        raise NotImplementedError
 
     def run(self) -> None:
         s = requests.Session()
@@ -24,13 +27,7 @@ class Writer(threading.Thread):
             if self.stop:
                 return
             try:
-                if i % 5 == 4:
-                    r = s.post(f"{self.base}/{self.index}/_update/{i - 1}", json={"doc": {"u": i}}, timeout=10)
-                else:
-                    r = s.put(f"{self.base}/{self.index}/_doc/{i}", json={"n": i}, timeout=10)
-                if 200 <= r.status_code < 300:
-                    self.acked.append(i)
-                else:
+                if not self.write(s, i):
                     self.failed += 1
             except requests.RequestException:
                 self.failed += 1
@@ -38,6 +35,24 @@ class Writer(threading.Thread):
                 time.sleep(0.05)
             if self.pause:
                 time.sleep(self.pause)
+
+
+class Writer(WriterThread):
+    """Writes (and sometimes updates) documents with known ids; remembers which were acknowledged."""
+
+    def __init__(self, base: str, index: str, count: int, pause: float = 0.0) -> None:
+        super().__init__(base, index, count, pause)
+        self.acked: list[int] = []
+
+    def write(self, s: requests.Session, i: int) -> bool:
+        if i % 5 == 4:
+            r = s.post(f"{self.base}/{self.index}/_update/{i - 1}", json={"doc": {"u": i}}, timeout=10)
+        else:
+            r = s.put(f"{self.base}/{self.index}/_doc/{i}", json={"n": i}, timeout=10)
+        if 200 <= r.status_code < 300:
+            self.acked.append(i)
+            return True
+        return False
 
 
 class Churn(threading.Thread):
