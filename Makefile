@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run stop status test test-real lint docs clean bench
+.PHONY: install run stop status test test-real lint docs clean bench test-copy-100k
 
 install: $(STAMP)
 
@@ -61,3 +61,7 @@ docs: install          ## regenerate the tables declared in code: README's confi
 
 clean: stop
 	rm -rf $(VENV) var *.egg-info
+
+# The initial copy of 100,000 existing documents under a concurrent write load (the suite runs 20,000).
+test-copy-100k: install
+	SYNC_COPY_DOCS=100000 $(BIN)/pytest -q tests/test_sync_copy.py -k concurrent

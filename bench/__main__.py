@@ -1,6 +1,6 @@
 """``python -m bench`` (``make bench``): start the servers, run the scenarios, write the report.
 
-    python -m bench [--n N] [--only S1,S4] [--s2-seconds 10] [--s3-requests 40]
+    python -m bench [--n N] [--only S1,S4] [--s2-seconds 10] [--s3-requests 40] [--lag-n 20000]
 
 Everything runs on 127.0.0.1 on free ports; every process started is stopped at the end, on failure
 and on Ctrl-C / SIGTERM.
@@ -34,6 +34,8 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--s2-seconds", type=float, default=10.0)
     p.add_argument("--s3-requests", type=int, default=60, help="_bulk requests per side")
+    p.add_argument("--lag-n", type=int, default=20000, help="writes of S1's lag run (at most N; 0: none)")
+    p.add_argument("--lag-rate", type=float, default=25.0, help="lag probe writes per second in it")
     p.add_argument("--only", default="S1,S2,S3,S4,S5", help="comma-separated scenarios")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
@@ -46,6 +48,8 @@ def _meta(opts: Options, stamp: str, command: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "-"
 
+    lag_n = min(opts.n, opts.lag_n)
+    lag_run = f"S1's lag run N={lag_n} with {opts.lag_rate:g} probe writes/s" if lag_n > 0 else "no S1 lag run"
     rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True)
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     return {
@@ -55,9 +59,10 @@ def _meta(opts: Options, stamp: str, command: str) -> dict[str, str]:
         "software": f"esproxy {rev.stdout.strip()}, Python {platform.python_version()}, gevent {version('gevent')}, "
         f"urllib3 {version('urllib3')}, osmem-server {version('osmem-server')}, wrk (Debian)",
         "sizes": f"S1 N={opts.n} per side at {opts.connections} connections; S2 {opts.s2_seconds:g}s per side; "
-        f"S3 {opts.s3_requests} × _bulk of {opts.bulk_size}",
+        f"S3 {opts.s3_requests} × _bulk of {opts.bulk_size}; " + lag_run,
         "setup": "osmem A and B, Tansu, the proxy (conf1.yml's settings) and the replay (conf2.yml's) on free "
-        "loopback ports, all on this machine (load generator included); the replay runs only during S4",
+        "loopback ports, all on this machine (load generator included); the replay runs during S4, and in "
+        "S1's lag run on a second pair of clusters and a topic of their own",
     }
 
 
@@ -73,6 +78,8 @@ def main(argv: list[str]) -> int:
         threads=args.threads,
         s2_seconds=args.s2_seconds,
         s3_requests=args.s3_requests,
+        lag_n=args.lag_n,
+        lag_rate=args.lag_rate,
         scenarios=tuple(s.strip().upper() for s in args.only.split(",") if s.strip()),
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from .lag import LagResult, percentile
 from .load import LoadResult
 from .scenarios import Side
 
@@ -122,6 +123,8 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     "the most a gevent WSGIServer proxy gets on this machine",
                 )
             )
+        if "lag" in s1:
+            rows.append(_lag_row(s1["lag"]))
         rss = s1["rss"]
         ok = rss["end"] is not None and max(rss.values()) <= TARGETS["RSS"] and rss["end"] <= rss["middle"] * 1.02
         rows.append(
@@ -160,6 +163,19 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         r = ratio(s4["replay_rate"], s4["bulk_rate"])
         rows.append(("S4 replay / direct _bulk docs/s", fmt_ratio(r), f"≥ {TARGETS['S4']}", _met(r, TARGETS["S4"])))
     return rows
+
+
+def _lag_row(lag: dict[str, Any]) -> tuple[str, str, str, str]:
+    lags: LagResult = lag["lags"]
+    measured = f"{_ms(lags.pct(50))} / {_ms(lags.pct(99))} ms ({len(lags.lags_ms)} sampled writes)"
+    note = f"{lags.unseen} sampled writes never reached B" if lags.unseen else "every sampled write reached B"
+    if len(lags.lags_ms) < 100:
+        note += "; under 100 samples, p99 is about the max"
+    return ("S1 replication lag p50 / p99, proxy's answer → on B (replay live)", measured, "reported", note)
+
+
+def _ms(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 def _met(r: Optional[float], goal: float) -> str:
@@ -209,6 +225,8 @@ def _s1(s1: dict[str, Any], res: dict[str, Any]) -> list[str]:
     ]
     if "bare" in s1:
         out.append(_side_row("through a bare forwarder (nothing captured)", s1["bare"]))
+    if "lag" in s1:
+        out.append(_side_row("through the proxy, replay live (lag run, clusters of its own)", s1["lag"]["side"]))
     out += [
         "",
         "| ratio to direct | TPS | p50 | p99 |",
@@ -242,7 +260,47 @@ def _s1(s1: dict[str, Any], res: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
     if "bare" in s1:
         out += ["", "### through the bare forwarder", "", "```", seed_block(s1["bare"]), "```"]
+    if "lag" in s1:
+        out += _s1_lag(s1["lag"])
     return out
+
+
+def _s1_lag(lag: dict[str, Any]) -> list[str]:
+    lags: LagResult = lag["lags"]
+    side = lag["side"].load
+    replay = lag["replay_lag_seconds"]
+    caught = lag["caught_up_seconds"]
+    pcts = (50, 90, 99)
+    return [
+        "",
+        "### replication lag during S1: the proxy side again, with the replay running",
+        "",
+        f"{side.answered} single-doc POSTs through a proxy in front of a fresh cluster A, its replay (conf2.yml's "
+        "settings) into a fresh B running meanwhile; a probe (bench/lag.py) writes documents of its own through "
+        f"the proxy next to wrk's and polls B for each with a realtime `_mget` every {lags.poll_ms:.0f} ms. "
+        "Lag of a sampled write: B first shows it minus the proxy's answer to it (capture → spool → Kafka → "
+        "replay → B).",
+        "",
+        "| lag (ms) | " + " | ".join(f"p{p}" for p in pcts) + " | max | sampled writes |",
+        "|---|" + "---|" * (len(pcts) + 2),
+        "| proxy's answer → on B | "
+        + " | ".join(_ms(lags.pct(p)) for p in pcts)
+        + f" | {_ms(lags.pct(100))} | {len(lags.lags_ms)} |",
+        "| probe's write through the proxy | "
+        + " | ".join(_ms(percentile(lags.write_ms, p)) for p in pcts)
+        + f" | {_ms(percentile(lags.write_ms, 100))} | {lags.written} |",
+        "",
+        f"- sampled writes: {lags.written} acknowledged, {lags.failed} failed, {lags.unseen} not on B 60 s after "
+        f"the load ended; resolution: one poll ({lags.poll_ms:.0f} ms) plus one `_mget`",
+        f"- the replay's own view (`/_esproxy/stats` `replay.consumer_lag` `lag_seconds`: age of the oldest record "
+        f"fetched and not yet applied, read every {lag['replay_lag_interval']:g} s): max "
+        f"{max(replay, default=0.0) * 1000:.0f} ms over {len(replay)} readings, "
+        f"{sum(1 for x in replay if x > 0)} with a record waiting",
+        f"- documents: A {lag['docs_in_a']}, B {lag['docs_in_b']}; B "
+        + (f"caught up {caught:.1f} s after the load ended" if caught is not None else "had not caught up 120 s later"),
+        f"- the proxy side's req/s here ({side.rps:.0f}) is not S1's ratio: the replay and B share the machine's "
+        "cores with A, the proxy and wrk during this run",
+    ]
 
 
 def _ratio_row(label: str, side: LoadResult, direct: LoadResult) -> str:

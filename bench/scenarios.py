@@ -1,9 +1,10 @@
 """The scenarios of issue 6, run in one go against one set of servers so the ratios are side by side.
 
 Order: S1 (writes: direct, through the proxy, then through a bare forwarder for reference; no
-replay running), S4 (the replay drains what S1 captured into B; then a direct ``_bulk`` of the same
-documents into B), S2 (GET capacity), S3 (``_bulk`` through the proxy and direct), S5 (S1's proxy
-side per ``durability`` value).
+replay running; then the lag run: the proxy again with the replay live, on a pair of clusters of
+its own, measuring replication lag per sampled write, see lag.py), S4 (the replay drains what S1
+captured into B; then a direct ``_bulk`` of the same documents into B), S2 (GET capacity), S3
+(``_bulk`` through the proxy and direct), S5 (S1's proxy side per ``durability`` value).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
 from . import data, probes
+from .lag import LagProbe, ReplayLagSampler
 from .load import LoadResult, run_wrk
 from .procstat import Sampler, cpu_seconds, rss_mb
 from .servers import REPO, Proc, Stack, check_config, free_port
@@ -36,6 +38,8 @@ class Options:
     s3_requests: int = 60  # _bulk requests per side
     bulk_size: int = 500
     scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5")
+    lag_n: int = 20000  # writes of S1's lag run (capped at n; 0: no lag run)
+    lag_rate: float = 25.0  # lag probe writes per second during it
 
 
 @dataclass
@@ -65,32 +69,38 @@ class Bench:
         self.people = data.write_people(self.workdir / "people.txt", self.opts.n + self.opts.connections)
         self.proxy = self.start_proxy("proxy", self.topic)
 
-    def proxy_config(self, port: int, topic: str, **extra: Any) -> dict:
-        """conf1.yml as shipped, pointed at our servers (its chanSize, accesslog, Kafka settings)."""
+    def proxy_config(self, port: int, topic: str, upstream: Optional[Proc] = None, **extra: Any) -> dict:
+        """conf1.yml as shipped, pointed at our servers (its chanSize, accesslog, Kafka settings):
+        ``upstream`` as cluster A (default: the bench's A)."""
         conf = yaml.safe_load((REPO / "conf1.yml").read_text(encoding="utf-8"))
         proxy = {**conf["source"]["proxies"][0], "port": port, "host": "127.0.0.1"}
         if "durability" in extra:  # a per-proxy setting
             proxy["durability"] = extra.pop("durability")
         conf["source"]["proxies"] = [proxy]
-        conf["destination"]["primaries"] = [{**conf["destination"]["primaries"][0], "url": self.a.url + "/"}]
+        conf["destination"]["primaries"] = [
+            {**conf["destination"]["primaries"][0], "url": (upstream or self.a).url + "/"}
+        ]
         conf["destination"]["kafkas"] = [
             {**conf["destination"]["kafkas"][0], "topic": topic, "brokers": [self.bootstrap]}
         ]
         conf.update(extra)
         return conf
 
-    def replay_config(self, topic: str, group: str) -> dict:
+    def replay_config(self, topic: str, group: str, target: Optional[Proc] = None) -> dict:
         conf = yaml.safe_load((REPO / "conf2.yml").read_text(encoding="utf-8"))
         conf["source"]["kafkas"] = [
             {**conf["source"]["kafkas"][0], "brokers": [self.bootstrap], "topics": [topic], "group": group}
         ]
-        conf["destination"]["primaries"] = [{**conf["destination"]["primaries"][0], "url": self.b.url + "/"}]
+        conf["destination"]["primaries"] = [
+            {**conf["destination"]["primaries"][0], "url": (target or self.b).url + "/"}
+        ]
         conf["admin"] = {**conf.get("admin", {}), "port": free_port()}  # not conf2.yml's fixed 2901
         return conf
 
-    def start_proxy(self, name: str, topic: str, **extra: Any) -> Proc:
+    def start_proxy(self, name: str, topic: str, upstream: Optional[Proc] = None, **extra: Any) -> Proc:
         port = free_port()
-        p = self.stack.esproxy(name, self.proxy_config(port, topic, **extra), "proxy listening on", port=port)
+        conf = self.proxy_config(port, topic, upstream, **extra)
+        p = self.stack.esproxy(name, conf, "proxy listening on", port=port)
         # Ready for the bench once the cluster id is known and the producer is connected.
         p.wait_for(lambda: "has id" in p.log() and "kafka producer for topic" in p.log(), "cluster id + producer")
         return p
@@ -100,8 +110,9 @@ class Bench:
         load = run_wrk(label, kw.pop("base"), kw.pop("path"), self.workdir, **kw)
         return Side(load, {name: cpu_seconds(p.pid) - before[name] for name, p in procs.items()})
 
-    def write_run(self, label: str, base: str, index: str, procs: dict[str, Proc]) -> Side:
-        """N single-document POSTs (the seed's run), counted."""
+    def write_run(self, label: str, base: str, index: str, procs: dict[str, Proc], quota: int = 0) -> Side:
+        """``quota`` (default N) single-document POSTs (the seed's run), counted."""
+        quota = quota or self.opts.n
         return self.measured(
             label,
             procs,
@@ -111,8 +122,8 @@ class Bench:
             lines=self.people,
             connections=self.opts.connections,
             threads=self.opts.threads,
-            quota=self.opts.n,
-            duration=60 + self.opts.n / 50,
+            quota=quota,
+            duration=60 + quota / 50,
         )
 
     # ------------------------------------------------------------------ S1
@@ -147,6 +158,54 @@ class Bench:
                 "end": sampler.samples[-1].rss_mb,
             },
             "proxy_index": proxy_index,
+        }
+        if min(self.opts.n, self.opts.lag_n) > 0:
+            self.results["S1"]["lag"] = self.s1_lag()
+
+    def s1_lag(self) -> dict[str, Any]:
+        """The proxy side again with the replay running, for replication lag per sampled write.
+
+        On clusters and a topic of its own, so that S1's sides above, S4's drain and the later
+        scenarios see the same servers and documents as without it."""
+        n = min(self.opts.n, self.opts.lag_n)
+        a, b = self.stack.osmem("osmem-a-lag"), self.stack.osmem("osmem-b-lag")
+        topic, index = f"bench.s1lag.{self.run_id}", f"p1-lag-{self.run_id}"
+        proxy = self.start_proxy("proxy-lag", topic, upstream=a)
+        # One write first: it creates the topic the replay subscribes to, and the index on B.
+        status, answer = probes.http("POST", f"{proxy.url}/{index}/_doc", self.people.read_bytes().split(b"\n")[0])
+        if status >= 300:
+            raise RuntimeError(f"first write of the lag run: {status} {answer[:300]!r}")
+        self._messages(topic, 1)
+        conf = self.replay_config(topic, f"bench.lag.{self.run_id}", target=b)
+        replay = self.stack.esproxy("replay-lag", conf, "has id")
+        replay.wait_for(lambda: "assigned partitions" in replay.log(), "assigned partitions", timeout=60)
+        if not probes.wait_for(lambda: probes.es_count(b.url, index) >= 1, timeout=60)[0]:
+            raise RuntimeError(
+                f"the lag run's replay did not apply its first write within 60 s (see {replay.log_path})"
+            )
+        probe = LagProbe(proxy.url, b.url, index, data.person_lines(1000, seed=13), rate=self.opts.lag_rate)
+        replay_view = ReplayLagSampler(f"http://127.0.0.1:{conf['admin']['port']}")
+        replay_view.start()
+        probe.start()
+        procs = {"esproxy": proxy, "osmem A": a, "replay": replay, "osmem B": b}
+        side = self.write_run("s1-lag", proxy.url, index, procs, quota=n)
+        ended = time.monotonic()
+        lags = probe.finish(timeout=60)
+        replay_seconds = replay_view.stop()
+        in_a = probes.es_count(a.url, index)
+        reached, _ = probes.wait_for(lambda: probes.es_count(b.url, index) >= in_a, timeout=120)
+        caught_up = time.monotonic() - ended if reached else None
+        in_b = probes.es_count(b.url, index)
+        for p in (replay, proxy, a, b):
+            self.stack.stop(p)
+        return {
+            "side": side,
+            "lags": lags,
+            "replay_lag_seconds": replay_seconds,
+            "replay_lag_interval": replay_view.interval,
+            "docs_in_a": in_a,
+            "docs_in_b": in_b,
+            "caught_up_seconds": caught_up,
         }
 
     def _messages(self, topic: str, expected: int) -> tuple[int, int]:

@@ -69,6 +69,8 @@ class AdminView:
     elastics: Callable[[], list[Elastic]]  # this process's clusters, their connection pools
     workers: Callable[[], Optional[Workers]]  # None: no pre-fork workers
     lags: Callable[[], list[dict[str, Any]]]  # per assigned partition of every replay: KafkaReplay.lag()
+    # /_esproxy/sync/...: (method, path parts after sync/, body) -> (status, JSON); esproxy.followcontrol
+    sync: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
 
 
 class Admin:
@@ -85,8 +87,22 @@ class Admin:
         refused = refuse(environ, start_response, check)
         if refused is not None:
             return refused
-        status, headers, body = self.render(environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", ""))
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(PREFIX + "sync/") and self.view.sync is not None:
+            return self._sync(environ, start_response, path)
+        status, headers, body = self.render(path, environ.get("REQUEST_METHOD", ""))
         return _reply(start_response, status, headers, body)
+
+    def _sync(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
+        """Follower sync rules at runtime (the replay's; see esproxy.followcontrol)."""
+        assert self.view.sync is not None
+        length = environ.get("CONTENT_LENGTH") or "0"
+        body = environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) > 0 else b""
+        parts = [p for p in path[len(PREFIX + "sync/") :].split("/") if p]
+        code, doc = self.view.sync(environ.get("REQUEST_METHOD", ""), parts, body)
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}.get(code, "Error")
+        data = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
+        return _reply(start_response, f"{code} {reason}", [JSON_TYPE], data)
 
     def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
         """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
@@ -200,6 +216,9 @@ class Admin:
                 "messages_per_second": s.replay_rate(),
                 "by_index": {i: {"writes": c, "bytes": b} for i, (c, b) in sorted(s.replay_by_index.items())},
                 "skipped": dict(s.replay_skipped),
+                "skipped_by_rules": dict(s.replay_skipped_by_rules),
+                "throttled_seconds": round(s.replay_throttled_seconds, 3),
+                "followed": {i: e.as_dict() for i, e in sorted(s.followed.items())},
                 "dead_letters": s.dead_letters,
                 "consumer_lag": self.view.lags(),
             },
@@ -280,6 +299,13 @@ def _clusters(r: Reading) -> Iterable[Sample]:
 
 def _by_index(field: str) -> Callable[[Reading], Iterable[Sample]]:
     return lambda r: [("", {"index": i}, row[field]) for i, row in r.snap["replay"]["by_index"].items()]
+
+
+def _followed(field: str) -> Callable[[Reading], Iterable[Sample]]:
+    """Per follower index (B's name, at most 1000) and its sync rule."""
+    return lambda r: [
+        ("", {"index": i, "rule": row["rule"]}, row[field]) for i, row in r.snap["replay"]["followed"].items()
+    ]
 
 
 def _lags(field: str) -> Callable[[Reading], Iterable[Sample]]:
@@ -390,6 +416,44 @@ METRICS: tuple[Metric, ...] = (
         "counter",
         "Messages skipped: refused by the target (4xx) or not a bean, by index.",
         lambda r: [("", {"index": i}, n) for i, n in sorted(r.snap["replay"]["skipped"].items())],
+    ),
+    Metric(
+        "esproxy_sync_docs_total",
+        "counter",
+        "Writes (document actions) the replay applied to each follower index under a sync rule.",
+        _followed("docs"),
+    ),
+    Metric("esproxy_sync_bytes_total", "counter", "Bytes applied to each follower index.", _followed("bytes")),
+    Metric(
+        "esproxy_sync_failures_total",
+        "counter",
+        "Writes into each follower index B refused (to the dead letters).",
+        _followed("failures"),
+    ),
+    Metric(
+        "esproxy_sync_lag_seconds",
+        "gauge",
+        "Capture on A (the Kafka timestamp) to application on B of the last write applied to each follower index.",
+        _followed("lag_seconds"),
+    ),
+    Metric(
+        "esproxy_sync_last_applied_timestamp_seconds",
+        "gauge",
+        "Unix time of the last write applied to each follower index.",
+        _followed("last_applied"),
+    ),
+    Metric(
+        "esproxy_replay_throttled_seconds_total",
+        "counter",
+        "Seconds the replay waited for its rate limit (source.kafkas[].maxDocsPerSecond, maxBytesPerSecond).",
+        lambda r: [("", {}, r.snap["replay"]["throttled_seconds"])],
+    ),
+    Metric(
+        "esproxy_replay_skipped_by_rules_total",
+        "counter",
+        "Writes (and `_bulk` actions) not replayed because no follower sync rule follows their index, by A's"
+        ' index (at most 1000 names, the rest as "(other)").',
+        lambda r: [("", {"index": i}, n) for i, n in sorted(r.snap["replay"]["skipped_by_rules"].items())],
     ),
     Metric(
         "esproxy_dead_letters_total",

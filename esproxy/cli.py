@@ -23,6 +23,8 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Keep Elasticsearch cluster B in sync with cluster A through a proxy and Kafka.",
         epilog="Other commands: esproxy init [--role proxy|replay]; esproxy compare --source URL --target URL;"
         " esproxy repair --source URL --target URL [--dry-run];"
+        " esproxy sync list|status|add|delete|pause|resume|stop -c replay.yml;"
+        " esproxy sync copy --source URL --target URL --index PATTERN [--rename T] [--dry-run];"
         " esproxy dlq list|requeue (-c conf.yml | --brokers B --topic T | --file F);"
         " esproxy profile cpu.profile [--top N]; esproxy config-reference.",
     )
@@ -69,6 +71,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .repair import main as repair
 
         return repair(argv[1:])
+    if argv[:1] == ["sync"]:
+        if argv[1:2] == ["copy"]:
+            from .synccopy import main as sync_copy
+
+            return sync_copy(argv[2:])
+        from .syncctl import main as sync
+
+        return sync(argv[1:])
     if argv[:1] == ["dlq"]:
         from .dlq import main as dlq
 
@@ -109,7 +119,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .worker import run
 
         return run(cfg, args.worker)
-    return Roles(cfg, args.conf).run()
+    try:
+        roles = Roles(cfg, args.conf)
+    except ConfigError as e:  # the sync rules' state file (follow-state.json) does not fit the config
+        print(f"esproxy: config error: {e}", file=sys.stderr)
+        return 2
+    return roles.run()
 
 
 if __name__ == "__main__":

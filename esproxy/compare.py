@@ -17,6 +17,7 @@ from typing import Iterator, Optional, TextIO
 
 from .config import ConfigError, ElasticDestination, load
 from .dest.elastic import Elastic, UpstreamError
+from .follow import Rules, render
 from .schema import Duration, Url
 
 SKIPPED = ("meta.elasticproxy",)  # each cluster's own id lives there: it differs by design
@@ -116,10 +117,13 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-refresh", action="store_true", help="do not refresh the indices before reading")
 
 
-def compare_index(source: Elastic, target: Elastic, index: str, present_in_target: bool) -> IndexReport:
+def compare_index(
+    source: Elastic, target: Elastic, index: str, present_in_target: bool, target_index: Optional[str] = None
+) -> IndexReport:
+    """``index`` of the source against ``target_index`` (default: the same name) of the target."""
     report = IndexReport(index)
     report.source_count = call(source, "GET", f"/{index}/_count").get("count", 0)
-    theirs = dict(documents(target, index)) if present_in_target else {}
+    theirs = dict(documents(target, target_index or index)) if present_in_target else {}
     report.target_count = len(theirs)
     for doc_id, digest in documents(source, index):
         other = theirs.pop(doc_id, None)
@@ -149,16 +153,45 @@ class _Progress:
             self.out.write("\n")
 
 
-def run(source: Elastic, target: Elastic, pattern: str, show: int, refresh_first: bool, out: TextIO) -> int:
-    ours, theirs = indices(source, pattern), indices(target, pattern)
+def run(
+    source: Elastic,
+    target: Elastic,
+    pattern: str,
+    show: int,
+    refresh_first: bool,
+    out: TextIO,
+    rename: str = "",
+    rules: Optional[Rules] = None,
+) -> int:
+    """Follower sync (see follow.py): ``rename``, a template with ``{{remote_index}}``, gives each
+    source index's name in the target, whose indices are then those the pattern renamed matches;
+    ``rules`` (a replay config's ``follow`` section) compare only the indices they follow, each with
+    its name in the target."""
+    if rules is not None and rules.active:
+        followed = {i: rules.target(i) for i in indices(source, pattern)}
+        name_in_target = {i: t.index for i, t in followed.items() if t is not None}
+        theirs = indices(target, ",".join(name_in_target.values()))
+    elif rename:
+        name_in_target = {i: render(rename, i) for i in indices(source, pattern)}
+        theirs = indices(target, ",".join(render(rename, p) for p in pattern.split(",")))
+    else:
+        name_in_target = {i: i for i in indices(source, pattern)}
+        theirs = indices(target, pattern)
+    ours = set(name_in_target)
     if refresh_first:
         refresh(source, ours)
         refresh(target, theirs)
+    source_of = {t: i for i, t in name_in_target.items()}
     reports = []
-    progress = _Progress(len(ours | theirs), sys.stderr)
-    for index in sorted(ours | theirs):
+    everything = ours | {source_of.get(t, t) for t in theirs}
+    progress = _Progress(len(everything), sys.stderr)
+    for index in sorted(everything):
         if index in ours:
-            reports.append(compare_index(source, target, index, index in theirs))
+            in_target = name_in_target[index]
+            report = compare_index(source, target, index, in_target in theirs, in_target)
+            if in_target != index:
+                report.index = f"{index} -> {in_target}"
+            reports.append(report)
         else:  # only in the target
             report = IndexReport(index)
             report.extra = [doc_id for doc_id, _ in documents(target, index)]
@@ -191,10 +224,22 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="esproxy compare", description=__doc__.splitlines()[0])
     add_cluster_arguments(p)
     p.add_argument("--show", type=int, default=20, help="how many differences to list (default 20)")
+    p.add_argument(
+        "--rename",
+        default="",
+        metavar="TEMPLATE",
+        help="the target's name of each source index, e.g. '{{remote_index}}-sync' (a follower sync rule's rename)",
+    )
+    p.add_argument(
+        "--rules",
+        metavar="CONF",
+        help="a replay config: compare only the indices its follow.rules[] follow, each with its name in the target",
+    )
     args = p.parse_args(argv)
     try:
+        rules = Rules.from_config(load(args.rules).follow) if args.rules else None
         source, target = cluster(args.source), cluster(args.target)
-        return run(source, target, args.index, args.show, not args.no_refresh, sys.stdout)
+        return run(source, target, args.index, args.show, not args.no_refresh, sys.stdout, args.rename, rules)
     except ConfigError as e:
         print(f"esproxy compare: config error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from typing import ClassVar
 import yaml
 
 from . import labels
+from .follow import Rules
 from .messages import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
 from .schema import ConfigError, Duration, Url, build, reference, setting, walk_compat
 
@@ -71,6 +72,12 @@ class KafkaSource:
         Duration(10), "Consumer group session timeout; heartbeats every third of it, at most 3s (ours)."
     )
     warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
+    maxDocsPerSecond: int = setting(
+        0,
+        "Most writes (document actions, other writes count one) the replay sends B per second, all partitions"
+        " together; the time it waits is counted (`replay.throttled_seconds`); 0 = unbounded (ours).",
+    )
+    maxBytesPerSecond: int = setting(0, "Most bytes the replay sends B per second; 0 = unbounded (ours).")
     chunkTimeout: Duration = setting(
         Duration(600),
         "A write carried in chunks (see `destination.kafkas[].maxMessageBytes`) whose chunks stop coming is"
@@ -236,6 +243,44 @@ class HealthSettings:
 
 
 @dataclass
+class FollowRule:
+    name: str = setting(doc="Name of the rule, unique: logs and commands refer to it.", required=True)
+    indices: list[str] = setting(
+        [], "A's indices the rule follows: exact names and `*` wildcards (`logs-*`).", required=True
+    )
+    exclude: list[str] = setting([], "Names and `*` wildcards among `indices` not followed.")
+    rename: str = setting(
+        "{{remote_index}}",
+        "The index name in B; `{{remote_index}}` stands for A's name (`{{remote_index}}-sync`). A rule"
+        " with a wildcard needs the placeholder (two indices never go to one B index).",
+    )
+    settings: bool = setting(
+        False,
+        "Replay index settings (at creation and `_settings` updates), filtered by `settingsInclude` /"
+        " `settingsExclude`. Off: creation keeps only the analysis settings mappings may need, and"
+        " `_settings` updates are skipped.",
+    )
+    settingsInclude: list[str] = setting(
+        ["*"], "Setting keys replayed when `settings` is on (`*` wildcards; `index.` may be left out)."
+    )
+    settingsExclude: list[str] = setting([], "Setting keys never replayed (`*` wildcards).")
+    replicas: bool = setting(False, "Also replay `index.number_of_replicas` (B's own replica count otherwise).")
+    aliases: bool = setting(False, "Replay alias changes of followed indices (the alias points to B's name).")
+    copyExisting: bool = setting(
+        False, "Copy the indices that already exist in A (the initial copy, `esproxy sync copy`)."
+    )
+
+
+@dataclass
+class FollowSettings:
+    rules: list[FollowRule] = setting(
+        [],
+        "Sync rules: which indices the replay writes into B, under which name. None (or no `follow`"
+        " section): every write is replayed as it is. See docs/operations.md, Follower sync.",
+    )
+
+
+@dataclass
 class Config:
     chanSize: int = setting(
         0, "Capacity of the queue between request handlers and the Kafka producer; 0 = direct hand-off."
@@ -259,6 +304,9 @@ class Config:
     destination: Destination = setting(Destination(), "Where they go.")
     health: HealthSettings = setting(
         HealthSettings(), "When `/_esproxy/health` answers 503 (see docs/operations.md, Health) (ours)."
+    )
+    follow: FollowSettings = setting(
+        FollowSettings(), "Follower sync: the replay's index rules (see docs/operations.md, Follower sync) (ours)."
     )
 
     warnings: ClassVar[tuple[str, ...]] = ()  # set by parse(), not a setting
@@ -343,6 +391,8 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(f"{path}.concurrency", f"{k.concurrency} must be at least 1")
         if k.batchSize < 1 or k.batchBytes < 1:
             raise ConfigError(f"{path}.batchSize", "batchSize and batchBytes must be at least 1")
+        if k.maxDocsPerSecond < 0 or k.maxBytesPerSecond < 0:
+            raise ConfigError(f"{path}.maxDocsPerSecond", "rate limits must be 0 (unbounded) or more")
         if k.chunkTimeout <= 0:
             raise ConfigError(f"{path}.chunkTimeout", "must be more than 0s")
         if k.sessionTimeout < 1:
@@ -361,6 +411,10 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError("admin.port", f"{cfg.admin.port} is not a TCP port")
         if cfg.admin.port in ports:
             raise ConfigError("admin.port", f"{cfg.admin.port} is already used by {ports[cfg.admin.port]}")
+    if cfg.follow.rules:
+        Rules.from_config(cfg.follow)
+        if not cfg.kafka_sources():
+            warnings.append("follow: applies to the replay role only; this config has no source.kafkas[]")
     if not cfg.proxies() and not cfg.kafka_sources():
         raise ConfigError("source", "nothing to run: enable an entry of source.proxies[] or source.kafkas[]")
     walk_compat(cfg, "", lambda path, note: warnings.append(f"{path}: {note}"))

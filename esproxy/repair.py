@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Optional, TextIO
@@ -90,41 +91,43 @@ class Pace:
 
 
 class Progress:
-    """Documents read (both clusters), examined and written, rate and ETA: a redrawn bar on a
-    terminal, else a plain line now and then."""
+    """Documents read, examined and written (bytes when counted), rate and ETA: a redrawn bar on a
+    terminal, else a plain line now and then. Safe to step from several threads."""
 
-    def __init__(self, total: int, out: TextIO, interval: float = 10.0) -> None:
-        self.total, self.out = total, out  # documents to read: A's and B's
+    def __init__(self, total: int, out: TextIO, interval: float = 10.0, label: str = "repair") -> None:
+        self.total, self.out, self.label = total, out, label  # documents to read
         self.tty = out.isatty()
         self.interval = 0.2 if self.tty else interval
-        self.read = self.examined = self.written = 0
+        self.read = self.examined = self.written = self.bytes = 0
         self.index = ""
         self.start = self.last = time.monotonic()
+        self._lock = threading.Lock()
 
-    def step(self, read: int = 0, examined: int = 0, written: int = 0) -> None:
-        self.read += read
-        self.examined += examined
-        self.written += written
-        now = time.monotonic()
-        if now - self.last >= self.interval:
-            self.last = now
-            self._show(now)
+    def step(self, read: int = 0, examined: int = 0, written: int = 0, size: int = 0) -> None:
+        with self._lock:
+            self.read += read
+            self.examined += examined
+            self.written += written
+            self.bytes += size
+            now = time.monotonic()
+            if now - self.last >= self.interval:
+                self.last = now
+                self._show(now)
 
     def _show(self, now: float) -> None:
         rate = self.read / max(now - self.start, 1e-6)
         left = max(self.total - self.read, 0)
         eta = _duration(math.ceil(left / rate)) if rate > 0 else "?"
-        text = (
-            f"{self.read}/{self.total} read, {self.examined} examined, {self.written} written,"
-            f" {rate:.0f} docs/s, ETA {eta}"
-        )
+        examined = f" {self.examined} examined," if self.examined else ""
+        size = f" {megabytes(self.bytes)}," if self.bytes else ""
+        text = f"{self.read}/{self.total} read,{examined} {self.written} written,{size} {rate:.0f} docs/s, ETA {eta}"
         if self.tty:
             width = 24
             filled = width * min(self.read, self.total) // max(1, self.total)
             bar = f"[{'#' * filled}{'.' * (width - filled)}]"
             self.out.write(f"\r{bar} {text} {self.index[:30]:<30}")
         else:
-            self.out.write(f"repair: {self.index}: {text}\n")
+            self.out.write(f"{self.label}: {self.index}: {text}\n")
         self.out.flush()
 
     def close(self) -> None:
@@ -132,6 +135,10 @@ class Progress:
             self._show(time.monotonic())
             self.out.write("\n")
             self.out.flush()
+
+
+def megabytes(count: int) -> str:
+    return f"{count / 1e6:.1f} MB"
 
 
 def _duration(seconds: float) -> str:
@@ -145,10 +152,19 @@ def _doc_type(hit: dict) -> Optional[str]:
     return t if t not in (None, "_doc") else None
 
 
-def _write(hit: dict, kind: str) -> Planned:
+def versioned_write(hit: dict, kind: str, index: Optional[str] = None) -> Planned:
+    """A's document (a search or get hit with its `_seq_no`) as the live replay writes it, into
+    ``index`` (default: the hit's own)."""
     source = json.dumps(hit.get("_source"), ensure_ascii=False, separators=(",", ":")).encode()
     op = DocOp(
-        "index", hit["_index"], hit["_id"], int(hit["_seq_no"]), source, hit.get("_routing"), None, _doc_type(hit)
+        "index",
+        index or hit["_index"],
+        hit["_id"],
+        int(hit["_seq_no"]),
+        source,
+        hit.get("_routing"),
+        None,
+        _doc_type(hit),
     )
     return Planned(kind, op.index, op.id, op.routing, op.lines())
 
@@ -233,10 +249,14 @@ class Repair:
 
     # ------------------------------------------------------------------ one index
 
-    def repair_index(self, index: str, in_source: bool, in_target: bool) -> IndexResult:
+    def repair_index(
+        self, index: str, in_source: bool, in_target: bool, target_index: Optional[str] = None
+    ) -> IndexResult:
+        """``index`` of the source against ``target_index`` (default: the same name) of the target."""
+        target_index = target_index or index
         result = IndexResult(index)
         self.progress.index = index
-        theirs = self.target_docs(index) if in_target else {}
+        theirs = self.target_docs(target_index) if in_target else {}
         pending: list[Planned] = []
         since = time.monotonic()
 
@@ -261,9 +281,9 @@ class Repair:
                     if other is None or other.digest != digest(hit.get("_source")):
                         unversioned(hit["_id"])
                 elif other is None:
-                    plan(_write(hit, "copy"))
+                    plan(versioned_write(hit, "copy", target_index))
                 elif other.digest != digest(hit.get("_source")):
-                    plan(_write(hit, "update"))
+                    plan(versioned_write(hit, "update", target_index))
         if pending:
             self.apply(pending, result)
             pending.clear()
@@ -278,16 +298,16 @@ class Repair:
                 self.progress.step(examined=1)
                 doc = now_on_source.get(doc_id)
                 if doc is None:
-                    pending.append(delete_action(index, doc_id, t))
+                    pending.append(delete_action(target_index, doc_id, t))
                 elif doc.get("_seq_no") is None:
                     unversioned(doc_id)
                 elif t.digest != digest(doc.get("_source")):
-                    pending.append(_write(doc, "update"))  # written on A since B was read
+                    pending.append(versioned_write(doc, "update", target_index))  # written on A since B was read
             if pending:
                 self.apply(pending, result)
                 pending.clear()
         if result.skipped_docs and not self.dry_run:
-            self._verify(index, result)
+            self._verify(index, target_index, result)
         result.unresolved += result.failed
         return result
 
@@ -343,12 +363,12 @@ class Repair:
             return [_whole_failure(r.status, r.body)] * len(planned)
         return parse_response(r.body)
 
-    def _verify(self, index: str, result: IndexResult) -> None:
+    def _verify(self, index: str, target_index: str, result: IndexResult) -> None:
         """A skipped document is fine when B's newer copy is what A holds now (the live stream got there)."""
         docs = result.skipped_docs
         for start in range(0, len(docs), self.batch):
             chunk = docs[start : start + self.batch]
-            ours, theirs = self._mget(self.source, index, chunk), self._mget(self.target, index, chunk)
+            ours, theirs = self._mget(self.source, index, chunk), self._mget(self.target, target_index, chunk)
             for doc_id, _ in chunk:
                 a, b = ours.get(doc_id), theirs.get(doc_id)
                 if (a is None) != (b is None) or (a and b and digest(a.get("_source")) != digest(b.get("_source"))):

@@ -24,6 +24,7 @@ from .dest.elastic import Elastic
 from .dest.kafka import KafkaDest
 from .dest.refusals import ProxyDeadLetters
 from .fanout import Fanout
+from .followcontrol import FollowControl
 from .listeners import Listeners, bind, matching_indexes, wait_for_cluster_id
 from .prefork import WorkerPool
 from .profiling import Profiler
@@ -46,6 +47,8 @@ class Roles:
         self.replays: list[KafkaReplay] = []
         self.fanout: Optional[Fanout] = None
         self.replay_elastics: list[Elastic] = []
+        # the replay's sync rules, changed at runtime through the admin port (state in the working directory)
+        self.follow = FollowControl(cfg.follow) if cfg.kafka_sources() else None
         self.admin = Admin(self._admin_view())
         self.profiler = Profiler()
 
@@ -70,6 +73,7 @@ class Roles:
             elastics=lambda: self.elastics,
             workers=lambda: self.pool,
             lags=lambda: [row for replay in self.replays for row in replay.lag()],
+            sync=self.follow.handle if self.follow is not None else None,
         )
 
     def handle_signal(self, signum: int) -> None:
@@ -155,7 +159,7 @@ class Roles:
             for primary in primaries:  # needed before replaying: it says which beans to skip
                 if not wait_for_cluster_id(primary, self.stop_event):
                     raise _Stopped()
-            replay = KafkaReplay(k, primaries)
+            replay = KafkaReplay(k, primaries, self.follow.rules if self.follow is not None else None)
             replay.start()
             self.replays.append(replay)
 

@@ -24,6 +24,23 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 RATE_WINDOW = 10  # seconds over which replay_messages_per_second is averaged
 DEAD_LETTER_TIMES = 10000  # the times of the last this many dead letters are kept (health's window)
+FOLLOWED_INDICES = 1000  # follower indices counted by name in `followed`; the rest as "(other)"
+SKIPPED_BY_RULES_INDICES = 1000  # indices counted by name in replay_skipped_by_rules; the rest as "(other)"
+
+
+class FollowedIndex:
+    """What the replay applied to one follower index (B's name) under a sync rule."""
+
+    __slots__ = ("source", "rule", "docs", "bytes", "failures", "last_applied", "lag_seconds")
+
+    def __init__(self, source: str, rule: str) -> None:
+        self.source, self.rule = source, rule
+        self.docs = self.bytes = self.failures = 0
+        self.last_applied = 0.0  # time.time() of the last write applied
+        self.lag_seconds = 0.0  # its Kafka timestamp (capture on A) to its application on B
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class Stats:
@@ -47,6 +64,9 @@ class Stats:
         self.replay_bytes = 0
         self.replay_by_index: dict[str, list[int]] = {}  # index -> [writes applied, bytes]
         self.replay_skipped: dict[str, int] = {}  # index -> writes B refused (4xx) or broken messages
+        self.replay_skipped_by_rules: dict[str, int] = {}  # A's index -> writes no sync rule follows
+        self.replay_throttled_seconds = 0.0  # time the replay waited for its rate limit
+        self.followed: dict[str, FollowedIndex] = {}  # B's index name -> what the sync rules applied to it
         self._dead_letters = 0
         self.dead_letter_times: deque[float] = deque(maxlen=DEAD_LETTER_TIMES)  # time.monotonic() of each
         self._rate: deque[list[int]] = deque(maxlen=RATE_WINDOW + 2)  # [second, messages]
@@ -123,6 +143,36 @@ class Stats:
             entry[1] += nbytes
         else:
             self.replay_skipped[index] = self.replay_skipped.get(index, 0) + 1
+
+    def skipped_by_rules(self, index: str) -> None:
+        """One write (or `_bulk` action) into ``index`` skipped: no sync rule follows the index."""
+        counts = self.replay_skipped_by_rules
+        key = index if index in counts or len(counts) < SKIPPED_BY_RULES_INDICES else "(other)"
+        counts[key] = counts.get(key, 0) + 1
+
+    def follow_applied(self, target: str, source: str, rule: str, docs: int, nbytes: int, timestamp_ms: int) -> None:
+        """``docs`` writes of A's ``source`` applied to B's ``target`` under ``rule``; ``timestamp_ms``: Kafka's."""
+        entry = self._followed(target, source, rule)
+        entry.docs += docs
+        entry.bytes += nbytes
+        entry.last_applied = time.time()
+        if timestamp_ms > 0:
+            entry.lag_seconds = max(0.0, entry.last_applied - timestamp_ms / 1000)
+
+    def follow_failed(self, target: str) -> None:
+        """A write into follower index ``target`` that B refused (to the dead letters)."""
+        if target in self.followed:
+            self.followed[target].failures += 1
+
+    def _followed(self, target: str, source: str, rule: str) -> FollowedIndex:
+        entry = self.followed.get(target)
+        if entry is None:
+            if len(self.followed) >= FOLLOWED_INDICES:
+                target, source, rule = "(other)", "(other)", "(other)"
+                entry = self.followed.get(target)
+            if entry is None:
+                entry = self.followed[target] = FollowedIndex(source, rule)
+        return entry
 
     # ------------------------------------------------------------------ pre-fork workers
 

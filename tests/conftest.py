@@ -7,6 +7,7 @@ and group names (see `names`).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -135,32 +136,42 @@ def kafka(servers_dir, real_engines):
 
 
 @pytest.fixture
-def osmem_factory(request, tmp_path, real_engines):
+def own_server(tmp_path):
+    """Start servers of this test's own, which it may pause (SIGSTOP) without disturbing other tests:
+    `srv = own_server("tansu")` (or "osmem"); resumed and killed at teardown."""
+    started: list = []
+
+    def start(kind: str) -> DemoServer:
+        srv = DemoServer(kind, tmp_path)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        try:
+            os.killpg(srv.proc.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        srv.stop()
+
+
+@pytest.fixture
+def osmem_factory(request, own_server, real_engines):
     """Start pristine osmem clusters: `url = osmem_factory()`; all are killed at teardown.
 
     With --engines=real it hands out the session's real clusters instead, A then B, leaving out one the test
     already has as es_a / es_b; they are shared, so such a test must confine itself to its own indices.
     """
-    started: list = []
-    if real_engines:
-        spare = [real_engines[role].url for role in ("a", "b") if f"es_{role}" not in request.fixturenames]
+    if not real_engines:
+        return lambda: own_server("osmem").url
+    spare = [real_engines[role].url for role in ("a", "b") if f"es_{role}" not in request.fixturenames]
 
-        def hand_out() -> str:
-            if not spare:
-                pytest.skip("the real engines are two clusters; this test wants more")
-            return spare.pop(0)
+    def hand_out() -> str:
+        if not spare:
+            pytest.skip("the real engines are two clusters; this test wants more")
+        return spare.pop(0)
 
-        yield hand_out
-        return
-
-    def start() -> str:
-        srv = DemoServer("osmem", tmp_path)
-        started.append(srv)
-        return srv.url
-
-    yield start
-    for srv in started:
-        srv.stop()
+    return hand_out
 
 
 class Names:

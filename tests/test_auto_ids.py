@@ -11,8 +11,6 @@ import json
 import os
 import re
 import signal
-import threading
-import time
 
 import pytest
 import requests
@@ -20,7 +18,7 @@ from support.basics import kill_group, wait_until
 from support.configs import proxy_config, replay_config
 from support.elastic import compare_until_equal, es_doc
 from support.kafka import create_topic
-from support.servers import DemoServer
+from support.load import WriterThread
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 ES_ID = re.compile(r"^[A-Za-z0-9_-]{20}$")
@@ -39,45 +37,32 @@ def bulk_body(actions: list[dict], n: int) -> bytes:
     )
 
 
-class AutoIdWriter(threading.Thread):
+class AutoIdWriter(WriterThread):
     """Auto-id writes only: single documents and bulks (index in the action or the URL, index and
     create verbs). Remembers the (index, id) of every acknowledged document."""
 
     def __init__(self, base: str, index: str, count: int) -> None:
-        super().__init__(daemon=True)
-        self.base, self.index, self.count = base, index, count
+        super().__init__(base, index, count)
         self.acked: list[tuple[str, str]] = []
         self.requests_acked = 0
-        self.failed = 0
-        self.stop = False
 
-    def run(self) -> None:
-        s = requests.Session()
-        for i in range(self.count):
-            if self.stop:
-                return
-            try:
-                if i % 3 == 0:
-                    r = s.post(f"{self.base}/{self.index}/_doc", json={"n": i}, timeout=30)
-                    ok = r.status_code == 201
-                    docs = [(r.json()["_index"], r.json()["_id"])] if ok else []
-                else:
-                    if i % 3 == 1:
-                        url, actions = f"{self.base}/_bulk", [{"index": {"_index": self.index}}] * 3
-                    else:
-                        url, actions = f"{self.base}/{self.index}/_bulk", [{"create": {}}, {"index": {}}]
-                    r = s.post(url, data=bulk_body(actions, i), headers=NDJSON, timeout=30)
-                    ok = r.status_code == 200 and not r.json()["errors"]
-                    docs = [(v["_index"], v["_id"]) for item in r.json()["items"] for v in item.values()] if ok else []
-                if ok:
-                    self.acked += docs
-                    self.requests_acked += 1
-                else:
-                    self.failed += 1
-            except requests.RequestException:
-                self.failed += 1
-                s = requests.Session()
-                time.sleep(0.05)
+    def write(self, s: requests.Session, i: int) -> bool:
+        if i % 3 == 0:
+            r = s.post(f"{self.base}/{self.index}/_doc", json={"n": i}, timeout=30)
+            ok = r.status_code == 201
+            docs = [(r.json()["_index"], r.json()["_id"])] if ok else []
+        else:
+            if i % 3 == 1:
+                url, actions = f"{self.base}/_bulk", [{"index": {"_index": self.index}}] * 3
+            else:
+                url, actions = f"{self.base}/{self.index}/_bulk", [{"create": {}}, {"index": {}}]
+            r = s.post(url, data=bulk_body(actions, i), headers=NDJSON, timeout=30)
+            ok = r.status_code == 200 and not r.json()["errors"]
+            docs = [(v["_index"], v["_id"]) for item in r.json()["items"] for v in item.values()] if ok else []
+        if ok:
+            self.acked += docs
+            self.requests_acked += 1
+        return ok
 
 
 def requests_unread_by(port: int) -> int:
@@ -157,12 +142,8 @@ def test_assign_ids_false_keeps_as_own_ids(esproxy, osmem_factory, kafka, names,
 
 
 @pytest.fixture
-def own_a(tmp_path):
-    """Cluster A of this test's own, so that pausing it disturbs no other test."""
-    server = DemoServer("osmem", tmp_path)
-    yield server
-    os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
+def own_a(own_server):
+    return own_server("osmem")
 
 
 def test_sigkill_of_the_proxy_with_auto_id_writes_in_flight_settles_them_all(

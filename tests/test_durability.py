@@ -16,7 +16,6 @@ from support.configs import proxy_config, replay_config
 from support.elastic import compare_until_equal
 from support.kafka import create_topic
 from support.load import Writer
-from support.servers import DemoServer
 
 
 def spool_config(port: int, a: str, kafka: str, topic: str, **spool) -> dict:
@@ -50,12 +49,8 @@ def test_sigkill_of_the_proxy_under_load_loses_nothing(esproxy, osmem_factory, k
 
 
 @pytest.fixture
-def own_broker(tmp_path):
-    """A broker of this test's own, so that pausing it disturbs no other test."""
-    broker = DemoServer("tansu", tmp_path)
-    yield broker
-    os.kill(broker.proc.pid, signal.SIGCONT)
-    broker.stop()
+def own_broker(own_server):
+    return own_server("tansu")
 
 
 def test_broker_paused_during_load_then_resumed(esproxy, osmem_factory, own_broker, names, port):

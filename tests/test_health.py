@@ -49,12 +49,8 @@ def assert_unhealthy_shape(doc: dict, pid: int) -> None:
 
 
 @pytest.fixture
-def broker(tmp_path):
-    """A private Tansu that a test may stop (SIGSTOP) and resume."""
-    srv = DemoServer("tansu", tmp_path)
-    yield srv
-    os.killpg(srv.proc.pid, signal.SIGCONT)
-    srv.stop()
+def broker(own_server):
+    return own_server("tansu")
 
 
 @pytest.mark.parametrize("durability", ["spool", "none"])

@@ -58,11 +58,8 @@ def cluster(tmp_path):
 
 
 @pytest.fixture
-def broker(tmp_path):
-    srv = DemoServer("tansu", tmp_path)
-    yield srv
-    os.killpg(srv.proc.pid, signal.SIGCONT)
-    srv.stop()
+def broker(own_server):
+    return own_server("tansu")
 
 
 def test_ctl_status_prints_the_pid_and_the_health(cluster, broker, tmp_path):

@@ -30,9 +30,12 @@ from ..bean import DOCS_KIND, Bean, BeanError
 from ..bulk import split_actions
 from ..config import KafkaSource
 from ..dest.elastic import Elastic, replay, replay_docs
+from ..follow import Rules
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
+from ..ratelimit import RateLimit
 from ..retry import Aborted, retry
 from ..stats import STATS
+from .followed import follow_docs, follow_raw
 from .kafka_deadletters import DeadLetters
 from .lanes import Lane
 
@@ -64,6 +67,9 @@ def _where(record: Any) -> str:
     return f"{record.topic}-{record.partition}@{record.offset}"
 
 
+# A partition a paused sync rule held this recently is waiting on purpose, not stalled (it is retried every second).
+PAUSE_HOLD_SECONDS = 5.0
+
 # An incomplete chunk set is given up after this many records of its partition (see chunkTimeout).
 CHUNK_MAX_RECORDS = 1_000_000
 
@@ -93,6 +99,7 @@ class _Batch:
         self.beans: list[Bean] = []
         self.chunks: dict[Elastic, list[bytes]] = {p: [] for p in self.primaries}
         self.origin: dict[int, Any] = {}  # id(chunk) -> the record it came from
+        self.followed: list[tuple[str, str, str, int, int, int]] = []  # target, source, rule, docs, bytes, ts
         self.actions = 0
         self.bytes = 0
 
@@ -130,9 +137,14 @@ def _names(partitions: Any) -> str:
 
 
 class KafkaReplay:
-    def __init__(self, cfg: KafkaSource, primaries: list[Elastic]) -> None:
+    def __init__(self, cfg: KafkaSource, primaries: list[Elastic], rules: Optional[Rules] = None) -> None:
         self.cfg = cfg
         self.primaries = primaries
+        self.rules = rules if rules is not None else Rules([])  # none: every write replayed as it is
+        self._paused_at: dict[str, tuple[str, int, int]] = {}  # rule -> where it last held a partition
+        # (topic, partition) -> (time.monotonic(), rule) a paused rule last held it: not a stall for health
+        self._held_by_pause: dict[tuple[str, int], tuple[float, str]] = {}
+        self.rate = RateLimit(cfg.maxDocsPerSecond, cfg.maxBytesPerSecond)
         self.stopping = False
         self.dead_letters = DeadLetters(cfg)
         self._consumer: Optional[KafkaConsumer] = None
@@ -282,7 +294,8 @@ class KafkaReplay:
         watermark of the last fetch, None until both are known (approximate on brokers whose high
         watermark counts record batches, as Tansu's does); ``lag_seconds``: now minus the Kafka
         timestamp of the oldest record fetched and not yet applied, 0 when none waits;
-        ``stalled_seconds``: how long records have waited with none applied, 0 when none waits.
+        ``stalled_seconds``: how long records have waited with none applied, 0 when none waits or a
+        paused sync rule holds them (``paused_by``: that rule).
         """
         consumer = self._consumer
         if consumer is None:
@@ -298,6 +311,8 @@ class KafkaReplay:
             waiting = lane.waiting if lane is not None else None
             highwater = consumer.highwater(tp)
             start = waiting[0] if waiting is not None else self._fetch_from.get(tp)
+            held = self._held_by_pause.get((tp.topic, tp.partition))
+            paused_by = held[1] if held is not None and now - held[0] < PAUSE_HOLD_SECONDS else ""
             rows.append(
                 {
                     "group": self.cfg.group,
@@ -306,8 +321,11 @@ class KafkaReplay:
                     "lag": None if highwater is None or start is None else max(0, highwater - start),
                     "lag_seconds": round(max(0.0, wall - waiting[1]), 3) if waiting is not None else 0.0,
                     "stalled_seconds": (
-                        round(now - lane.progress_at, 3) if lane is not None and waiting is not None else 0.0
+                        round(now - lane.progress_at, 3)
+                        if lane is not None and waiting is not None and not paused_by
+                        else 0.0
                     ),
+                    "paused_by": paused_by,
                     "oldest_offset": waiting[0] if waiting is not None else None,
                 }
             )
@@ -376,16 +394,35 @@ class KafkaReplay:
                 bean = item if isinstance(item, Bean) else None
                 if bean is not None and bean.kind == DOCS_KIND:
                     chunks = split_actions(bean.body)
+                    if self.rules.active:
+                        chunks, paused = self._follow_docs(record, bean, chunks, stop)
+                        if paused:
+                            if batch.records:
+                                last = self._flush(batch, stop)
+                            self._wait_paused(record, paused)
+                            break
+                    if not chunks:  # nothing followed: done once what comes before is
+                        if complete is not None:
+                            assembler.release(complete.id)
+                        if batch.records:
+                            batch.carry(record)
+                        else:
+                            last = record.offset
+                        continue
                     if batch.records and not batch.fits(len(chunks), len(bean.body), self.cfg):
                         last = self._flush(batch, stop)
                     batch.add(record, bean, chunks, self._targets(record, bean))
+                    if self.rules.active:
+                        self._note_followed(batch, record, bean.index_key(), len(chunks), sum(map(len, chunks)))
                     if complete is not None:
                         batch.sets.append(complete.id)
                     continue
                 if batch.records:
                     last = self._flush(batch, stop)
-                if bean is not None:
-                    self._replay_raw(record, bean, stop)
+                paused = self._replay_raw(record, bean, stop) if bean is not None else ""
+                if paused:
+                    self._wait_paused(record, paused)
+                    break
                 if complete is not None:
                     assembler.release(complete.id)
                 last = record.offset
@@ -498,11 +535,13 @@ class KafkaReplay:
         for primary, chunks in batch.chunks.items():
             if not chunks:
                 continue
+            self._throttle(len(chunks), sum(len(c) for c in chunks), stop)
             refused = replay_docs(primary, chunks, stop)
             for bean in batch.beans:
                 STATS.replayed(bean.index, len(bean.body), ok=True)
             for chunk, item in refused:
                 STATS.replayed(item.index, len(chunk), ok=False)
+                STATS.follow_failed(item.index)
                 error = _error_text(item.error)
                 record = batch.origin[id(chunk)]
                 log.warning(
@@ -525,13 +564,82 @@ class KafkaReplay:
                     body=chunk,
                     error=item.error,
                 )
+        for target, source, rule, docs, nbytes, timestamp in batch.followed:
+            STATS.follow_applied(target, source, rule, docs, nbytes, timestamp)
         batch.applied()
         last = batch.records[-1].offset
         batch.clear()
         return last
 
-    def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
+    def _follow_docs(
+        self, record: Any, bean: Bean, chunks: list[bytes], stop: Callable[[], bool]
+    ) -> tuple[list[bytes], str]:
+        """The actions the sync rules follow, renamed, and the paused rule one names; none (once its
+        dead letter is written) for a document bean whose actions cannot be read."""
+        try:
+            kept, skipped, paused = follow_docs(self.rules, chunks)
+        except (ValueError, AttributeError, StopIteration) as e:
+            reason = f"sync rules: a document bean whose actions cannot be read: {e}"
+            log.error("replay %s: %s", _where(record), reason)
+            STATS.replayed(bean.index_key(), len(bean.body), ok=False)
+            self.dead_letters.write(record, reason, stop)
+            return [], ""
+        if paused:
+            return kept, paused
+        self._skipped(record, skipped)
+        return kept, ""
+
+    def _wait_paused(self, record: Any, rule: str) -> None:
+        """A write of a paused rule: the partition stops before it and is replayed again from it (lanes.py)."""
+        where = (record.topic, record.partition, record.offset)
+        self._held_by_pause[(record.topic, record.partition)] = (time.monotonic(), rule)
+        if self._paused_at.get(rule) != where:
+            self._paused_at[rule] = where
+            log.info("replay of %s waits: sync rule %s is paused", _where(record), rule)
+
+    def _skipped(self, record: Any, indices: list[str]) -> None:
+        for index in indices:
+            STATS.skipped_by_rules(index)
+        if indices and log.isEnabledFor(logging.DEBUG):
+            log.debug("replay %s: not followed, skipped: %s", _where(record), ", ".join(sorted(set(indices))))
+
+    def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> str:
+        """Replay a bean as sent (under the sync rules); the paused rule it waits for, else ""."""
+        if not self.rules.active:
+            self._replay_one(record, bean, stop)
+            return ""
+        outcome = follow_raw(self.rules, bean)
+        if outcome.paused:
+            return outcome.paused
+        self._skipped(record, outcome.skipped)
+        if outcome.problem:
+            reason = f"sync rules: {outcome.problem}"
+            log.error("replay %s: %s; to the dead letters", _where(record), reason)
+            STATS.replayed(bean.index_key(), len(bean.body), ok=False)
+            self.dead_letters.write(record, reason, stop)
+            return ""
+        for followed in outcome.beans:
+            self._replay_one(record, followed, stop)
+        for source in bean.index_key().split(",") if outcome.beans else ():
+            target = self.rules.target(source) if "*" not in source and source[:1] not in ("_", "") else None
+            if target is not None:
+                timestamp = getattr(record, "timestamp", 0) or 0
+                STATS.follow_applied(target.index, source, target.rule.name, 1, len(bean.body), timestamp)
+        return ""
+
+    def _note_followed(self, batch: _Batch, record: Any, source: str, docs: int, nbytes: int) -> None:
+        target = self.rules.target(source)
+        if target is not None and docs:
+            timestamp = getattr(record, "timestamp", 0) or 0
+            batch.followed.append((target.index, source, target.rule.name, docs, nbytes, timestamp))
+
+    def _throttle(self, docs: int, nbytes: int, stop: Callable[[], bool]) -> None:
+        if self.rate.limited:
+            STATS.replay_throttled_seconds += self.rate.take(docs, nbytes, stop)
+
+    def _replay_one(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
         for primary in self._targets(record, bean):
+            self._throttle(1, len(bean.body), stop)
             r = replay(primary, bean, stop)
             STATS.replayed(bean.index_key(), len(bean.body), r.status < 300)
             if r.status >= 300:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -57,3 +58,16 @@ def compare_until_equal(a: str, b: str, index: str = "*", timeout: float = 90) -
         result = run()
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def bulk_load(base: str, index: str, count: int, chunk: int = 2000) -> None:
+    """``count`` small documents with ids ``0..count-1`` (plain `_bulk` into the cluster, no proxy)."""
+    for start in range(0, count, chunk):
+        lines = []
+        for i in range(start, min(count, start + chunk)):
+            lines += [json.dumps({"index": {"_index": index, "_id": str(i)}}), json.dumps({"n": i, "s": f"doc {i}"})]
+        r = requests.post(
+            f"{base}/_bulk", data="\n".join(lines) + "\n", headers={"Content-Type": "application/x-ndjson"}, timeout=120
+        )
+        assert r.status_code == 200 and not r.json()["errors"], r.text[:500]
+    requests.post(f"{base}/{index}/_refresh", timeout=60)
