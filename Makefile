@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run stop status test lint docs clean bench test-copy-100k
+.PHONY: install run stop status test test-real lint docs clean bench test-copy-100k
 
 install: $(STAMP)
 
@@ -24,6 +24,22 @@ status:
 
 test: install
 	$(BIN)/pytest -q
+
+# The tests marked `real` against real engines (tests/engines): Apache Kafka, Elasticsearch 8 and OpenSearch 2,
+# JVMs whose jars Maven resolves into ~/.m2 (set ESPROXY_MAVEN_REPO for another place). Needs java (17+), javac
+# and mvn; `make test` needs none of them. Both directions: A=Elasticsearch -> B=OpenSearch, then the reverse.
+# elasticsearch-py 8 comes with the test-real extra, elasticsearch-py 7 in a venv of its own ($(VENV)/es7).
+REAL_STAMP := $(VENV)/.real-installed
+$(REAL_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,codecs,demo,test-real]'
+	$(PYTHON) -m venv $(VENV)/es7
+	$(VENV)/es7/bin/pip install --quiet --disable-pip-version-check 'elasticsearch>=7.17,<8'
+	touch $(REAL_STAMP)
+
+test-real: $(REAL_STAMP)
+	$(BIN)/python tests/engines resolve
+	$(BIN)/pytest -q --engines=real --real-pair=es-os
+	$(BIN)/pytest -q --engines=real --real-pair=os-es
 
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP) pyproject.toml

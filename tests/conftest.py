@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,44 @@ from support.process import Esproxy
 from support.servers import DemoServer
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--engines",
+        choices=("demo", "real"),
+        default=os.environ.get("ESPROXY_ENGINES", "demo"),
+        help="demo: osmem + Tansu (default); real: Apache Kafka, Elasticsearch, OpenSearch (needs java, mvn; "
+        "runs only tests marked `real`)",
+    )
+    parser.addoption(
+        "--real-pair",
+        choices=("es-os", "os-es"),
+        default=os.environ.get("ESPROXY_REAL_PAIR", "es-os"),
+        help="with --engines=real: A=Elasticsearch, B=OpenSearch (es-os) or the other way round (os-es)",
+    )
+
+
+def real_engines_wanted(config) -> bool:
+    return config.getoption("--engines") == "real"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not real_engines_wanted(config):
+        return
+    keep = [item for item in items if item.get_closest_marker("real")]
+    config.hook.pytest_deselected(items=[item for item in items if not item.get_closest_marker("real")])
+    items[:] = keep
+
+
+REAL_ENGINES = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if REAL_ENGINES in config.stash:
+        terminalreporter.write_line(f"real engines: {config.stash[REAL_ENGINES]}")
+
+
 def pytest_configure(config):
+    config.addinivalue_line("markers", "real: also runs on the real engines (`make test-real`, --engines=real)")
     # kafka-python's protocol loader uses deprecated importlib.resources calls: not our concern.
     config.addinivalue_line("filterwarnings", "ignore:read_text is deprecated:DeprecationWarning")
     config.addinivalue_line("filterwarnings", "ignore:open_text is deprecated:DeprecationWarning")
@@ -33,24 +71,65 @@ def servers_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def es_a(servers_dir):
-    """Cluster A (osmem), URL like http://127.0.0.1:PORT."""
+def real_engines(request, servers_dir):
+    """With --engines=real: {"kafka", "a", "b"} engines of tests/engines, started together; else None."""
+    if not real_engines_wanted(request.config):
+        yield None
+        return
+    import engines
+
+    if not engines.tools_present():
+        pytest.exit("--engines=real needs java and mvn on PATH", returncode=2)
+    engines.kill_leftovers()
+    es_os = request.config.getoption("--real-pair") == "es-os"
+    kinds = {
+        "kafka": "kafka",
+        "a": "elasticsearch" if es_os else "opensearch",
+        "b": "opensearch" if es_os else "elasticsearch",
+    }
+    running = dict(zip(kinds, engines.start_all(list(kinds.values()), [servers_dir / f"real-{k}" for k in kinds])))
+    request.config.stash[REAL_ENGINES] = "; ".join(f"{role}={e.describe()}" for role, e in running.items())
+    yield running
+    for e in running.values():
+        e.stop()
+
+
+@pytest.fixture(scope="session")
+def engine_kinds(real_engines) -> dict:
+    """What es_a, es_b and kafka are: {"a": (engine, version), "b": ..., "kafka": ...}."""
+    if not real_engines:
+        return {"a": ("osmem", ""), "b": ("osmem", ""), "kafka": ("tansu", "")}
+    return {role: (e.name, e.version) for role, e in real_engines.items()}
+
+
+@pytest.fixture(scope="session")
+def es_a(servers_dir, real_engines):
+    """Cluster A (osmem, or a real node with --engines=real), URL like http://127.0.0.1:PORT."""
+    if real_engines:
+        yield real_engines["a"].url
+        return
     srv = DemoServer("osmem", servers_dir)
     yield srv.url
     srv.stop()
 
 
 @pytest.fixture(scope="session")
-def es_b(servers_dir):
-    """Cluster B (osmem), URL like http://127.0.0.1:PORT."""
+def es_b(servers_dir, real_engines):
+    """Cluster B (osmem, or a real node of the other kind with --engines=real), URL like http://127.0.0.1:PORT."""
+    if real_engines:
+        yield real_engines["b"].url
+        return
     srv = DemoServer("osmem", servers_dir)
     yield srv.url
     srv.stop()
 
 
 @pytest.fixture(scope="session")
-def kafka(servers_dir):
-    """The Tansu broker, "127.0.0.1:PORT"."""
+def kafka(servers_dir, real_engines):
+    """The Tansu broker (a real Kafka broker with --engines=real), "127.0.0.1:PORT"."""
+    if real_engines:
+        yield real_engines["kafka"].addr
+        return
     srv = DemoServer("tansu", servers_dir)
     yield srv.addr
     srv.stop()
@@ -77,9 +156,22 @@ def own_server(tmp_path):
 
 
 @pytest.fixture
-def osmem_factory(own_server):
-    """Start pristine osmem clusters: `url = osmem_factory()`; all are killed at teardown."""
-    return lambda: own_server("osmem").url
+def osmem_factory(request, own_server, real_engines):
+    """Start pristine osmem clusters: `url = osmem_factory()`; all are killed at teardown.
+
+    With --engines=real it hands out the session's real clusters instead, A then B, leaving out one the test
+    already has as es_a / es_b; they are shared, so such a test must confine itself to its own indices.
+    """
+    if not real_engines:
+        return lambda: own_server("osmem").url
+    spare = [real_engines[role].url for role in ("a", "b") if f"es_{role}" not in request.fixturenames]
+
+    def hand_out() -> str:
+        if not spare:
+            pytest.skip("the real engines are two clusters; this test wants more")
+        return spare.pop(0)
+
+    return hand_out
 
 
 class Names:
@@ -87,15 +179,20 @@ class Names:
 
     def __init__(self, base: str):
         self.base = base
+        self.indices = f"{base}-{uuid.uuid4().hex[:6]}"  # this test's index names start so, and no other's
 
     def index(self, suffix: str = "idx") -> str:
-        return unique(f"{self.base}-{suffix}")
+        return unique(f"{self.indices}-{suffix}")
 
     def topic(self, suffix: str = "topic") -> str:
         return unique(f"{self.base}-{suffix}")
 
     def group(self, suffix: str = "group") -> str:
         return unique(f"{self.base}-{suffix}")
+
+    def pattern(self) -> str:
+        """An index pattern that matches every index this test named with index(), and no other test's."""
+        return unique(self.indices).rsplit("-", 2)[0] + "-*"
 
 
 @pytest.fixture

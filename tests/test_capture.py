@@ -14,6 +14,8 @@ from support.configs import proxy_config
 from support.elastic import es_cluster_id
 from support.kafka import count_messages, read_topic
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 JSON = {"Content-Type": "application/json"}
 NDJSON = {"Content-Type": "application/x-ndjson"}
 

@@ -26,6 +26,7 @@ def spool_config(port: int, a: str, kafka: str, topic: str, **spool) -> dict:
     return conf
 
 
+@pytest.mark.real
 def test_sigkill_of_the_proxy_under_load_loses_nothing(esproxy, osmem_factory, kafka, names, port, tmp_path):
     a, b = osmem_factory(), osmem_factory()
     topic, index = names.topic(), names.index()
@@ -42,7 +43,7 @@ def test_sigkill_of_the_proxy_under_load_loses_nothing(esproxy, osmem_factory, k
     wait_until(lambda: len(writer.acked) >= acked_before + 100, timeout=30, msg="writes flowing again")
     writer.stop = True
     writer.join(timeout=15)
-    out = compare_until_equal(a, b)
+    out = compare_until_equal(a, b, names.pattern())
     assert "no differences" in out
     assert requests.get(f"{a}/{index}/_count", timeout=5).json()["count"] >= acked_before
 
@@ -72,7 +73,7 @@ def test_broker_paused_during_load_then_resumed(esproxy, osmem_factory, own_brok
     os.kill(own_broker.proc.pid, signal.SIGCONT)
     writer.join(timeout=60)
     assert writer.failed == 0 and len(writer.acked) == 400
-    compare_until_equal(a, b)
+    compare_until_equal(a, b, names.pattern())
     wait_until(
         lambda: requests.get(f"{base}/_esproxy/stats", timeout=5).json()["proxy"]["spool"]["records"] == 0,
         timeout=30,
@@ -125,9 +126,10 @@ def test_full_spool_blocks_writes_until_kafka_is_back(esproxy, osmem_factory, ow
     os.kill(own_broker.proc.pid, signal.SIGCONT)
     writer.join(timeout=60)
     assert len(writer.acked) == 25 and writer.failed == 0
-    compare_until_equal(a, b)
+    compare_until_equal(a, b, names.pattern())
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("durability", ["kafka", "none"])
 def test_other_durability_modes_replicate(durability, esproxy, osmem_factory, kafka, names, port):
     a, b = osmem_factory(), osmem_factory()
@@ -140,4 +142,4 @@ def test_other_durability_modes_replicate(durability, esproxy, osmem_factory, ka
     writer = Writer(f"http://127.0.0.1:{port}", index, 40)
     writer.run()
     assert len(writer.acked) == 40
-    compare_until_equal(a, b)
+    compare_until_equal(a, b, names.pattern())

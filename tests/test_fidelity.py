@@ -22,6 +22,8 @@ from support.kafka import create_topic, produce_raw, read_topic
 
 from esproxy import routing
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 CLIENTS = 8
 OPS_PER_CLIENT = 45
 
@@ -144,7 +146,7 @@ def test_b_converges_to_a(mode, esproxy, osmem_factory, kafka, names, port, tmp_
     assert statuses.get(409, 0) > 0 and statuses.get(404, 0) > 0, statuses
 
     # The replay drains in the background: compare until it agrees or the bound runs out.
-    assert "no differences" in compare_until_equal(a, b, timeout=90)
+    assert "no differences" in compare_until_equal(a, b, names.pattern(), timeout=90)
     documents = sum(requests.get(f"{a}/{i}/_count", timeout=10).json()["count"] for i in indices)
     assert documents > 20, documents
 

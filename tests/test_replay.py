@@ -15,6 +15,8 @@ from support.configs import proxy_config, replay_config
 from support.elastic import es_doc
 from support.kafka import create_topic, produce_raw
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 GO_BEANS = Path(__file__).resolve().parent / "go-beans.jsonl"
 JSON = {"Content-Type": "application/json"}
 

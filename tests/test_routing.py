@@ -13,6 +13,8 @@ from support.configs import proxy_config, replay_config
 from support.elastic import es_cluster_id, es_doc
 from support.kafka import count_messages, create_topic, produce_raw, read_topic
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 
 def lower(headers: dict) -> dict:
     return {k.lower(): v for k, v in headers.items()}

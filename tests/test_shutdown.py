@@ -15,6 +15,8 @@ from support.configs import proxy_config, replay_config
 from support.elastic import es_doc
 from support.kafka import count_messages, create_topic, produce_raw
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 WRITES = 300
 
 

@@ -43,6 +43,7 @@ def alive(pid: int) -> bool:
         return f.read().split(")")[-1].split()[0] != "Z"
 
 
+@pytest.mark.real
 def test_two_workers_serve_one_port_and_b_converges(esproxy, osmem_factory, kafka, names, port):
     a, b = osmem_factory(), osmem_factory()
     topic = names.topic()
@@ -72,7 +73,7 @@ def test_two_workers_serve_one_port_and_b_converges(esproxy, osmem_factory, kafk
         assert w.failed == 0 and len(w.acked) == 120
     served = {int(pid) for pid in re.findall(r"\] (\d+) --- \[[^]]*\] \[-\]  : access log:", proc.log())}
     assert served == set(pids), f"access log lines came from {served}, workers are {pids}"
-    assert "no differences" in compare_until_equal(a, b)
+    assert "no differences" in compare_until_equal(a, b, names.pattern())
     # The master adds up its workers' counters (each reports every second).
     total = 4 * 120 + 40
     wait_until(
@@ -89,6 +90,7 @@ def test_two_workers_serve_one_port_and_b_converges(esproxy, osmem_factory, kafk
     )
 
 
+@pytest.mark.real
 def test_a_killed_worker_is_replaced_and_nothing_is_lost(esproxy, osmem_factory, kafka, names, port):
     a, b = osmem_factory(), osmem_factory()
     topic, index = names.topic(), names.index()
@@ -116,9 +118,10 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost(esproxy, osmem_factory,
         w.join(timeout=15)
     # Whatever A applied, acknowledged or cut off by the kill, reaches B: the master settled the
     # dead worker's writes in flight from A's documents.
-    assert "no differences" in compare_until_equal(a, b)
+    assert "no differences" in compare_until_equal(a, b, names.pattern())
 
 
+@pytest.mark.real
 def test_sigterm_reaches_the_workers_and_everything_acknowledged_is_in_kafka(esproxy, es_a, kafka, names, port):
     topic, index = names.topic(), names.index()
     proc = esproxy(workers_config(port, es_a, kafka, topic))

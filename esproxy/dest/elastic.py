@@ -27,7 +27,7 @@ from gevent.monkey import get_original
 from geventhttpclient import HTTPClient
 from geventhttpclient.response import HTTPParseError
 
-from .. import labels
+from .. import labels, mediatype
 from ..bean import Bean
 from ..bulk import Item, parse_response
 from ..config import ElasticDestination
@@ -79,6 +79,8 @@ class Elastic:
         self.matches = labels.parse(cfg.labelEval)
         self.header = dict(cfg.header)
         self.cluster_id = ""
+        # Set once the cluster refused a compatibility media type (see mediatype): replays send the plain one.
+        self.plain_media_types = False
         parts = urlsplit(cfg.url)
         self._prefix = parts.path.rstrip("/")
         if parts.username is not None and not any(k.lower() == "authorization" for k in self.header):
@@ -240,6 +242,11 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
     """
     content_type = next((v[0] for k, v in bean.header.items() if k.lower() == "content-type" and v), "")
     headers = {"Content-Type": content_type or "application/json"}
+    plain = mediatype.plain(headers["Content-Type"])
+    if plain and dest.plain_media_types:
+        headers["Content-Type"] = plain
+    elif plain:
+        headers["Accept"] = mediatype.accept_for(headers["Content-Type"])
     waits = Backoff(stopping=stopping)
     while True:
         started = time.perf_counter()
@@ -261,6 +268,16 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
                 r.body if r else b"",
             )
         if r is not None:
+            if plain and headers["Content-Type"] != plain and mediatype.refused(r.status, r.body):
+                log.warning(
+                    "%s refuses Content-Type %s: replaying such writes as %s",
+                    redact_url(dest.url),
+                    headers["Content-Type"],
+                    plain,
+                )
+                dest.plain_media_types = True
+                headers = {"Content-Type": plain}
+                continue
             if not is_retriable(r.status):
                 return r
             problem = _status_text(r)

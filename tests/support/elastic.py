@@ -39,10 +39,13 @@ def is_es_error(body: Any, status: int) -> bool:
     )
 
 
-def compare_until_equal(a: str, b: str, timeout: float = 90) -> str:
+def compare_until_equal(a: str, b: str, index: str = "*", timeout: float = 90) -> str:
+    """`esproxy compare` until B holds what A holds in the indices `index` names (a pattern; tests that share
+    clusters, as on the real engines, pass their own `names.pattern()`)."""
+
     def run() -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "esproxy", "compare", "--source", a, "--target", b],
+            [sys.executable, "-m", "esproxy", "compare", "--source", a, "--target", b, "--index", index],
             capture_output=True,
             text=True,
             timeout=120,
