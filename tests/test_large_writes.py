@@ -24,6 +24,8 @@ from support.kafka import create_topic, produce_raw, read_topic
 from esproxy.bean import Bean
 from esproxy.messages import RECORD_OVERHEAD, abort_messages, encode
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 LIMIT = 1024 * 1024  # the default maxMessageBytes
 
 
@@ -88,7 +90,7 @@ def test_a_large_bulk_reaches_b(pipeline, kafka, names, count, doc_bytes):
     assert r.status_code == 200 and r.json()["errors"] is False, r.text[:500]
     print(f"{len(body) / 1e6:.1f} MB _bulk through the proxy in {time.monotonic() - started:.1f}s")
     small_writes(base, small)
-    compare_until_equal(a, b, timeout=120)
+    compare_until_equal(a, b, names.pattern(), timeout=120)
     print(f"B equal to A {time.monotonic() - started:.1f}s after the _bulk was sent")
     messages = check_topic(kafka, topic, big)
     beans = [json.loads(m.value) for m in messages]
@@ -107,7 +109,7 @@ def test_a_document_larger_than_a_message_reaches_b(pipeline, kafka, names, dura
     r = requests.put(f"{base}/{big}/_doc/huge", data=body, headers={"Content-Type": "application/json"}, timeout=60)
     assert r.status_code == 201
     small_writes(base, small)
-    compare_until_equal(a, b, timeout=120)
+    compare_until_equal(a, b, names.pattern(), timeout=120)
     print(f"B equal to A {time.monotonic() - started:.1f}s after the 5 MB document was sent")
     assert es_doc(b, big, "huge")["_source"] == doc
     messages = check_topic(kafka, topic, big)
@@ -124,7 +126,7 @@ def test_writes_larger_than_the_spool_pass(pipeline, kafka, names):
         r = requests.post(f"{base}/_bulk", data=body, headers={"Content-Type": "application/x-ndjson"}, timeout=60)
         assert r.status_code == 200 and r.json()["errors"] is False, r.text[:500]
     small_writes(base, names.index("small"))
-    compare_until_equal(a, b, timeout=120)
+    compare_until_equal(a, b, names.pattern(), timeout=120)
     check_topic(kafka, topic, index)
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 from support.basics import free_port, wait_until
@@ -21,6 +22,8 @@ from support.kafka import create_topic
 from support.load import Churn
 
 from esproxy.synccopy import Reader, SettingsChoice, SyncCopy, main, mapping_conflicts
+
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
 # The initial copy under load: 20,000 documents in the suite; `make test-copy-100k` runs 100,000.
 LOAD_DOCS = int(os.environ.get("SYNC_COPY_DOCS", "20000"))
@@ -259,7 +262,7 @@ def test_initial_copy_under_a_concurrent_write_load_ends_equal(esproxy, osmem_fa
     assert churn.failed == 0, (churn.acked, churn.errors)
     print(result.stdout)  # the figures of the run, shown with -s
     assert f"{index} -> {index}: " in result.stdout and "the target matches the source" in result.stdout
-    assert "no differences" in compare_until_equal(a, b)
+    assert "no differences" in compare_until_equal(a, b, names.pattern())
 
 
 def test_settings_choice_drops_what_a_computed_and_replicas_unless_asked():
