@@ -51,8 +51,8 @@ def _flat_settings(base: str, index: str) -> dict:
 
 
 def test_pattern_rule_renames_and_skips(es_a, es_b, kafka, esproxy, names, tmp_path):
-    if not has_delete_by_query(es_a, names.index("probe")):
-        pytest.skip("cluster A has no _delete_by_query (the Elasticsearch 8 test engine lacks the reindex module)")
+    if not all(has_delete_by_query(url, names.index("probe")) for url in (es_a, es_b)):
+        pytest.skip("a cluster has no _delete_by_query (the Elasticsearch 8 test engine lacks the reindex module)")
     topic, group = names.topic(), names.group()
     create_topic(kafka, topic, partitions=1)
     base = names.index("f")

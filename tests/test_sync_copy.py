@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import requests
 import yaml
 from support.basics import free_port, wait_until
@@ -22,8 +21,6 @@ from support.kafka import create_topic
 from support.load import Churn
 
 from esproxy.synccopy import Reader, SettingsChoice, SyncCopy, main, mapping_conflicts
-
-pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
 # The initial copy under load: 20,000 documents in the suite; `make test-copy-100k` runs 100,000.
 LOAD_DOCS = int(os.environ.get("SYNC_COPY_DOCS", "20000"))
