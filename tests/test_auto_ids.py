@@ -20,6 +20,8 @@ from support.elastic import compare_until_equal, es_doc
 from support.kafka import create_topic
 from support.load import WriterThread
 
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
+
 NDJSON = {"Content-Type": "application/x-ndjson"}
 ES_ID = re.compile(r"^[A-Za-z0-9_-]{20}$")
 
@@ -122,7 +124,7 @@ def test_client_answers_look_as_before_and_b_gets_as_ids(esproxy, osmem_factory,
     assert len(set(seen)) == len(seen) == 1 + 4 + 2
     for idx, doc_id in seen:
         assert es_doc(a, idx, doc_id) is not None, doc_id  # the id the client saw is A's
-    assert "no differences" in compare_until_equal(a, b)
+    assert "no differences" in compare_until_equal(a, b, names.pattern())
     for idx, doc_id in seen:
         assert es_doc(b, idx, doc_id)["_source"] == es_doc(a, idx, doc_id)["_source"]
 
@@ -138,7 +140,7 @@ def test_assign_ids_false_keeps_as_own_ids(esproxy, osmem_factory, kafka, names,
     assert r.status_code == 201 and r.json()["result"] == "created"
     r = requests.post(f"{base}/{index}/_bulk", data=bulk_body([{"index": {}}], 1), headers=NDJSON, timeout=10)
     assert r.status_code == 200 and not r.json()["errors"]
-    assert "no differences" in compare_until_equal(a, b)
+    assert "no differences" in compare_until_equal(a, b, names.pattern())
 
 
 @pytest.fixture
@@ -177,7 +179,7 @@ def test_sigkill_of_the_proxy_with_auto_id_writes_in_flight_settles_them_all(
     assert second.count_in_log("cannot settle") == 0, second.log_tail()
     # Read back from A once A is done with them: the primary's timeout (3 s) and a grace after they were sent.
     second.wait_log("document(s) of a write whose outcome was unknown", timeout=30)
-    assert "no differences" in compare_until_equal(a, b)
+    assert "no differences" in compare_until_equal(a, b, names.pattern())
     acked = {doc for w in writers for doc in w.acked}
     indices = ",".join(w.index for w in writers)
     counts = [requests.get(f"{url}/{indices}/_count", timeout=10).json()["count"] for url in (a, b)]
@@ -218,7 +220,7 @@ def test_sigkill_of_a_worker_with_auto_id_writes_in_flight_settles_them_all(espr
     for w in writers:
         w.join(timeout=30)
     assert proc.count_in_log("cannot settle") == 0, proc.log_tail()
-    assert "no differences" in compare_until_equal(a, b)
+    assert "no differences" in compare_until_equal(a, b, names.pattern())
     acked = {doc for w in writers for doc in w.acked}
     indices = ",".join(w.index for w in writers)
     counts = [requests.get(f"{url}/{indices}/_count", timeout=10).json()["count"] for url in (a, b)]

@@ -103,6 +103,7 @@ def test_proxy_unhealthy_while_the_broker_is_stopped(esproxy, es_a, broker, name
     assert metric(scrape(url), "esproxy_healthy") == 1
 
 
+@pytest.mark.real
 def test_replay_unhealthy_while_the_target_cluster_is_stopped(esproxy, kafka, names, tmp_path):
     target = DemoServer("osmem", tmp_path)
     try:
@@ -144,6 +145,7 @@ def test_replay_unhealthy_while_the_target_cluster_is_stopped(esproxy, kafka, na
         target.stop()
 
 
+@pytest.mark.real
 def test_dead_letters_make_health_503_for_the_window(esproxy, es_b, kafka, names):
     topic, group = names.topic(), names.group()
     create_topic(kafka, topic)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 import yaml
 from support.basics import free_port, wait_until
@@ -19,6 +20,8 @@ from support.load import Writer
 
 from esproxy.compare import cluster
 from esproxy.repair import IndexResult, Progress, Repair, delete_action
+
+pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -242,4 +245,4 @@ def test_repair_while_the_live_stream_runs_converges(esproxy, osmem_factory, kaf
     assert "deleted 30, " in result.stdout and "failed 0" in result.stdout, result.stdout
     writer.join(timeout=60)
     assert writer.failed == 0 and len(writer.acked) == 1000
-    assert "no differences" in compare_until_equal(a, b)
+    assert "no differences" in compare_until_equal(a, b, names.pattern())

@@ -259,7 +259,7 @@ def test_initial_copy_under_a_concurrent_write_load_ends_equal(esproxy, osmem_fa
     assert churn.failed == 0, (churn.acked, churn.errors)
     print(result.stdout)  # the figures of the run, shown with -s
     assert f"{index} -> {index}: " in result.stdout and "the target matches the source" in result.stdout
-    assert "no differences" in compare_until_equal(a, b)
+    assert "no differences" in compare_until_equal(a, b, names.pattern())
 
 
 def test_settings_choice_drops_what_a_computed_and_replicas_unless_asked():

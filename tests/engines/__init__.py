@@ -71,17 +71,31 @@ def classpath(engine: str) -> str:
     return out.read_text().strip()
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def kill_leftovers() -> int:
-    """Kill engine JVMs an earlier run left behind (a killed pytest); only processes that carry MARKER."""
+    """Kill engine JVMs an earlier run left behind (a killed pytest); only processes that carry MARKER and
+    whose starting process is gone: another session running at the same time keeps its engines."""
     killed = 0
     if not PIDS.is_dir():
         return 0
     for pidfile in PIDS.glob("*.pid"):
         try:
-            pid = int(pidfile.read_text())
+            pid, _, owner = pidfile.read_text().partition(" ")
+            pid = int(pid)
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             pidfile.unlink(missing_ok=True)
+            continue
+        if owner.strip().isdigit() and alive(int(owner)):
             continue
         if MARKER.encode() in cmdline:
             try:
@@ -130,7 +144,7 @@ class JavaEngine:
                 start_new_session=True,
             )
         PIDS.mkdir(parents=True, exist_ok=True)
-        (PIDS / f"{self.proc.pid}.pid").write_text(str(self.proc.pid))
+        (PIDS / f"{self.proc.pid}.pid").write_text(f"{self.proc.pid} {os.getpid()}")
         try:
             self._wait_ready(began)
         except BaseException:
