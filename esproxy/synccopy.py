@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Optional, TextIO
 
 from .compare import call, cluster, compare_index, digest, indices, refresh
 from .config import ConfigError
-from .dest.elastic import Elastic, UpstreamError
+from .dest.elastic import Elastic, Response, UpstreamError
 from .ratelimit import RateLimit
 from .repair import IndexResult, Planned, Progress, Repair, _duration, _positive, megabytes, versioned_write
 from .retry import Aborted
@@ -47,6 +47,8 @@ from .retry import Aborted
 TEMPLATE_VARIABLE = "{{remote_index}}"
 KEEP_ALIVE = "10m"  # of the point in time or scroll between two batches: how long a killed copy can still resume
 # Index settings A computed or that name A's nodes: never copied (number_of_replicas only when asked).
+# Elasticsearch's and OpenSearch's answer to an index setting they do not know.
+UNKNOWN_SETTING = re.compile(r"unknown setting \[([^\]]+)\]")
 COMPUTED_SETTINGS = (
     "index.uuid",
     "index.creation_date",
@@ -524,12 +526,7 @@ class SyncCopy:
 
     def _create(self, target: Elastic, plan: IndexPlan) -> None:
         if not plan.exists:
-            body: dict = {"settings": plan.settings, "mappings": plan.mappings}
-            if plan.aliases:
-                body["aliases"] = plan.aliases
-            r = target.request(
-                "PUT", f"/{plan.target}", {"Content-Type": "application/json"}, json.dumps(body).encode()
-            )
+            r = self._put_index(target, plan)
             if r.status < 300 or b"already_exists" in r.body:  # the stream created it meanwhile
                 plan.exists = r.status >= 300
                 if not plan.exists:
@@ -552,6 +549,22 @@ class SyncCopy:
             )
             if r.status >= 300:
                 raise _Refused(f"the target refused the aliases of {plan.target}: {r.body[:300]!r}")
+
+    def _put_index(self, target: Elastic, plan: IndexPlan) -> Response:
+        """Create B's index; a setting B does not know (one of another engine or plugin, such as
+        OpenSearch's ``index.replication.type`` on Elasticsearch) is left out, with a line saying so."""
+        while True:
+            body: dict = {"settings": plan.settings, "mappings": plan.mappings}
+            if plan.aliases:
+                body["aliases"] = plan.aliases
+            r = target.request(
+                "PUT", f"/{plan.target}", {"Content-Type": "application/json"}, json.dumps(body).encode()
+            )
+            unknown = UNKNOWN_SETTING.search(r.body.decode("utf-8", "replace")) if r.status == 400 else None
+            if unknown is None or unknown.group(1) not in plan.settings:
+                return r
+            del plan.settings[unknown.group(1)]
+            print(f"{plan.target}: left out setting {unknown.group(1)}: the target does not know it", file=self.out)
 
     def verify(self, plan: IndexPlan) -> tuple[IndexResult, int]:
         """Repair's pass over what was copied, then a compare. Under a live load B lags A by what the
