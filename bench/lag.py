@@ -51,6 +51,20 @@ class LagResult:
         return percentile(self.lags_ms, p)
 
 
+def _post(
+    conn: http.client.HTTPConnection, base_url: str, path: str, body: bytes
+) -> tuple[http.client.HTTPConnection, Optional[tuple[int, bytes]]]:
+    """POST JSON over a kept-alive connection: the connection to go on with, and (status, body), or
+    None after a connection error (the connection is then a new one)."""
+    try:
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return conn, (r.status, r.read())
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        return _connection(base_url), None
+
+
 def _connection(url: str) -> http.client.HTTPConnection:
     parts = urlsplit(url)
     return http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=30)
@@ -123,18 +137,14 @@ class LagProbe:
                     return
                 body = self.docs[n % len(self.docs)].encode("utf-8")
                 sent = time.monotonic()
-                try:
-                    conn.request("POST", f"/{self.index}/_doc", body, {"Content-Type": "application/json"})
-                    r = conn.getresponse()
-                    answer = r.read()
-                except (OSError, http.client.HTTPException):
-                    conn.close()
-                    conn = _connection(self.proxy_url)
+                conn, answered = _post(conn, self.proxy_url, f"/{self.index}/_doc", body)
+                if answered is None:
                     with self._lock:
                         self.failed += 1
                     continue
                 acked = time.monotonic()
-                doc_id = json.loads(answer).get("_id") if 200 <= r.status < 300 else None
+                status, answer = answered
+                doc_id = json.loads(answer).get("_id") if 200 <= status < 300 else None
                 with self._lock:
                     if doc_id:
                         self.samples[doc_id] = Sample(sent, acked)
@@ -151,16 +161,12 @@ class LagProbe:
                 if not pending:
                     continue
                 body = json.dumps({"ids": pending}).encode("utf-8")
-                try:
-                    conn.request("POST", f"/{self.index}/_mget", body, {"Content-Type": "application/json"})
-                    r = conn.getresponse()
-                    answer = r.read()
-                except (OSError, http.client.HTTPException):
-                    conn.close()
-                    conn = _connection(self.b_url)
+                conn, answered = _post(conn, self.b_url, f"/{self.index}/_mget", body)
+                if answered is None:
                     continue
+                status, answer = answered
                 seen = time.monotonic()
-                if r.status != 200:  # e.g. the index does not exist on B yet
+                if status != 200:  # e.g. the index does not exist on B yet
                     continue
                 found = [d["_id"] for d in json.loads(answer).get("docs", []) if d.get("found")]
                 with self._lock:
