@@ -37,6 +37,13 @@ class IndexReport:
         return len(self.missing) + len(self.extra) + len(self.different)
 
 
+def command_failed(command: str, e: Exception) -> int:
+    """A command's one line for a bad config or a cluster it cannot use; exit status 2."""
+    kind = "config error: " if isinstance(e, ConfigError) else ""
+    print(f"esproxy {command}: {kind}{e}", file=sys.stderr)
+    return 2
+
+
 def cluster(spec: str, name: str = "compare") -> Elastic:
     """A URL, or a config file whose first enabled primary is the cluster (credentials included)."""
     if spec.endswith((".yml", ".yaml")):
@@ -240,9 +247,5 @@ def main(argv: list[str]) -> int:
         rules = Rules.from_config(load(args.rules).follow) if args.rules else None
         source, target = cluster(args.source), cluster(args.target)
         return run(source, target, args.index, args.show, not args.no_refresh, sys.stdout, args.rename, rules)
-    except ConfigError as e:
-        print(f"esproxy compare: config error: {e}", file=sys.stderr)
-        return 2
-    except UpstreamError as e:
-        print(f"esproxy compare: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, UpstreamError) as e:
+        return command_failed("compare", e)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Optional, TextIO
 
 from .bulk import DocOp, Item, parse_response
-from .compare import add_cluster_arguments, call, cluster, digest, hits, indices, refresh
+from .compare import add_cluster_arguments, call, cluster, command_failed, digest, hits, indices, refresh
 from .config import ConfigError
 from .dest.elastic import Elastic, UpstreamError
 
@@ -457,9 +457,5 @@ def main(argv: list[str]) -> int:
             source, target, args.batch, args.rate, args.dry_run, args.show, sys.stdout, Progress(0, sys.stderr)
         )
         return repair.run(args.index, not args.no_refresh)
-    except ConfigError as e:
-        print(f"esproxy repair: config error: {e}", file=sys.stderr)
-        return 2
-    except UpstreamError as e:
-        print(f"esproxy repair: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, UpstreamError) as e:
+        return command_failed("repair", e)

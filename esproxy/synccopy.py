@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TextIO
 
-from .compare import call, cluster, compare_index, digest, indices, refresh
+from .compare import call, cluster, command_failed, compare_index, digest, indices, refresh
 from .config import ConfigError
 from .dest.elastic import Elastic, Response, UpstreamError
 from .ratelimit import RateLimit
@@ -826,9 +826,5 @@ def main(argv: list[str]) -> int:
     except UsageError as e:
         print(f"esproxy sync copy: {e}", file=sys.stderr)
         return 2
-    except ConfigError as e:
-        print(f"esproxy sync copy: config error: {e}", file=sys.stderr)
-        return 2
-    except UpstreamError as e:
-        print(f"esproxy sync copy: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, UpstreamError) as e:
+        return command_failed("sync copy", e)
