@@ -66,25 +66,16 @@ def problems(
                 )
             )
     for row in lags:
-        where = f"{row['topic']}-{row['partition']}"
-        limit = settings.maxReplayStall
-        if limit and row["stalled_seconds"] > limit:
-            out.append(
-                Problem(
-                    "replay_stalled",
-                    f"replay of {where} (group {row['group']}) applied nothing for {_secs(row['stalled_seconds'])}"
-                    f" while records wait from offset {row['oldest_offset']} (health.maxReplayStall: {_secs(limit)})",
-                )
-            )
-        limit = settings.maxReplayLag
-        if limit and row["lag_seconds"] > limit:
-            out.append(
-                Problem(
-                    "replay_lag",
-                    f"replay of {where} (group {row['group']}) is {_secs(row['lag_seconds'])} behind: the oldest"
-                    f" record not applied is offset {row['oldest_offset']} (health.maxReplayLag: {_secs(limit)})",
-                )
-            )
+        replay = f"replay of {row['topic']}-{row['partition']} (group {row['group']})"
+        stalled, lag, offset = row["stalled_seconds"], row["lag_seconds"], row["oldest_offset"]
+        for check, value, limit, setting, what in (
+            ("replay_stalled", stalled, settings.maxReplayStall, "maxReplayStall",
+             f"applied nothing for {_secs(stalled)} while records wait from offset {offset}"),
+            ("replay_lag", lag, settings.maxReplayLag, "maxReplayLag",
+             f"is {_secs(lag)} behind: the oldest record not applied is offset {offset}"),
+        ):  # fmt: skip
+            if limit and value > limit:
+                out.append(Problem(check, f"{replay} {what} (health.{setting}: {_secs(limit)})"))
     limit = settings.deadLetterWindow
     if limit:
         recent = [t for t in dead_letter_times if now - t <= limit]
