@@ -10,20 +10,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.process import esproxy_cli
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ERROR_LINE = re.compile(r"^esproxy: config error: (?P<path>\S+): (?P<reason>.+)$")
 
 
 def run_cli(*args: str, cwd=None, timeout: float = 20.0) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "esproxy", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return esproxy_cli(*args, cwd=cwd, timeout=timeout)
 
 
 def lower_keys(obj):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 
 import pytest
 import requests
@@ -15,6 +14,7 @@ from support.beans import make_bean
 from support.configs import proxy_config, replay_config
 from support.elastic import es_doc
 from support.kafka import create_topic, produce_raw, read_topic
+from support.process import esproxy_cli
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
@@ -22,12 +22,6 @@ JSON = {"Content-Type": "application/json"}
 # A document that does not fit the mapping: mapper_parsing_exception, or since Elasticsearch 8.8
 # document_parsing_exception.
 PARSING_ERROR = re.compile(r"(mapper|document)_parsing_exception")
-
-
-def esproxy_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "esproxy", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def compare(a: str, b: str, index: str) -> subprocess.CompletedProcess:

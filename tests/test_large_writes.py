@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from typing import Optional
 
@@ -21,6 +19,7 @@ from support.beans import make_bean
 from support.configs import proxy_config, replay_config
 from support.elastic import compare_until_equal, es_doc
 from support.kafka import create_topic, produce_raw, read_topic
+from support.process import esproxy_cli
 
 from esproxy.bean import Bean
 from esproxy.messages import RECORD_OVERHEAD, abort_messages, encode
@@ -28,10 +27,6 @@ from esproxy.messages import RECORD_OVERHEAD, abort_messages, encode
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
 LIMIT = 1024 * 1024  # the default maxMessageBytes
-
-
-def esproxy_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "esproxy", *args], capture_output=True, text=True, timeout=60)
 
 
 def bulk_body(index: str, count: int, doc_bytes: int) -> bytes:

@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -29,22 +28,12 @@ from support.basics import free_port, tcp_open, unique, wait_until
 from support.configs import proxy_config, replay_config
 from support.elastic import compare_until_equal, es_doc
 from support.kafka import create_topic
+from support.process import esproxy_cli
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
 LIMIT = 4000  # bytes of body (schema) or of message (max.message.bytes) the broker takes at first
 BIG = "x" * 6000  # a document field that puts its write over the limit
-
-
-def esproxy_cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "esproxy", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=str(cwd),
-    )
 
 
 class SchemaTansu:

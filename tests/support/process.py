@@ -91,3 +91,16 @@ class Esproxy:
     def _close(self) -> None:
         if not self._logf.closed:
             self._logf.close()
+
+
+def esproxy_cli(*args: str, cwd: Optional[Path | str] = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run an `esproxy` command (compare, dlq, repair, --check...) to completion; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "esproxy", *args],
+        cwd=str(cwd) if cwd is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
