@@ -206,6 +206,7 @@ class Bench:
             "docs_in_a": in_a,
             "docs_in_b": in_b,
             "caught_up_seconds": caught_up,
+            "shared_clusters": bool(self.stack.real_pair),  # real engines: A and B of the whole run
         }
 
     def _messages(self, topic: str, expected: int) -> tuple[int, int]:
