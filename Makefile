@@ -48,8 +48,9 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 # Side-by-side benchmark (issue 6) on free loopback ports; BENCH_N=200000 is the seed's full run.
 # Installs wrk (Debian package) itself when missing. Report: bench/results/latest.md (+ a PNG chart).
+# BENCH_ENGINES=real: A = Elasticsearch 8, B = OpenSearch 2, Kafka 3.9 (tests/engines; needs java, javac, mvn).
 bench: $(BENCH_STAMP)
-	BENCH_COMMAND="make bench$(if $(BENCH_N), BENCH_N=$(BENCH_N))" $(BIN)/python -m bench $(if $(BENCH_N),--n $(BENCH_N)) $(BENCH_ARGS)
+	BENCH_COMMAND="make bench$(if $(BENCH_N), BENCH_N=$(BENCH_N))$(if $(BENCH_ENGINES), BENCH_ENGINES=$(BENCH_ENGINES))" $(BIN)/python -m bench $(if $(BENCH_N),--n $(BENCH_N)) $(if $(BENCH_ENGINES),--engines $(BENCH_ENGINES)) $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check esproxy tests bench ops/demo-server ops/update-config-reference

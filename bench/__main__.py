@@ -1,6 +1,7 @@
 """``python -m bench`` (``make bench``): start the servers, run the scenarios, write the report.
 
     python -m bench [--n N] [--only S1,S4] [--s2-seconds 10] [--s3-requests 40] [--lag-n 20000]
+                    [--engines stand-in|real [--real-pair es-os|os-es]]
 
 Everything runs on 127.0.0.1 on free ports; every process started is stopped at the end, on failure
 and on Ctrl-C / SIGTERM.
@@ -38,6 +39,13 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lag-rate", type=float, default=25.0, help="lag probe writes per second in it")
     p.add_argument("--only", default="S1,S2,S3,S4,S5", help="comma-separated scenarios")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--engines",
+        choices=["stand-in", "real"],
+        default="stand-in",
+        help="stand-in: osmem and Tansu; real: Elasticsearch, OpenSearch and Kafka JVMs (docs/real-engines.md)",
+    )
+    p.add_argument("--real-pair", choices=["es-os", "os-es"], default="es-os", help="with --engines real: A-B")
     return p.parse_args(argv)
 
 
@@ -92,7 +100,7 @@ def main(argv: list[str]) -> int:
     # the bench in the background leaves it ignored).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    stack = Stack(workdir)
+    stack = Stack(workdir, real_pair=args.real_pair if args.engines == "real" else "")
     bench = Bench(opts, stack, workdir)
     t0 = time.monotonic()
     try:
@@ -104,9 +112,18 @@ def main(argv: list[str]) -> int:
         print(f"bench: failed: {e}\n(logs in {workdir})", file=sys.stderr)
         raise
     finally:
+        real_engines = stack.engines_line()
         stack.close()
         (workdir / "people.txt").unlink(missing_ok=True)
     meta = _meta(opts, stamp, command)
+    if stack.real:
+        meta["engines"] = real_engines
+        meta["setup"] = (
+            meta["setup"]
+            .replace("osmem A and B, Tansu", "the real engines below")
+            .replace("on a second pair of clusters", "on the same clusters (an index")
+            .replace("and a topic of their own", "and a topic of its own)")
+        )
     meta["duration"] = f"{time.monotonic() - t0:.0f}s for the whole run; servers' logs and configs in {workdir.name}/"
     png = report.chart(bench.results, out / f"latency-{stamp}.png")
     if png is None:

@@ -226,7 +226,8 @@ def _s1(s1: dict[str, Any], res: dict[str, Any]) -> list[str]:
     if "bare" in s1:
         out.append(_side_row("through a bare forwarder (nothing captured)", s1["bare"]))
     if "lag" in s1:
-        out.append(_side_row("through the proxy, replay live (lag run, clusters of its own)", s1["lag"]["side"]))
+        own = "an index and topic of its own" if s1["lag"].get("shared_clusters") else "clusters of its own"
+        out.append(_side_row(f"through the proxy, replay live (lag run, {own})", s1["lag"]["side"]))
     out += [
         "",
         "| ratio to direct | TPS | p50 | p99 |",

@@ -61,9 +61,9 @@ class Bench:
     # ------------------------------------------------------------------ servers and configs
 
     def start_servers(self) -> None:
-        self.a = self.stack.osmem("osmem-a")
-        self.b = self.stack.osmem("osmem-b")
-        self.kafka = self.stack.tansu()
+        self.a = self.stack.cluster("A", "osmem-a")
+        self.b = self.stack.cluster("B", "osmem-b")
+        self.kafka = self.stack.broker()
         self.bootstrap = f"127.0.0.1:{self.kafka.port}"
         self.topic = f"bench.s1.{self.run_id}"
         self.people = data.write_people(self.workdir / "people.txt", self.opts.n + self.opts.connections)
@@ -168,7 +168,7 @@ class Bench:
         On clusters and a topic of its own, so that S1's sides above, S4's drain and the later
         scenarios see the same servers and documents as without it."""
         n = min(self.opts.n, self.opts.lag_n)
-        a, b = self.stack.osmem("osmem-a-lag"), self.stack.osmem("osmem-b-lag")
+        a, b = self.stack.cluster("A", "osmem-a-lag"), self.stack.cluster("B", "osmem-b-lag")
         topic, index = f"bench.s1lag.{self.run_id}", f"p1-lag-{self.run_id}"
         proxy = self.start_proxy("proxy-lag", topic, upstream=a)
         # One write first: it creates the topic the replay subscribes to, and the index on B.
@@ -206,6 +206,7 @@ class Bench:
             "docs_in_a": in_a,
             "docs_in_b": in_b,
             "caught_up_seconds": caught_up,
+            "shared_clusters": bool(self.stack.real_pair),  # real engines: A and B of the whole run
         }
 
     def _messages(self, topic: str, expected: int) -> tuple[int, int]:

@@ -122,9 +122,33 @@ class Proc:
 class Stack:
     """The processes of one bench run, in ``workdir``."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, real_pair: str = "") -> None:
         self.workdir = workdir
         self.procs: list[Proc] = []
+        self.real_pair = real_pair  # "es-os" / "os-es": real engines (bench/engines.py), else the stand-ins
+        self.real: tuple = ()  # (A, B, Kafka) once started; shared by every scenario
+
+    def _real(self, index: int):
+        if not self.real:
+            from . import engines
+
+            self.real = engines.start(self.real_pair)
+        return self.real[index]
+
+    def cluster(self, role: str, name: str):
+        """Cluster A or B (``role``): a fresh osmem ``name``, or with real engines the one JVM of that role."""
+        if self.real_pair:
+            return self._real(0 if role == "A" else 1)
+        return self.osmem(name)
+
+    def broker(self):
+        return self._real(2) if self.real_pair else self.tansu()
+
+    def engines_line(self) -> str:
+        if not self.real:
+            return ""
+        a, b, kafka = self.real
+        return f"A = {a.describe()}, B = {b.describe()}, Kafka = {kafka.describe()} (real engines, tests/engines)"
 
     def _start(self, name: str, argv: list[str], port: int = 0, graceful: bool = False) -> Proc:
         p = Proc(name, argv, self.workdir, port, graceful)
@@ -168,6 +192,8 @@ class Stack:
         return p
 
     def stop(self, p: Proc) -> Optional[int]:
+        if p in self.real:  # shared by the whole run: stopped in close()
+            return None
         rc = p.stop()
         if p in self.procs:
             self.procs.remove(p)
@@ -177,6 +203,8 @@ class Stack:
         for p in reversed(self.procs):  # the roles first, then the servers they talk to
             p.stop()
         self.procs.clear()
+        for e in self.real:
+            e.stop()
 
 
 def _kafka_ready(bootstrap: str) -> bool:
