@@ -3,6 +3,7 @@ produce failures by reason, dead-letter times (pure logic, real files and greenl
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -64,13 +65,7 @@ def test_producer_failing_needs_waiting_writes_or_recent_failures() -> None:
 
 
 def test_zero_turns_a_check_off() -> None:
-    off = HealthSettings(
-        maxShipDelay=Duration(0),
-        maxProduceFailing=Duration(0),
-        maxReplayStall=Duration(0),
-        maxReplayLag=Duration(0),
-        deadLetterWindow=Duration(0),
-    )
+    off = dataclasses.replace(SETTINGS, **{f.name: Duration(0) for f in dataclasses.fields(HealthSettings)})
     found = problems(
         off,
         now=1000.0,
