@@ -363,11 +363,8 @@ def test_the_replays_rules_with_copy_existing_choose_indices_names_settings_and_
     assert requests.get(f"{es_b}/{not_copying}-sync", timeout=10).status_code == 404
 
 
-def test_a_rule_stopped_while_its_copy_runs_ends_that_copy_by_name_and_keeps_what_was_copied(
-    esproxy, es_a, es_b, kafka, names, tmp_path
-):
-    index, count = names.index("stopped"), 3000
-    bulk_load(es_a, index, count)
+def start_rule_copy(esproxy, es_a, es_b, kafka, names, tmp_path, index: str) -> tuple[int, subprocess.Popen]:
+    """A replay (admin port, rule "logs" with copyExisting) and `sync copy -c` slowed to 300 docs/s."""
     topic = names.topic()
     create_topic(kafka, topic, partitions=1)
     admin = free_port()
@@ -390,13 +387,22 @@ def test_a_rule_stopped_while_its_copy_runs_ends_that_copy_by_name_and_keeps_wha
         stderr=subprocess.PIPE,
         text=True,
     )
+    return admin, proc
 
-    def copied_so_far() -> int:
-        found = list(tmp_path.glob("esproxy-sync-copy-*.json"))
-        return json.loads(found[0].read_text())["indices"].get(index, {}).get("read", 0) if found else 0
 
+def copied_so_far(tmp_path: Path, index: str) -> int:
+    found = list(tmp_path.glob("esproxy-sync-copy-*.json"))
+    return json.loads(found[0].read_text())["indices"].get(index, {}).get("read", 0) if found else 0
+
+
+def test_a_rule_stopped_while_its_copy_runs_ends_that_copy_by_name_and_keeps_what_was_copied(
+    esproxy, es_a, es_b, kafka, names, tmp_path
+):
+    index, count = names.index("stopped"), 3000
+    bulk_load(es_a, index, count)
+    admin, proc = start_rule_copy(esproxy, es_a, es_b, kafka, names, tmp_path, index)
     try:
-        wait_until(lambda: copied_so_far() >= 300, timeout=60, msg="the copy under way")
+        wait_until(lambda: copied_so_far(tmp_path, index) >= 300, timeout=60, msg="the copy under way")
         r = requests.post(f"http://127.0.0.1:{admin}/_esproxy/sync/rules/logs/_stop", timeout=10)
         assert r.status_code == 200, r.text
         out, err = proc.communicate(timeout=60)
@@ -411,3 +417,26 @@ def test_a_rule_stopped_while_its_copy_runs_ends_that_copy_by_name_and_keeps_wha
     requests.post(f"{es_b}/{index}-sync/_refresh", timeout=10)
     kept = requests.get(f"{es_b}/{index}-sync/_count", timeout=10).json()["count"]
     assert kept == read, (kept, out)  # every batch read before the stop was written and stays
+
+
+def test_a_rule_paused_while_its_copy_runs_makes_it_wait_until_resumed(esproxy, es_a, es_b, kafka, names, tmp_path):
+    index, count = names.index("paused"), 1500
+    bulk_load(es_a, index, count)
+    admin, proc = start_rule_copy(esproxy, es_a, es_b, kafka, names, tmp_path, index)
+    rules = f"http://127.0.0.1:{admin}/_esproxy/sync/rules/logs"
+    try:
+        wait_until(lambda: copied_so_far(tmp_path, index) >= 300, timeout=60, msg="the copy under way")
+        assert requests.post(f"{rules}/_pause", timeout=10).status_code == 200
+        time.sleep(1.5)  # the copy asks at most once a second: by now it waits
+        held = copied_so_far(tmp_path, index)
+        time.sleep(1.5)  # no progress is only seen by watching for a while
+        assert copied_so_far(tmp_path, index) == held < count
+        assert requests.post(f"{rules}/_resume", timeout=10).status_code == 200
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    assert f"{index} -> {index}-sync: {count} read, {count} written," in out, out
+    paused = float(out.split(" paused ", 1)[1].split("s,", 1)[0])
+    assert paused >= 1.5, out
