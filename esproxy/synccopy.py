@@ -31,6 +31,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -432,6 +433,55 @@ class IndexOutcome:
     errors: list[str] = field(default_factory=list)
     verified: Optional[IndexResult] = None
     differences: int = 0
+    halted: str = ""  # the rule was stopped or deleted while copying: why this index's copy ended
+
+
+class RuleWatch:
+    """The replay's rules as they are now (GET /_esproxy/sync/rules on the config's admin port), asked
+    at most once a second, so that a copy run with ``-c`` sees a rule paused, stopped or deleted."""
+
+    def __init__(self, conf: str, out: TextIO) -> None:
+        from .config import load
+        from .follow import Rules
+
+        cfg = load(conf)
+        self.rules = Rules.from_config(cfg.follow)
+        self.out, self.url = out, ""
+        self.headers = dict(cfg.admin.header)
+        self._states: Optional[dict[str, str]] = None  # None: never read
+        self._asked = 0.0
+        self._warned = False
+        self._lock = threading.Lock()
+        if cfg.admin.port:
+            host = "127.0.0.1" if cfg.admin.host in ("0.0.0.0", "") else cfg.admin.host
+            self.url = f"http://{host}:{cfg.admin.port}/_esproxy/sync/rules"
+        else:
+            self._warn(f"{conf}: admin.port is not set")
+
+    def _warn(self, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            print(f"{why}: rule changes while the copy runs cannot be seen; copying on", file=self.out)
+
+    def rule_of(self, index: str) -> Optional[str]:
+        hit = self.rules.target(index)
+        return hit.rule.name if hit is not None else None
+
+    def state(self, rule: str) -> str:
+        """following, paused, stopped or deleted (following while the replay cannot be asked)."""
+        with self._lock:
+            if self.url and time.monotonic() - self._asked >= 1.0:
+                self._asked = time.monotonic()
+                try:
+                    request = urllib.request.Request(self.url, headers=self.headers)
+                    with urllib.request.urlopen(request, timeout=5) as r:
+                        listed = json.loads(r.read())["rules"]
+                    self._states = {str(x["name"]): str(x["state"]) for x in listed}
+                except (OSError, ValueError, KeyError, TypeError) as e:
+                    self._warn(f"the replay's admin port ({self.url}) did not answer: {e}")
+            if self._states is None:
+                return "following"
+            return self._states.get(rule, "deleted")
 
 
 class SyncCopy:
@@ -449,6 +499,9 @@ class SyncCopy:
         # a batch is paid for after it went (RateLimit): batches of a tenth of a second keep --rate within 10 %
         self.page = options.batch if not options.rate else max(1, min(options.batch, int(options.rate / 10)))
         self.stopping = False  # Ctrl-C or SIGTERM: every index stops after its current batch
+        self.rules: Optional[RuleWatch] = None  # -c: the replay's rules, as they change at runtime
+        self.paused = 0.0  # seconds indices waited for their paused rule
+        self._paused_lock = threading.Lock()
         self._local = threading.local()
 
     def _clusters(self) -> tuple[Elastic, Elastic]:
@@ -482,6 +535,11 @@ class SyncCopy:
                 outcome.restarted, outcome.resumed_at = True, 0
                 outcome.read = outcome.written = outcome.bytes = 0
             first = False
+            outcome.halted = self._rule_halt(plan)
+            if outcome.halted:
+                self.checkpoint.update(plan.source, state="halted", error=outcome.halted)
+                reader.close()
+                break
             planned, unversioned = self._writes(hits, plan)
             size = sum(len(p.lines) for p in planned)
             self.throttle.take(len(hits), size, lambda: self.stopping)
@@ -514,6 +572,28 @@ class SyncCopy:
         outcome.failed += result.failed
         outcome.errors += [e for e in result.errors if e not in outcome.errors]
         return outcome
+
+    def _rule_halt(self, plan: IndexPlan) -> str:
+        """Before each batch: wait while the index's rule is paused; why its copy ends if the rule was
+        stopped or deleted ("" to go on). What was copied so far stays in the target."""
+        rule = self.rules.rule_of(plan.source) if self.rules is not None else None
+        if rule is None or self.rules is None:
+            return ""
+        waited_since = None
+        while (state := self.rules.state(rule)) == "paused":
+            if self.stopping:
+                raise Interrupted()
+            waited_since = waited_since or time.monotonic()
+            time.sleep(0.2)  # the rules are asked again at most once a second
+        if waited_since is not None:
+            with self._paused_lock:
+                self.paused += time.monotonic() - waited_since
+        if state in ("stopped", "deleted"):
+            return (
+                f"rule {rule} was {state} while copying: {plan.target} keeps what was copied;"
+                " add the rule again and copy to finish"
+            )
+        return ""
 
     def _writes(self, hits: list[dict], plan: IndexPlan) -> tuple[list[Planned], list[str]]:
         planned, unversioned = [], []
@@ -663,6 +743,9 @@ def print_plan(plans: list[IndexPlan], out: TextIO) -> None:
 def summary(outcomes: list[IndexOutcome], copy: SyncCopy, elapsed: float, out: TextIO) -> int:
     for o in outcomes:
         p = o.plan
+        if o.halted:
+            print(f"{p.source} -> {p.target}: {o.read} read, {o.written} written: {o.halted}", file=out)
+            continue
         if p.refused or (o.failed and o.verified is None):
             print(f"{p.source} -> {p.target}: refused: {'; '.join(o.errors[:1])}", file=out)
             continue
@@ -681,12 +764,13 @@ def summary(outcomes: list[IndexOutcome], copy: SyncCopy, elapsed: float, out: T
         print(f"  error: {e}", file=out)
     if len(errors) > copy.options.show:
         print(f"  ... and {len(errors) - copy.options.show} more", file=out)
-    bad = sum(1 for o in outcomes if o.failed or o.differences or o.plan.refused)
+    bad = sum(1 for o in outcomes if o.failed or o.differences or o.plan.refused or o.halted)
     docs = sum(o.read - o.resumed_at for o in outcomes)
     verdict = "the target matches the source" if not bad else f"{bad} index(es) not equal"
     print(
         f"copied {len(outcomes)} index(es): {docs} documents in {_duration(elapsed)}"
-        f" ({docs / max(elapsed, 1e-6):.0f} docs/s), throttled {copy.throttle.throttled:.1f}s;"
+        f" ({docs / max(elapsed, 1e-6):.0f} docs/s),{f' paused {copy.paused:.1f}s,' if copy.paused else ''}"
+        f" throttled {copy.throttle.throttled:.1f}s;"
         f" the live stream covers writes since {copy.checkpoint.data.get('stream_since')}: {verdict}",
         file=out,
     )
@@ -805,6 +889,8 @@ def main(argv: list[str]) -> int:
             sys.stdout,
             Progress(0, sys.stderr, label="sync copy"),
         )
+        if args.conf:
+            copy.rules = RuleWatch(args.conf, sys.stdout)
         started = time.monotonic()
 
         def stop(signum: int, frame: object) -> None:

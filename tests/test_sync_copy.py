@@ -361,3 +361,82 @@ def test_the_replays_rules_with_copy_existing_choose_indices_names_settings_and_
     assert theirs["settings"]["index"]["number_of_shards"] == "2"
     assert theirs["settings"]["index"].get("refresh_interval") != "7s"  # excluded by the rule
     assert requests.get(f"{es_b}/{not_copying}-sync", timeout=10).status_code == 404
+
+
+def start_rule_copy(esproxy, es_a, es_b, kafka, names, tmp_path, index: str) -> tuple[int, subprocess.Popen]:
+    """A replay (admin port, rule "logs" with copyExisting) and `sync copy -c` slowed to 300 docs/s."""
+    topic = names.topic()
+    create_topic(kafka, topic, partitions=1)
+    admin = free_port()
+    conf = replay_config(kafka, topic, names.group(), es_b)
+    conf["admin"] = {"port": admin}
+    conf["follow"] = {"rules": [{"name": "logs", "indices": [index], "rename": "{{remote_index}}-sync",
+                                 "copyExisting": True}]}  # fmt: skip
+    (tmp_path / "replay.yml").write_text(yaml.safe_dump(conf))
+    esproxy(conf)
+    wait_until(
+        lambda: requests.get(f"http://127.0.0.1:{admin}/_esproxy/sync/rules", timeout=5).ok,
+        timeout=30,
+        msg="the replay's admin port",
+    )
+    args = ["--source", es_a, "--target", es_b, "-c", "replay.yml", "--rate", "300", "--settle", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "esproxy", "sync", "copy", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return admin, proc
+
+
+def copied_so_far(tmp_path: Path, index: str) -> int:
+    found = list(tmp_path.glob("esproxy-sync-copy-*.json"))
+    return json.loads(found[0].read_text())["indices"].get(index, {}).get("read", 0) if found else 0
+
+
+def test_a_rule_stopped_while_its_copy_runs_ends_that_copy_by_name_and_keeps_what_was_copied(
+    esproxy, es_a, es_b, kafka, names, tmp_path
+):
+    index, count = names.index("stopped"), 3000
+    bulk_load(es_a, index, count)
+    admin, proc = start_rule_copy(esproxy, es_a, es_b, kafka, names, tmp_path, index)
+    try:
+        wait_until(lambda: copied_so_far(tmp_path, index) >= 300, timeout=60, msg="the copy under way")
+        r = requests.post(f"http://127.0.0.1:{admin}/_esproxy/sync/rules/logs/_stop", timeout=10)
+        assert r.status_code == 200, r.text
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out + err
+    reason = f"rule logs was stopped while copying: {index}-sync keeps what was copied; add the rule again"
+    assert reason in out, out + err
+    read = int(out.split(f"{index} -> {index}-sync: ", 1)[1].split(" read", 1)[0])
+    assert 300 <= read < count, out
+    requests.post(f"{es_b}/{index}-sync/_refresh", timeout=10)
+    kept = requests.get(f"{es_b}/{index}-sync/_count", timeout=10).json()["count"]
+    assert kept == read, (kept, out)  # every batch read before the stop was written and stays
+
+
+def test_a_rule_paused_while_its_copy_runs_makes_it_wait_until_resumed(esproxy, es_a, es_b, kafka, names, tmp_path):
+    index, count = names.index("paused"), 1500
+    bulk_load(es_a, index, count)
+    admin, proc = start_rule_copy(esproxy, es_a, es_b, kafka, names, tmp_path, index)
+    rules = f"http://127.0.0.1:{admin}/_esproxy/sync/rules/logs"
+    try:
+        wait_until(lambda: copied_so_far(tmp_path, index) >= 300, timeout=60, msg="the copy under way")
+        assert requests.post(f"{rules}/_pause", timeout=10).status_code == 200
+        time.sleep(1.5)  # the copy asks at most once a second: by now it waits
+        held = copied_so_far(tmp_path, index)
+        time.sleep(1.5)  # no progress is only seen by watching for a while
+        assert copied_so_far(tmp_path, index) == held < count
+        assert requests.post(f"{rules}/_resume", timeout=10).status_code == 200
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    assert f"{index} -> {index}-sync: {count} read, {count} written," in out, out
+    paused = float(out.split(" paused ", 1)[1].split("s,", 1)[0])
+    assert paused >= 1.5, out
