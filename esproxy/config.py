@@ -115,6 +115,17 @@ class ElasticDestination:
     accesslog: bool = setting(False, "Log one `access log: {...}` JSON line per request to this cluster.")
     noaccesslog: bool = setting(False, "Go original's spelling: true turns the access log off.")
     maxConns: int = setting(256, "Upper bound of kept-alive connections to the cluster (ours).")
+    replayAdmin: str = setting(
+        "",
+        "Proxy role with `destination.followers`: base URL of the admin listener of the replay that writes INTO"
+        " this cluster (`http://127.0.0.1:2901`). Its lag decides whether reads may go to this cluster while it"
+        " follows, and `esproxy switchover` waits on it (ours).",
+    )
+    maxLag: Duration = setting(
+        Duration(5),
+        "Proxy role: while this cluster follows, reads go to the leader instead when its replay lags more than"
+        " this, or when the lag cannot be read from `replayAdmin`; 0 = ignore the lag (ours).",
+    )
     disabled: bool = setting(False, "Skip this entry.")
 
 
@@ -196,6 +207,11 @@ class Source:
 class Destination:
     primaries: list[ElasticDestination] = setting(
         [], "Elasticsearch clusters: the proxy forwards to them, the replay writes into them."
+    )
+    followers: list[ElasticDestination] = setting(
+        [],
+        "Proxy role: clusters kept in sync from the primary (by a replay) that serve reads; off when empty"
+        " (see docs/operations.md, Read/write splitting) (ours).",
     )
     rests: list[ElasticDestination] = setting([], "HTTP backups: every captured write is also sent there.")
     kafkas: list[KafkaDestination] = setting([], "Topics the proxy produces captured writes to.")
@@ -320,6 +336,9 @@ class Config:
     def primaries(self) -> list[ElasticDestination]:
         return [p for p in self.destination.primaries if not p.disabled]
 
+    def followers(self) -> list[ElasticDestination]:
+        return [f for f in self.destination.followers if not f.disabled]
+
     def rests(self) -> list[ElasticDestination]:
         return [r for r in self.destination.rests if not r.disabled]
 
@@ -341,7 +360,8 @@ _CODEC_MODULES = {"snappy": ("snappy", "python-snappy"), "lz4": ("lz4", "lz4"), 
 def _check(cfg: Config) -> list[str]:
     """Checks across settings; returns warnings, raises ConfigError for what cannot run."""
     warnings: list[str] = []
-    for kind, entries in (("primaries", cfg.destination.primaries), ("rests", cfg.destination.rests)):
+    groups = ("primaries", "followers", "rests")
+    for kind, entries in ((g, getattr(cfg.destination, g)) for g in groups):
         for i, e in enumerate(entries):
             _parse_label_eval(e.labelEval, f"destination.{kind}[{i}].labelEval")
             if e.maxConns < 1:
