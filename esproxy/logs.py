@@ -173,6 +173,8 @@ def setup(level: str = "INFO") -> None:
 
 def redact_url(url: str) -> str:
     """Drop the password of ``http://user:pass@host`` URLs."""
+    if "@" not in url:  # no user info (the common case: skip the parse)
+        return url
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -80,6 +80,7 @@ class Elastic:
         self.matches = labels.parse(cfg.labelEval)
         self.header = dict(cfg.header)
         self.cluster_id = ""
+        self._target = redact_url(cfg.url.rstrip("/"))  # every access log line names it
         # Set once the cluster refused a compatibility media type (see mediatype): replays send the plain one.
         self.plain_media_types = False
         parts = urlsplit(cfg.url)
@@ -109,7 +110,7 @@ class Elastic:
         return max(0, pool.size - pool._semaphore.counter), pool._socket_queue.qsize()
 
     def target(self, uri: str) -> str:
-        return redact_url(self.url.rstrip("/")) + uri
+        return self._target + uri
 
     def request(
         self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes], stream_over: Optional[int] = None
