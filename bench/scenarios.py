@@ -283,6 +283,7 @@ class Bench:
             two = self.start_proxy("proxy-2workers", self.topic, workers=2)
             procs = {"esproxy (master + workers)": two, "osmem A": self.a}
             out["proxy_2_workers"] = self.measured("s2-proxy-2w", procs, base=two.url, **kw)
+            out["worker_rows"] = _worker_rows(two.url)
             self.stack.stop(two)
         else:
             out["workers_unavailable"] = answer
@@ -341,6 +342,15 @@ class Bench:
                 getattr(self, name.lower())()
                 self.results.setdefault("timings", {})[name] = time.monotonic() - t0
                 print(f"bench: {name} done in {time.monotonic() - t0:.0f}s", flush=True)
+
+
+def _worker_rows(base: str) -> list[dict[str, Any]]:
+    """Per worker connections and requests, once every worker has reported (each does every second)."""
+    time.sleep(1.5)
+    status, body = probes.http("GET", f"{base}/_esproxy/stats")
+    if status != 200:
+        return []
+    return json.loads(body).get("proxy", {}).get("workers", [])
 
 
 def _bulk_load(port: int, index: str, docs: list[str], size: int) -> float:
