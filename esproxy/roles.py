@@ -25,7 +25,7 @@ from .dest.kafka import KafkaDest
 from .dest.refusals import ProxyDeadLetters
 from .fanout import Fanout
 from .followcontrol import FollowControl
-from .listeners import Listeners, bind, matching_indexes, wait_for_cluster_id
+from .listeners import Listeners, bind_per_worker, matching_indexes, wait_for_cluster_id
 from .prefork import WorkerPool
 from .profiling import Profiler
 from .signals import GRACEFUL_TIMEOUT
@@ -131,7 +131,7 @@ class Roles:
             self.fanout.start()
         self.listeners = Listeners(self.cfg, self.fanout, self.admin, self.stop_event)
         if self.cfg.workers > 1:
-            sockets = [bind(p) for p in self.cfg.proxies()]
+            sockets = [bind_per_worker(p, self.cfg.workers) for p in self.cfg.proxies()]
             self.listeners.start(serve=False)  # the master's apps only settle writes of unknown outcome
             self.pool = WorkerPool(
                 self.cfg.workers, self.conf_path, sockets, self.fanout, self.admin.render, self.listeners.settle

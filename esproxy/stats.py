@@ -52,6 +52,7 @@ class Stats:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.writes_captured = 0
+        self.connections = 0  # client connections accepted
         self.kafka_produced: dict[str, int] = {}
         self.kafka_failed: dict[tuple[str, str], int] = {}  # (topic, reason) -> messages not taken
         # topic -> (time.monotonic() of its first and of its last failure since its last success, last reason)
@@ -184,6 +185,7 @@ class Stats:
             "latency_sum": self.latency_sum,
             "latency_count": self.latency_count,
             "writes_captured": self.writes_captured,
+            "connections": self.connections,
         }
 
     def with_reports(self, reports: Iterable[dict[str, Any]]) -> Stats:
@@ -198,6 +200,7 @@ class Stats:
             out.latency_sum += r["latency_sum"]
             out.latency_count += r["latency_count"]
             out.writes_captured += r["writes_captured"]
+            out.connections += r.get("connections", 0)
         return out
 
     # ------------------------------------------------------------------ derived values

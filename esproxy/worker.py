@@ -99,7 +99,9 @@ class Worker:
         self.listeners = Listeners(self.cfg, fanout, MasterAdmin(self.client), self.stop_event)
         self.listeners.start(self.sockets)
         for server in self.listeners.servers:
-            server.max_accept = 1  # take one waiting connection per wake-up; the other workers take theirs
+            # One connection per wake-up: where the workers share one socket (no SO_REUSEPORT) the
+            # others take theirs; on a socket of its own it changes nothing.
+            server.max_accept = 1
         self.client.notify("ready")
         reporter = gevent.spawn(self._report_loop)
         gevent.spawn(self._stop_with_master)

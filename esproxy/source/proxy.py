@@ -169,6 +169,7 @@ class RawPathHandler(WSGIHandler):
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # not TCP
             pass
+        STATS.connections += 1
         super().handle()
 
     def log_request(self) -> None:
