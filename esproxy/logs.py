@@ -195,17 +195,17 @@ def access_log(
     """One ``access log: {...}`` line with the original's fields."""
     if not log.isEnabledFor(logging.INFO):
         return
-    entry = {
-        "RemoteAddr": remote_addr,
-        "Method": method,
-        "Path": path,
-        "Target": redact_url(target),
-        "Direction": direction,
-        "Duration": format_duration(seconds),
-        "StatusCode": status,
-    }
-    head = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
-    log.info("access log: %s", head[:-1] + ',"ResponseBody":' + _body_json(response_body) + "}")
+    # What json.dumps(entry, ensure_ascii=False, separators=(",", ":")) writes, without building the dict
+    line = (
+        f'{{"RemoteAddr":{_string(remote_addr)},"Method":{_string(method)},"Path":{_string(path)},'
+        f'"Target":{_string(redact_url(target))},"Direction":{_string(direction)},'
+        f'"Duration":{_string(format_duration(seconds))},"StatusCode":{int(status)},'
+        f'"ResponseBody":{_body_json(response_body)}}}'
+    )
+    log.info("access log: %s", line)
+
+
+_string = json.encoder.encode_basestring  # a str as json.dumps(ensure_ascii=False) writes it (C)
 
 
 def _body_json(body: bytes) -> str:

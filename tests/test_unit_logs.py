@@ -7,6 +7,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from esproxy import logs
 from esproxy.logs import _SECRETS, LazyFlushHandler, SeedFormatter, access_log, redact
@@ -122,3 +124,42 @@ def test_access_line_is_json_with_the_original_fields(body: bytes, expected: obj
     ]
     assert entry["ResponseBody"] == expected
     assert entry["Target"] == "http://u:***@h:9200/i/_doc" and entry["StatusCode"] == 201
+
+
+@given(
+    remote=st.text(max_size=30),
+    path=st.text(max_size=60),
+    target=st.sampled_from(["http://h:9200/x", "http://u:p@h/x", 'http://h/"q"\\']),
+    seconds=st.floats(min_value=0, max_value=4000, allow_nan=False),
+    status=st.integers(min_value=100, max_value=599),
+)
+@settings(max_examples=200, deadline=None)
+def test_access_log_entry_is_what_json_dumps_wrote(remote, path, target, seconds, status):
+    """access_log writes its fields without json.dumps of a dict: the same text, whatever they hold."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    keep = Keep()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(keep)
+    root.setLevel(logging.INFO)
+    try:
+        access_log(remote, "GET", path, target, "primary", seconds, status, b'{"a":1}')
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(level)
+    entry = {
+        "RemoteAddr": remote,
+        "Method": "GET",
+        "Path": path,
+        "Target": logs.redact_url(target),
+        "Direction": "primary",
+        "Duration": logs.format_duration(seconds),
+        "StatusCode": status,
+    }
+    head = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+    assert lines == ["access log: " + head[:-1] + ',"ResponseBody":{"a":1}}']
