@@ -152,7 +152,7 @@ class Elastic:
                 sock = pool.get_socket()
                 answer = lean.Answer(pool, sock, method)
                 try:
-                    sock.sendall(head)
+                    lean.send_all(sock, head)
                     status, reason, items, keep = answer.read_head()
                     break
                 except (OSError, lean.Unparsable) as e:

@@ -28,6 +28,14 @@ RECV = 64 * 1024
 READS = frozenset({"GET", "HEAD"})
 
 
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """``sock.sendall(data)`` in one send when the socket takes it whole (a request head, a small
+    answer): gevent's sendall asks the kernel for SO_SNDBUF first, a syscall per call."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
+
+
 class Unparsable(ValueError):
     """The cluster's answer is not HTTP/1.x as this parser reads it."""
 

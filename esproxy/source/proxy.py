@@ -29,6 +29,7 @@ from ..bean import Bean
 from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
+from ..dest.lean import send_all
 from ..logs import access_log
 from ..recorder import NotRecorded, Recorder, Unavailable
 from ..retry import retry
@@ -138,7 +139,18 @@ class RawPathHandler(WSGIHandler):
             self._sendall(out)
             self._sendall(body)
         else:
-            self._sendall(out + body)
+            self._send_small(out + body)
+
+    def _send_small(self, data: bytes) -> None:
+        """pywsgi's _sendall, through lean.send_all."""
+        try:
+            send_all(self.socket, data)
+        except OSError as ex:
+            self.status = f"socket error: {ex}"
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
 
     def send_stream(self, status: str, headers: list[tuple[str, str]], length: Optional[int], chunks: Any) -> None:
         """A streamed answer as pywsgi sends an iterable one: with its Content-Length, else chunked."""
