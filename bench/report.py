@@ -205,6 +205,17 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 _at_most(r, goal),
             )
         )
+        if "proxy_noaccesslog" in s2:
+            quiet_us = cpu_us(s2["proxy_noaccesslog"])
+            r = ratio(quiet_us or 0.0, bare_us or 0.0)
+            rows.append(
+                (
+                    "S2 CPU µs per GET with accesslog: false / bare + TCP_NODELAY",
+                    f"{fmt_us(quiet_us)} / {fmt_us(bare_us)} = {fmt_ratio(r)}",
+                    "(reference)",
+                    f"conf1.yml's access log costs {fmt_us((proxy_us or 0) - (quiet_us or 0))} µs per GET",
+                )
+            )
         if "proxy_2_workers" in s2:
             one, two = s2["proxy"].load.pct(99), s2["proxy_2_workers"].load.pct(99)
             r = ratio(two, one)
@@ -393,6 +404,7 @@ def _s2(s2: dict[str, Any]) -> list[str]:
         SIDE_HEADER,
         _side_row("direct to A (osmem)", s2["direct"]),
         _side_row("through the proxy", s2["proxy"]),
+        *[_side_row("through the proxy, accesslog: false", s2[k]) for k in ("proxy_noaccesslog",) if k in s2],
         _side_row("bare gevent WSGIServer (same body)", s2["bare"]),
         _side_row("bare gevent WSGIServer + TCP_NODELAY", s2["bare_nodelay"]),
     ]
@@ -489,7 +501,7 @@ def chart(res: dict[str, Any], path: Path) -> Optional[str]:
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     ticks = [50, 90, 99, 99.9, 99.99]
     for ax, (name, scen) in zip(axes[0], panels):
-        for side in ("direct", "proxy", "bare", "bare_nodelay", "proxy_2_workers"):
+        for side in ("direct", "proxy", "proxy_noaccesslog", "bare", "bare_nodelay", "proxy_2_workers"):
             if side not in scen:
                 continue
             r: LoadResult = scen[side].load

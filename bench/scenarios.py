@@ -74,8 +74,9 @@ class Bench:
         ``upstream`` as cluster A (default: the bench's A)."""
         conf = yaml.safe_load((REPO / "conf1.yml").read_text(encoding="utf-8"))
         proxy = {**conf["source"]["proxies"][0], "port": port, "host": "127.0.0.1"}
-        if "durability" in extra:  # a per-proxy setting
-            proxy["durability"] = extra.pop("durability")
+        for key in ("durability", "accesslog"):  # per-proxy settings
+            if key in extra:
+                proxy[key] = extra.pop(key)
         conf["source"]["proxies"] = [proxy]
         conf["destination"]["primaries"] = [
             {**conf["destination"]["primaries"][0], "url": (upstream or self.a).url + "/"}
@@ -272,6 +273,11 @@ class Bench:
         out: dict[str, Any] = {"status": status, "body_bytes": len(body)}
         out["direct"] = self.measured("s2-direct", {"osmem A": self.a}, base=self.a.url, **kw)
         out["proxy"] = self.measured("s2-proxy", {"esproxy": self.proxy, "osmem A": self.a}, base=self.proxy.url, **kw)
+        # conf1.yml logs every request (accesslog: true); the same proxy without it, for what the relay costs
+        quiet = self.start_proxy("proxy-noaccesslog", self.topic, accesslog=False)
+        procs = {"esproxy": quiet, "osmem A": self.a}
+        out["proxy_noaccesslog"] = self.measured("s2-proxy-noaccesslog", procs, base=quiet.url, **kw)
+        self.stack.stop(quiet)
         for side, nodelay in (("bare", False), ("bare_nodelay", True)):
             bare = self.stack.bare(f"{side}-wsgi", body_file, nodelay=nodelay)
             out[side] = self.measured(f"s2-{side}", {"bare WSGIServer": bare}, base=bare.url, **kw)
