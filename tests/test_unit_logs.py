@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -163,3 +164,29 @@ def test_access_log_entry_is_what_json_dumps_wrote(remote, path, target, seconds
     }
     head = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
     assert lines == ["access log: " + head[:-1] + ',"ResponseBody":{"a":1}}']
+
+
+def test_access_lines_written_past_the_logger_read_as_through_it():
+    """With logs.setup()'s handler alone, access_log adds its line to the handler itself: the same
+    line as through the Logger (a filter on the root forces that way), time aside."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    try:
+        logs.setup("INFO")
+        handler = root.handlers[0]
+        handler.setStream(stream)
+        assert logs._direct_handler() is handler
+        body = b'{"user":"u","password":"secret-1"}'
+        access_log("10.0.0.1:5", "GET", "/i/_doc/1", "http://u:p@h:9200/i/_doc/1", "primary", 0.25, 200, body)
+        root.addFilter(lambda record: True)
+        assert logs._direct_handler() is None
+        access_log("10.0.0.1:5", "GET", "/i/_doc/1", "http://u:p@h:9200/i/_doc/1", "primary", 0.25, 200, body)
+        handler.flush()
+    finally:
+        root.filters.clear()
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    direct, through = [line.split(" [INFO ] ", 1) for line in stream.getvalue().splitlines()]
+    assert direct[1] == through[1] and "secret-1" not in direct[1] and "u:***@h" in direct[1]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", direct[0])
