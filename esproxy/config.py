@@ -52,6 +52,12 @@ class ProxySource:
         " proxy first, so that such a write in flight at a crash can be settled from A; false keeps A's"
         " own ids (see docs/operations.md for what each costs) (ours).",
     )
+    followerReadOnly: bool = setting(
+        False,
+        "This proxy stands in front of a follower (B): writes to its followed indices (the targets of"
+        " `follow.rules`; no rules: every index) are refused with 403 (see docs/operations.md, Read-only"
+        " followers and index names) (ours).",
+    )
 
 
 @dataclass
@@ -433,8 +439,10 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError("admin.port", f"{cfg.admin.port} is already used by {ports[cfg.admin.port]}")
     if cfg.follow.rules:
         Rules.from_config(cfg.follow)
-        if not cfg.kafka_sources():
-            warnings.append("follow: applies to the replay role only; this config has no source.kafkas[]")
+        if not cfg.kafka_sources() and not any(p.followerReadOnly for p in cfg.proxies()):
+            warnings.append(
+                "follow: applies to the replay role and to proxies with followerReadOnly; this config has neither"
+            )
     if not cfg.proxies() and not cfg.kafka_sources():
         raise ConfigError("source", "nothing to run: enable an entry of source.proxies[] or source.kafkas[]")
     walk_compat(cfg, "", lambda path, note: warnings.append(f"{path}: {note}"))
