@@ -409,6 +409,8 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(path, "no destination.primaries[] entry to forward to (all disabled or none match)")
         if not cfg.kafka_destinations() and not cfg.rests():
             warnings.append(f"{path}: no destination.kafkas[] or rests[]: writes are forwarded but not captured")
+        if p.followerReadOnly and not cfg.follow.rules:
+            warnings.append(f"{path}.followerReadOnly: no follow.rules: every write naming an index is refused")
     for i, k in enumerate(cfg.source.kafkas):
         path = f"source.kafkas[{i}]"
         if k.disabled:

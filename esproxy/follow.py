@@ -1,9 +1,10 @@
 """Follower sync rules: which of A's indices the replay follows, and under which name in B.
 
 Pure logic, no I/O: the replay (source/kafka.py, through source/followed.py) and the initial copy
-ask :meth:`Rules.target` for each index a write names. A rule (``follow.rules[]`` in the config)
-has include patterns (exact names or ``*`` wildcards), exclude patterns, and a rename template in
-which ``{{remote_index}}`` stands for A's index name.
+ask :meth:`Rules.target` for each index a write names; a proxy in front of B asks the inverse,
+:meth:`Rules.source` (which A index, under which rule, B's index is a copy of: readonly.py).
+A rule (``follow.rules[]`` in the config) has include patterns (exact names or ``*`` wildcards),
+exclude patterns, and a rename template in which ``{{remote_index}}`` stands for A's index name.
 
 Patterns follow Elasticsearch's index name rules plus ``*``; as in Elasticsearch, a wildcard pattern
 that does not start with ``.`` does not match a name that does (hidden and system indices).

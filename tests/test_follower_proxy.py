@@ -86,3 +86,21 @@ def test_mixed_bulk_is_refused_whole_and_nothing_captured(follower_proxy, es_b, 
     writes = wait_until(captured, timeout=15, interval=0.2, msg="the accepted _bulk captured")
     assert {w[2] for w in writes} == {"after"}
     assert es_doc(es_b, free, "m1") is None and es_doc(es_b, b_name, "m2") is None
+
+
+def test_every_worker_refuses(esproxy, es_b, names, port):
+    """workers: 2: each pre-forked worker has the rules (new connections go to either)."""
+    prefix = names.index("x").rsplit("-", 1)[0]
+    config = proxy_config(port, es_b)
+    config["workers"] = 2
+    config["source"]["proxies"][0]["followerReadOnly"] = True
+    config["follow"] = {"rules": [{"name": "logs", "indices": [f"{prefix}-logs-*"], "rename": "b-{{remote_index}}"}]}
+    proc = esproxy(config)
+    proc.wait_log("worker serving", count=2)
+    base = f"http://127.0.0.1:{port}"
+    for i in range(10):
+        close = {"Connection": "close"}
+        r = requests.put(f"{base}/b-{prefix}-logs-1/_doc/{i}", json={"i": i}, headers=close, timeout=10)
+        assert r.status_code == 403 and 'follow.rules[0] "logs"' in r.json()["error"]["reason"]
+        r = requests.put(f"{base}/{prefix}-free/_doc/{i}", json={"i": i}, headers=close, timeout=10)
+        assert r.status_code in (200, 201), r.text

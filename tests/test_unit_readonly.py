@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from esproxy.config import FollowRule, FollowSettings
+from esproxy.config import FollowRule, FollowSettings, parse
 from esproxy.follow import Rule, Rules
 from esproxy.readonly import refusal
 
@@ -190,3 +190,26 @@ def test_without_rules_every_index_is_read_only_but_cluster_writes_pass():
 
 def test_percent_encoded_names_are_decoded():
     assert "users" in refused("PUT", "/%75sers/_doc/1", {"f": 1})
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _config(proxy: dict, follow: dict | None = None) -> str:
+    lines = ["source:", "  proxies:", "    - port: 9200"]
+    lines += [f"      {k}: {json.dumps(v)}" for k, v in proxy.items()]
+    lines += ["destination:", "  primaries:", "    - url: http://127.0.0.1:9201/"]
+    if follow is not None:
+        lines.append(f"follow: {json.dumps(follow)}")
+    return "\n".join(lines) + "\n"
+
+
+def test_config_warnings_for_the_follow_section_and_followerreadonly():
+    follow = {"rules": [LOGS]}
+    ignored = parse(_config({}, follow)).warnings
+    assert any(w.startswith("follow: applies to the replay role and to proxies with followerReadOnly") for w in ignored)
+    used = parse(_config({"followerReadOnly": True}, follow))
+    assert used.proxies()[0].followerReadOnly
+    assert not any(w.startswith("follow:") or "followerReadOnly" in w for w in used.warnings)
+    bare = parse(_config({"followerReadOnly": True})).warnings
+    assert any("followerReadOnly: no follow.rules: every write naming an index is refused" in w for w in bare)
