@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from json.decoder import scanstring
 from typing import Any, Optional
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -62,7 +63,9 @@ _NAME_KEYS = frozenset({"_index", "index", "resource.id", "indices"})
 _BRACKETED_KEYS = frozenset({"reason", "_shard"})
 # Parts of an answer that hold the client's data or values computed from it: never rewritten.
 _DATA_KEYS = frozenset({"_source", "fields", "highlight", "aggregations", "suggest", "_explanation", "sort"})
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^"{}\[\]:,\s]+|\s+', re.DOTALL)
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_WHITESPACE_CHARS = (" ", "\t", "\n", "\r")
+_SCAN = json.JSONDecoder().scan_once  # one JSON value at an offset: (value, end); C-accelerated
 
 
 class _Unfaithful(Exception):
@@ -245,49 +248,75 @@ def _rewrite_answer(text: str, names: dict[str, str]) -> str:
         raise _Unfaithful("index_not_found")
     if text.lstrip()[:1] not in ("{", "["):
         raise _Unfaithful("not JSON")
-    if all(b == a for b, a in names.items()):
-        return text  # same names: nothing to rewrite
-    out: list[str] = []
-    # one frame per open container: (is an object, key of the value being read, inside client data)
-    stack: list[list[Any]] = []
-    expect_key = False
-    for match in _TOKEN.finditer(text):
-        token = match.group()
-        frame = stack[-1] if stack else None
-        if token in "{[":
-            inherited = frame is not None and (frame[2] or frame[1] in _DATA_KEYS)
-            stack.append([token == "{", frame[1] if frame is not None and token == "[" else None, inherited])
-            expect_key = token == "{"
-        elif token in "}]":
-            stack.pop()
-            expect_key = False
-        elif token == ",":
-            expect_key = frame is not None and frame[0]
-        elif token == ":":
-            expect_key = False
-        elif token[0] == '"' and frame is not None:
-            if expect_key:
-                frame[1] = json.loads(token)
-            elif not frame[2]:
-                token = _rewrite_string(token, frame[1], names)
-        out.append(token)
-    if stack:
-        raise _Unfaithful("truncated JSON")
+    if not any(b != a and b in text for b, a in names.items()):
+        return text  # same names, or no renamed name in the answer: nothing to rewrite
+    edits: list[tuple[int, int, str]] = []
+    try:
+        end = _walk(text, 0, None, names, edits)
+    except (ValueError, StopIteration, IndexError, RecursionError):
+        raise _Unfaithful("not JSON") from None
+    if text[_space(text, end) :]:
+        raise _Unfaithful("not one JSON value")
+    out, done = [], 0
+    for start, stop, new in edits:
+        out += [text[done:start], new]
+        done = stop
+    out.append(text[done:])
     return "".join(out)
 
 
-def _rewrite_string(token: str, key: Optional[str], names: dict[str, str]) -> str:
+def _walk(text: str, i: int, key: Optional[str], names: dict[str, str], edits: list[tuple[int, int, str]]) -> int:
+    """Walk the JSON value at ``i`` (the value of ``key``), noting the index names to rename; its end.
+    The client's data (``_source``, aggregations...) is skipped by the C scanner, not walked."""
+    i = _space(text, i)
+    first = text[i]
+    if key in _DATA_KEYS or first not in '{["':
+        return _SCAN(text, i)[1]
+    if first == '"':
+        value, end = scanstring(text, i + 1)
+        new = _renamed(value, key, names)
+        if new is not None:
+            edits.append((i, end, json.dumps(new, ensure_ascii=False)))
+        return end
+    closing = "}" if first == "{" else "]"
+    i = _space(text, i + 1)
+    if text[i] == closing:
+        return i + 1
+    while True:
+        item_key = key
+        if closing == "}":
+            if text[i] != '"':
+                raise ValueError("a key expected")
+            item_key, i = scanstring(text, i + 1)
+            i = _space(text, i)
+            if text[i] != ":":
+                raise ValueError(": expected")
+            i += 1
+        i = _space(text, _walk(text, i, item_key, names, edits))
+        if text[i] == closing:
+            return i + 1
+        if text[i] != ",":
+            raise ValueError(", expected")
+        i = _space(text, i + 1)
+
+
+def _space(text: str, i: int) -> int:
+    if text[i : i + 1] not in _WHITESPACE_CHARS:  # answers are mostly compact: no call for them
+        return i
+    return _WHITESPACE.match(text, i).end()  # type: ignore[union-attr]  # matches the empty string too
+
+
+def _renamed(value: str, key: Optional[str], names: dict[str, str]) -> Optional[str]:
+    """A's name for an index-name string of B's answer (or a reason naming one); None: unchanged."""
     if key in _NAME_KEYS:
-        value = json.loads(token)
         if value in names:
-            return json.dumps(names[value], ensure_ascii=False)
+            return names[value]
         if key == "_index":
             raise _Unfaithful(f"a hit from {value}, not a requested index")
     elif key in _BRACKETED_KEYS:
-        value = json.loads(token)
         new = value
         for b, a in names.items():
             new = new.replace(f"[{b}]", f"[{a}]")
         if new != value:
-            return json.dumps(new, ensure_ascii=False)
-    return token
+            return new
+    return None
