@@ -248,8 +248,14 @@ def _rewrite_answer(text: str, names: dict[str, str]) -> str:
         raise _Unfaithful("index_not_found")
     if text.lstrip()[:1] not in ("{", "["):
         raise _Unfaithful("not JSON")
-    if not any(b != a and b in text for b, a in names.items()):
-        return text  # same names, or no renamed name in the answer: nothing to rewrite
+    if all(b == a for b, a in names.items()):
+        return text  # same names: nothing to rewrite
+    if '"_index"' not in text and not any(b in text for b in names):
+        try:
+            json.loads(text)  # in C: cheaper than a walk
+        except (ValueError, RecursionError):
+            raise _Unfaithful("not JSON") from None
+        return text  # no hit, no name (a count, an empty search): nothing to rewrite
     edits: list[tuple[int, int, str]] = []
     try:
         end = _walk(text, 0, None, names, edits)
