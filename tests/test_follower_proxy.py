@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -50,6 +51,13 @@ def test_followed_index_refuses_writes_other_indices_take_them(follower_proxy, e
     assert f"[{b_name}]" in reason and 'follow.rules[1] "logs"' in reason and f"[{a_name}]" in reason
     assert es_doc(es_b, b_name, "2") is None  # not forwarded
     assert requests.delete(f"{base}/{b_name}", timeout=10).status_code == 403
+    # a compressed body is read as the primary would read it
+    line = f'{{"index":{{"_index":"{b_name}","_id":"z"}}}}\n{{"n":1}}\n'.encode()
+    zipped = {**NDJSON, "Content-Encoding": "gzip"}
+    r = requests.post(f"{base}/_bulk", data=gzip.compress(line), headers=zipped, timeout=10)
+    assert r.status_code == 403 and "item 1 of 1" in r.json()["error"]["reason"]
+    r = requests.post(f"{base}/_bulk", data=b"not gzip", headers=zipped, timeout=10)
+    assert r.status_code == 403 and "does not decompress" in r.json()["error"]["reason"]
 
     # reads pass
     assert requests.get(f"{base}/{b_name}/_doc/1", timeout=10).json()["_source"] == {"n": 1}
