@@ -52,6 +52,12 @@ class ProxySource:
         " proxy first, so that such a write in flight at a crash can be settled from A; false keeps A's"
         " own ids (see docs/operations.md for what each costs) (ours).",
     )
+    followerReadOnly: bool = setting(
+        False,
+        "This proxy stands in front of a follower (B): writes to its followed indices (the targets of"
+        " `follow.rules`; no rules: every index) are refused with 403 (see docs/operations.md, Read-only"
+        " followers and index names) (ours).",
+    )
 
 
 @dataclass
@@ -403,6 +409,8 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(path, "no destination.primaries[] entry to forward to (all disabled or none match)")
         if not cfg.kafka_destinations() and not cfg.rests():
             warnings.append(f"{path}: no destination.kafkas[] or rests[]: writes are forwarded but not captured")
+        if p.followerReadOnly and not cfg.follow.rules:
+            warnings.append(f"{path}.followerReadOnly: no follow.rules: every write naming an index is refused")
     for i, k in enumerate(cfg.source.kafkas):
         path = f"source.kafkas[{i}]"
         if k.disabled:
@@ -433,8 +441,10 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError("admin.port", f"{cfg.admin.port} is already used by {ports[cfg.admin.port]}")
     if cfg.follow.rules:
         Rules.from_config(cfg.follow)
-        if not cfg.kafka_sources():
-            warnings.append("follow: applies to the replay role only; this config has no source.kafkas[]")
+        if not cfg.kafka_sources() and not any(p.followerReadOnly for p in cfg.proxies()):
+            warnings.append(
+                "follow: applies to the replay role and to proxies with followerReadOnly; this config has neither"
+            )
     if not cfg.proxies() and not cfg.kafka_sources():
         raise ConfigError("source", "nothing to run: enable an entry of source.proxies[] or source.kafkas[]")
     walk_compat(cfg, "", lambda path, note: warnings.append(f"{path}: {note}"))

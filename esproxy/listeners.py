@@ -21,6 +21,7 @@ from . import labels
 from .bean import Bean
 from .config import Config, ProxySource
 from .dest.elastic import Elastic, UpstreamError
+from .follow import Rules
 from .recorder import Recorder
 from .retry import Aborted, retry
 from .source.proxy import ProxyApp, make_server
@@ -77,6 +78,8 @@ class Listeners:
             # Serve (and answer 502 while the primary is down) rather than wait for its id.
             gevent.spawn(wait_for_cluster_id, primary, self.stop)
             app = ProxyApp(p, primary, self.fanout)
+            if p.followerReadOnly:
+                app.read_only = Rules.from_config(self.cfg.follow)
             app.admin = self.admin
             self.apps.append(app)
             if serve:

@@ -22,12 +22,13 @@ from typing import Any, Iterable, Optional
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from .. import routing
+from .. import readonly, routing
 from ..autoids import assign_ids
 from ..bean import Bean
 from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
+from ..follow import Rules
 from ..logs import access_log
 from ..recorder import NotRecorded, Recorder, Unavailable
 from ..retry import retry
@@ -120,6 +121,8 @@ class RawPathHandler(WSGIHandler):
 
 class ProxyApp:
     admin: Optional[AdminEndpoints] = None  # answers /_esproxy/ paths (set by Listeners)
+    # In front of a follower (followerReadOnly): its followed indices refuse writes (readonly.py).
+    read_only: Optional[Rules] = None
 
     def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Recorder]) -> None:
         self.cfg = cfg
@@ -164,6 +167,12 @@ class ProxyApp:
         method = environ["REQUEST_METHOD"]
         uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
         body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        if self.read_only is not None:
+            refused = _follower_refusal(self.read_only, environ, method, uri, body)
+            if refused is not None:
+                payload = error_body(readonly.STATUS, readonly.KIND, refused.reason)
+                self._access(environ, method, uri, started, readonly.STATUS, payload)
+                return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
         capturing = self.fanout is not None and routing.is_write(method, uri)
         recording = capturing and self.records_intents
         if recording and self.cfg.assignIds:
@@ -346,6 +355,14 @@ def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> t
     if "HTTP_CONTENT_ENCODING" in environ:
         environ = {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
     return environ, new_uri, new_body
+
+
+def _follower_refusal(rules: Rules, environ: Environ, method: str, uri: str, body: bytes) -> Optional[readonly.Refusal]:
+    try:
+        plain = _plain_body(environ, body) if routing.is_write(method, uri) else b""
+    except (OSError, zlib.error, EOFError):
+        return readonly.Refusal("a compressed body that does not decompress: cannot tell what it writes")
+    return readonly.refusal(rules, method, uri, plain)
 
 
 def _plain_body(environ: Environ, body: bytes) -> bytes:
