@@ -40,7 +40,8 @@ def wait_for_cluster_id(e: Elastic, stop: Event) -> bool:
         return True
 
     def not_ready(err: BaseException, attempts: int, delay: float) -> None:
-        log.warning("cluster not ready: %s; retrying in %.1fs", err, delay)
+        untrusted = isinstance(err, UpstreamError) and err.untrusted  # the operator's to fix: loud each time
+        log.log(logging.ERROR if untrusted else logging.WARNING, "cluster not ready: %s; retrying in %.1fs", err, delay)
 
     try:
         cluster_id = retry(e.ensure_cluster_id, (UpstreamError,), not_ready, base=0.5, cap=10, stopping=stop.is_set)
@@ -85,7 +86,8 @@ class Listeners:
                 self.servers.append(server)
                 # A pre-fork master says "proxy listening on" once all its workers serve.
                 what = "worker serving" if sockets else "proxy listening on"
-                log.info("%s %s:%d -> %s", what, p.host, p.port, primary.target(""))
+                https = " (https)" if p.tls else ""
+                log.info("%s %s:%d -> %s%s", what, p.host, p.port, primary.target(""), https)
 
     def settle(self, intents: list[dict[str, Any]]) -> None:
         """Writes of unknown outcome (a crash in flight): copy what A holds, then close each intent."""
