@@ -61,19 +61,22 @@ def client_context(t: ClientTls, where: str) -> ClientContext:
     """The context for an https:// cluster; ConfigError (at ``where``) for a file that cannot be used."""
     ctx = ClientContext(gssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = gssl.TLSVersion.TLSv1_2
-    try:
-        if t.fingerprint or not t.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = gssl.CERT_NONE
+    if t.fingerprint or not t.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = gssl.CERT_NONE
+        try:
             ctx.pin = fingerprint_hex(t.fingerprint) if t.fingerprint else ""
-        elif t.ca:
-            load_cas(ctx, t.ca, f"{where}.ca")
-        else:
-            ctx.load_default_certs()
-        if t.cert:
-            ctx.load_cert_chain(t.cert, t.key or None)
-    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-        raise ConfigError(f"{where}.cert", f"cannot use {t.cert} / {t.key or t.cert}: {_reason(e)}") from None
+        except ValueError as e:
+            raise ConfigError(f"{where}.fingerprint", str(e)) from None
+    elif t.ca:
+        load_cas(ctx, t.ca, f"{where}.ca")
+    else:
+        load_system_cas(ctx)
+    if t.cert:
+        try:
+            ctx.load_cert_chain(t.cert, t.key or None, password=_no_passphrase)
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            raise ConfigError(f"{where}.cert", f"cannot use {t.cert} / {t.key or t.cert}: {_reason(e)}") from None
     return ctx
 
 
@@ -82,13 +85,24 @@ def server_context(t: ServerTls, where: str) -> gssl.SSLContext:
     ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = gssl.TLSVersion.TLSv1_2
     try:
-        ctx.load_cert_chain(t.cert, t.key or None)
+        ctx.load_cert_chain(t.cert, t.key or None, password=_no_passphrase)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{where}.cert", f"cannot use {t.cert} / {t.key or t.cert}: {_reason(e)}") from None
     if t.clientCa:
         load_cas(ctx, t.clientCa, f"{where}.clientCa")
         ctx.verify_mode = gssl.CERT_REQUIRED
     return ctx
+
+
+def load_system_cas(ctx: gssl.SSLContext) -> None:
+    """The system's CAs; certifi's bundle where the system has no CA file (as geventhttpclient did)."""
+    ctx.load_default_certs()
+    if not gssl.get_default_verify_paths().cafile:
+        try:
+            import certifi
+        except ImportError:
+            return
+        ctx.load_verify_locations(cafile=certifi.where())
 
 
 def load_cas(ctx: gssl.SSLContext, path: str, where: str) -> None:
@@ -107,6 +121,11 @@ def load_cas(ctx: gssl.SSLContext, path: str, where: str) -> None:
             log.debug("%s: %s holds no CA certificate: %s", where, name, e)
     if not loaded:
         raise ConfigError(where, f"no CA certificate (PEM) in {path}")
+
+
+def _no_passphrase() -> bytes:
+    # OpenSSL would otherwise ask for it on the terminal, and a service would hang there
+    raise ValueError("the key is encrypted: give esproxy an unencrypted one (openssl pkey -in KEY -out NEW)")
 
 
 def _reason(e: BaseException) -> str:

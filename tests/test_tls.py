@@ -16,7 +16,7 @@ import requests
 from support.basics import free_port, wait_until
 from support.certs import Pki, make_pki
 from support.configs import proxy_config, replay_config
-from support.elastic import es_doc
+from support.elastic import compare_until_equal, es_doc
 from support.kafka import create_topic
 from support.process import esproxy_cli
 from support.tls import TlsTerminator
@@ -87,7 +87,7 @@ def test_writes_captured_and_replayed_end_to_end_over_tls(
     replay = replay_config(kafka, topic, names.group(), b.url)
     replay["destination"]["primaries"][0]["tls"] = client_tls(pki)
     replay["admin"] = {"port": admin_port, "tls": listener_tls(pki)}
-    esproxy(replay)
+    replaying = esproxy(replay)
 
     base = f"https://127.0.0.1:{port}"
     r = requests.put(f"{base}/{index}/_doc/1?refresh=true", json={"n": 1}, verify=str(pki.ca), timeout=10)
@@ -102,6 +102,10 @@ def test_writes_captured_and_replayed_end_to_end_over_tls(
     assert health.status_code == 200 and health.json()["health"] == "ok"
     with pytest.raises(requests.exceptions.ConnectionError):  # plain HTTP on an HTTPS port gets no answer
         requests.get(f"http://127.0.0.1:{admin_port}/_esproxy/health", timeout=10)
+    # the commands given a config use its TLS settings: compare (both clusters), sync (the admin listener)
+    compare_until_equal(str(proxy.conf_path), str(replaying.conf_path), names.pattern())
+    listed = esproxy_cli("sync", "list", "-c", str(replaying.conf_path))
+    assert listed.returncode == 0 and listed.stdout.startswith("NAME"), listed.stdout + listed.stderr
 
 
 def test_untrusted_cluster_is_refused_with_a_clear_error(esproxy, es_a, port, pki, other_pki, terminate):
