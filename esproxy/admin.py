@@ -72,6 +72,8 @@ class AdminView:
     lags: Callable[[], list[dict[str, Any]]]  # per assigned partition of every replay: KafkaReplay.lag()
     # /_esproxy/sync/...: (method, path parts after sync/, body) -> (status, JSON); esproxy.followcontrol
     sync: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
+    # replays waiting for their cluster's id at start: (cluster, since time.monotonic(), the last error)
+    unstarted: Callable[[], list[tuple[str, float, str]]] = lambda: []
 
 
 class Admin:
@@ -134,6 +136,7 @@ class Admin:
             produce_failing=self.stats.produce_failing,
             lags=self.view.lags() if lags is None else lags,
             dead_letter_times=self.stats.dead_letter_times,
+            unstarted=self.view.unstarted(),
         )
 
     def health(self) -> tuple[str, dict[str, Any]]:

@@ -48,6 +48,7 @@ class Roles:
         self.replays: list[KafkaReplay] = []
         self.fanout: Optional[Fanout] = None
         self.replay_elastics: list[Elastic] = []
+        self.unstarted: dict[str, tuple[float, str]] = {}  # replays' clusters whose id is not read yet (health)
         # the replay's sync rules, changed at runtime through the admin port (state in the working directory)
         self.follow = FollowControl(cfg.follow) if cfg.kafka_sources() else None
         self.admin = Admin(self._admin_view())
@@ -75,6 +76,7 @@ class Roles:
             workers=lambda: self.pool,
             lags=lambda: [row for replay in self.replays for row in replay.lag()],
             sync=self.follow.handle if self.follow is not None else None,
+            unstarted=lambda: [(cluster, *since_why) for cluster, since_why in self.unstarted.items()],
         )
 
     def handle_signal(self, signum: int) -> None:
@@ -168,7 +170,7 @@ class Roles:
             primaries = [Elastic(self.cfg.primaries()[i], "replay") for i in matching_indexes(self.cfg, k.labels)]
             self.replay_elastics += primaries
             for primary in primaries:  # needed before replaying: it says which beans to skip
-                if not wait_for_cluster_id(primary, self.stop_event):
+                if not wait_for_cluster_id(primary, self.stop_event, self.unstarted):
                     raise _Stopped()
             replay = KafkaReplay(k, primaries, self.follow.rules if self.follow is not None else None)
             replay.start()

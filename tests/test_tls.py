@@ -163,6 +163,29 @@ def test_replay_retries_a_cluster_whose_certificate_turns_untrusted(
     wait_until(lambda: requests.get(health, timeout=5).status_code == 200, timeout=30, msg="healthy again")
 
 
+def test_replay_into_an_untrusted_cluster_never_starts_and_health_says_so(
+    esproxy, es_b, kafka, names, pki, other_pki, terminate
+):
+    b = terminate(es_b, other_pki)
+    topic = names.topic()
+    create_topic(kafka, topic)
+    admin_port = free_port()
+    conf = replay_config(kafka, topic, names.group(), b.url)
+    conf["destination"]["primaries"][0]["tls"] = {"ca": str(pki.ca)}
+    conf["admin"] = {"port": admin_port}
+    conf["health"] = {"maxReplayStall": "1s"}
+    replay = esproxy(conf, ready=[("admin listening on", 1)])
+
+    def unhealthy() -> list:
+        r = requests.get(f"http://127.0.0.1:{admin_port}/_esproxy/health", timeout=5)
+        return r.json()["reasons"] if r.status_code == 503 else []
+
+    reasons = wait_until(unhealthy, timeout=30, msg="health: the replay has not started")
+    assert [r["check"] for r in reasons] == ["replay_stalled"]
+    assert b.url in reasons[0]["reason"] and "TLS certificate not trusted" in reasons[0]["reason"]
+    assert "cluster not ready" in replay.log() and "assigned partitions" not in replay.log()
+
+
 def test_fingerprint_pin_accepts_its_chain_and_refuses_another(esproxy, es_a, port, pki, terminate):
     a = terminate(es_a, pki, sends_ca=True)
     wrong = "ab" * 32
