@@ -70,6 +70,7 @@ def ca_fingerprint(pki: Pki, colons: bool = True) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, 64, 2)) if colons else digest
 
 
+@pytest.mark.real
 def test_writes_captured_and_replayed_end_to_end_over_tls(
     esproxy, es_a, es_b, kafka, names, port, pki, terminate, tmp_path
 ):
