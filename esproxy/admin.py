@@ -26,10 +26,11 @@ from . import __version__
 from .health import Problem, problems
 from .logs import redact_url
 from .stats import LATENCY_BUCKETS, STATS, Stats
+from .tls import wsgi_server
 from .wsgi import JSON_TYPE, Check, StartResponse, error_body, error_doc, header_check, unauthorized
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import HealthSettings
+    from .config import HealthSettings, ServerTls
     from .dest.elastic import Elastic
 
 log = logging.getLogger("esproxy.admin")
@@ -71,6 +72,8 @@ class AdminView:
     lags: Callable[[], list[dict[str, Any]]]  # per assigned partition of every replay: KafkaReplay.lag()
     # /_esproxy/sync/...: (method, path parts after sync/, body) -> (status, JSON); esproxy.followcontrol
     sync: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
+    # replays waiting for their cluster's id at start: (cluster, since time.monotonic(), the last error)
+    unstarted: Callable[[], list[tuple[str, float, str]]] = lambda: []
 
 
 class Admin:
@@ -133,6 +136,7 @@ class Admin:
             produce_failing=self.stats.produce_failing,
             lags=self.view.lags() if lags is None else lags,
             dead_letter_times=self.stats.dead_letter_times,
+            unstarted=self.view.unstarted(),
         )
 
     def health(self) -> tuple[str, dict[str, Any]]:
@@ -159,16 +163,18 @@ class Admin:
             "reasons": [p.as_dict() for p in found],
         }
 
-    def start_listener(self, host: str, port: int, required: dict[str, str]) -> None:
-        """The separate admin listener (``admin.port``)."""
+    def start_listener(self, host: str, port: int, required: dict[str, str], tls: Optional[ServerTls] = None) -> None:
+        """The separate admin listener (``admin.port``); HTTPS with ``admin.tls``."""
         check = header_check(required) if required else None
 
         def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
             return self.serve(environ, start_response, check)
 
-        self.server = WSGIServer((host, port), app, log=None, error_log=logging.getLogger("esproxy.wsgi"))
+        error_log = logging.getLogger("esproxy.wsgi")
+        self.server = wsgi_server((host, port), app, tls, "admin.tls", log=None, error_log=error_log)
         self.server.start()
-        log.info("admin listening on %s:%d (%shealth, stats, metrics)", host, port, PREFIX)
+        scheme = "https" if tls else "http"
+        log.info("admin listening on %s:%d (%s; %shealth, stats, metrics)", host, port, scheme, PREFIX)
 
     def stop(self) -> None:
         if self.server is not None:

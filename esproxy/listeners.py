@@ -35,18 +35,26 @@ def matching_indexes(cfg: Config, source_labels: dict[str, str]) -> list[int]:
     return [i for i, p in enumerate(cfg.primaries()) if labels.parse(p.labelEval)(source_labels)]
 
 
-def wait_for_cluster_id(e: Elastic, stop: Event) -> bool:
-    """Read the cluster's id, retrying while it is down; False if a stop came first."""
+def wait_for_cluster_id(e: Elastic, stop: Event, waiting: Optional[dict[str, tuple[float, str]]] = None) -> bool:
+    """Read the cluster's id, retrying while it is down; False if a stop came first. Meanwhile ``waiting``
+    (for health) maps the cluster to (since when, the last error)."""
     if e.cluster_id:
         return True
+    since = time.monotonic()
 
     def not_ready(err: BaseException, attempts: int, delay: float) -> None:
-        log.warning("cluster not ready: %s; retrying in %.1fs", err, delay)
+        untrusted = isinstance(err, UpstreamError) and err.untrusted  # the operator's to fix: loud each time
+        log.log(logging.ERROR if untrusted else logging.WARNING, "cluster not ready: %s; retrying in %.1fs", err, delay)
+        if waiting is not None:
+            waiting[e.url_text] = (since, str(err))
 
     try:
         cluster_id = retry(e.ensure_cluster_id, (UpstreamError,), not_ready, base=0.5, cap=10, stopping=stop.is_set)
     except Aborted:
         return False
+    finally:
+        if waiting is not None:
+            waiting.pop(e.url_text, None)
     log.info("cluster %s has id %s", e.target(""), cluster_id)
     return True
 
@@ -88,7 +96,8 @@ class Listeners:
                 self.servers.append(server)
                 # A pre-fork master says "proxy listening on" once all its workers serve.
                 what = "worker serving" if sockets else "proxy listening on"
-                log.info("%s %s:%d -> %s", what, p.host, p.port, primary.target(""))
+                https = " (https)" if p.tls else ""
+                log.info("%s %s:%d -> %s%s", what, p.host, p.port, primary.target(""), https)
 
     def settle(self, intents: list[dict[str, Any]]) -> None:
         """Writes of unknown outcome (a crash in flight): copy what A holds, then close each intent."""

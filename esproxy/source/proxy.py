@@ -35,6 +35,7 @@ from ..retry import retry
 from ..settle import settle
 from ..spool import SpoolFull, intent_record
 from ..stats import STATS
+from ..tls import wsgi_server
 from ..wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
 from .httpheaders import read_headers
 
@@ -228,6 +229,9 @@ class ProxyApp:
                 sent = time.time() - (time.perf_counter() - started)
                 record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
                 self.settle_later(record, self._bean(environ, method, uri, body))
+        if e.untrusted:  # logged by the Elastic once per change of state, not for each request
+            reason = f"request not forwarded: {e}; trust its CA (tls.ca) or pin it (tls.fingerprint)"
+            return ErrorAnswer(502, "esproxy_upstream_untrusted_exception", reason)
         log.warning("primary %s %s failed: %s", method, uri, e)
         kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
         return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
@@ -396,10 +400,12 @@ def _phrase(status: int) -> str:
 
 
 def make_server(app: ProxyApp, listener: Optional[socket.socket] = None) -> WSGIServer:
-    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork)."""
-    return WSGIServer(
+    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork); HTTPS with tls."""
+    return wsgi_server(
         listener if listener is not None else (app.cfg.host, app.cfg.port),
         app,
+        app.cfg.tls,
+        f"tls of the proxy on port {app.cfg.port}",
         handler_class=RawPathHandler,
         log=None,
         error_log=logging.getLogger("esproxy.wsgi"),
