@@ -56,15 +56,15 @@ def markers(es_a: str, es_b: str, index: str) -> None:
 
 @pytest.fixture
 def split(esproxy, es_a, es_b, kafka, names, port):
-    """A replay A->B with an admin port, and a proxy in front of A with B as its follower (maxLag 2s)."""
+    """A replay A->B with an admin port, and a proxy in front of A with B as its follower."""
 
-    def start(replay: Optional[dict] = None, **proxy: object):
+    def start(replay: Optional[dict] = None, max_lag: str = "30s", **proxy: object):
         topic, group, admin = names.topic(), names.group(), free_port()
         create_topic(kafka, topic)
         replay_conf = replay_config(kafka, topic, group, es_b, **(replay or {}))
         replay_conf["admin"] = {"port": admin}
         replayer = esproxy(replay_conf)
-        follower = {"url": es_b, "replayAdmin": f"http://127.0.0.1:{admin}", "maxLag": "2s", "timeout": "5s"}
+        follower = {"url": es_b, "replayAdmin": f"http://127.0.0.1:{admin}", "maxLag": max_lag, "timeout": "5s"}
         esproxy(with_followers(proxy_config(port, es_a, kafka, topic), [follower], **proxy))
         wait_until(lambda: follower_state(port, es_b) == "ok", timeout=20, msg="the follower to be usable")
         return f"http://127.0.0.1:{port}", replayer
@@ -148,7 +148,7 @@ def test_read_your_writes(split, es_a, es_b, names, port):
 def test_a_follower_behind_gets_no_reads(split, es_a, es_b, names, port):
     # The replay applies one write a second (maxLag 2s). It sends a batch at once and pays for it after:
     # ten writes in a row go through, the next waits about ten seconds.
-    base, replayer = split(replay={"maxDocsPerSecond": 1})
+    base, replayer = split(replay={"maxDocsPerSecond": 1}, max_lag="2s")
     index = names.index()
     put(base, index, "0", {"n": 0})
     wait_until(lambda: es_doc(es_b, index, "0") is not None, timeout=20, msg="the first write replayed into B")

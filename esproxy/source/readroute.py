@@ -334,9 +334,9 @@ class Follower:
     def problem(self) -> str:
         if self.down:
             return f"{self.down}: {self.down_problem}"
-        if self.lag is None:
+        if self.lag is None and self.max_lag > 0:
             return f"lag unknown: {self.lag_problem}"
-        if self.max_lag > 0 and self.lag > self.max_lag:
+        if self.max_lag > 0 and self.lag is not None and self.lag > self.max_lag:
             return f"lags {self.lag:.3f}s, more than maxLag {self.max_lag:g}s"
         return ""
 
