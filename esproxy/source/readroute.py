@@ -382,14 +382,16 @@ class ReadRouter:
     ) -> tuple[Optional[Follower], str, tuple[str, bytes]]:
         """(follower, "", what to ask it), or (None, why the leader answers, the request as it is)."""
         as_sent = (uri, body)
-        if environ.get(FORCE_ENVIRON, "").strip().lower() == "leader":
-            return None, WRITE if routing.is_write(method, uri) else "forced", as_sent
+        if routing.is_write(method, uri):  # before decompressing: a write's body is not looked at
+            return None, WRITE, as_sent
         plain = _plain(environ, body)
         if plain is None:
             return None, CLUSTER, as_sent  # a body that does not decode: the leader answers as it would
         reason = leader_reason(method, uri, plain)
         if reason is not None:
             return None, reason, as_sent
+        if environ.get(FORCE_ENVIRON, "").strip().lower() == "leader":
+            return None, "forced", as_sent
         if self.recent is not None and self.recent.recently_wrote(
             client_key(environ), read_indices(uri), time.monotonic()
         ):
