@@ -58,14 +58,18 @@ def markers(es_a: str, es_b: str, index: str) -> None:
 def split(esproxy, es_a, es_b, kafka, names, port):
     """A replay A->B with an admin port, and a proxy in front of A with B as its follower."""
 
-    def start(replay: Optional[dict] = None, max_lag: str = "30s", **proxy: object):
+    def start(replay: Optional[dict] = None, max_lag: str = "30s", follow: Optional[dict] = None, **proxy: object):
+        """``follow``: the replay's follow section, given to the proxy too."""
         topic, group, admin = names.topic(), names.group(), free_port()
         create_topic(kafka, topic)
         replay_conf = replay_config(kafka, topic, group, es_b, **(replay or {}))
         replay_conf["admin"] = {"port": admin}
+        proxy_conf = proxy_config(port, es_a, kafka, topic)
+        if follow is not None:
+            replay_conf["follow"] = proxy_conf["follow"] = follow
         replayer = esproxy(replay_conf)
         follower = {"url": es_b, "replayAdmin": f"http://127.0.0.1:{admin}", "maxLag": max_lag, "timeout": "5s"}
-        esproxy(with_followers(proxy_config(port, es_a, kafka, topic), [follower], **proxy))
+        esproxy(with_followers(proxy_conf, [follower], **proxy))
         wait_until(lambda: follower_state(port, es_b) == "ok", timeout=20, msg="the follower to be usable")
         return f"http://127.0.0.1:{port}", replayer
 
@@ -99,6 +103,29 @@ def test_searches_answered_by_the_follower_writes_by_the_leader(split, es_a, es_
     metrics = requests.get(f"{base}/_esproxy/metrics", timeout=10).text
     assert f'esproxy_reads_total{{cluster="{es_b}"}}' in metrics
     assert f'esproxy_follower_usable{{cluster="{es_b}",state="ok"}} 1' in metrics
+
+
+@pytest.mark.real
+def test_renamed_indices_read_from_the_follower_under_the_leaders_names(split, es_a, es_b, names, port):
+    index, unfollowed = names.index("f"), names.index("other")
+    rule = {"name": "f", "indices": [index], "rename": "{{remote_index}}-sync"}
+    base, _ = split(follow={"rules": [rule]})
+    put(base, index, "1", {"n": 1})
+    put(base, unfollowed, "1", {"n": 1})
+    wait_until(lambda: es_doc(es_b, f"{index}-sync", "1") is not None, timeout=20, msg="the write replayed into B")
+    put(es_a, index, "only-a", {"marker": "a"})
+    put(es_b, f"{index}-sync", "only-b", {"marker": "b"})
+
+    r = requests.get(f"{base}/{index}/_search?size=100", timeout=10)
+    assert r.status_code == 200, r.text
+    hits = r.json()["hits"]["hits"]
+    assert {h["_id"] for h in hits} == {"1", "only-b"}  # B's answer...
+    assert {h["_index"] for h in hits} == {index}  # ...in A's names
+    assert "-sync" not in r.text
+    r = requests.get(f"{base}/{index}/_doc/only-b", timeout=10)
+    assert r.status_code == 200 and r.json()["_index"] == index, r.text
+    assert hit_ids(base, unfollowed) == {"1"}  # no rule follows it: the leader answers
+    assert stats(port)["proxy"]["read_fallbacks"]["renamed"] == 1
 
 
 @pytest.mark.real

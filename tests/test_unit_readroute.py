@@ -19,6 +19,7 @@ from esproxy.source.readroute import (
     Follower,
     ReadRouter,
     RecentWrites,
+    View,
     client_key,
     follower_view,
     leader_reason,
@@ -137,14 +138,18 @@ def _rules(*rules: FollowRule) -> Rules:
 
 
 def test_follower_view() -> None:
-    assert follower_view("GET", "/x/_search", b"", None) == ("/x/_search", b"")
+    assert follower_view("GET", "/x/_search", b"", b"", None) == View("/x/_search", b"")  # no rules: as sent
     same = _rules(FollowRule(name="logs", indices=["logs-*"]))
-    assert follower_view("GET", "/logs-1/_search", b"", same) == ("/logs-1/_search", b"")
-    assert follower_view("GET", "/users/_search", b"", same) is None  # not followed: B may not have it
-    assert follower_view("GET", "/logs-*/_search", b"", same) is None  # a pattern may reach unfollowed ones
-    assert follower_view("GET", "/_search", b"", same) is None
+    view = follower_view("GET", "/logs-1/_search", b"", b"", same)
+    assert view is not None and view.uri == "/logs-1/_search" and view.names is not None
+    assert follower_view("GET", "/users/_search", b"", b"", same) is None  # not followed: B may not have it
+    assert follower_view("GET", "/logs-*/_search", b"", b"", same) is None  # a pattern may reach unfollowed ones
+    assert follower_view("GET", "/_search", b"", b"", same) is None
     renamed = _rules(FollowRule(name="logs", indices=["logs-*"], rename="{{remote_index}}-sync"))
-    assert follower_view("GET", "/logs-1/_search", b"", renamed) is None
+    view = follower_view("GET", "/logs-1/_search", b"", b"", renamed)
+    assert view is not None and view.uri == "/logs-1-sync/_search"
+    answer = b'{"hits":{"hits":[{"_index":"logs-1-sync","_id":"1","_source":{"n":1}}]}}'
+    assert view.names is not None and b'"_index":"logs-1"' in (view.names.answer(200, answer) or b"")
 
 
 def _follower(max_lag: float = 5.0, replay_admin: str = "") -> Follower:

@@ -23,6 +23,7 @@ import logging
 import time
 import zlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Optional, Sequence
 from urllib.parse import unquote
@@ -33,8 +34,9 @@ from .. import routing
 from ..bulk import BulkFormatError, parse_request
 from ..config import ElasticDestination
 from ..dest.elastic import Elastic, Response, UpstreamError
-from ..follow import PLACEHOLDER, Rules
+from ..follow import Rules
 from ..logs import redact_url
+from ..readnames import Rewritten, follower_request
 from ..schema import Duration, Url
 from ..stats import STATS
 
@@ -133,34 +135,25 @@ def written_indices(method: str, uri: str, body: bytes) -> list[str]:
     return named
 
 
-def renaming(rules: Optional[Rules]) -> bool:
-    """Whether some sync rule gives B's index another name than A's."""
+@dataclass(frozen=True)
+class View:
+    """A read as a follower is asked it: as sent (``names`` None), or in B's index names (readnames.py)."""
+
+    uri: str
+    body: bytes
+    names: Optional[Rewritten] = None  # turns B's answer back into A's names
+
+
+def follower_view(method: str, uri: str, body: bytes, plain: bytes, rules: Optional[Rules]) -> Optional[View]:
+    """The read as the follower must be asked it, or None when B cannot answer it faithfully.
+
+    ``body`` as the client sent it, ``plain`` decompressed. No sync rules (none in the proxy's config):
+    B holds A's indices under A's names, the read goes as it is. With rules: readnames.py names B's
+    indices in the read (plain) and A's in B's answer, or says the leader must answer."""
     if rules is None or not rules.active:
-        return False
-    identity = "{{" + PLACEHOLDER + "}}"
-    return any(rule.rename.replace(" ", "") != identity for rule in rules.rules)
-
-
-def follower_view(method: str, uri: str, body: bytes, rules: Optional[Rules]) -> Optional[tuple[str, bytes]]:
-    """The request (uri, body) as the follower must be asked it, or None when it cannot answer it faithfully.
-
-    No sync rules: B holds A's indices under A's names, the request goes as it is. Rules that keep
-    the names: only a request naming its indices in its path, each of them followed. Rules that
-    rename: None (the leader answers) — this is where the name rewriting plugs in (request to B's
-    names here, and the answer back to A's names where ReadRouter.forward returns the follower's
-    answer)."""
-    if rules is None or not rules.active:
-        return uri, body
-    if renaming(rules):
-        return None
-    names = read_indices(uri)
-    if not names:
-        return None
-    for name in names:
-        target = rules.target(name)
-        if "*" in name or name.startswith("-") or target is None or target.index != name:
-            return None
-    return uri, body
+        return View(uri, body)
+    rewritten = follower_request(rules, method, uri, plain)
+    return None if rewritten is None else View(rewritten.uri, rewritten.body, rewritten)
 
 
 # ---------------------------------------------------------------------- read-your-writes
@@ -379,9 +372,9 @@ class ReadRouter:
 
     def choose(
         self, environ: dict[str, Any], method: str, uri: str, body: bytes, followers: Sequence[Follower]
-    ) -> tuple[Optional[Follower], str, tuple[str, bytes]]:
+    ) -> tuple[Optional[Follower], str, View]:
         """(follower, "", what to ask it), or (None, why the leader answers, the request as it is)."""
-        as_sent = (uri, body)
+        as_sent = View(uri, body)
         if routing.is_write(method, uri):  # before decompressing: a write's body is not looked at
             return None, WRITE, as_sent
         plain = _plain(environ, body)
@@ -396,7 +389,7 @@ class ReadRouter:
             client_key(environ), read_indices(uri), time.monotonic()
         ):
             return None, "read_your_writes", as_sent
-        view = follower_view(method, uri, body, self.rules)
+        view = follower_view(method, uri, body, plain, self.rules)
         if view is None:
             return None, "renamed", as_sent
         usable = [f for f in followers if f.unusable() is None]
@@ -417,19 +410,27 @@ class ReadRouter:
         stream_over: Optional[int],
     ) -> Response:
         """The answer of the follower chosen, else of the leader; UpstreamError when the leader gives none."""
-        follower, reason, (f_uri, f_body) = self.choose(environ, method, uri, body, followers)
+        follower, reason, view = self.choose(environ, method, uri, body, followers)
         if follower is not None:
+            asked, over = headers, stream_over
+            if view.names is not None:  # a plain body in B's names, a whole plain answer to rename
+                asked = {k: v for k, v in headers.items() if k.lower() not in ("content-encoding", "accept-encoding")}
+                over = None
             try:
-                r = follower.elastic.request(method, f_uri, headers, f_body, stream_over=stream_over)
+                r = follower.elastic.request(method, view.uri, asked, view.body, stream_over=over)
             except UpstreamError as e:
                 follower.failed(e)
                 reason = "timeout" if e.timeout else "down"
             else:
-                if r.stream is not None or r.status not in (502, 503, 504):
+                answer = r.body if view.names is None else view.names.answer(r.status, r.body)
+                if r.stream is None and r.status in (502, 503, 504):
+                    reason = "down"  # it answered that it cannot: the leader may
+                elif answer is None:
+                    reason = "renamed"  # B's answer cannot stand for A's (an index B lacks...)
+                else:
                     environ[UPSTREAM_ENVIRON] = follower.elastic
                     STATS.read_by(follower.name)
-                    return r  # the name rewriting of B's answer back to A's names goes here
-                reason = "down"  # it answered that it cannot: the leader may
+                    return r if answer is r.body else dataclasses.replace(r, body=answer)
         if reason in FALLBACK_REASONS:
             STATS.read_fallback(reason)
         r = primary.request(method, uri, headers, body, stream_over=stream_over)
