@@ -74,6 +74,8 @@ class AdminView:
     sync: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
     # replays waiting for their cluster's id at start: (cluster, since time.monotonic(), the last error)
     unstarted: Callable[[], list[tuple[str, float, str]]] = lambda: []
+    # the proxy's followers, one row each (esproxy.source.readroute.Follower.row); none without followers
+    followers: Callable[[], list[dict[str, Any]]] = lambda: []
 
 
 class Admin:
@@ -206,6 +208,8 @@ class Admin:
                 "requests": {f"{m} {st}": n for (m, st), n in sorted(s.requests.items())},
                 "latency_seconds": {"count": s.latency_count, "sum": round(s.latency_sum, 6), "le": buckets},
                 "writes_captured": s.writes_captured,
+                "reads": dict(sorted(s.reads.items())),
+                "read_fallbacks": dict(sorted(s.read_fallbacks.items())),
                 "queue": {"depth": depth, "capacity": capacity},
                 "spool": {"records": s.spool_records, "bytes": s.spool_bytes},
                 "oldest_unshipped_seconds": round(self.view.oldest_unshipped_age(), 3),
@@ -216,6 +220,7 @@ class Admin:
                 },
             },
             "upstreams": upstreams,
+            "followers": self.view.followers(),
             "replay": {
                 "messages": s.replay_messages,
                 "bytes": s.replay_bytes,
@@ -342,6 +347,36 @@ METRICS: tuple[Metric, ...] = (
         "counter",
         "Successful writes captured for Kafka.",
         _one(lambda s: s["proxy"]["writes_captured"]),
+    ),
+    Metric(
+        "esproxy_reads_total",
+        "counter",
+        "Reads answered by each cluster, with destination.followers set (URL, password redacted).",
+        lambda r: [("", {"cluster": c}, n) for c, n in r.snap["proxy"]["reads"].items()],
+    ),
+    Metric(
+        "esproxy_read_fallbacks_total",
+        "counter",
+        "Reads the leader answered instead of a follower, by reason: down, timeout, lag, forced (header),"
+        " read_your_writes, scroll (scroll, point in time, async search, SQL/EQL), renamed (follow rules).",
+        lambda r: [("", {"reason": k}, n) for k, n in r.snap["proxy"]["read_fallbacks"].items()],
+    ),
+    Metric(
+        "esproxy_follower_usable",
+        "gauge",
+        "1 while a follower may serve reads, else 0; `state`: ok, down, timeout, lag, lag_unknown, starting.",
+        lambda r: [("", {"cluster": f["cluster"], "state": f["state"]}, int(f["usable"])) for f in r.snap["followers"]],
+    ),
+    Metric(
+        "esproxy_follower_lag_seconds",
+        "gauge",
+        "A follower's lag as the proxy sees it: its replay's (max over partitions, from replayAdmin), or this"
+        " proxy's oldest unshipped write if older; absent while unknown.",
+        lambda r: [
+            ("", {"cluster": f["cluster"]}, f["lag_seconds"])
+            for f in r.snap["followers"]
+            if f["lag_seconds"] is not None
+        ],
     ),
     Metric(
         "esproxy_queue_depth",

@@ -103,6 +103,11 @@ class ProxySource:
         " followers and index names) (ours).",
     )
     tls: ServerTls = setting(ServerTls(), "HTTPS on this listener (see docs/operations.md, Security) (ours).")
+    readYourWrites: Duration = setting(
+        Duration(0),
+        "With `destination.followers`: after a client's successful write to an index, its reads of that index go"
+        " to the leader for this long (a client: its Authorization header, else its IP address); 0 = off (ours).",
+    )
 
 
 @dataclass
@@ -497,10 +502,12 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError("admin.port", f"{cfg.admin.port} is already used by {ports[cfg.admin.port]}")
     if cfg.follow.rules:
         Rules.from_config(cfg.follow)
-        if not cfg.kafka_sources() and not any(p.followerReadOnly for p in cfg.proxies()):
+        if not cfg.kafka_sources() and not cfg.followers() and not any(p.followerReadOnly for p in cfg.proxies()):
             warnings.append(
-                "follow: applies to the replay role and to proxies with followerReadOnly; this config has neither"
+                "follow: applies to the replay role and to proxies with followerReadOnly or followers;"
+                " this config has none"
             )
+    warnings += _read_split_warnings(cfg)
     if not cfg.proxies() and not cfg.kafka_sources():
         raise ConfigError("source", "nothing to run: enable an entry of source.proxies[] or source.kafkas[]")
     walk_compat(cfg, "", lambda path, note: warnings.append(f"{path}: {note}"))
@@ -570,6 +577,35 @@ def _readable(name: str, path: str, directory: bool = False) -> None:
         raise ConfigError(path, f"cannot read {name}: {e.strerror or e}") from None
     if b"-----BEGIN " not in head:
         raise ConfigError(path, f"{name} is not a PEM file (no -----BEGIN line)")
+
+
+def _read_split_warnings(cfg: Config) -> list[str]:
+    """What keeps read/write splitting (destination.followers) from doing what the config seems to ask."""
+    warnings = []
+    for i, f in enumerate(cfg.destination.followers):
+        path = f"destination.followers[{i}]"
+        if f.disabled:
+            continue
+        if f.maxLag < 0:
+            raise ConfigError(f"{path}.maxLag", "must be 0 (ignore the lag) or more")
+        if f.maxLag > 0 and not f.replayAdmin:
+            warnings.append(
+                f"{path}: no replayAdmin, so its lag is unknown and every read goes to the leader;"
+                " set replayAdmin, or maxLag: 0 to send reads whatever the lag"
+            )
+    if cfg.followers() and not cfg.proxies():
+        warnings.append("destination.followers: applies to the proxy role only; this config has no proxy")
+    for i, p in enumerate(cfg.proxies()):
+        if p.readYourWrites < 0:
+            raise ConfigError(f"source.proxies[{i}].readYourWrites", "must be 0 (off) or more")
+        if p.readYourWrites > 0 and not cfg.followers():
+            warnings.append(f"source.proxies[{i}].readYourWrites: no destination.followers, so it does nothing")
+        elif p.readYourWrites > 0 and cfg.workers > 1:
+            warnings.append(
+                f"source.proxies[{i}].readYourWrites: with workers: {cfg.workers} each worker remembers the writes"
+                " it served only; a client's read on another connection may reach a follower"
+            )
+    return warnings
 
 
 def _parse_label_eval(expr: str, path: str) -> labels.Matcher:

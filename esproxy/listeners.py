@@ -25,6 +25,7 @@ from .follow import Rules
 from .recorder import Recorder
 from .retry import Aborted, retry
 from .source.proxy import ProxyApp, make_server
+from .source.readroute import Follower, ReadRouter, rules_for
 from .wsgi import AdminEndpoints
 
 log = logging.getLogger("esproxy")
@@ -89,6 +90,9 @@ class Listeners:
             if p.followerReadOnly:
                 app.read_only = Rules.from_config(self.cfg.follow)
             app.admin = self.admin
+            app.followers = self._followers(p)
+            if app.followers:
+                app.reads = ReadRouter(p.readYourWrites, rules_for(self.cfg.follow))
             self.apps.append(app)
             if serve:
                 server = make_server(app, sockets[i] if sockets else None)
@@ -98,6 +102,20 @@ class Listeners:
                 what = "worker serving" if sockets else "proxy listening on"
                 https = " (https)" if p.tls else ""
                 log.info("%s %s:%d -> %s%s", what, p.host, p.port, primary.target(""), https)
+
+    def _followers(self, p: ProxySource) -> list[Follower]:
+        """The followers whose labelEval accepts this proxy's labels, watched from now on."""
+        # A pre-fork worker cannot see the master's spool: its followers' lag is the replay's alone.
+        unshipped = getattr(self.fanout, "oldest_unshipped_age", None)
+        followers = []
+        for f in self.cfg.followers():
+            if labels.parse(f.labelEval)(p.labels):
+                elastic = Elastic(f, "follower")
+                self.elastics.append(elastic)
+                follower = Follower(elastic, unshipped)
+                follower.start()
+                followers.append(follower)
+        return followers
 
     def settle(self, intents: list[dict[str, Any]]) -> None:
         """Writes of unknown outcome (a crash in flight): copy what A holds, then close each intent."""
@@ -119,6 +137,9 @@ class Listeners:
             server.stop(timeout=0.5)  # idle keep-alive connections
 
     def close(self) -> None:
+        for app in self.apps:
+            for f in app.followers:
+                f.close()
         for e in self.elastics:
             e.close()
 

@@ -77,7 +77,16 @@ class Roles:
             lags=lambda: [row for replay in self.replays for row in replay.lag()],
             sync=self.follow.handle if self.follow is not None else None,
             unstarted=lambda: [(cluster, *since_why) for cluster, since_why in self.unstarted.items()],
+            followers=self._follower_rows,
         )
+
+    def _follower_rows(self) -> list[dict]:
+        """Each follower once (proxies may share them), as this process sees it."""
+        rows: dict[str, dict] = {}
+        for app in self.listeners.apps if self.listeners else []:
+            for f in app.followers:
+                rows.setdefault(f.name, f.row())
+        return list(rows.values())
 
     def handle_signal(self, signum: int) -> None:
         if self.stop_event.is_set():

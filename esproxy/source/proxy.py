@@ -38,6 +38,7 @@ from ..stats import STATS
 from ..tls import wsgi_server
 from ..wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
 from .httpheaders import read_headers
+from .readroute import UPSTREAM_ENVIRON, Follower, ReadRouter
 
 log = logging.getLogger("esproxy.proxy")
 
@@ -137,6 +138,9 @@ class ProxyApp:
         self.forwarded = [(f"HTTP_{h.upper().replace('-', '_')}", h) for h in names]
         self.inflight = 0
         self.draining = False
+        # Read/write splitting (readroute.py): reads may go to these; switchover may replace the list.
+        self.followers: list[Follower] = []
+        self.reads = ReadRouter(cfg.readYourWrites)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin is not None and environ.get("PATH_INFO", "").startswith("/_esproxy/"):
@@ -186,6 +190,8 @@ class ProxyApp:
                 raise self._unanswered(e, environ, method, uri, body, started, intent) from None
             if capturing:
                 self._record(environ, method, uri, body, r, intent)
+            if self.followers:
+                self.reads.answered(environ, method, uri, body, r.status)
         except ErrorAnswer as e:
             if e.access_logged:
                 self._access(environ, method, uri, started, e.status, e.body)
@@ -208,7 +214,10 @@ class ProxyApp:
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
-        return self.primary.request(method, uri, headers, body, stream_over=None if capturing else STREAM_OVER)
+        stream_over = None if capturing else STREAM_OVER
+        if self.followers:
+            return self.reads.forward(self.primary, self.followers, environ, method, uri, headers, body, stream_over)
+        return self.primary.request(method, uri, headers, body, stream_over=stream_over)
 
     def _unanswered(
         self,
@@ -338,9 +347,11 @@ class ProxyApp:
         return self.primary.cluster_id
 
     def _access(self, environ: Environ, method: str, uri: str, started: float, status: int, body: bytes) -> None:
-        if self.accesslog or self.primary.accesslog:
+        upstream = environ.get(UPSTREAM_ENVIRON, self.primary)
+        if self.accesslog or upstream.accesslog:
             seconds = time.perf_counter() - started
-            access_log(_remote(environ), method, uri, self.primary.target(uri), "primary", seconds, status, body)
+            direction = "primary" if upstream is self.primary else upstream.direction
+            access_log(_remote(environ), method, uri, upstream.target(uri), direction, seconds, status, body)
 
 
 def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
