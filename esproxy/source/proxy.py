@@ -23,21 +23,24 @@ from typing import Any, Iterable, Optional
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer, format_date_time
 
-from .. import routing
+from .. import readonly, routing
 from ..autoids import assign_ids
 from ..bean import Bean
 from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
 from ..dest.lean import send_all
+from ..follow import Rules
 from ..logs import access_log
 from ..recorder import NotRecorded, Recorder, Unavailable
 from ..retry import retry
 from ..settle import settle
 from ..spool import SpoolFull, intent_record
 from ..stats import STATS
+from ..tls import wsgi_server
 from ..wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
 from .httpheaders import read_headers
+from .readroute import UPSTREAM_ENVIRON, Follower, ReadRouter
 
 log = logging.getLogger("esproxy.proxy")
 
@@ -206,6 +209,8 @@ class RawPathHandler(WSGIHandler):
 
 class ProxyApp:
     admin: Optional[AdminEndpoints] = None  # answers /_esproxy/ paths (set by Listeners)
+    # In front of a follower (followerReadOnly): its followed indices refuse writes (readonly.py).
+    read_only: Optional[Rules] = None
 
     def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Recorder]) -> None:
         self.cfg = cfg
@@ -222,6 +227,9 @@ class ProxyApp:
         self.forwarded_keys = {key: name for key, name in self.forwarded if key not in ignored}
         self.inflight = 0
         self.draining = False
+        # Read/write splitting (readroute.py): reads may go to these; switchover may replace the list.
+        self.followers: list[Follower] = []
+        self.reads = ReadRouter(cfg.readYourWrites)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin is not None and environ.get("PATH_INFO", "").startswith("/_esproxy/"):
@@ -243,6 +251,8 @@ class ProxyApp:
         if handler.command not in PASSED or handler.request_version != "HTTP/1.1":
             return False
         if self.check is not None or self.draining or not path.startswith("/") or path.startswith(LOCAL_PATHS):
+            return False
+        if self.followers:  # readroute decides from the environ (read-your-writes, the leader header...)
             return False
         headers = handler.headers
         return (
@@ -279,7 +289,7 @@ class ProxyApp:
             remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
             headers["X-Forwarded-For"] = remote
             try:
-                r = self._forward(headers, method, uri, b"", False)
+                r = self._forward(None, headers, method, uri, b"", False)
             except UpstreamError as e:
                 answer = self._error(e, method, uri)
                 self._access(f"{remote}:{port}", method, uri, started, answer.status, answer.body)
@@ -325,6 +335,12 @@ class ProxyApp:
         method = environ["REQUEST_METHOD"]
         uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
         body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        if self.read_only is not None:
+            refused = _follower_refusal(self.read_only, environ, method, uri, body)
+            if refused is not None:
+                payload = error_body(readonly.STATUS, readonly.KIND, refused.reason)
+                self._access(_remote(environ), method, uri, started, readonly.STATUS, payload)
+                return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
         capturing = self.fanout is not None and routing.is_write(method, uri)
         recording = capturing and self.records_intents
         if recording and self.cfg.assignIds:
@@ -332,14 +348,16 @@ class ProxyApp:
         try:
             intent = self._begin(environ, method, uri, body) if recording else None
             try:
-                r = self._forward(self._upstream_headers(environ), method, uri, body, capturing)
+                r = self._forward(environ, self._upstream_headers(environ), method, uri, body, capturing)
             except UpstreamError as e:
                 raise self._unanswered(e, environ, method, uri, body, started, intent) from None
             if capturing:
                 self._record(environ, method, uri, body, r, intent)
+            if self.followers:
+                self.reads.answered(environ, method, uri, body, r.status)
         except ErrorAnswer as e:
             if e.access_logged:
-                self._access(_remote(environ), method, uri, started, e.status, e.body)
+                self._access(_remote(environ), method, uri, started, e.status, e.body, environ.get(UPSTREAM_ENVIRON))
             return self._reply(start_response, e.status, [JSON_TYPE], e.body)
         return self._relay(start_response, environ, method, uri, started, r)
 
@@ -361,9 +379,16 @@ class ProxyApp:
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
         return headers
 
-    def _forward(self, headers: dict[str, str], method: str, uri: str, body: bytes, capturing: bool) -> Response:
-        """The primary's answer (a read's long answer streamed); UpstreamError when it gives none."""
-        return self.primary.request(method, uri, headers, body, stream_over=None if capturing else STREAM_OVER)
+    def _forward(
+        self, environ: Optional[Environ], headers: dict[str, str], method: str, uri: str, body: bytes, capturing: bool
+    ) -> Response:
+        """The primary's (or a follower's) answer, a read's long answer streamed; UpstreamError when
+        it gives none. pass_read has no environ: it leaves reads to the WSGI path while followers are
+        set (one it passed as they were set goes to the leader)."""
+        stream_over = None if capturing else STREAM_OVER
+        if self.followers and environ is not None:
+            return self.reads.forward(self.primary, self.followers, environ, method, uri, headers, body, stream_over)
+        return self.primary.request(method, uri, headers, body, stream_over=stream_over)
 
     def _unanswered(
         self,
@@ -387,6 +412,9 @@ class ProxyApp:
         return self._error(e, method, uri)
 
     def _error(self, e: UpstreamError, method: str, uri: str) -> ErrorAnswer:
+        if e.untrusted:  # logged by the Elastic once per change of state, not for each request
+            reason = f"request not forwarded: {e}; trust its CA (tls.ca) or pin it (tls.fingerprint)"
+            return ErrorAnswer(502, "esproxy_upstream_untrusted_exception", reason)
         log.warning("primary %s %s failed: %s", method, uri, e)
         kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
         return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
@@ -424,12 +452,12 @@ class ProxyApp:
         """The primary's answer to the client: its status, headers (but hop-by-hop ones) and body."""
         out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
         if r.stream is not None:
-            self._access(_remote(environ), method, uri, started, r.status, _streamed(r))
+            self._access(_remote(environ), method, uri, started, r.status, _streamed(r), environ.get(UPSTREAM_ENVIRON))
             if r.length is not None:
                 out.append(("Content-Length", str(r.length)))
             start_response(f"{r.status} {r.reason or _phrase(r.status)}", self._closing(out))
             return r.stream
-        self._access(_remote(environ), method, uri, started, r.status, r.body)
+        self._access(_remote(environ), method, uri, started, r.status, r.body, environ.get(UPSTREAM_ENVIRON))
         if method == "HEAD":  # no body to measure: keep the primary's length
             out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
         return self._reply(start_response, r.status, out, r.body, reason=r.reason)
@@ -492,10 +520,22 @@ class ProxyApp:
                 log.warning("cluster id of %s still unknown: %s", self.primary.target(""), e)
         return self.primary.cluster_id
 
-    def _access(self, remote: str, method: str, uri: str, started: float, status: int, body: bytes) -> None:
-        if self.accesslog or self.primary.accesslog:
+    def _access(
+        self,
+        remote: str,
+        method: str,
+        uri: str,
+        started: float,
+        status: int,
+        body: bytes,
+        upstream: Optional[Elastic] = None,
+    ) -> None:
+        """An access log line; ``upstream``: the cluster that answered, when not the primary (readroute)."""
+        upstream = upstream or self.primary
+        if self.accesslog or upstream.accesslog:
             seconds = time.perf_counter() - started
-            access_log(remote, method, uri, self.primary.target(uri), "primary", seconds, status, body)
+            direction = "primary" if upstream is self.primary else upstream.direction
+            access_log(remote, method, uri, upstream.target(uri), direction, seconds, status, body)
 
 
 def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
@@ -514,6 +554,14 @@ def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> t
     if "HTTP_CONTENT_ENCODING" in environ:
         environ = {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
     return environ, new_uri, new_body
+
+
+def _follower_refusal(rules: Rules, environ: Environ, method: str, uri: str, body: bytes) -> Optional[readonly.Refusal]:
+    try:
+        plain = _plain_body(environ, body) if routing.is_write(method, uri) else b""
+    except (OSError, zlib.error, EOFError):
+        return readonly.Refusal("a compressed body that does not decompress: cannot tell what it writes")
+    return readonly.refusal(rules, method, uri, plain)
 
 
 def _plain_body(environ: Environ, body: bytes) -> bytes:
@@ -552,10 +600,12 @@ def _phrase(status: int) -> str:
 
 
 def make_server(app: ProxyApp, listener: Optional[socket.socket] = None) -> WSGIServer:
-    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork)."""
-    return WSGIServer(
+    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork); HTTPS with tls."""
+    return wsgi_server(
         listener if listener is not None else (app.cfg.host, app.cfg.port),
         app,
+        app.cfg.tls,
+        f"tls of the proxy on port {app.cfg.port}",
         handler_class=RawPathHandler,
         log=None,
         error_log=logging.getLogger("esproxy.wsgi"),
