@@ -99,7 +99,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = load(args.conf)
     except ConfigError as e:
-        print(f"esproxy: config error: {e}", file=sys.stderr)
+        for line in str(e).splitlines():  # one per unresolved ${ENV} or file: reference
+            print(f"esproxy: config error: {line}", file=sys.stderr)
         return 2
     if args.check:
         from .tls import check_contexts  # imports ssl: only here, where no monkey-patching follows

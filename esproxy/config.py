@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import labels
+from . import labels, secretrefs
 from .follow import Rules
 from .logs import redact_url
 from .messages import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
@@ -629,8 +629,14 @@ def parse(text: str) -> Config:
         raise ConfigError("", f"{where}: {getattr(e, 'problem', None) or e}") from None
     if data is None:
         raise ConfigError("", "the file is empty")
-    cfg = build(Config, data)
-    cfg.warnings = tuple(_check(cfg))
+    data, unresolved, outside = secretrefs.resolve_tree(data)
+    if unresolved:
+        raise ConfigError("", "\n".join(f"{path}: {reason}" for path, reason in unresolved))
+    try:
+        cfg = build(Config, data)
+        cfg.warnings = tuple(secretrefs.mask(w, outside) for w in _check(cfg))
+    except ConfigError as e:  # its message may quote a value from ${ENV} or file:
+        raise ConfigError(e.path, secretrefs.mask(e.reason, outside)) from None
     return cfg
 
 
