@@ -156,7 +156,24 @@ class LazyFlushHandler(logging.StreamHandler):
         self._timer = None
 
 
+class MaskedStream:
+    """A text stream whose writes go through :func:`esproxy.secretrefs.mask`: stderr, where gevent prints
+    the traceback of a greenlet's unexpected exception without going through logging."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(mask(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def setup(level: str = "INFO") -> None:
+    if not isinstance(sys.stderr, MaskedStream):
+        sys.stderr = MaskedStream(sys.stderr)
     handler = LazyFlushHandler(sys.stdout)
     handler.setFormatter(SeedFormatter())
     root = logging.getLogger()

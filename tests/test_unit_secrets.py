@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -11,7 +12,7 @@ import pytest
 from esproxy import secretrefs
 from esproxy.config import ConfigError, parse
 from esproxy.deadletters import make_record
-from esproxy.logs import SeedFormatter
+from esproxy.logs import MaskedStream, SeedFormatter
 from esproxy.secretrefs import Unresolved, keep, mask, mask_bytes, resolve, resolve_tree
 from esproxy.wsgi import error_body, header_check
 
@@ -161,3 +162,11 @@ def test_the_log_formatter_masks_tracebacks(monkeypatch):
     except RuntimeError:
         record = logging.LogRecord("esproxy", logging.ERROR, "", 0, "boom", (), sys.exc_info())
     assert "traceback-secret-99" not in SeedFormatter().format(record)
+
+
+def test_stderr_is_masked_for_gevents_tracebacks(monkeypatch):
+    monkeypatch.setenv("ESP_ERR", "stderr-secret-77")
+    parse(conf(cluster="Token ${ESP_ERR}"))
+    out = io.StringIO()
+    MaskedStream(out).write("Traceback ...\nValueError: Token stderr-secret-77\n")
+    assert out.getvalue() == "Traceback ...\nValueError: Token ***\n"
