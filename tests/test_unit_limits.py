@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import ssl
 
 import pytest
 
@@ -121,3 +122,29 @@ def test_refusal_answer_is_complete_and_closes():
     assert b"Connection: close" in head_text and b"Content-Length: %d" % len(body) in head_text
     assert b"request body of 5000 bytes is larger than the limit of 1kb (maxContentLength)" in body
     assert isinstance(content_too_long(1025, limits, known=False), Refused)
+
+
+def test_a_tls_handshake_that_never_comes_is_dropped_after_read_timeout(tmp_path):
+    import gevent
+    from gevent import socket as gsocket
+    from support.certs import make_pki
+
+    from esproxy.source.limits import ProxyServer
+
+    pki = make_pki(tmp_path)
+    limits = Limits(1024, 1024, 1024, 10, read_timeout=0.3, idle_timeout=0.3, max_connections=10)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b""]
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    server = ProxyServer(("127.0.0.1", 0), app, limits, ssl_context=context)
+    server.start()
+    try:
+        client = gsocket.create_connection(server.address)
+        with gevent.Timeout(10):
+            assert client.recv(1) == b""  # closed, no handshake sent
+    finally:
+        server.stop()
