@@ -669,9 +669,15 @@ def parse(text: str) -> Config:
     data, unresolved, outside = secretrefs.resolve_tree(data)
     if unresolved:
         raise ConfigError("", "\n".join(f"{path}: {reason}" for path, reason in unresolved))
+    secretrefs.too_short.clear()
     try:
         cfg = build(Config, data)
-        cfg.warnings = tuple(secretrefs.mask(w, outside) for w in _check(cfg))
+        warnings = _check(cfg) + [
+            f"{path}: its value from ${{...}} or file: is shorter than {secretrefs.MIN_MASKED} characters:"
+            " too short to be masked in logs"
+            for path in secretrefs.too_short
+        ]
+        cfg.warnings = tuple(secretrefs.mask(w, outside) for w in warnings)
     except ConfigError as e:  # its message may quote a value from ${ENV} or file:
         raise ConfigError(e.path, secretrefs.mask(e.reason, outside)) from None
     return cfg

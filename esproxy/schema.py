@@ -226,7 +226,7 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
             raise ConfigError(key_path, f"{_describe(value)} is not one of {', '.join(choices)}")
         kwargs[f.name] = str(coerced).lower() if choices else coerced
         if not choices and _holds_text(tp):
-            secretrefs.keep(value)  # what came from ${ENV} or file: is masked in every output from now on
+            secretrefs.keep(value, key_path)  # what came from ${ENV} or file: is masked in every output from now on
     for f, _ in known.values():
         if f.metadata.get("required") and f.name not in kwargs:
             raise ConfigError(f"{path}.{key_of(f)}" if path else key_of(f), "is required")

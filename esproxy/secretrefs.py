@@ -107,13 +107,18 @@ def resolve_tree(data: Any, path: str = "") -> tuple[Any, list[tuple[str, str]],
 _masked: list[str] = []  # longest first, so that a secret holding another is masked whole
 
 
-def keep(value: Any) -> None:
+too_short: list[str] = []  # key paths of values kept but too short to mask (``--check`` warns)
+
+
+def keep(value: Any, path: str = "") -> None:
     """Mask from now on what ``value`` (a resolved string, or a list or mapping of them) took from outside."""
     if isinstance(value, dict):
         value = list(value.values())
     for item in value if isinstance(value, list) else [value]:
         for piece in getattr(item, "secrets", ()):
             for secret in _secret_parts(piece):
+                if 0 < len(secret) < MIN_MASKED:
+                    too_short.append(path)
                 _add(secret)
 
 

@@ -124,10 +124,14 @@ def test_secret_with_json_escapes_is_masked_inside_json_too():
     assert "ss" not in mask(json.dumps({"reason": 'pa"ss\\word'}))
 
 
-def test_short_values_are_not_masked(monkeypatch):
+def test_short_values_are_not_masked_and_check_says_so(monkeypatch):
     monkeypatch.setenv("ESP_SHORT", "ab")
-    parse(conf(client="Basic ${ESP_SHORT}"))
+    cfg = parse(conf(client="Basic ${ESP_SHORT}"))
     assert mask("abc tab") == "abc tab"
+    assert (
+        "source.proxies[0].header: its value from ${...} or file: is shorter than 4 characters:"
+        " too short to be masked in logs" in cfg.warnings
+    )
 
 
 def test_choices_are_no_secrets(monkeypatch):
