@@ -223,16 +223,6 @@ class ProxyServer(HttpsServer):
         self.connections = 0
         self.refusals = RefusalLog()
 
-    def wrap_socket_and_handle(self, client_socket: socket.socket, address: Any) -> Any:
-        # With TLS on the listener, gevent shakes hands before handle(): a client that never finishes
-        # the handshake must not hold its greenlet and socket forever either.
-        client_socket.settimeout(self.limits.read_timeout or None)
-        try:
-            return super().wrap_socket_and_handle(client_socket, address)
-        except OSError:  # the handshake failed or timed out
-            client_socket.close()
-            return None
-
     def handle(self, sock: socket.socket, address: Any) -> None:
         limit = self.limits.max_connections
         if limit and self.connections >= limit:
