@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
 import sys
 
 import pytest
@@ -174,3 +176,22 @@ def test_stderr_is_masked_for_gevents_tracebacks(monkeypatch):
     out = io.StringIO()
     MaskedStream(out).write("Traceback ...\nValueError: Token stderr-secret-77\n")
     assert out.getvalue() == "Traceback ...\nValueError: Token ***\n"
+
+
+def test_check_masks_a_secret_in_a_later_error_too(tmp_path):
+    # --check builds the TLS contexts after the config is read: their errors are masked as well
+    from support.certs import make_pki
+
+    pki = make_pki(tmp_path)
+    hidden = tmp_path / "hidden-cert-name.pem"
+    hidden.write_bytes(pki.server_cert.read_bytes())
+    conf_path = tmp_path / "conf.yml"
+    tls = f"tls: {{cert: '${{ESP_CERT}}', key: '{pki.client_key}'}}"  # not the certificate's key
+    conf_path.write_text(conf().replace("port: 9201", f"port: 9201\n      {tls}"))
+    env = {**os.environ, "ESP_CERT": str(hidden)}
+    ran = subprocess.run(
+        [sys.executable, "-m", "esproxy", "-c", str(conf_path), "--check"], env=env, capture_output=True, text=True
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.startswith("esproxy: config error: source.proxies[0].tls.cert: cannot use *** / "), ran.stderr
+    assert "hidden-cert-name" not in ran.stderr
