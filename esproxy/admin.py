@@ -25,6 +25,7 @@ from gevent.pywsgi import WSGIServer
 from . import __version__
 from .health import Problem, problems
 from .logs import redact_url
+from .secretrefs import mask_bytes
 from .stats import LATENCY_BUCKETS, STATS, Stats
 from .tls import wsgi_server
 from .wsgi import JSON_TYPE, Check, StartResponse, error_body, error_doc, header_check, unauthorized
@@ -107,10 +108,15 @@ class Admin:
         code, doc = self.view.sync(environ.get("REQUEST_METHOD", ""), parts, body)
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}.get(code, "Error")
         data = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
-        return _reply(start_response, f"{code} {reason}", [JSON_TYPE], data)
+        return _reply(start_response, f"{code} {reason}", [JSON_TYPE], mask_bytes(data))
 
     def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
-        """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
+        """Status line, headers and body for an admin path (also asked for by pre-fork workers); no
+        value the config took from ``${ENV}`` or ``file:`` shows in them."""
+        status, headers, body = self._render(path, method)
+        return status, headers, mask_bytes(body)
+
+    def _render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
         json_type = [JSON_TYPE]
         if method not in ("GET", "HEAD"):
             return (

@@ -20,7 +20,8 @@ from http import HTTPStatus
 from typing import Any, Iterable, Optional
 
 import gevent
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent import Timeout
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer
 
 from .. import readonly, routing
 from ..autoids import assign_ids
@@ -37,7 +38,21 @@ from ..spool import SpoolFull, intent_record
 from ..stats import STATS
 from ..tls import wsgi_server
 from ..wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
-from .httpheaders import read_headers
+from .httpheaders import HeadersTooLarge, read_headers
+from .limits import (
+    LimitedInput,
+    Limits,
+    ProxyServer,
+    Refused,
+    RequestTimeout,
+    TimedOut,
+    answer_and_close,
+    client_name,
+    content_too_long,
+    headers_too_large,
+    line_too_long,
+    wait_for_bytes,
+)
 from .readroute import UPSTREAM_ENVIRON, Follower, ReadRouter
 
 log = logging.getLogger("esproxy.proxy")
@@ -82,15 +97,75 @@ class ErrorAnswer(Exception):
 class RawPathHandler(WSGIHandler):
     """Keeps the request target as the client sent it: PATH_INFO is percent-decoded, which would
     turn a document id like ``a%2Fb`` into a path. Sets TCP_NODELAY on each client connection,
-    sends an answer's head and body in one send, and reads headers with httpheaders.read_headers."""
+    sends an answer's head and body in one send, reads headers with httpheaders.read_headers, and
+    applies the listener's limits (esproxy.source.limits) while it reads a request."""
 
-    def MessageClass(self, *args: Any) -> Any:
-        return read_headers(*args)
+    server: ProxyServer
+    served = 0  # requests read on this connection
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:
+        limits = self.server.limits
+        return read_headers(fp, *args, max_count=limits.max_header_count, max_bytes=limits.max_header_size)
 
     def get_environ(self) -> Environ:
         env = super().get_environ()
         env["RAW_URI"] = self.path
+        if isinstance(self.wsgi_input, Input):  # not for a connection upgrade (not Elasticsearch's)
+            self.wsgi_input = env["wsgi.input"] = LimitedInput(self.wsgi_input, self.server.limits)
         return env
+
+    def handle_one_request(self) -> Any:
+        """gevent's, with the limits: None closes the connection, True reads the next request."""
+        if self.rfile.closed:
+            return None
+        limits = self.server.limits
+        if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout):
+            return None  # nothing came (idle, or a connection that never asked): closed without an answer
+        self.served += 1
+        started = time.perf_counter()
+        self.command = ""
+        try:
+            try:
+                with Timeout(limits.read_timeout or None, TimedOut):
+                    if not self._read_head(limits):
+                        return None
+            except TimedOut:
+                raise RequestTimeout("the request line and headers", limits) from None
+        except Refused as e:
+            self.server.refusals.note(e, client_name(self.client_address))
+            STATS.observe_request(self.command or "OTHER", e.status, time.perf_counter() - started)
+            answer_and_close(self.socket, e)
+            return None
+        except OSError:  # the client went away
+            return None
+        except Exception as e:  # malformed: gevent's 400
+            return self._handle_client_error(e)
+        self.environ = self.get_environ()
+        self.application = self.server.application
+        self.handle_one_response()
+        if isinstance(self.wsgi_input, LimitedInput) and self.wsgi_input.unfinished:
+            self.close_connection = True  # the body's end was never read: the next request cannot be found
+        if self.close_connection or self.rfile.closed:
+            return None
+        return True
+
+    def _read_head(self, limits: Limits) -> bool:
+        """The request line and headers (False: the client closed); Refused over a limit."""
+        line = self.rfile.readline(limits.max_initial_line_length + 3)  # + CR LF, + 1 to tell it is longer
+        if not line:
+            return False
+        self.requestline = line.decode("latin-1")
+        if len(self.requestline.rstrip("\r\n")) > limits.max_initial_line_length:
+            raise line_too_long(limits)
+        self.response_length = 0
+        try:
+            if not self.read_request(self.requestline):
+                raise ValueError(f"bad request line {self.requestline!r}")
+        except HeadersTooLarge as e:
+            raise headers_too_large(str(e), e.too_many) from None
+        if self.content_length is not None and self.content_length > limits.max_content_length:
+            raise content_too_long(self.content_length, limits, known=True)
+        return True
 
     def handle(self) -> None:
         # pywsgi sends the status line + headers and the body in two writes; with Nagle on, the body
@@ -171,7 +246,11 @@ class ProxyApp:
                 return self._reply(start_response, 401, headers, payload)
         method = environ["REQUEST_METHOD"]
         uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
-        body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        try:
+            body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        except Refused as e:  # over maxContentLength (a chunked body) or too slow: nothing forwarded
+            self._access(environ, method, uri, started, e.status, e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, ("Connection", "close")], e.body)
         if self.read_only is not None:
             refused = _follower_refusal(self.read_only, environ, method, uri, body)
             if refused is not None:
@@ -411,12 +490,15 @@ def _phrase(status: int) -> str:
 
 
 def make_server(app: ProxyApp, listener: Optional[socket.socket] = None) -> WSGIServer:
-    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork); HTTPS with tls."""
+    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork workers: each
+    builds its own here, so each applies the same limits); HTTPS with tls."""
     return wsgi_server(
         listener if listener is not None else (app.cfg.host, app.cfg.port),
         app,
         app.cfg.tls,
         f"tls of the proxy on port {app.cfg.port}",
+        server_class=ProxyServer,
+        limits=Limits.of(app.cfg),
         handler_class=RawPathHandler,
         log=None,
         error_log=logging.getLogger("esproxy.wsgi"),
