@@ -71,6 +71,8 @@ class AdminView:
     lags: Callable[[], list[dict[str, Any]]]  # per assigned partition of every replay: KafkaReplay.lag()
     # /_esproxy/sync/...: (method, path parts after sync/, body) -> (status, JSON); esproxy.followcontrol
     sync: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
+    # /_esproxy/switchover[/...]: the same shape; esproxy.leadership (the proxy role with followers)
+    switchover: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
 
 
 class Admin:
@@ -89,18 +91,29 @@ class Admin:
             return refused
         path = environ.get("PATH_INFO", "")
         if path.startswith(PREFIX + "sync/") and self.view.sync is not None:
-            return self._sync(environ, start_response, path)
+            return self._control(environ, start_response, path, "sync/", self.view.sync)
+        if (path + "/").startswith(PREFIX + "switchover/") and self.view.switchover is not None:
+            return self._control(environ, start_response, path, "switchover", self.view.switchover)
         status, headers, body = self.render(path, environ.get("REQUEST_METHOD", ""))
         return _reply(start_response, status, headers, body)
 
-    def _sync(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
-        """Follower sync rules at runtime (the replay's; see esproxy.followcontrol)."""
-        assert self.view.sync is not None
+    def _control(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        path: str,
+        prefix: str,
+        handle: Callable[[str, list[str], bytes], tuple[int, Any]],
+    ) -> Iterable[bytes]:
+        """A runtime control: the follower sync rules (the replay's; esproxy.followcontrol) or the
+        switchover (the proxy's; esproxy.leadership)."""
         length = environ.get("CONTENT_LENGTH") or "0"
         body = environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) > 0 else b""
-        parts = [p for p in path[len(PREFIX + "sync/") :].split("/") if p]
-        code, doc = self.view.sync(environ.get("REQUEST_METHOD", ""), parts, body)
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}.get(code, "Error")
+        parts = [p for p in path[len(PREFIX + prefix) :].split("/") if p]
+        code, doc = handle(environ.get("REQUEST_METHOD", ""), parts, body)
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}.get(
+            code, "Error"
+        )
         data = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
         return _reply(start_response, f"{code} {reason}", [JSON_TYPE], data)
 
@@ -210,6 +223,7 @@ class Admin:
                 },
             },
             "upstreams": upstreams,
+            **({"switchover": self._switchover_state()} if self.view.switchover is not None else {}),
             "replay": {
                 "messages": s.replay_messages,
                 "bytes": s.replay_bytes,
@@ -223,6 +237,12 @@ class Admin:
                 "consumer_lag": self.view.lags(),
             },
         }
+
+    def _switchover_state(self) -> dict[str, Any]:
+        """The proxy's leader, write pause and switches (esproxy.leadership); {} when it cannot say."""
+        assert self.view.switchover is not None
+        status, doc = self.view.switchover("GET", [], b"")
+        return doc if status == 200 else {}
 
     def prometheus(self) -> str:
         """``/_esproxy/metrics``: :data:`METRICS`, read from one snapshot and the health verdict."""
@@ -317,6 +337,23 @@ def _lags(field: str) -> Callable[[Reading], Iterable[Sample]]:
     return samples
 
 
+def _switchover(value: Callable[[dict[str, Any]], Any]) -> Callable[[Reading], Iterable[Sample]]:
+    """A sample of the proxy's switchover state, none without followers."""
+
+    def samples(r: Reading) -> Iterable[Sample]:
+        state = r.snap.get("switchover")
+        if state:
+            yield "", {}, value(state) or 0
+
+    return samples
+
+
+def _leader(r: Reading) -> Iterable[Sample]:
+    state = r.snap.get("switchover")
+    if state:
+        yield "", {"url": state["leader"], "config_primary": str(state["leader"] == state["config_primary"]).lower()}, 1
+
+
 _SPOOL = "in the durable spool, not yet taken by Kafka."
 
 METRICS: tuple[Metric, ...] = (
@@ -386,6 +423,42 @@ METRICS: tuple[Metric, ...] = (
         "gauge",
         "Clusters and their ids (/meta.elasticproxy/_doc/clusterid; empty until read).",
         _clusters,
+    ),
+    Metric(
+        "esproxy_leader_info",
+        "gauge",
+        "The cluster the proxy writes to (1), with followers: config_primary false after a switchover.",
+        _leader,
+    ),
+    Metric(
+        "esproxy_switchover_paused",
+        "gauge",
+        "1 while writes are paused for a switchover.",
+        _switchover(lambda s: int(s["paused"])),
+    ),
+    Metric(
+        "esproxy_switchovers_total",
+        "counter",
+        "Leader switches (switchover and failover) in the state file's history.",
+        _switchover(lambda s: s["switches"]),
+    ),
+    Metric(
+        "esproxy_switchover_last_duration_seconds",
+        "gauge",
+        "The last switch: from the command's start to the new leader.",
+        _switchover(lambda s: (s["last_switch"] or {}).get("duration_seconds")),
+    ),
+    Metric(
+        "esproxy_switchover_last_write_pause_seconds",
+        "gauge",
+        "The last switchover: how long writes were paused.",
+        _switchover(lambda s: (s["last_switch"] or {}).get("write_pause_seconds")),
+    ),
+    Metric(
+        "esproxy_switchover_writes_refused_total",
+        "counter",
+        "Writes answered 503 (Retry-After) while paused for a switchover, since the start.",
+        _switchover(lambda s: s["writes_refused"]),
     ),
     Metric(
         "esproxy_replay_messages_total", "counter", "Kafka messages consumed.", _one(lambda s: s["replay"]["messages"])

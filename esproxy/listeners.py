@@ -19,8 +19,9 @@ from gevent.pywsgi import WSGIServer
 
 from . import labels
 from .bean import Bean
-from .config import Config, ProxySource
+from .config import Config, ElasticDestination, ProxySource
 from .dest.elastic import Elastic, UpstreamError
+from .leadership import Leadership
 from .recorder import Recorder
 from .retry import Aborted, retry
 from .source.proxy import ProxyApp, make_server
@@ -65,6 +66,10 @@ class Listeners:
         self.apps: list[ProxyApp] = []
         self.servers: list[WSGIServer] = []
         self.elastics: list[Elastic] = []
+        # With followers: which cluster leads (the state file of the last switchover says) and the write pause.
+        self.leadership = Leadership.of(cfg)
+        if self.leadership is not None:
+            self.leadership.on_switch.append(self._prepare_switch)
 
     def start(self, sockets: Optional[list[socket.socket]] = None, serve: bool = True) -> None:
         """An app per proxy entry; served on ``sockets`` (in entry order) or on sockets bound here."""
@@ -72,12 +77,16 @@ class Listeners:
             matching = matching_indexes(self.cfg, p.labels)
             if len(matching) > 1:
                 log.warning("proxy :%d: %d primaries match; forwarding to the first only", p.port, len(matching))
-            primary = Elastic(self.cfg.primaries()[matching[0]], "primary")
+            leader = self.cfg.primaries()[matching[0]]
+            if self.leadership is not None and matching[0] == 0:
+                leader = self.leadership.leader_cfg
+            primary = Elastic(leader, "primary")
             self.elastics.append(primary)
             # Serve (and answer 502 while the primary is down) rather than wait for its id.
             gevent.spawn(wait_for_cluster_id, primary, self.stop)
             app = ProxyApp(p, primary, self.fanout)
             app.admin = self.admin
+            app.leadership = self.leadership if matching[0] == 0 else None
             self.apps.append(app)
             if serve:
                 server = make_server(app, sockets[i] if sockets else None)
@@ -86,6 +95,24 @@ class Listeners:
                 # A pre-fork master says "proxy listening on" once all its workers serve.
                 what = "worker serving" if sockets else "proxy listening on"
                 log.info("%s %s:%d -> %s", what, p.host, p.port, primary.target(""))
+
+    def _prepare_switch(self, leader: ElasticDestination) -> Callable[[], None]:
+        """A switchover to ``leader``: its client, its cluster id read now (UpstreamError if it cannot be: the
+        beans of its writes must name it), and what makes the apps forward to it."""
+        new = Elastic(leader, "primary")
+        try:
+            new.ensure_cluster_id()
+        except UpstreamError:
+            new.close()
+            raise
+        apps = [app for app in self.apps if app.leadership is not None]
+
+        def swap() -> None:
+            self.elastics.append(new)
+            for app in apps:
+                app.primary = new  # the old leader's client stays open: requests in flight finish on it
+
+        return swap
 
     def settle(self, intents: list[dict[str, Any]]) -> None:
         """Writes of unknown outcome (a crash in flight): copy what A holds, then close each intent."""

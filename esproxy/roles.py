@@ -12,13 +12,13 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from gevent.event import Event
 
 from . import __version__, signals
 from .admin import Admin, AdminView
-from .config import Config
+from .config import Config, ConfigError
 from .deadletters import proxy_file
 from .dest.elastic import Elastic
 from .dest.kafka import KafkaDest
@@ -74,7 +74,30 @@ class Roles:
             workers=lambda: self.pool,
             lags=lambda: [row for replay in self.replays for row in replay.lag()],
             sync=self.follow.handle if self.follow is not None else None,
+            switchover=self._switchover if self.cfg.followers() and self.cfg.proxies() else None,
         )
+
+    def _switchover(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
+        """/_esproxy/switchover[/...] (esproxy.leadership), with what the proxy still has to ship."""
+        leadership = self.listeners.leadership if self.listeners is not None else None
+        if self.cfg.workers > 1:
+            reason = (
+                f"switchover is not supported with workers: {self.cfg.workers} (the write pause would have to"
+                " reach every worker); run the proxy with workers: 1 to switch over"
+            )
+            return 409, {"error": {"type": "esproxy_unsupported_exception", "reason": reason}, "status": 409}
+        if leadership is None:
+            return 503, {
+                "error": {"type": "esproxy_starting_exception", "reason": "the proxy is starting"},
+                "status": 503,
+            }
+        status, doc = leadership.handle(method, parts, body)
+        if status == 200:
+            fanout = self.fanout
+            doc["unshipped"] = fanout.unshipped() if fanout is not None else 0
+            spool = fanout.spool if fanout is not None else None
+            doc["open_intents"] = len(spool.open_intents) if spool is not None else 0
+        return status, doc
 
     def handle_signal(self, signum: int) -> None:
         if self.stop_event.is_set():
@@ -100,6 +123,11 @@ class Roles:
                 self._start_replays()
         except _Stopped:
             pass
+        except ConfigError as e:  # the switchover state file names a cluster the config does not
+            log.error("cannot start: %s", e)
+            self.stop_event.set()
+            self._stop()
+            return 2
         except OSError as e:  # the port is taken, typically
             log.error("cannot start: %s", e)
             self.stop_event.set()
