@@ -85,6 +85,16 @@ def test_switchover_under_load_and_back(esproxy, es_a, es_b, kafka, names, tmp_p
     assert requests.put(f"{proxy}/{index}", json={"mappings": {"properties": {"n": {"type": "long"}}}}).ok
     wait_until(lambda: requests.head(f"{es_b}/{index}", timeout=5).status_code == 200, timeout=20, msg="index on B")
 
+    # Documents A wrote many times before B followed them (as after an initial copy): their _version on A is
+    # far above B's sequence numbers, so versions from B's _seq_no alone would be refused by A as older.
+    hot = names.index("hot")
+    assert requests.put(f"{proxy}/{hot}", timeout=10).ok
+    wait_until(lambda: requests.head(f"{es_b}/{hot}", timeout=5).status_code == 200, timeout=20, msg="hot on B")
+    for d in range(3):
+        for n in range(30):
+            requests.put(f"{es_a}/{hot}/_doc/{d}", json={"n": n}, timeout=10).raise_for_status()
+        assert requests.put(f"{proxy}/{hot}/_doc/{d}", json={"n": 30}, timeout=10).ok
+
     dry = _switchover(s["conf"], tmp_path, "--dry-run", "--index", pattern)
     assert dry.returncode == 0 and "every check passed" in dry.stdout
     assert _state(proxy)["leader"].rstrip("/") == es_a.rstrip("/") and not _state(proxy)["paused"]
@@ -132,11 +142,13 @@ def test_switchover_under_load_and_back(esproxy, es_a, es_b, kafka, names, tmp_p
     # The same documents updated and deleted on B: their versions beat A's (doc_version); then switch back.
     ids = list(range(0, 60))
     _churn_same_docs(proxy, index, ids, "on-b")
+    _churn_same_docs(proxy, hot, [0, 1, 2], "on-b")
     compare_until_equal(es_a, es_b, pattern)
     back = _switchover(s["conf"], tmp_path, "--index", pattern, "--hold", "--verify", "full")
     assert back.returncode == 0, back.stdout + back.stderr
     assert _state(proxy)["leader"].rstrip("/") == es_a.rstrip("/")
     _churn_same_docs(proxy, index, ids, "on-a-again")
+    _churn_same_docs(proxy, hot, [0, 1, 2], "on-a-again")
     compare_until_equal(es_a, es_b, pattern)
     history = _state(proxy)["history"]
     a, b = es_a.rstrip("/"), es_b.rstrip("/")
