@@ -5,9 +5,9 @@ The proxy's config names a leader (``destination.primaries[0]``) and the cluster
 change which of them leads through the admin endpoints answered here:
 
 - ``GET /_esproxy/switchover``: the state (leader, followers, paused, writes in flight, history);
-- ``POST /_esproxy/switchover/pause`` ``{"mode": "reject"|"hold", "hold": s, "retryAfter": s}``: new writes
-  get 503 + ``Retry-After`` (``reject``), or wait up to ``hold`` seconds for the resume, then 503;
-  reads keep flowing;
+- ``POST /_esproxy/switchover/pause`` ``{"mode": "reject"|"hold", "hold": s, "retryAfter": s, "expires": s}``:
+  new writes get 503 + ``Retry-After`` (``reject``), or wait up to ``hold`` seconds for the resume, then
+  503; reads keep flowing; after ``expires`` seconds (a command that died) writes resume by themselves;
 - ``POST /_esproxy/switchover/leader`` ``{"url": U, "expect": V, "kind": "switchover"|"failover"}``: U
   (a configured cluster) leads from now on, if V still does; written to the state file first;
 - ``POST /_esproxy/switchover/resume``: writes flow again (held ones go on, to the current leader).
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import gevent
 from gevent.event import Event
 
 from .config import Config, ConfigError, ElasticDestination
@@ -37,6 +38,7 @@ STATE_FILE = "leader.json"
 HISTORY = 20  # switches kept in the state file and shown by the stats
 DEFAULT_RETRY_AFTER = 1
 MAX_HOLD = 300.0
+DEFAULT_EXPIRES = 300.0  # a pause nobody resumes (the command died) ends by itself after this
 
 Answer = tuple[int, Any]  # HTTP status, JSON document
 
@@ -202,14 +204,23 @@ class Leadership:
             raise ValueError(f"mode must be reject or hold, not {mode!r}")
         hold = min(MAX_HOLD, max(0.0, float(args.get("hold", 10))))
         retry_after = max(1, int(args.get("retryAfter", DEFAULT_RETRY_AFTER)))
+        expires = max(0.1, float(args.get("expires", DEFAULT_EXPIRES)))
         if self.pause is None:
             self.pause = Pause(mode, hold, retry_after, time.time())
+            gevent.spawn_later(expires, self._expire, self.pause, expires)
             log.warning(
                 "switchover: writes paused (%s%s); reads go on",
                 f"held up to {hold:.0f}s, then " if mode == "hold" else "",
                 f"503 with Retry-After: {retry_after}",
             )
         return 200, self.status()
+
+    def _expire(self, pause: Pause, after: float) -> None:
+        if self.pause is pause:
+            log.error(
+                "switchover: writes paused for %.0fs and nobody resumed them (the command died?): resuming", after
+            )
+            self._resume({})
 
     def _resume(self, args: dict[str, Any]) -> Answer:
         pause, self.pause = self.pause, None

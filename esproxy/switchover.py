@@ -44,6 +44,8 @@ from .schema import parse_duration
 
 EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_PAUSED = 0, 1, 2, 3
 POLL = 0.2  # seconds between two looks at a condition
+PAUSE_EXPIRES_AFTER = 30.0  # past --timeout: the proxy resumes writes by itself if this command died
+OLD_LEADER_PROBE = 3.0  # seconds failover gives the old leader to show it is up after all
 
 
 class Failed(Exception):
@@ -371,7 +373,12 @@ class Run:
             self.say(f"[1/5] pausing writes ({mode})")
             proxy.post(
                 "/_esproxy/switchover/pause",
-                {"mode": mode, "hold": self.args.hold_for, "retryAfter": self.args.retry_after},
+                {
+                    "mode": mode,
+                    "hold": self.args.hold_for,
+                    "retryAfter": self.args.retry_after,
+                    "expires": self.args.timeout + PAUSE_EXPIRES_AFTER,
+                },
             )
             paused_at = time.monotonic()
             self.wait("writes in flight to finish", lambda: _nonzero(self.status(proxy), "writes_in_flight"))
@@ -445,6 +452,12 @@ class Run:
             return EXIT_ABORTED
         for i, step in enumerate(plan.describe("failover", self.args), 1):
             self.say(f"  {i}. {step}")
+        if not self.args.force and _answers(plan.old):
+            self.say(
+                f"{redact_url(plan.old.url)} answers: it is not down. Use `esproxy switchover` (it loses nothing),"
+                " or --force to promote anyway"
+            )
+            return EXIT_ABORTED
         try:
             state = proxy.post(
                 "/_esproxy/switchover/leader",
@@ -476,6 +489,14 @@ class Run:
         return EXIT_OK
 
 
+def _answers(cluster: ElasticDestination) -> bool:
+    try:
+        r = requests.get(cluster.url, headers=dict(cluster.header), timeout=OLD_LEADER_PROBE)
+    except requests.RequestException:
+        return False
+    return r.status_code < 500
+
+
 def _nonzero(state: dict[str, Any], key: str) -> Optional[str]:
     n = state.get(key, 0)
     return f"{key}: {n}" if n else None
@@ -500,6 +521,8 @@ def _parser(kind: str) -> argparse.ArgumentParser:
         p.add_argument("--retry-after", type=int, default=1, help="Retry-After of a refused write, seconds")
         p.add_argument("--verify", choices=("counts", "full"), default="counts", help="how to compare the clusters")
         p.add_argument("--index", default="*", help="indices verified (default: all but hidden)")
+    else:
+        p.add_argument("--force", action="store_true", help="promote even though the leader answers")
     return p
 
 

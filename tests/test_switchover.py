@@ -172,6 +172,9 @@ def test_a_failed_check_aborts_and_keeps_the_direction(esproxy, es_a, es_b, kafk
     assert state["leader"].rstrip("/") == es_a.rstrip("/") and not state["paused"] and state["switches"] == 0
     assert requests.put(f"{proxy}/{index}/_doc/5?refresh=true", json={"n": 5}, timeout=10).status_code == 201
     assert es_doc(es_a, index, "5") is not None
+    # A failover while A answers is refused: a switchover loses nothing.
+    result = esproxy_cli("failover", "-c", s["conf"], cwd=tmp_path, timeout=60)
+    assert result.returncode == 1 and "it is not down" in result.stdout, result.stdout + result.stderr
     # The replay into B stopped: the check before the pause fails, nothing is touched.
     s["r1"].terminate()
     result = _switchover(s["conf"], tmp_path, "--index", pattern)

@@ -146,3 +146,12 @@ def test_configs_a_switchover_cannot_use() -> None:
     assert config_problems(_config(B)) == []
     assert any("followers" in p for p in config_problems(_config()))
     assert any("workers: 2" in p for p in config_problems(_config(B, workers=2)))
+
+
+def test_a_pause_nobody_resumes_ends_by_itself(tmp_path) -> None:
+    lead = _leadership(tmp_path)
+    _post(lead, "pause", expires=0.1)
+    with gevent.Timeout(5):
+        while lead.pause is not None:
+            gevent.sleep(0.02)
+    assert lead.admit_write() is None
