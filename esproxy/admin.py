@@ -38,6 +38,11 @@ PREFIX = "/_esproxy/"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+def read_body(environ: dict[str, Any]) -> bytes:
+    length = environ.get("CONTENT_LENGTH") or "0"
+    return environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) > 0 else b""
+
+
 def refuse(environ: dict[str, Any], start_response: StartResponse, check: Optional[Check]) -> Optional[Iterable[bytes]]:
     """The 401 answer when ``check`` refuses the request; None when it may pass."""
     challenge = check(environ) if check is not None else None
@@ -90,35 +95,34 @@ class Admin:
         if refused is not None:
             return refused
         path = environ.get("PATH_INFO", "")
-        if path.startswith(PREFIX + "sync/") and self.view.sync is not None:
-            return self._control(environ, start_response, path, "sync/", self.view.sync)
-        if (path + "/").startswith(PREFIX + "switchover/") and self.view.switchover is not None:
-            return self._control(environ, start_response, path, "switchover", self.view.switchover)
-        status, headers, body = self.render(path, environ.get("REQUEST_METHOD", ""))
-        return _reply(start_response, status, headers, body)
+        body = read_body(environ) if self._control_of(path) is not None else b""
+        status, headers, data = self.answer(path, environ.get("REQUEST_METHOD", ""), body)
+        return _reply(start_response, status, headers, data)
 
-    def _control(
-        self,
-        environ: dict[str, Any],
-        start_response: StartResponse,
-        path: str,
-        prefix: str,
-        handle: Callable[[str, list[str], bytes], tuple[int, Any]],
-    ) -> Iterable[bytes]:
-        """A runtime control: the follower sync rules (the replay's; esproxy.followcontrol) or the
-        switchover (the proxy's; esproxy.leadership)."""
-        length = environ.get("CONTENT_LENGTH") or "0"
-        body = environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) > 0 else b""
+    def _control_of(self, path: str) -> Optional[tuple[str, Callable[[str, list[str], bytes], tuple[int, Any]]]]:
+        """A runtime control's prefix and handler: the follower sync rules (the replay's;
+        esproxy.followcontrol) or the switchover (the proxy's; esproxy.leadership); None for other paths."""
+        if path.startswith(PREFIX + "sync/") and self.view.sync is not None:
+            return "sync/", self.view.sync
+        if (path + "/").startswith(PREFIX + "switchover/") and self.view.switchover is not None:
+            return "switchover", self.view.switchover
+        return None
+
+    def answer(self, path: str, method: str, body: bytes = b"") -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
+        control = self._control_of(path)
+        if control is None:
+            return self.render(path, method)
+        prefix, handle = control
         parts = [p for p in path[len(PREFIX + prefix) :].split("/") if p]
-        code, doc = handle(environ.get("REQUEST_METHOD", ""), parts, body)
+        code, doc = handle(method, parts, body)
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}.get(
             code, "Error"
         )
-        data = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
-        return _reply(start_response, f"{code} {reason}", [JSON_TYPE], data)
+        return f"{code} {reason}", [JSON_TYPE], json.dumps(doc, ensure_ascii=False).encode() + b"\n"
 
     def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
-        """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
+        """Status line, headers and body for a GET of health, stats or metrics."""
         json_type = [JSON_TYPE]
         if method not in ("GET", "HEAD"):
             return (

@@ -14,6 +14,10 @@ change which of them leads through the admin endpoints answered here:
 
 The state file (``leader.json`` in the spool directory) keeps the leader and the history across
 restarts: a proxy that starts with it follows the last switch and says so in a WARNING.
+
+With pre-fork workers the master's Leadership is the one these endpoints change; each worker's
+follows it (:meth:`Leadership.gate`, :meth:`Leadership.follow`; esproxy.prefork sends it to every
+worker after each change and each worker asks for it before it serves).
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class Leadership:
         self.leader = 0  # index into clusters
         self.history: list[dict[str, Any]] = []
         self.pause: Optional[Pause] = None
+        self.generation = 0  # counts pauses, resumes and switches: a worker applies only a newer gate
         self.writes_in_flight = 0
         self.refused = 0  # writes answered 503 while paused
         self.held = 0  # writes that waited for a resume
@@ -159,6 +164,33 @@ class Leadership:
             "history": list(self.history),
         }
 
+    def gate(self) -> dict[str, Any]:
+        """What a pre-fork worker needs to follow this (the master's) state: leader and pause."""
+        pause = self.pause
+        return {
+            "generation": self.generation,
+            "leader": self.leader_cfg.url,
+            "pause": None if pause is None else [pause.mode, pause.hold, pause.retry_after, pause.since],
+        }
+
+    def follow(self, gate: dict[str, Any]) -> None:
+        """A pre-fork worker: take the master's leader and pause (:meth:`gate`), unless older than ours.
+        The state file is the master's to write."""
+        if gate["generation"] < self.generation:
+            return
+        self.generation = gate["generation"]
+        target = self._find(gate["leader"])
+        if target is not None and target != self.leader:
+            for swap in [prepare(self.clusters[target]) for prepare in self.on_switch]:
+                swap()
+            self.leader = target
+            log.warning("worker: %s leads now", redact_url(self.leader_cfg.url))
+        if gate["pause"] is not None and self.pause is None:
+            self.pause = Pause(*gate["pause"])
+        elif gate["pause"] is None and self.pause is not None:
+            pause, self.pause = self.pause, None
+            pause.resumed.set()
+
     # ------------------------------------------------------------------ the write gate (hot path)
 
     def admit_write(self) -> Optional[int]:
@@ -207,6 +239,7 @@ class Leadership:
         expires = max(0.1, float(args.get("expires", DEFAULT_EXPIRES)))
         if self.pause is None:
             self.pause = Pause(mode, hold, retry_after, time.time())
+            self.generation += 1
             gevent.spawn_later(expires, self._expire, self.pause, expires)
             log.warning(
                 "switchover: writes paused (%s%s); reads go on",
@@ -225,6 +258,7 @@ class Leadership:
     def _resume(self, args: dict[str, Any]) -> Answer:
         pause, self.pause = self.pause, None
         if pause is not None:
+            self.generation += 1
             paused = time.time() - pause.since
             if self.history and self.history[-1].get("write_pause_seconds") is None and "at_epoch" in self.history[-1]:
                 if self.history[-1]["at_epoch"] >= pause.since:  # the switch made during this pause
@@ -266,6 +300,7 @@ class Leadership:
         for swap in swaps:
             swap()
         self.leader, self.history = target, history[-HISTORY:]
+        self.generation += 1
         log.warning("%s: %s leads now (was %s); state in %s", kind, entry["to"], entry["from"], self.path)
         return 200, self.status()
 

@@ -58,8 +58,11 @@ def bind(p: ProxySource) -> socket.socket:
 
 
 class Listeners:
-    def __init__(self, cfg: Config, fanout: Optional[Recorder], admin: AdminEndpoints, stop: Event) -> None:
+    def __init__(
+        self, cfg: Config, fanout: Optional[Recorder], admin: AdminEndpoints, stop: Event, worker: bool = False
+    ) -> None:
         self.cfg = cfg
+        self.worker = worker  # a pre-fork worker: follows the master's switches, whose checks were made there
         self.fanout = fanout
         self.admin = admin
         self.stop = stop
@@ -103,8 +106,10 @@ class Listeners:
         try:
             new.ensure_cluster_id()
         except UpstreamError:
-            new.close()
-            raise
+            if not self.worker:
+                new.close()
+                raise
+            gevent.spawn(wait_for_cluster_id, new, self.stop)  # the master read it: a moment's trouble here
         apps = [app for app in self.apps if app.leadership is not None]
 
         def swap() -> None:

@@ -35,6 +35,7 @@ from .spool import Spool
 log = logging.getLogger("esproxy")
 
 WORKERS_READY_TIMEOUT = 30.0
+WORKERS_CONFIRM_TIMEOUT = 5.0  # each worker confirms a switchover's pause, resume or new leader within this
 
 
 class Roles:
@@ -80,18 +81,18 @@ class Roles:
     def _switchover(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
         """/_esproxy/switchover[/...] (esproxy.leadership), with what the proxy still has to ship."""
         leadership = self.listeners.leadership if self.listeners is not None else None
-        if self.cfg.workers > 1:
-            reason = (
-                f"switchover is not supported with workers: {self.cfg.workers} (the write pause would have to"
-                " reach every worker); run the proxy with workers: 1 to switch over"
-            )
-            return 409, {"error": {"type": "esproxy_unsupported_exception", "reason": reason}, "status": 409}
-        if leadership is None:
+        if leadership is None or (self.cfg.workers > 1 and self.pool is None):
             return 503, {
                 "error": {"type": "esproxy_starting_exception", "reason": "the proxy is starting"},
                 "status": 503,
             }
         status, doc = leadership.handle(method, parts, body)
+        if status == 200 and self.pool is not None:  # the workers follow the master's state, then answer
+            try:
+                doc["writes_in_flight"] += self.pool.follow_leadership(leadership.gate(), WORKERS_CONFIRM_TIMEOUT)
+            except TimeoutError as e:
+                reason = f"not every worker took the switchover state: {e}"
+                return 503, {"error": {"type": "esproxy_workers_exception", "reason": reason}, "status": 503}
         if status == 200:
             fanout = self.fanout
             doc["unshipped"] = fanout.unshipped() if fanout is not None else 0
@@ -161,8 +162,15 @@ class Roles:
         if self.cfg.workers > 1:
             sockets = [bind(p) for p in self.cfg.proxies()]
             self.listeners.start(serve=False)  # the master's apps only settle writes of unknown outcome
+            leadership = self.listeners.leadership
             self.pool = WorkerPool(
-                self.cfg.workers, self.conf_path, sockets, self.fanout, self.admin.render, self.listeners.settle
+                self.cfg.workers,
+                self.conf_path,
+                sockets,
+                self.fanout,
+                self.admin.answer,
+                self.listeners.settle,
+                leadership.gate if leadership is not None else None,
             )
             self.profiler.workers = self.pool
             self.pool.start()

@@ -132,11 +132,6 @@ def config_problems(cfg: Config) -> list[str]:
         problems.append("no enabled destination.followers[]: no cluster to switch to")
     if not cfg.kafka_destinations():
         problems.append("no destination.kafkas[]: the clusters are not kept in sync through Kafka")
-    if cfg.workers > 1:
-        problems.append(
-            f"workers: {cfg.workers}: switchover is not supported with pre-fork workers (the write pause would"
-            " have to reach every worker); run the proxy with workers: 1"
-        )
     return problems
 
 

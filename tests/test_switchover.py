@@ -42,7 +42,17 @@ class StatusWriter(Writer):
         return False
 
 
-def _setup(esproxy, kafka, names, a: str, b: str, tmp_path, *, replay_extra: dict | None = None) -> dict:
+def _setup(
+    esproxy,
+    kafka,
+    names,
+    a: str,
+    b: str,
+    tmp_path,
+    *,
+    replay_extra: dict | None = None,
+    proxy_extra: dict | None = None,
+) -> dict:
     topic = names.topic()
     create_topic(kafka, topic, partitions=2)
     into_b, into_a, port = free_port(), free_port(), free_port()
@@ -53,6 +63,7 @@ def _setup(esproxy, kafka, names, a: str, b: str, tmp_path, *, replay_extra: dic
     conf = proxy_config(port, a, kafka, topic)
     conf["destination"]["primaries"][0]["replayAdmin"] = f"http://127.0.0.1:{into_a}"
     conf["destination"]["followers"] = [{"url": b, "replayAdmin": f"http://127.0.0.1:{into_b}"}]
+    conf.update(proxy_extra or {})
     proxy = esproxy(conf)
     return {"proxy": proxy, "r1": r1, "r2": r2, "url": f"http://127.0.0.1:{port}", "conf": str(proxy.conf_path)}
 
@@ -202,3 +213,29 @@ def test_failover_with_a_stopped_promotes_b_and_lists_the_tail(esproxy, own_serv
     r = requests.put(f"{proxy}/{index}/_doc/after-failover", json={"n": 1}, timeout=10)
     assert r.status_code == 201, r.text
     wait_until(lambda: all(es_doc(es_b, index, str(i)) is not None for i in range(40)), timeout=60, msg="the tail")
+
+
+def test_switchover_with_workers_pauses_and_switches_every_worker(esproxy, es_a, es_b, kafka, names, tmp_path):
+    s = _setup(esproxy, kafka, names, es_a, es_b, tmp_path, proxy_extra={"workers": 2})
+    proxy, index, pattern = s["url"], names.index(), names.pattern()
+    writer = StatusWriter(proxy, index, 100000, pause=0.005)
+    writer.start()
+    try:
+        wait_until(lambda: len(writer.acked) >= 50, timeout=30, msg="writes before the switch")
+        result = _switchover(s["conf"], tmp_path, "--index", pattern)  # through a worker's port
+        assert result.returncode == 0, result.stdout + result.stderr
+        switched_at = len(writer.acked)
+        wait_until(lambda: len(writer.acked) >= switched_at + 50, timeout=30, msg="writes after the switch")
+    finally:
+        writer.stop = True
+        writer.join(timeout=30)
+    assert {(st, ra, kind) for st, ra, kind in writer.refusals} <= {
+        (503, "1", "esproxy_switchover_in_progress_exception")
+    }
+    # Each write on a new connection, so both workers take some: every one lands on B first.
+    for i in range(20):
+        r = requests.put(f"{proxy}/{index}/_doc/w{i}", json={"n": i}, headers={"Connection": "close"}, timeout=10)
+        assert r.status_code == 201, r.text
+        assert es_doc(es_b, index, f"w{i}") is not None, i
+    compare_until_equal(es_a, es_b, pattern)
+    assert _state(proxy)["leader"].rstrip("/") == es_b.rstrip("/")

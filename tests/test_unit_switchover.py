@@ -145,7 +145,24 @@ def test_the_plan_goes_from_whichever_cluster_leads_to_the_other() -> None:
 def test_configs_a_switchover_cannot_use() -> None:
     assert config_problems(_config(B)) == []
     assert any("followers" in p for p in config_problems(_config()))
-    assert any("workers: 2" in p for p in config_problems(_config(B, workers=2)))
+    assert config_problems(_config(B, workers=2)) == []  # the master passes the pause on to its workers
+
+
+def test_a_worker_follows_the_masters_gate_and_ignores_an_older_one(tmp_path) -> None:
+    master, worker = _leadership(tmp_path), _leadership(tmp_path / "elsewhere")
+    swapped = []
+    worker.on_switch.append(lambda cfg: lambda: swapped.append(cfg.url))
+    _post(master, "pause", mode="reject", retryAfter=2)
+    paused = master.gate()
+    worker.follow(paused)
+    assert worker.admit_write() == 2
+    _post(master, "leader", url=B)
+    _post(master, "resume")
+    worker.follow(master.gate())
+    assert swapped == [B] and worker.leader_cfg.url == B and worker.admit_write() is None
+    worker.follow(paused)  # arrives late: older than what the worker has
+    assert worker.pause is None and worker.leader_cfg.url == B
+    assert not (tmp_path / "elsewhere").exists()  # the state file is the master's
 
 
 def test_a_pause_nobody_resumes_ends_by_itself(tmp_path) -> None:
