@@ -62,6 +62,7 @@ class Pause:
     retry_after: int  # seconds, the Retry-After of a refused write
     since: float  # time.time()
     resumed: Event = field(default_factory=Event)
+    switched: Optional[dict[str, Any]] = None  # the history entry of a switch made during the pause
 
 
 class Leadership:
@@ -260,10 +261,9 @@ class Leadership:
         if pause is not None:
             self.generation += 1
             paused = time.time() - pause.since
-            if self.history and self.history[-1].get("write_pause_seconds") is None and "at_epoch" in self.history[-1]:
-                if self.history[-1]["at_epoch"] >= pause.since:  # the switch made during this pause
-                    self.history[-1]["write_pause_seconds"] = round(paused, 3)
-                    self._save_quietly()
+            if pause.switched is not None:  # the history entry of the switch made during this pause
+                pause.switched["write_pause_seconds"] = round(paused, 3)
+                self._save_quietly()
             pause.resumed.set()
             log.warning("switchover: writes resumed after %.3fs, to %s", paused, redact_url(self.leader_cfg.url))
         return 200, self.status()
@@ -301,6 +301,8 @@ class Leadership:
             swap()
         self.leader, self.history = target, history[-HISTORY:]
         self.generation += 1
+        if self.pause is not None:
+            self.pause.switched = entry
         log.warning("%s: %s leads now (was %s); state in %s", kind, entry["to"], entry["from"], self.path)
         return 200, self.status()
 
