@@ -107,6 +107,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"esproxy: config error: {e}", file=sys.stderr)
         return 2
     if args.check:
+        from .tls import check_contexts  # imports ssl: only here, where no monkey-patching follows
+
+        try:
+            check_contexts(cfg)
+        except ConfigError as e:
+            print(f"esproxy: config error: {e}", file=sys.stderr)
+            return 2
         for warning in cfg.warnings:
             print(f"esproxy: warning: {warning}", file=sys.stderr)
         print(f"esproxy: {args.conf} is valid")

@@ -132,6 +132,12 @@ def config_problems(cfg: Config) -> list[str]:
         problems.append("no enabled destination.followers[]: no cluster to switch to")
     if not cfg.kafka_destinations():
         problems.append("no destination.kafkas[]: the clusters are not kept in sync through Kafka")
+    renamed = [r.name for r in cfg.follow.rules if r.rename != "{{remote_index}}"]
+    if renamed:
+        problems.append(
+            f"follow.rules {', '.join(renamed)} rename A's indices in B: a switchover needs the same names on"
+            " both sides (the new leader's clients would write B's names)"
+        )
     return problems
 
 

@@ -149,6 +149,18 @@ def test_switchover_under_load_and_back(esproxy, es_a, es_b, kafka, names, tmp_p
     restarted = esproxy(s["proxy"].conf_path.read_text(), ready=[("proxy listening on", 1)])
     restarted.wait_log("SWITCHED OVER")
     assert _state(proxy)["leader"].rstrip("/") == es_b.rstrip("/")
+    # Reads follow the switch: A, the follower now, answers searches (its lag read from R2's admin port).
+
+    def stats() -> dict:
+        return requests.get(f"{proxy}/_esproxy/stats", timeout=10).json()
+
+    def usable() -> list:
+        return [f["cluster"] for f in stats()["followers"] if f["usable"]]
+
+    wait_until(lambda: usable() == [es_a], timeout=30, msg="A serving reads")
+    before = stats()["proxy"]["reads"].get(es_a, 0)
+    requests.post(f"{proxy}/{index}/_search", json={"size": 0}, timeout=10).raise_for_status()
+    assert stats()["proxy"]["reads"][es_a] == before + 1
 
     # The same documents updated and deleted on B: their versions beat A's (doc_version); then switch back.
     ids = list(range(0, 60))

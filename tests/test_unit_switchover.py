@@ -145,6 +145,8 @@ def test_the_plan_goes_from_whichever_cluster_leads_to_the_other() -> None:
 def test_configs_a_switchover_cannot_use() -> None:
     assert config_problems(_config(B)) == []
     assert any("followers" in p for p in config_problems(_config()))
+    renaming = {"follow": {"rules": [{"name": "logs", "indices": ["logs-*"], "rename": "{{remote_index}}-sync"}]}}
+    assert any("rename" in p for p in config_problems(_config(B, **renaming)))
     assert config_problems(_config(B, workers=2)) == []  # the master passes the pause on to its workers
 
 

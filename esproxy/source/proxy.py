@@ -22,12 +22,13 @@ from typing import Any, Iterable, Optional
 import gevent
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from .. import routing
+from .. import readonly, routing
 from ..autoids import assign_ids
 from ..bean import Bean
 from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
+from ..follow import Rules
 from ..leadership import Leadership
 from ..logs import access_log
 from ..recorder import NotRecorded, Recorder, Unavailable
@@ -35,8 +36,10 @@ from ..retry import retry
 from ..settle import settle
 from ..spool import SpoolFull, intent_record
 from ..stats import STATS
+from ..tls import wsgi_server
 from ..wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
 from .httpheaders import read_headers
+from .readroute import UPSTREAM_ENVIRON, Follower, ReadRouter
 
 log = logging.getLogger("esproxy.proxy")
 
@@ -124,6 +127,8 @@ class RawPathHandler(WSGIHandler):
 
 class ProxyApp:
     admin: Optional[AdminEndpoints] = None  # answers /_esproxy/ paths (set by Listeners)
+    # In front of a follower (followerReadOnly): its followed indices refuse writes (readonly.py).
+    read_only: Optional[Rules] = None
     leadership: Optional[Leadership] = None  # with followers: the switchover's write pause (set by Listeners)
 
     def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Recorder]) -> None:
@@ -138,6 +143,9 @@ class ProxyApp:
         self.forwarded = [(f"HTTP_{h.upper().replace('-', '_')}", h) for h in names]
         self.inflight = 0
         self.draining = False
+        # Read/write splitting (readroute.py): reads may go to these; switchover may replace the list.
+        self.followers: list[Follower] = []
+        self.reads = ReadRouter(cfg.readYourWrites)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin is not None and environ.get("PATH_INFO", "").startswith("/_esproxy/"):
@@ -169,6 +177,12 @@ class ProxyApp:
         method = environ["REQUEST_METHOD"]
         uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
         body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        if self.read_only is not None:
+            refused = _follower_refusal(self.read_only, environ, method, uri, body)
+            if refused is not None:
+                payload = error_body(readonly.STATUS, readonly.KIND, refused.reason)
+                self._access(environ, method, uri, started, readonly.STATUS, payload)
+                return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
         writing = routing.is_write(method, uri)
         gated = writing and self.leadership is not None
         try:
@@ -210,6 +224,8 @@ class ProxyApp:
             raise self._unanswered(primary, e, environ, method, uri, body, started, intent) from None
         if capturing:
             self._record(primary, environ, method, uri, body, r, intent)
+        if self.followers:
+            self.reads.answered(environ, method, uri, body, r.status)
         return r
 
     def _begin(self, environ: Environ, method: str, uri: str, body: bytes) -> str:
@@ -230,7 +246,11 @@ class ProxyApp:
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
-        return primary.request(method, uri, headers, body, stream_over=None if capturing else STREAM_OVER)
+        stream_over = None if capturing else STREAM_OVER
+        followers = self.followers
+        if followers:
+            return self.reads.forward(primary, followers, environ, method, uri, headers, body, stream_over)
+        return primary.request(method, uri, headers, body, stream_over=stream_over)
 
     def _unanswered(
         self,
@@ -252,6 +272,9 @@ class ProxyApp:
                 sent = time.time() - (time.perf_counter() - started)
                 record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
                 self.settle_later(record, self._bean(primary, environ, method, uri, body), primary)
+        if e.untrusted:  # logged by the Elastic once per change of state, not for each request
+            reason = f"request not forwarded: {e}; trust its CA (tls.ca) or pin it (tls.fingerprint)"
+            return ErrorAnswer(502, "esproxy_upstream_untrusted_exception", reason)
         log.warning("primary %s %s failed: %s", method, uri, e)
         kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
         return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
@@ -361,9 +384,11 @@ class ProxyApp:
         return primary.cluster_id
 
     def _access(self, environ: Environ, method: str, uri: str, started: float, status: int, body: bytes) -> None:
-        if self.accesslog or self.primary.accesslog:
+        upstream = environ.get(UPSTREAM_ENVIRON, self.primary)
+        if self.accesslog or upstream.accesslog:
             seconds = time.perf_counter() - started
-            access_log(_remote(environ), method, uri, self.primary.target(uri), "primary", seconds, status, body)
+            direction = "primary" if upstream is self.primary else upstream.direction
+            access_log(_remote(environ), method, uri, upstream.target(uri), direction, seconds, status, body)
 
 
 def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
@@ -382,6 +407,14 @@ def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> t
     if "HTTP_CONTENT_ENCODING" in environ:
         environ = {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
     return environ, new_uri, new_body
+
+
+def _follower_refusal(rules: Rules, environ: Environ, method: str, uri: str, body: bytes) -> Optional[readonly.Refusal]:
+    try:
+        plain = _plain_body(environ, body) if routing.is_write(method, uri) else b""
+    except (OSError, zlib.error, EOFError):
+        return readonly.Refusal("a compressed body that does not decompress: cannot tell what it writes")
+    return readonly.refusal(rules, method, uri, plain)
 
 
 def _plain_body(environ: Environ, body: bytes) -> bytes:
@@ -415,10 +448,12 @@ def _phrase(status: int) -> str:
 
 
 def make_server(app: ProxyApp, listener: Optional[socket.socket] = None) -> WSGIServer:
-    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork)."""
-    return WSGIServer(
+    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork); HTTPS with tls."""
+    return wsgi_server(
         listener if listener is not None else (app.cfg.host, app.cfg.port),
         app,
+        app.cfg.tls,
+        f"tls of the proxy on port {app.cfg.port}",
         handler_class=RawPathHandler,
         log=None,
         error_log=logging.getLogger("esproxy.wsgi"),
