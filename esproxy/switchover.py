@@ -26,21 +26,26 @@ confirm the resume: writes may still be paused (``curl -XPOST <proxy>/_esproxy/s
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import ssl
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-import requests
 from kafka.errors import KafkaError
 
 from .compare import call, indices
 from .compare import run as compare_run
-from .config import Config, ConfigError, ElasticDestination, load
+from .config import AdminListener, Config, ConfigError, ElasticDestination, load
 from .dest.elastic import Elastic, UpstreamError
 from .leadership import same_url
 from .logs import redact_url
-from .schema import parse_duration
+from .schema import Duration, parse_duration
+from .tls import admin_base
 
 EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_PAUSED = 0, 1, 2, 3
 POLL = 0.2  # seconds between two looks at a condition
@@ -54,28 +59,34 @@ class Failed(Exception):
 
 @dataclass
 class Endpoint:
-    """An admin base URL and the headers it wants."""
+    """An admin base URL, the headers it wants and, for HTTPS, what to trust (None: the system's CAs)."""
 
     url: str
     headers: dict[str, str] = field(default_factory=dict)
+    tls: Optional[ssl.SSLContext] = None
 
     def get(self, path: str, timeout: float = 10) -> dict[str, Any]:
-        return _json(requests.get(self.url + path, headers=self.headers, timeout=timeout), self.url + path)
+        return self._call("GET", path, None, timeout)
 
     def post(self, path: str, body: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-        r = requests.post(self.url + path, json=body, headers=self.headers, timeout=timeout)
-        return _json(r, self.url + path)
+        return self._call("POST", path, json.dumps(body).encode(), timeout)
 
-
-def _json(r: requests.Response, url: str) -> dict[str, Any]:
-    try:
-        doc = r.json()
-    except ValueError:
-        doc = {}
-    if r.status_code != 200:
-        reason = (doc.get("error") or {}).get("reason") if isinstance(doc, dict) else None
-        raise Failed(f"{redact_url(url)}: HTTP {r.status_code}: {reason or r.text[:300]}")
-    return doc
+    def _call(self, method: str, path: str, data: Optional[bytes], timeout: float) -> dict[str, Any]:
+        url = self.url + path
+        headers = {"Content-Type": "application/json", **self.headers}
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.tls) as r:
+                return json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            try:
+                reason = (json.loads(text).get("error") or {}).get("reason")
+            except (ValueError, AttributeError):
+                reason = None
+            raise Failed(f"{redact_url(url)}: HTTP {e.code}: {reason or text[:300]!r}") from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise Failed(f"{redact_url(url)}: {getattr(e, 'reason', e)}") from None
 
 
 @dataclass
@@ -108,17 +119,15 @@ class Plan:
 
 
 def proxy_endpoint(cfg: Config) -> Endpoint:
-    """The proxy's admin: ``admin.port`` when set, else its first listener (with its client headers)."""
+    """The proxy's admin: ``admin.port`` when set, else its first listener (with its client headers); over
+    HTTPS when the listener has a certificate, trusting exactly it (as `esproxy sync` does)."""
     if cfg.admin.port:
-        host = "127.0.0.1" if cfg.admin.host in ("", "0.0.0.0", "::") else cfg.admin.host
-        return Endpoint(f"http://{_host(host)}:{cfg.admin.port}", dict(cfg.admin.header))
-    p = cfg.proxies()[0]
-    host = "127.0.0.1" if p.host in ("", "0.0.0.0", "::") else p.host
-    return Endpoint(f"http://{_host(host)}:{p.port}", dict(p.header))
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+        listener = cfg.admin
+    else:
+        p = cfg.proxies()[0]
+        listener = AdminListener(port=p.port, host=p.host, header=dict(p.header), tls=p.tls)
+    base, tls = admin_base(listener)
+    return Endpoint(base, dict(listener.header), tls)
 
 
 def config_problems(cfg: Config) -> list[str]:
@@ -253,7 +262,7 @@ class Run:
         while True:
             try:
                 missing = condition()
-            except (requests.RequestException, Failed, UpstreamError, KafkaError, OSError) as e:
+            except (Failed, UpstreamError, KafkaError, OSError) as e:
                 missing = f"{type(e).__name__}: {e}"
             if missing is None:
                 return
@@ -286,7 +295,7 @@ class Run:
                 continue
             try:
                 groups = replay_groups(admin, plan.topics)
-            except (requests.RequestException, Failed, KeyError) as e:
+            except (Failed, KeyError) as e:
                 problems.append(f"the replay {role} ({admin}) cannot be asked: {e}")
                 continue
             if not groups:
@@ -348,7 +357,7 @@ class Run:
         try:
             state = self.status(proxy)
             plan = make_plan(self.cfg, state["leader"], self.args.to)
-        except (requests.RequestException, Failed) as e:
+        except Failed as e:
             self.say(f"cannot start: {e}")
             return EXIT_ABORTED
         if state.get("paused"):
@@ -398,7 +407,7 @@ class Run:
                 "/_esproxy/switchover/leader",
                 {"url": plan.new.url, "expect": plan.old.url, "kind": "switchover", "started": self.started},
             )
-        except (Failed, requests.RequestException, OSError) as e:
+        except (Failed, OSError) as e:
             self.say(f"ABORTED: {e}")
             return self._resume(proxy, plan.old, paused_at, EXIT_ABORTED)
         except BaseException:  # ^C, or a bug: the writes must not stay paused
@@ -419,7 +428,7 @@ class Run:
             return code
         try:
             state = proxy.post("/_esproxy/switchover/resume", {})
-        except (Failed, requests.RequestException) as e:
+        except Failed as e:
             self.say(
                 f"the proxy did not confirm the resume ({e}): writes may still be paused;"
                 f" POST {proxy.url}/_esproxy/switchover/resume"
@@ -448,7 +457,7 @@ class Run:
         try:
             state = self.status(proxy)
             plan = make_plan(self.cfg, state["leader"], self.args.to)
-        except (requests.RequestException, Failed) as e:
+        except Failed as e:
             self.say(f"cannot start: {e}")
             return EXIT_ABORTED
         for i, step in enumerate(plan.describe("failover", self.args), 1):
@@ -466,7 +475,7 @@ class Run:
             )
             if state.get("paused"):
                 state = proxy.post("/_esproxy/switchover/resume", {})
-        except (Failed, requests.RequestException) as e:
+        except Failed as e:
             self.say(f"FAILED: {e}; the proxy still writes to {redact_url(plan.old.url)}")
             return EXIT_ABORTED
         self.say(f"{state['leader']} leads now; writes go there")
@@ -491,11 +500,13 @@ class Run:
 
 
 def _answers(cluster: ElasticDestination) -> bool:
+    probe = Elastic(dataclasses.replace(cluster, timeout=Duration(OLD_LEADER_PROBE), maxConns=1), "switchover")
     try:
-        r = requests.get(cluster.url, headers=dict(cluster.header), timeout=OLD_LEADER_PROBE)
-    except requests.RequestException:
+        return probe.request("GET", "/", {}, None).status < 500
+    except UpstreamError:
         return False
-    return r.status_code < 500
+    finally:
+        probe.close()
 
 
 def _nonzero(state: dict[str, Any], key: str) -> Optional[str]:
@@ -549,5 +560,8 @@ def main(kind: str, argv: list[str]) -> int:
     run = Run(cfg, args, kind)
     try:
         return run.switchover() if kind == "switchover" else run.failover()
+    except ConfigError as e:  # the admin listener's certificate unusable (esproxy.tls.admin_base)
+        print(f"esproxy {kind}: config error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         run.offsets.close()

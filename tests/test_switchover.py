@@ -10,6 +10,7 @@ import time
 import pytest
 import requests
 from support.basics import free_port, wait_until
+from support.certs import make_pki
 from support.configs import proxy_config, replay_config
 from support.elastic import compare_until_equal, es_doc
 from support.kafka import create_topic
@@ -63,7 +64,11 @@ def _setup(
     conf = proxy_config(port, a, kafka, topic)
     conf["destination"]["primaries"][0]["replayAdmin"] = f"http://127.0.0.1:{into_a}"
     conf["destination"]["followers"] = [{"url": b, "replayAdmin": f"http://127.0.0.1:{into_b}"}]
-    conf.update(proxy_extra or {})
+    for key, value in (proxy_extra or {}).items():
+        if key == "source":  # settings of the proxy entry
+            conf["source"]["proxies"][0].update(value["proxies"][0])
+        else:
+            conf[key] = value
     proxy = esproxy(conf)
     return {"proxy": proxy, "r1": r1, "r2": r2, "url": f"http://127.0.0.1:{port}", "conf": str(proxy.conf_path)}
 
@@ -251,3 +256,17 @@ def test_switchover_with_workers_pauses_and_switches_every_worker(esproxy, es_a,
         assert es_doc(es_b, index, f"w{i}") is not None, i
     compare_until_equal(es_a, es_b, pattern)
     assert _state(proxy)["leader"].rstrip("/") == es_b.rstrip("/")
+
+
+def test_switchover_through_an_https_proxy_listener(esproxy, es_a, es_b, kafka, names, tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    tls = {"source": {"proxies": [{"tls": {"cert": str(pki.server_cert), "key": str(pki.server_key)}}]}}
+    s = _setup(esproxy, kafka, names, es_a, es_b, tmp_path, proxy_extra=tls)
+    proxy = s["url"].replace("http://", "https://")
+    index = names.index()
+    r = requests.put(f"{proxy}/{index}/_doc/1", json={"n": 1}, verify=str(pki.ca), timeout=10)
+    assert r.status_code == 201, r.text
+    result = _switchover(s["conf"], tmp_path, "--index", names.pattern())  # trusts the listener's certificate
+    assert result.returncode == 0, result.stdout + result.stderr
+    state = requests.get(f"{proxy}/_esproxy/switchover", verify=str(pki.ca), timeout=10).json()
+    assert state["leader"].rstrip("/") == es_b.rstrip("/")
