@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import labels
+from . import labels, secretrefs
 from .follow import Rules
 from .logs import redact_url
 from .messages import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
-from .schema import ConfigError, Duration, Url, build, reference, setting, walk_compat
+from .schema import ByteSize, ConfigError, Duration, Url, build, reference, setting, walk_compat
 
 __all__ = ["Config", "ConfigError", "load", "parse", "reference_markdown"]
 
@@ -107,6 +107,37 @@ class ProxySource:
         Duration(0),
         "With `destination.followers`: after a client's successful write to an index, its reads of that index go"
         " to the leader for this long (a client: its Authorization header, else its IP address); 0 = off (ours).",
+    )
+    maxContentLength: ByteSize = setting(
+        ByteSize(100 << 20),
+        "Largest request body (Elasticsearch's `http.max_content_length`): a bigger one is answered 413 and"
+        " the connection closed, before it is read when its Content-Length says so (ours).",
+    )
+    maxInitialLineLength: ByteSize = setting(
+        ByteSize(4 << 10),
+        "Longest request line, method and URL (Elasticsearch's `http.max_initial_line_length`); longer: 414 (ours).",
+    )
+    maxHeaderSize: ByteSize = setting(
+        ByteSize(16 << 10),
+        "Most bytes of request headers, all lines together (Elasticsearch's `http.max_header_size`); more: 431 (ours).",
+    )
+    maxHeaderCount: int = setting(100, "Most request header lines; more: 431 (ours).")
+    readTimeout: Duration = setting(
+        Duration(60),
+        "A request's line and headers must arrive within this from its first byte, and its body must keep"
+        " coming (each 64kb of it, or its rest, within this); else 408 and the connection is closed. A new"
+        " connection must start its first request within this too, else it is closed without an answer;"
+        " 0 = no limit (ours).",
+    )
+    idleTimeout: Duration = setting(
+        Duration(300),
+        "A kept-alive connection with no request for this long is closed (Elasticsearch keeps them open);"
+        " 0 = never (ours).",
+    )
+    maxConnections: int = setting(
+        1000,
+        "Most client connections served at once (per worker with `workers`); one more is answered 503 and"
+        " closed; 0 = unbounded (ours).",
     )
 
 
@@ -461,6 +492,12 @@ def _check(cfg: Config) -> list[str]:
         path = f"source.proxies[{i}]"
         if not 0 < p.port < 65536:
             raise ConfigError(f"{path}.port", f"{p.port} is not a TCP port")
+        for name in ("maxContentLength", "maxInitialLineLength", "maxHeaderSize", "maxHeaderCount"):
+            if getattr(p, name) < 1:
+                raise ConfigError(f"{path}.{name}", "must be at least 1")
+        for name in ("readTimeout", "idleTimeout", "maxConnections"):
+            if getattr(p, name) < 0:
+                raise ConfigError(f"{path}.{name}", "must be 0 (no limit) or more")
         if p.disabled:
             continue
         if p.port in ports:
@@ -629,8 +666,20 @@ def parse(text: str) -> Config:
         raise ConfigError("", f"{where}: {getattr(e, 'problem', None) or e}") from None
     if data is None:
         raise ConfigError("", "the file is empty")
-    cfg = build(Config, data)
-    cfg.warnings = tuple(_check(cfg))
+    data, unresolved, outside = secretrefs.resolve_tree(data)
+    if unresolved:
+        raise ConfigError("", "\n".join(f"{path}: {reason}" for path, reason in unresolved))
+    secretrefs.too_short.clear()
+    try:
+        cfg = build(Config, data)
+        warnings = _check(cfg) + [
+            f"{path}: its value from ${{...}} or file: is shorter than {secretrefs.MIN_MASKED} characters:"
+            " too short to be masked in logs"
+            for path in secretrefs.too_short
+        ]
+        cfg.warnings = tuple(secretrefs.mask(w, outside) for w in warnings)
+    except ConfigError as e:  # its message may quote a value from ${ENV} or file:
+        raise ConfigError(e.path, secretrefs.mask(e.reason, outside)) from None
     return cfg
 
 

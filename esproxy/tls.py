@@ -133,10 +133,13 @@ def _reason(e: BaseException) -> str:
 
 
 class HttpsServer(WSGIServer):
-    """gevent's WSGIServer, with a failed or stalled handshake closed quietly rather than logged as a crash."""
+    """gevent's WSGIServer, with a failed or stalled handshake closed quietly rather than logged as a crash
+    (without TLS arguments, gevent's WSGIServer itself)."""
+
+    handshake_timeout = HANDSHAKE_TIMEOUT
 
     def wrap_socket_and_handle(self, client_socket: socket.socket, address: Any) -> Any:
-        client_socket.settimeout(HANDSHAKE_TIMEOUT)
+        client_socket.settimeout(self.handshake_timeout)
         try:
             tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
         except (OSError, ValueError) as e:  # no or an untrusted client certificate, plain HTTP, a scanner...
@@ -150,11 +153,18 @@ class HttpsServer(WSGIServer):
             tls_socket.close()
 
 
-def wsgi_server(listener: Any, app: Any, tls: Optional[ServerTls], where: str, **kwargs: Any) -> WSGIServer:
+def wsgi_server(
+    listener: Any,
+    app: Any,
+    tls: Optional[ServerTls],
+    where: str,
+    server_class: type[HttpsServer] = HttpsServer,
+    **kwargs: Any,
+) -> WSGIServer:
     """A WSGIServer for ``listener`` (an address or a bound socket); HTTPS when ``tls`` has a certificate."""
     if tls:
-        return HttpsServer(listener, app, ssl_context=server_context(tls, where), **kwargs)
-    return WSGIServer(listener, app, **kwargs)
+        return server_class(listener, app, ssl_context=server_context(tls, where), **kwargs)
+    return server_class(listener, app, **kwargs)
 
 
 def check_contexts(cfg: Config) -> None:

@@ -21,7 +21,8 @@ from http import HTTPStatus
 from typing import Any, Iterable, Optional
 
 import gevent
-from gevent.pywsgi import WSGIHandler, WSGIServer, format_date_time
+from gevent import Timeout
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer, format_date_time
 
 from .. import readonly, routing
 from ..autoids import assign_ids
@@ -31,6 +32,7 @@ from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
 from ..dest.lean import send_all
 from ..follow import Rules
+from ..leadership import Leadership
 from ..logs import access_log
 from ..recorder import NotRecorded, Recorder, Unavailable
 from ..retry import retry
@@ -39,7 +41,21 @@ from ..spool import SpoolFull, intent_record
 from ..stats import STATS
 from ..tls import wsgi_server
 from ..wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
-from .httpheaders import read_headers
+from .httpheaders import HeadersTooLarge, read_headers
+from .limits import (
+    LimitedInput,
+    Limits,
+    ProxyServer,
+    Refused,
+    RequestTimeout,
+    TimedOut,
+    answer_and_close,
+    client_name,
+    content_too_long,
+    headers_too_large,
+    line_too_long,
+    wait_for_bytes,
+)
 from .readroute import UPSTREAM_ENVIRON, Follower, ReadRouter
 
 log = logging.getLogger("esproxy.proxy")
@@ -79,29 +95,40 @@ STREAM_OVER = 256 * 1024
 class ErrorAnswer(Exception):
     """An answer of the proxy's own instead of the primary's (an Elasticsearch-style error)."""
 
-    def __init__(self, status: int, kind: str, reason: str, access_logged: bool = True) -> None:
+    def __init__(
+        self, status: int, kind: str, reason: str, access_logged: bool = True, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.body = error_body(status, kind, reason)
         self.access_logged = access_logged
+        self.headers = list(headers)
 
 
 class RawPathHandler(WSGIHandler):
     """Keeps the request target as the client sent it: PATH_INFO is percent-decoded, which would
     turn a document id like ``a%2Fb`` into a path. Sets TCP_NODELAY on each client connection,
-    sends an answer's head and body in one send, and reads headers with httpheaders.read_headers."""
+    sends an answer's head and body in one send, reads headers with httpheaders.read_headers, and
+    applies the listener's limits (esproxy.source.limits) while it reads a request."""
 
-    def MessageClass(self, *args: Any) -> Any:
-        return read_headers(*args)
+    server: ProxyServer
+    served = 0  # requests read on this connection
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:
+        limits = self.server.limits
+        return read_headers(fp, *args, max_count=limits.max_header_count, max_bytes=limits.max_header_size)
 
     passing = False  # this request takes ProxyApp.pass_read instead of the WSGI path
 
     def get_environ(self) -> Environ:
         self.passing = self.server.application.passes(self)
         if self.passing:  # no environ to build (pywsgi's error logging reads one: an empty one)
+            self.wsgi_input = None  # no body: nothing to read or to finish
             return {}
         env = super().get_environ()
         env["RAW_URI"] = self.path
+        if isinstance(self.wsgi_input, Input):  # not for a connection upgrade (not Elasticsearch's)
+            self.wsgi_input = env["wsgi.input"] = LimitedInput(self.wsgi_input, self.server.limits)
         return env
 
     def handle_one_response(self) -> None:
@@ -177,6 +204,59 @@ class RawPathHandler(WSGIHandler):
             if close is not None:
                 close()
 
+    def handle_one_request(self) -> Any:
+        """gevent's, with the limits: None closes the connection, True reads the next request."""
+        if self.rfile.closed:
+            return None
+        limits = self.server.limits
+        if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout):
+            return None  # nothing came (idle, or a connection that never asked): closed without an answer
+        self.served += 1
+        started = time.perf_counter()
+        self.command = ""
+        try:
+            try:
+                with Timeout(limits.read_timeout or None, TimedOut):
+                    if not self._read_head(limits):
+                        return None
+            except TimedOut:
+                raise RequestTimeout("the request line and headers", limits) from None
+        except Refused as e:
+            self.server.refusals.note(e, client_name(self.client_address))
+            STATS.observe_request(self.command or "OTHER", e.status, time.perf_counter() - started)
+            answer_and_close(self.socket, e)
+            return None
+        except OSError:  # the client went away
+            return None
+        except Exception as e:  # malformed: gevent's 400
+            return self._handle_client_error(e)
+        self.environ = self.get_environ()
+        self.application = self.server.application
+        self.handle_one_response()
+        if isinstance(self.wsgi_input, LimitedInput) and self.wsgi_input.unfinished:
+            self.close_connection = True  # the body's end was never read: the next request cannot be found
+        if self.close_connection or self.rfile.closed:
+            return None
+        return True
+
+    def _read_head(self, limits: Limits) -> bool:
+        """The request line and headers (False: the client closed); Refused over a limit."""
+        line = self.rfile.readline(limits.max_initial_line_length + 3)  # + CR LF, + 1 to tell it is longer
+        if not line:
+            return False
+        self.requestline = line.decode("latin-1")
+        if len(self.requestline.rstrip("\r\n")) > limits.max_initial_line_length:
+            raise line_too_long(limits)
+        self.response_length = 0
+        try:
+            if not self.read_request(self.requestline):
+                raise ValueError(f"bad request line {self.requestline!r}")
+        except HeadersTooLarge as e:
+            raise headers_too_large(str(e), e.too_many) from None
+        if self.content_length is not None and self.content_length > limits.max_content_length:
+            raise content_too_long(self.content_length, limits, known=True)
+        return True
+
     def handle(self) -> None:
         # pywsgi sends the status line + headers and the body in two writes; with Nagle on, the body
         # waits for the client's delayed ACK: ~40 ms per answer on a kept-alive connection.
@@ -211,6 +291,7 @@ class ProxyApp:
     admin: Optional[AdminEndpoints] = None  # answers /_esproxy/ paths (set by Listeners)
     # In front of a follower (followerReadOnly): its followed indices refuse writes (readonly.py).
     read_only: Optional[Rules] = None
+    leadership: Optional[Leadership] = None  # with followers: the switchover's write pause (set by Listeners)
 
     def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Recorder]) -> None:
         self.cfg = cfg
@@ -288,18 +369,20 @@ class ProxyApp:
             address = handler.client_address
             remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
             headers["X-Forwarded-For"] = remote
+            primary = self.primary  # the leader this read goes to, even if a switchover swaps it meanwhile
             try:
-                r = self._forward(None, headers, method, uri, b"", False)
+                r = self._forward(primary, None, headers, method, uri, b"", False)
             except UpstreamError as e:
                 answer = self._error(e, method, uri)
-                self._access(f"{remote}:{port}", method, uri, started, answer.status, answer.body)
+                self._log_access(f"{remote}:{port}", primary, method, uri, started, answer.status, answer.body)
                 STATS.observe_request(method, answer.status, time.perf_counter() - started)
-                handler.send_answer(f"{answer.status} {_phrase(answer.status)}", [JSON_TYPE], answer.body)
+                status = f"{answer.status} {_phrase(answer.status)}"
+                handler.send_answer(status, [JSON_TYPE, *answer.headers], answer.body)
                 return
             status = f"{r.status} {r.reason or _phrase(r.status)}"
             out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
             if r.stream is not None:
-                self._access(f"{remote}:{port}", method, uri, started, r.status, _streamed(r))
+                self._log_access(f"{remote}:{port}", primary, method, uri, started, r.status, _streamed(r))
                 if r.length is not None:
                     out.append(("Content-Length", str(r.length)))
                 STATS.observe_request(method, r.status, time.perf_counter() - started)
@@ -309,7 +392,7 @@ class ProxyApp:
                 finally:
                     self.inflight -= 1
                 return
-            self._access(f"{remote}:{port}", method, uri, started, r.status, r.body)
+            self._log_access(f"{remote}:{port}", primary, method, uri, started, r.status, r.body)
             if method == "HEAD":  # no body to measure: keep the primary's length
                 out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
             STATS.observe_request(method, r.status, time.perf_counter() - started)
@@ -334,32 +417,61 @@ class ProxyApp:
                 return self._reply(start_response, 401, headers, payload)
         method = environ["REQUEST_METHOD"]
         uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
-        body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        try:
+            body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        except Refused as e:  # over maxContentLength (a chunked body) or too slow: nothing forwarded
+            self._access(environ, method, uri, started, e.status, e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, ("Connection", "close")], e.body)
         if self.read_only is not None:
             refused = _follower_refusal(self.read_only, environ, method, uri, body)
             if refused is not None:
                 payload = error_body(readonly.STATUS, readonly.KIND, refused.reason)
-                self._access(_remote(environ), method, uri, started, readonly.STATUS, payload)
+                self._access(environ, method, uri, started, readonly.STATUS, payload)
                 return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
-        capturing = self.fanout is not None and routing.is_write(method, uri)
+        writing = routing.is_write(method, uri)
+        gated = writing and self.leadership is not None
+        try:
+            if gated:
+                self._admit()
+            try:
+                r = self._write_or_read(environ, method, uri, body, writing, started)
+            finally:
+                if gated:
+                    assert self.leadership is not None
+                    self.leadership.write_done()
+        except ErrorAnswer as e:
+            if e.access_logged:
+                self._access(environ, method, uri, started, e.status, e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, *e.headers], e.body)
+        return self._relay(start_response, environ, method, uri, started, r)
+
+    def _admit(self) -> None:
+        """A write while a switchover pauses writes: held until the resume, or refused (503, Retry-After)."""
+        assert self.leadership is not None
+        retry_after = self.leadership.admit_write()
+        if retry_after is not None:
+            reason = "writes are paused while the leader cluster is switched over; retry shortly"
+            headers = [("Retry-After", str(retry_after))]
+            raise ErrorAnswer(503, "esproxy_switchover_in_progress_exception", reason, headers=headers)
+
+    def _write_or_read(
+        self, environ: Environ, method: str, uri: str, body: bytes, writing: bool, started: float
+    ) -> Response:
+        primary = self.primary  # the leader this request goes to, even if a failover swaps it meanwhile
+        capturing = self.fanout is not None and writing
         recording = capturing and self.records_intents
         if recording and self.cfg.assignIds:
             environ, uri, body = with_assigned_ids(environ, method, uri, body)
+        intent = self._begin(environ, method, uri, body) if recording else None
         try:
-            intent = self._begin(environ, method, uri, body) if recording else None
-            try:
-                r = self._forward(environ, self._upstream_headers(environ), method, uri, body, capturing)
-            except UpstreamError as e:
-                raise self._unanswered(e, environ, method, uri, body, started, intent) from None
-            if capturing:
-                self._record(environ, method, uri, body, r, intent)
-            if self.followers:
-                self.reads.answered(environ, method, uri, body, r.status)
-        except ErrorAnswer as e:
-            if e.access_logged:
-                self._access(_remote(environ), method, uri, started, e.status, e.body, environ.get(UPSTREAM_ENVIRON))
-            return self._reply(start_response, e.status, [JSON_TYPE], e.body)
-        return self._relay(start_response, environ, method, uri, started, r)
+            r = self._forward(primary, environ, self._upstream_headers(environ), method, uri, body, capturing)
+        except UpstreamError as e:
+            raise self._unanswered(primary, e, environ, method, uri, body, started, intent) from None
+        if capturing:
+            self._record(primary, environ, method, uri, body, r, intent)
+        if self.followers:
+            self.reads.answered(environ, method, uri, body, r.status)
+        return r
 
     def _begin(self, environ: Environ, method: str, uri: str, body: bytes) -> str:
         """durability: spool — the write's intent, on disk before it is forwarded; its id."""
@@ -380,18 +492,27 @@ class ProxyApp:
         return headers
 
     def _forward(
-        self, environ: Optional[Environ], headers: dict[str, str], method: str, uri: str, body: bytes, capturing: bool
+        self,
+        primary: Elastic,
+        environ: Optional[Environ],
+        headers: dict[str, str],
+        method: str,
+        uri: str,
+        body: bytes,
+        capturing: bool,
     ) -> Response:
         """The primary's (or a follower's) answer, a read's long answer streamed; UpstreamError when
         it gives none. pass_read has no environ: it leaves reads to the WSGI path while followers are
         set (one it passed as they were set goes to the leader)."""
         stream_over = None if capturing else STREAM_OVER
-        if self.followers and environ is not None:
-            return self.reads.forward(self.primary, self.followers, environ, method, uri, headers, body, stream_over)
-        return self.primary.request(method, uri, headers, body, stream_over=stream_over)
+        followers = self.followers
+        if followers and environ is not None:
+            return self.reads.forward(primary, followers, environ, method, uri, headers, body, stream_over)
+        return primary.request(method, uri, headers, body, stream_over=stream_over)
 
     def _unanswered(
         self,
+        primary: Elastic,
         e: UpstreamError,
         environ: Environ,
         method: str,
@@ -408,10 +529,11 @@ class ProxyApp:
             else:  # A may have applied it: copy what A holds once it answers again
                 sent = time.time() - (time.perf_counter() - started)
                 record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
-                self.settle_later(record, self._bean(environ, method, uri, body))
+                self.settle_later(record, self._bean(primary, environ, method, uri, body), primary)
         return self._error(e, method, uri)
 
     def _error(self, e: UpstreamError, method: str, uri: str) -> ErrorAnswer:
+        """The answer to a request the primary gave no answer to."""
         if e.untrusted:  # logged by the Elastic once per change of state, not for each request
             reason = f"request not forwarded: {e}; trust its CA (tls.ca) or pin it (tls.fingerprint)"
             return ErrorAnswer(502, "esproxy_upstream_untrusted_exception", reason)
@@ -419,19 +541,21 @@ class ProxyApp:
         kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
         return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
 
-    def _record(self, environ: Environ, method: str, uri: str, body: bytes, r: Response, intent: Optional[str]) -> None:
+    def _record(
+        self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes, r: Response, intent: Optional[str]
+    ) -> None:
         """A write the primary answered: its beans (if it succeeded) recorded before the client hears of it."""
         assert self.fanout is not None
         beans: list[Bean] = []
         if 200 <= r.status < 300:
-            template = self._bean(environ, method, uri, body)
-            beans = capture(template, _decoded(r), self.primary.current_docs)
+            template = self._bean(primary, environ, method, uri, body)
+            beans = capture(template, _decoded(r), primary.current_docs)
             STATS.writes_captured += 1
         try:
             if intent is not None:
                 self.fanout.done(intent, beans)  # on disk before the client hears of it
             elif beans and self.cfg.durability == "kafka":
-                self.fanout.deliver_now(beans, deadline=time.monotonic() + self.primary.cfg.timeout)
+                self.fanout.deliver_now(beans, deadline=time.monotonic() + primary.cfg.timeout)
             else:
                 for bean in beans:
                     self.fanout.put(bean)
@@ -452,12 +576,12 @@ class ProxyApp:
         """The primary's answer to the client: its status, headers (but hop-by-hop ones) and body."""
         out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
         if r.stream is not None:
-            self._access(_remote(environ), method, uri, started, r.status, _streamed(r), environ.get(UPSTREAM_ENVIRON))
+            self._access(environ, method, uri, started, r.status, _streamed(r))
             if r.length is not None:
                 out.append(("Content-Length", str(r.length)))
             start_response(f"{r.status} {r.reason or _phrase(r.status)}", self._closing(out))
             return r.stream
-        self._access(_remote(environ), method, uri, started, r.status, r.body, environ.get(UPSTREAM_ENVIRON))
+        self._access(environ, method, uri, started, r.status, r.body)
         if method == "HEAD":  # no body to measure: keep the primary's length
             out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
         return self._reply(start_response, r.status, out, r.body, reason=r.reason)
@@ -478,15 +602,16 @@ class ProxyApp:
             return headers
         return [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
 
-    def settle_later(self, intent: dict[str, Any], template: Bean) -> None:
-        """Copy A's state for a write of unknown outcome once A answers, then close its intent."""
-        gevent.spawn(self._settle, intent, template)
+    def settle_later(self, intent: dict[str, Any], template: Bean, primary: Optional[Elastic] = None) -> None:
+        """Copy A's state for a write of unknown outcome once A answers, then close its intent; ``primary``:
+        the cluster the write went to (default: the leader now)."""
+        gevent.spawn(self._settle, intent, template, primary or self.primary)
 
-    def _settle(self, intent: dict[str, Any], template: Bean) -> None:
+    def _settle(self, intent: dict[str, Any], template: Bean, primary: Elastic) -> None:
         assert self.fanout is not None and self.fanout.records_intents
         # A keeps applying a write whose client (this proxy) is gone: read it back only once A has
         # answered it or given up, or B would copy a state the write then changes.
-        wait = intent.get("time", 0) + self.primary.cfg.timeout + SETTLE_GRACE - time.time()
+        wait = intent.get("time", 0) + primary.cfg.timeout + SETTLE_GRACE - time.time()
         if wait > 0:
             log.info("settling %s %s in %.0fs, once the primary is done with it", intent["method"], intent["uri"], wait)
             gevent.sleep(wait)
@@ -495,10 +620,10 @@ class ProxyApp:
             method, uri = intent["method"], intent["uri"]
             log.warning("settling %s %s waits for the primary (%s); retrying in %.0fs", method, uri, e, delay)
 
-        beans = retry(lambda: settle(intent, self.primary, template), (UpstreamError,), primary_down, base=1, cap=30)
+        beans = retry(lambda: settle(intent, primary, template), (UpstreamError,), primary_down, base=1, cap=30)
         self.fanout.done(intent["id"], beans)
 
-    def _bean(self, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
+    def _bean(self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
         body = _plain_body(environ, body)
         content_type = environ.get("CONTENT_TYPE") or "application/json"
         return Bean(
@@ -509,29 +634,25 @@ class ProxyApp:
             host=environ.get("HTTP_HOST", ""),
             remoteAddr=_remote(environ),
             labels=dict(self.cfg.labels) or None,
-            clusterIds=[self._cluster_id()] if self._cluster_id() else [],
+            clusterIds=[self._cluster_id(primary)] if self._cluster_id(primary) else [],
         )
 
-    def _cluster_id(self) -> str:
-        if not self.primary.cluster_id:  # the primary was down at start; it answered just now
+    def _cluster_id(self, primary: Elastic) -> str:
+        if not primary.cluster_id:  # the primary was down at start; it answered just now
             try:
-                self.primary.ensure_cluster_id()
+                primary.ensure_cluster_id()
             except UpstreamError as e:
-                log.warning("cluster id of %s still unknown: %s", self.primary.target(""), e)
-        return self.primary.cluster_id
+                log.warning("cluster id of %s still unknown: %s", primary.target(""), e)
+        return primary.cluster_id
 
-    def _access(
-        self,
-        remote: str,
-        method: str,
-        uri: str,
-        started: float,
-        status: int,
-        body: bytes,
-        upstream: Optional[Elastic] = None,
+    def _access(self, environ: Environ, method: str, uri: str, started: float, status: int, body: bytes) -> None:
+        upstream = environ.get(UPSTREAM_ENVIRON, self.primary)
+        self._log_access(_remote(environ), upstream, method, uri, started, status, body)
+
+    def _log_access(
+        self, remote: str, upstream: Elastic, method: str, uri: str, started: float, status: int, body: bytes
     ) -> None:
-        """An access log line; ``upstream``: the cluster that answered, when not the primary (readroute)."""
-        upstream = upstream or self.primary
+        """The access log line of a request ``upstream`` answered (pass_read calls it without an environ)."""
         if self.accesslog or upstream.accesslog:
             seconds = time.perf_counter() - started
             direction = "primary" if upstream is self.primary else upstream.direction
@@ -600,12 +721,15 @@ def _phrase(status: int) -> str:
 
 
 def make_server(app: ProxyApp, listener: Optional[socket.socket] = None) -> WSGIServer:
-    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork); HTTPS with tls."""
+    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork workers: each
+    builds its own here, so each applies the same limits); HTTPS with tls."""
     return wsgi_server(
         listener if listener is not None else (app.cfg.host, app.cfg.port),
         app,
         app.cfg.tls,
         f"tls of the proxy on port {app.cfg.port}",
+        server_class=ProxyServer,
+        limits=Limits.of(app.cfg),
         handler_class=RawPathHandler,
         log=None,
         error_log=logging.getLogger("esproxy.wsgi"),
