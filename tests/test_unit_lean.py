@@ -112,8 +112,8 @@ def test_a_kept_alive_connection_closed_meanwhile_is_retried_once():
         for n in range(2):
             conn, _ = srv.accept()
             conn.recv(65536)
+            served.append(n)  # before the answer: the test reads it once the answer is in
             conn.sendall(answer)
-            served.append(n)
             if n == 0:
                 conn.recv(65536)  # the second request arrives on it: dropped
                 conn.close()

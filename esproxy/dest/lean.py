@@ -18,10 +18,14 @@ geventhttpclient does for these idempotent methods.
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any, Iterator
 
-from geventhttpclient.client import _FIELD_VALUE_RE, _REQUEST_TARGET_RE, _TOKEN_RE
+# geventhttpclient's own checks of what it sends (2.6; older versions checked less)
+_TOKEN_RE = re.compile(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FIELD_VALUE_RE = re.compile(r"\A[\t\x20-\x7e\x80-\xff]*\Z")
+_REQUEST_TARGET_RE = re.compile(r"\A[^\x00-\x20\x7f]*\Z")
 
 MAX_HEAD = 1024 * 1024  # a response head larger than this is refused (llhttp's default limit is 80 KB)
 RECV = 64 * 1024
