@@ -3,9 +3,13 @@
 pywsgi reads a request's headers with ``http.client.parse_headers``, which runs them through
 ``email.parser``: about 5 % of the proxy's CPU per request. :func:`read_headers` reads the same
 lines under the same limits and builds the same message object (pywsgi's ``OldMessage``) itself
-when every line is plainly ``Name: value`` or a folded continuation; any other block (a line that
-is not a header, a bare CR, an empty name, a ``From `` line, a continuation first) goes through
-``http.client``'s parser as before, so what the application sees never differs.
+when every line is plainly ``Name: value`` or a folded continuation, which is then what
+``http.client``'s parser would give. Any other head (a line that is not a header, a bare CR, an
+empty name, a continuation first, no blank line before the connection's end) is refused with
+:class:`MalformedHead`, which pywsgi answers with a 400 and a closed connection. ``http.client``
+would keep the headers before such a line and leave the rest of the head, with the header that
+says how long the body is, to be read as the body or as the next request: a way to smuggle a
+request past a front end that reads the head as a whole.
 """
 
 from __future__ import annotations
@@ -24,8 +28,13 @@ MAXHEADERS = 100
 _NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+:")  # email.feedparser's header line, with a non-empty name
 
 
+class MalformedHead(ValueError):
+    """A request head that is not header lines ended by a blank line (pywsgi answers a ValueError with 400)."""
+
+
 def read_headers(fp: BinaryIO, *args: Any) -> Any:
-    """What ``gevent.pywsgi.headers_factory(fp)`` returns, for the lines up to the blank one."""
+    """What ``gevent.pywsgi.headers_factory(fp)`` returns, for the lines up to the blank one;
+    MalformedHead for a head that is not plainly header lines."""
     lines = []
     while True:
         line = fp.readline(MAXLINE + 1)
@@ -36,8 +45,12 @@ def read_headers(fp: BinaryIO, *args: Any) -> Any:
             raise client.HTTPException(f"got more than {MAXHEADERS} headers")
         if line in (b"\r\n", b"\n", b""):
             break
-    parsed = parse_plain(lines) if _Message is not None else None
+    if lines[-1] == b"":
+        raise MalformedHead("the connection ended inside the request head")
+    parsed = parse_plain(lines)
     if parsed is None:
+        raise MalformedHead("a line of the request head is not a header (Name: value) or its continuation")
+    if _Message is None:
         return headers_factory(_Replay(lines))
     message = _Message()
     message._headers = parsed  # email.message.Message's list of (name, value)
