@@ -89,11 +89,7 @@ class Bean:
 
     @classmethod
     def from_json(cls, data: bytes) -> Bean:
-        try:
-            raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BeanError(f"not JSON: {e}") from None
-        return cls.from_obj(raw)
+        return cls.from_obj(loads(data))
 
     @classmethod
     def from_obj(cls, raw: Any) -> Bean:
@@ -113,11 +109,19 @@ class Bean:
             header=_header(fields.get("header")),
             host=str(fields.get("host") or ""),
             remoteAddr=str(fields.get("remoteaddr") or ""),
-            labels=fields.get("labels") if isinstance(fields.get("labels"), dict) else None,
-            clusterIds=[str(c) for c in fields.get("clusterids") or [] if c],
+            labels=_labels(fields.get("labels")),
+            clusterIds=_cluster_ids(fields.get("clusterids")),
             index=str(fields.get("index") or ""),
             kind=str(fields.get("kind") or ""),
         )
+
+
+def loads(data: bytes) -> Any:
+    """The JSON value of a message; BeanError if it is not JSON (or nested deeper than the decoder goes)."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise BeanError(f"not JSON: {e}") from None
 
 
 def index_in_path(path: str) -> str:
@@ -137,6 +141,18 @@ def _body(body: Any, encoding: Any) -> bytes:
         return body.encode("utf-8")
     # The original logs bodies as embedded JSON; such a bean carries the document itself.
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _labels(labels: Any) -> Optional[dict[str, Any]]:
+    return labels if isinstance(labels, dict) and labels else None  # none are written as null
+
+
+def _cluster_ids(ids: Any) -> list[str]:
+    if ids is None:
+        return []
+    if not isinstance(ids, list):
+        raise BeanError("clusterIds is not a list")
+    return [str(c) for c in ids if c]
 
 
 def _header(header: Any) -> dict[str, list[str]]:
