@@ -34,6 +34,7 @@ class Url(str):
     """An absolute http(s) URL."""
 
 
+_INTEGER = re.compile(r"-?[0-9]+")  # not str.isdigit(): it takes "²", which int() does not
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
@@ -138,7 +139,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
             return int(value)
         raise ConfigError(path, f"{_describe(value)} is not an integer")
     if tp is Duration:
