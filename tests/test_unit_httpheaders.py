@@ -20,7 +20,8 @@ PLAIN = [
     b"Host: a\r\nX-Folded: one\r\n two\r\n\tthree\r\nAccept: */*\r\n\r\n",  # obsolete line folding
     b"Host:a\r\nX-Empty:\r\nX-Spaces:   padded   \r\nX-Colon: a:b:c\r\n\r\n",
     b"Host: a\r\nX-Latin: caf\xe9\r\n\r\n",
-    b"Host: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+    b"Host: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"Host: a\r\nContent-Length:  5 \r\n\r\n",
     b"Host: a\r\nConnection: close\r\n\r\n",
 ]
 UNUSUAL = [  # the reader refuses these (http.client keeps the headers before the odd line, drops the rest)
@@ -96,6 +97,29 @@ def test_a_line_that_is_no_header_does_not_hide_the_body_length() -> None:
 def test_a_head_cut_by_the_connection_end_is_refused(block: bytes) -> None:
     with pytest.raises(MalformedHead, match="ended"):
         read_headers(io.BytesIO(block))
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5",
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked",
+        b"Transfer-Encoding: gzip, chunked",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+        b"Transfer-Encoding: chunked ",
+        b"Transfer-Encoding: identity",
+        b"Content-Length: 5\r\nContent-Length: 5",
+        b"Content-Length: +5",
+        b"Content-Length: 1_0",
+        b"Content-Length: 5, 5",
+        b"Content-Length: -1",
+        b"Content-Length:",
+    ],
+)
+def test_a_head_that_says_its_body_length_two_ways_is_refused(framing: bytes) -> None:
+    """What a front end and the proxy could read differently: the rest of a body taken as another request."""
+    with pytest.raises(MalformedHead):
+        read_headers(io.BytesIO(b"Host: a\r\n" + framing + b"\r\n\r\n"))
 
 
 def test_a_too_long_line_is_what_http_client_says() -> None:

@@ -9,7 +9,10 @@ empty name, a continuation first, no blank line before the connection's end) is 
 :class:`MalformedHead`, which pywsgi answers with a 400 and a closed connection. ``http.client``
 would keep the headers before such a line and leave the rest of the head, with the header that
 says how long the body is, to be read as the body or as the next request: a way to smuggle a
-request past a front end that reads the head as a whole.
+request past a front end that reads the head as a whole. For the same reason a head whose body
+length is ambiguous is refused: a Transfer-Encoding other than ``chunked`` (pywsgi would read no
+body), both Transfer-Encoding and Content-Length, more than one Content-Length or one that is not
+digits (pywsgi's ``int()`` takes ``+5`` and ``1_0``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ _Message = getattr(pywsgi, "OldMessage", None)  # what headers_factory returns
 
 MAXLINE = 65536  # http.client's limits
 MAXHEADERS = 100
+_DIGITS = re.compile(r"[0-9]+")
 _NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+:")  # email.feedparser's header line, with a non-empty name
 
 
@@ -50,6 +54,7 @@ def read_headers(fp: BinaryIO, *args: Any) -> Any:
     parsed = parse_plain(lines)
     if parsed is None:
         raise MalformedHead("a line of the request head is not a header (Name: value) or its continuation")
+    _check_framing(parsed)
     if _Message is None:
         return headers_factory(_Replay(lines))
     message = _Message()
@@ -79,6 +84,18 @@ def parse_plain(lines: list[bytes]) -> Optional[list[tuple[str, str]]]:
     if source:
         headers.append(_header(source))
     return headers
+
+
+def _check_framing(headers: list[tuple[str, str]]) -> None:
+    """MalformedHead unless the body's length is said one way only (see the module's doc)."""
+    encodings = [v for n, v in headers if n.lower() == "transfer-encoding"]
+    lengths = [v for n, v in headers if n.lower() == "content-length"]
+    if encodings and (len(encodings) > 1 or encodings[0].lower() != "chunked"):  # exactly as pywsgi compares
+        raise MalformedHead(f"Transfer-Encoding {', '.join(encodings)!r}: only chunked is read")
+    if encodings and lengths:
+        raise MalformedHead("both Transfer-Encoding and Content-Length")
+    if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(lengths[0].strip(" \t"))):
+        raise MalformedHead(f"Content-Length {', '.join(lengths)!r} is not one number")
 
 
 def _header(source: list[str]) -> tuple[str, str]:
