@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from http import client
 
 import pytest
@@ -22,6 +23,7 @@ HEAD_ERRORS = (MalformedHead, client.HTTPException)
 
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 names = st.text(TCHAR, min_size=1, max_size=20)
+plain_names = names.filter(lambda n: n.lower() not in ("transfer-encoding", "content-length"))  # not framing
 # a field value: visible latin-1 characters and inner blanks, no line end
 values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=40).map(
     lambda v: v.lstrip(" \t")
@@ -44,7 +46,7 @@ def _read(block: bytes):
         return None, fp.tell()
 
 
-@given(st.lists(st.tuples(names, values, line_ends), max_size=30), line_ends, st.binary(max_size=64))
+@given(st.lists(st.tuples(plain_names, values, line_ends), max_size=30), line_ends, st.binary(max_size=64))
 def test_well_formed_heads_are_read_as_sent(headers, end, rest) -> None:
     """Headers as a client writes them: every one as it was sent, in order, the same as http.client
     reads them, and not a byte of what follows the blank line."""
@@ -70,7 +72,8 @@ def test_odd_heads_are_read_like_http_client_or_refused(lines, end) -> None:
     if ours is None:
         return
     theirs = headers_factory(io.BytesIO(block))
-    assert ours.items() == theirs.items() and ours.status == theirs.status
+    assert ours.status == theirs.status
+    assert ours.items() == [(n, re.sub(r"\r?\n[ \t]+", " ", v)) for n, v in theirs.items()]  # folds are spaces
     # nothing the client sent was left out: every line is a header or its continuation
     assert len(ours.items()) == sum(1 for line, _ in lines if line[:1] not in (b" ", b"\t"))
 
@@ -85,20 +88,18 @@ def test_any_bytes_give_a_head_or_the_documented_error(data) -> None:
 
 
 class Endless:
-    """A client that never stops sending ``pattern``; counts what was read."""
+    """A client that never stops sending ``pattern`` over and over; counts what was read."""
 
     def __init__(self, pattern: bytes) -> None:
         self.pattern = pattern
         self.served = 0
 
     def readline(self, limit: int = -1) -> bytes:
-        line = b""
-        while len(line) < limit:
-            cut = self.pattern.find(b"\n")
-            part = self.pattern if cut < 0 else self.pattern[: cut + 1]
-            line += part[: limit - len(line)]
-            if line.endswith(b"\n"):
-                break
+        start = self.served % len(self.pattern)
+        ahead = self.pattern[start:] + self.pattern  # a whole period from here: a line end if there is one
+        cut = ahead.find(b"\n")
+        size = min(limit, cut + 1) if cut >= 0 else limit
+        line = (ahead * (size // len(ahead) + 1))[:size]
         self.served += len(line)
         return line
 

@@ -1,18 +1,20 @@
-"""Request headers for gevent's WSGI server without the email parser in the common case.
+"""Request headers for gevent's WSGI server without the email parser, stricter than http.client.
 
 pywsgi reads a request's headers with ``http.client.parse_headers``, which runs them through
 ``email.parser``: about 5 % of the proxy's CPU per request. :func:`read_headers` reads the same
 lines under the same limits and builds the same message object (pywsgi's ``OldMessage``) itself
-when every line is plainly ``Name: value`` or a folded continuation, which is then what
-``http.client``'s parser would give. Any other head (a line that is not a header, a bare CR, an
-empty name, a continuation first, no blank line before the connection's end) is refused with
-:class:`MalformedHead`, which pywsgi answers with a 400 and a closed connection. ``http.client``
-would keep the headers before such a line and leave the rest of the head, with the header that
-says how long the body is, to be read as the body or as the next request: a way to smuggle a
-request past a front end that reads the head as a whole. For the same reason a head whose body
-length is ambiguous is refused: a Transfer-Encoding other than ``chunked`` (pywsgi would read no
-body), both Transfer-Encoding and Content-Length, more than one Content-Length or one that is not
-digits (pywsgi's ``int()`` takes ``+5`` and ``1_0``).
+when every line is plainly ``Name: value`` or a folded continuation: what ``http.client`` would
+give, but that a folded value's line breaks become spaces (RFC 9112, 5.2).
+
+Any other head is refused with :class:`MalformedHead`, which pywsgi answers with a 400 and a closed
+connection: a line that is not a header (a bare CR, an empty name, a continuation first), no blank
+line before the connection's end, a value with a control character but tab (the upstream client
+refuses to send it: the write would be left of unknown outcome), or a body length that can be read
+two ways: a Transfer-Encoding other than ``chunked`` (pywsgi would read no body), both
+Transfer-Encoding and Content-Length, more than one Content-Length or one that is not digits
+(pywsgi's ``int()`` takes ``+5`` and ``1_0``). ``http.client`` keeps the headers before an odd line
+and leaves the rest of the head, the body's length with it, to be read as the body or as the next
+request: each of these is a way to smuggle a request past a front end that reads the head otherwise.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ _Message = getattr(pywsgi, "OldMessage", None)  # what headers_factory returns
 MAXLINE = 65536  # http.client's limits
 MAXHEADERS = 100
 _DIGITS = re.compile(r"[0-9]+")
+_FOLD = re.compile(r"\r?\n[ \t]+")  # obs-fold: replaced by a space (RFC 9112, 5.2)
+_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # a field value (RFC 9110, 5.5): no control characters but tab
 _NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+:")  # email.feedparser's header line, with a non-empty name
 
 
@@ -54,6 +58,10 @@ def read_headers(fp: BinaryIO, *args: Any) -> Any:
     parsed = parse_plain(lines)
     if parsed is None:
         raise MalformedHead("a line of the request head is not a header (Name: value) or its continuation")
+    parsed = [(name, _FOLD.sub(" ", value)) for name, value in parsed]
+    for name, value in parsed:
+        if not _VALUE.fullmatch(value):
+            raise MalformedHead(f"the value of {name} has a control character")
     _check_framing(parsed)
     if _Message is None:
         return headers_factory(_Replay(lines))
