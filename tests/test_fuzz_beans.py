@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, event, given
 from hypothesis import strategies as st
-from support.fuzz import MAX_INPUT, memory_bound, peak_memory
+from support.fuzz import MAX_INPUT, costly, memory_bound, peak_memory
 
 from esproxy.bean import DOCS_KIND, Bean, BeanError
 from esproxy.bulk import DocOp, split_actions
@@ -234,6 +234,7 @@ def big_bodies(draw) -> bytes:
     return data * (3 * MIN_MAX_MESSAGE_BYTES // len(data) + draw(st.integers(1, 1000)))
 
 
+@costly(10)
 @given(
     st.lists(beans(body=big_bodies()), min_size=2, max_size=3),
     st.randoms(use_true_random=False),
@@ -282,6 +283,7 @@ def test_the_assembler_holds_any_chunk_sequence(steps, rewind_at) -> None:
     assert all(not s.complete for s in assembler.sets.values())
 
 
+@costly(4)
 @given(st.one_of(st.binary(max_size=MAX_INPUT), chunk_like.map(lambda d: json.dumps(d).encode())))
 def test_decoding_memory_is_bounded_by_the_input(value) -> None:
     assert peak_memory(lambda: decode(value), (BeanError,)) <= memory_bound(len(value))

@@ -14,7 +14,7 @@ import pytest
 from gevent.pywsgi import headers_factory
 from hypothesis import given
 from hypothesis import strategies as st
-from support.fuzz import MAX_INPUT, memory_bound, peak_memory
+from support.fuzz import MAX_INPUT, costly, memory_bound, peak_memory
 
 from esproxy.bulk import ACTIONS, BulkFormatError, parse_request, split_actions
 from esproxy.source.httpheaders import MAXHEADERS, MAXLINE, MalformedHead, read_headers
@@ -143,6 +143,7 @@ def bulk_bodies(draw):
     return b"\n".join(lines) + draw(st.sampled_from([b"\n", b"", b"\n\n"])), actions
 
 
+@costly(10)
 @given(bulk_bodies())
 def test_bulk_bodies_are_read_back_action_by_action(body_actions) -> None:
     body, actions = body_actions
@@ -176,6 +177,7 @@ def test_any_bulk_body_gives_actions_or_a_format_error(body) -> None:
     assert all((a.source is None) == (a.verb == "delete") for a in actions)
 
 
+@costly(4)
 @given(st.one_of(st.binary(max_size=MAX_INPUT), bulk_noise, bulk_bodies().map(lambda b: b[0])))
 def test_bulk_parsing_memory_is_bounded_by_the_input(body) -> None:
     assert peak_memory(lambda: parse_request(body), (BulkFormatError,)) <= memory_bound(len(body))
