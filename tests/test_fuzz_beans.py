@@ -121,6 +121,27 @@ def test_json_nested_deeper_than_the_decoder_goes_is_a_bean_error(data: bytes) -
             read(data)
 
 
+GO = json.dumps(GO_BEANS[0], ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        GO.replace("江".encode(), b"\xed\xa0\x80"),  # the UTF-8 form of a lone surrogate
+        GO.replace(b'"POST"', b'"POST\\ud800"'),
+        GO.replace(b'"body": "', b'"body": "\\udc00'),
+        GO.replace(b'"Content-Type"', b'"Content-Type\\udfff"'),
+        GO.replace(b'"labels": null', b'"labels": {"a": "\\ud800"}'),
+    ],
+)
+def test_a_lone_surrogate_is_a_bean_error(data: bytes) -> None:
+    """Found by the fuzz test: json.loads lets a lone surrogate through, and writing the bean's body or JSON
+    again raised UnicodeEncodeError, which the replay does not dead-letter."""
+    for read in (Bean.from_json, decode):
+        with pytest.raises(BeanError, match="not JSON|not Unicode text"):
+            read(data)
+
+
 @pytest.mark.parametrize("ids", [True, 5, "abc", {"a": "b"}])
 def test_cluster_ids_that_are_not_a_list_are_a_bean_error(ids) -> None:
     """Found by the fuzz tests: a number raised TypeError; a string was taken letter by letter."""
