@@ -155,6 +155,7 @@ field_names = st.sampled_from(
 )
 
 
+@costly(10)
 @given(st.sampled_from(GO_BEANS), st.dictionaries(field_names, json_values, max_size=4), st.sets(field_names))
 def test_go_beans_with_any_field_changed_decode_or_give_a_bean_error(go_bean, changed, removed) -> None:
     """Beans of the Go original (tests/go-beans.jsonl) with fields of any JSON type, or missing."""
@@ -229,6 +230,7 @@ def reassemble(values: list[bytes], assembler: Assembler) -> list[Bean]:
 max_message_bytes = st.integers(MIN_MAX_MESSAGE_BYTES, 4 * MIN_MAX_MESSAGE_BYTES)
 
 
+@costly(10)
 @given(st.one_of(beans(body=raw_bodies()), docs_beans), max_message_bytes)
 def test_messages_put_together_give_back_the_bean(bean, max_bytes) -> None:
     """For any bean and any maxMessageBytes: every message fits, and the replay gets back the bean (a document
@@ -255,7 +257,7 @@ def big_bodies(draw) -> bytes:
     return data * (3 * MIN_MAX_MESSAGE_BYTES // len(data) + draw(st.integers(1, 1000)))
 
 
-@costly(10)
+@costly(20)
 @given(
     st.lists(beans(body=big_bodies()), min_size=2, max_size=3),
     st.randoms(use_true_random=False),
@@ -304,7 +306,7 @@ def test_the_assembler_holds_any_chunk_sequence(steps, rewind_at) -> None:
     assert all(not s.complete for s in assembler.sets.values())
 
 
-@costly(4)
+@costly(10)
 @given(st.one_of(st.binary(max_size=MAX_INPUT), chunk_like.map(lambda d: json.dumps(d).encode())))
 def test_decoding_memory_is_bounded_by_the_input(value) -> None:
     assert peak_memory(lambda: decode(value), (BeanError,)) <= memory_bound(len(value))

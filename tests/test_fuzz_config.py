@@ -111,7 +111,7 @@ def _parse_or_config_error(text: str) -> None:
     assert isinstance(cfg, Config) and (cfg.proxies() or cfg.kafka_sources())
 
 
-@costly(4)
+@costly(10)
 @given(st.one_of(settings_of(Config), one_setting(), junk))
 def test_any_config_data_builds_or_gives_a_config_error(data) -> None:
     try:
@@ -120,7 +120,7 @@ def test_any_config_data_builds_or_gives_a_config_error(data) -> None:
         pass
 
 
-@costly(4)
+@costly(10)
 @given(settings_of(Config))
 def test_any_config_file_parses_or_gives_a_config_error(data) -> None:
     _parse_or_config_error(yaml.safe_dump(data, allow_unicode=True))

@@ -143,7 +143,7 @@ def bulk_bodies(draw):
     return b"\n".join(lines) + draw(st.sampled_from([b"\n", b"", b"\n\n"])), actions
 
 
-@costly(10)
+@costly(20)
 @given(bulk_bodies())
 def test_bulk_bodies_are_read_back_action_by_action(body_actions) -> None:
     body, actions = body_actions
@@ -177,7 +177,7 @@ def test_any_bulk_body_gives_actions_or_a_format_error(body) -> None:
     assert all((a.source is None) == (a.verb == "delete") for a in actions)
 
 
-@costly(4)
+@costly(10)
 @given(st.one_of(st.binary(max_size=MAX_INPUT), bulk_noise, bulk_bodies().map(lambda b: b[0])))
 def test_bulk_parsing_memory_is_bounded_by_the_input(body) -> None:
     assert peak_memory(lambda: parse_request(body), (BulkFormatError,)) <= memory_bound(len(body))

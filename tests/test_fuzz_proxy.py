@@ -91,8 +91,8 @@ def assert_refused_and_still_serving(proxy: Proxy, raw: bytes, before: tuple[int
     assert proxy.captured() == before, f"captured from {raw[:300]!r}"
 
 
-# Each example is two connections and a stats request: a tenth of the long campaign's examples.
-fuzz = costly(10)
+# Each example is two connections and a stats request: a twentieth of the long campaign's examples.
+fuzz = costly(20)
 
 
 # --------------------------------------------------------------------------- strategies
