@@ -25,17 +25,24 @@ from gevent.pywsgi import WSGIServer
 from . import __version__
 from .health import Problem, problems
 from .logs import redact_url
+from .secretrefs import mask_bytes
 from .stats import LATENCY_BUCKETS, STATS, Stats
+from .tls import wsgi_server
 from .wsgi import JSON_TYPE, Check, StartResponse, error_body, error_doc, header_check, unauthorized
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import HealthSettings
+    from .config import HealthSettings, ServerTls
     from .dest.elastic import Elastic
 
 log = logging.getLogger("esproxy.admin")
 
 PREFIX = "/_esproxy/"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def read_body(environ: dict[str, Any]) -> bytes:
+    length = environ.get("CONTENT_LENGTH") or "0"
+    return environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) > 0 else b""
 
 
 def refuse(environ: dict[str, Any], start_response: StartResponse, check: Optional[Check]) -> Optional[Iterable[bytes]]:
@@ -71,6 +78,12 @@ class AdminView:
     lags: Callable[[], list[dict[str, Any]]]  # per assigned partition of every replay: KafkaReplay.lag()
     # /_esproxy/sync/...: (method, path parts after sync/, body) -> (status, JSON); esproxy.followcontrol
     sync: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
+    # replays waiting for their cluster's id at start: (cluster, since time.monotonic(), the last error)
+    unstarted: Callable[[], list[tuple[str, float, str]]] = lambda: []
+    # the proxy's followers, one row each (esproxy.source.readroute.Follower.row); none without followers
+    followers: Callable[[], list[dict[str, Any]]] = lambda: []
+    # /_esproxy/switchover[/...]: the same shape as sync; esproxy.leadership (the proxy role with followers)
+    switchover: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
 
 
 class Admin:
@@ -88,24 +101,39 @@ class Admin:
         if refused is not None:
             return refused
         path = environ.get("PATH_INFO", "")
-        if path.startswith(PREFIX + "sync/") and self.view.sync is not None:
-            return self._sync(environ, start_response, path)
-        status, headers, body = self.render(path, environ.get("REQUEST_METHOD", ""))
-        return _reply(start_response, status, headers, body)
+        body = read_body(environ) if self._control_of(path) is not None else b""
+        status, headers, data = self.answer(path, environ.get("REQUEST_METHOD", ""), body)
+        return _reply(start_response, status, headers, data)
 
-    def _sync(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
-        """Follower sync rules at runtime (the replay's; see esproxy.followcontrol)."""
-        assert self.view.sync is not None
-        length = environ.get("CONTENT_LENGTH") or "0"
-        body = environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) > 0 else b""
-        parts = [p for p in path[len(PREFIX + "sync/") :].split("/") if p]
-        code, doc = self.view.sync(environ.get("REQUEST_METHOD", ""), parts, body)
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}.get(code, "Error")
-        data = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
-        return _reply(start_response, f"{code} {reason}", [JSON_TYPE], data)
+    def _control_of(self, path: str) -> Optional[tuple[str, Callable[[str, list[str], bytes], tuple[int, Any]]]]:
+        """A runtime control's prefix and handler: the follower sync rules (the replay's;
+        esproxy.followcontrol) or the switchover (the proxy's; esproxy.leadership); None for other paths."""
+        if path.startswith(PREFIX + "sync/") and self.view.sync is not None:
+            return "sync/", self.view.sync
+        if (path + "/").startswith(PREFIX + "switchover/") and self.view.switchover is not None:
+            return "switchover", self.view.switchover
+        return None
+
+    def answer(self, path: str, method: str, body: bytes = b"") -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
+        control = self._control_of(path)
+        if control is None:
+            return self.render(path, method)
+        prefix, handle = control
+        parts = [p for p in path[len(PREFIX + prefix) :].split("/") if p]
+        code, doc = handle(method, parts, body)
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}.get(
+            code, "Error"
+        )
+        return f"{code} {reason}", [JSON_TYPE], mask_bytes(json.dumps(doc, ensure_ascii=False).encode() + b"\n")
 
     def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
-        """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
+        """Status line, headers and body for a GET of health, stats or metrics; no value the config took
+        from ``${ENV}`` or ``file:`` shows in them."""
+        status, headers, body = self._render(path, method)
+        return status, headers, mask_bytes(body)
+
+    def _render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
         json_type = [JSON_TYPE]
         if method not in ("GET", "HEAD"):
             return (
@@ -133,6 +161,7 @@ class Admin:
             produce_failing=self.stats.produce_failing,
             lags=self.view.lags() if lags is None else lags,
             dead_letter_times=self.stats.dead_letter_times,
+            unstarted=self.view.unstarted(),
         )
 
     def health(self) -> tuple[str, dict[str, Any]]:
@@ -159,16 +188,18 @@ class Admin:
             "reasons": [p.as_dict() for p in found],
         }
 
-    def start_listener(self, host: str, port: int, required: dict[str, str]) -> None:
-        """The separate admin listener (``admin.port``)."""
+    def start_listener(self, host: str, port: int, required: dict[str, str], tls: Optional[ServerTls] = None) -> None:
+        """The separate admin listener (``admin.port``); HTTPS with ``admin.tls``."""
         check = header_check(required) if required else None
 
         def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
             return self.serve(environ, start_response, check)
 
-        self.server = WSGIServer((host, port), app, log=None, error_log=logging.getLogger("esproxy.wsgi"))
+        error_log = logging.getLogger("esproxy.wsgi")
+        self.server = wsgi_server((host, port), app, tls, "admin.tls", log=None, error_log=error_log)
         self.server.start()
-        log.info("admin listening on %s:%d (%shealth, stats, metrics)", host, port, PREFIX)
+        scheme = "https" if tls else "http"
+        log.info("admin listening on %s:%d (%s; %shealth, stats, metrics)", host, port, scheme, PREFIX)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -200,6 +231,8 @@ class Admin:
                 "requests": {f"{m} {st}": n for (m, st), n in sorted(s.requests.items())},
                 "latency_seconds": {"count": s.latency_count, "sum": round(s.latency_sum, 6), "le": buckets},
                 "writes_captured": s.writes_captured,
+                "reads": dict(sorted(s.reads.items())),
+                "read_fallbacks": dict(sorted(s.read_fallbacks.items())),
                 "queue": {"depth": depth, "capacity": capacity},
                 "spool": {"records": s.spool_records, "bytes": s.spool_bytes},
                 "oldest_unshipped_seconds": round(self.view.oldest_unshipped_age(), 3),
@@ -210,6 +243,8 @@ class Admin:
                 },
             },
             "upstreams": upstreams,
+            "followers": self.view.followers(),
+            **({"switchover": self._switchover_state()} if self.view.switchover is not None else {}),
             "replay": {
                 "messages": s.replay_messages,
                 "bytes": s.replay_bytes,
@@ -223,6 +258,12 @@ class Admin:
                 "consumer_lag": self.view.lags(),
             },
         }
+
+    def _switchover_state(self) -> dict[str, Any]:
+        """The proxy's leader, write pause and switches (esproxy.leadership); {} when it cannot say."""
+        assert self.view.switchover is not None
+        status, doc = self.view.switchover("GET", [], b"")
+        return doc if status == 200 else {}
 
     def prometheus(self) -> str:
         """``/_esproxy/metrics``: :data:`METRICS`, read from one snapshot and the health verdict."""
@@ -317,6 +358,23 @@ def _lags(field: str) -> Callable[[Reading], Iterable[Sample]]:
     return samples
 
 
+def _switchover(value: Callable[[dict[str, Any]], Any]) -> Callable[[Reading], Iterable[Sample]]:
+    """A sample of the proxy's switchover state, none without followers."""
+
+    def samples(r: Reading) -> Iterable[Sample]:
+        state = r.snap.get("switchover")
+        if state:
+            yield "", {}, value(state) or 0
+
+    return samples
+
+
+def _leader(r: Reading) -> Iterable[Sample]:
+    state = r.snap.get("switchover")
+    if state:
+        yield "", {"url": state["leader"], "config_primary": str(state["leader"] == state["config_primary"]).lower()}, 1
+
+
 _SPOOL = "in the durable spool, not yet taken by Kafka."
 
 METRICS: tuple[Metric, ...] = (
@@ -336,6 +394,36 @@ METRICS: tuple[Metric, ...] = (
         "counter",
         "Successful writes captured for Kafka.",
         _one(lambda s: s["proxy"]["writes_captured"]),
+    ),
+    Metric(
+        "esproxy_reads_total",
+        "counter",
+        "Reads answered by each cluster, with destination.followers set (URL, password redacted).",
+        lambda r: [("", {"cluster": c}, n) for c, n in r.snap["proxy"]["reads"].items()],
+    ),
+    Metric(
+        "esproxy_read_fallbacks_total",
+        "counter",
+        "Reads the leader answered instead of a follower, by reason: down, timeout, lag, forced (header),"
+        " read_your_writes, scroll (scroll, point in time, async search, SQL/EQL), renamed (follow rules).",
+        lambda r: [("", {"reason": k}, n) for k, n in r.snap["proxy"]["read_fallbacks"].items()],
+    ),
+    Metric(
+        "esproxy_follower_usable",
+        "gauge",
+        "1 while a follower may serve reads, else 0; `state`: ok, down, timeout, lag, lag_unknown, starting.",
+        lambda r: [("", {"cluster": f["cluster"], "state": f["state"]}, int(f["usable"])) for f in r.snap["followers"]],
+    ),
+    Metric(
+        "esproxy_follower_lag_seconds",
+        "gauge",
+        "A follower's lag as the proxy sees it: its replay's (max over partitions, from replayAdmin), or this"
+        " proxy's oldest unshipped write if older; absent while unknown.",
+        lambda r: [
+            ("", {"cluster": f["cluster"]}, f["lag_seconds"])
+            for f in r.snap["followers"]
+            if f["lag_seconds"] is not None
+        ],
     ),
     Metric(
         "esproxy_queue_depth",
@@ -386,6 +474,42 @@ METRICS: tuple[Metric, ...] = (
         "gauge",
         "Clusters and their ids (/meta.elasticproxy/_doc/clusterid; empty until read).",
         _clusters,
+    ),
+    Metric(
+        "esproxy_leader_info",
+        "gauge",
+        "The cluster the proxy writes to (1), with followers: config_primary false after a switchover.",
+        _leader,
+    ),
+    Metric(
+        "esproxy_switchover_paused",
+        "gauge",
+        "1 while writes are paused for a switchover.",
+        _switchover(lambda s: int(s["paused"])),
+    ),
+    Metric(
+        "esproxy_switchovers_total",
+        "counter",
+        "Leader switches (switchover and failover) in the state file's history.",
+        _switchover(lambda s: s["switches"]),
+    ),
+    Metric(
+        "esproxy_switchover_last_duration_seconds",
+        "gauge",
+        "The last switch: from the command's start to the new leader.",
+        _switchover(lambda s: (s["last_switch"] or {}).get("duration_seconds")),
+    ),
+    Metric(
+        "esproxy_switchover_last_write_pause_seconds",
+        "gauge",
+        "The last switchover: how long writes were paused.",
+        _switchover(lambda s: (s["last_switch"] or {}).get("write_pause_seconds")),
+    ),
+    Metric(
+        "esproxy_switchover_writes_refused_total",
+        "counter",
+        "Writes answered 503 (Retry-After) while paused for a switchover, since the start.",
+        _switchover(lambda s: s["writes_refused"]),
     ),
     Metric(
         "esproxy_replay_messages_total", "counter", "Kafka messages consumed.", _one(lambda s: s["replay"]["messages"])

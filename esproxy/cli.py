@@ -25,6 +25,7 @@ def _run_parser() -> argparse.ArgumentParser:
         " esproxy repair --source URL --target URL [--dry-run];"
         " esproxy sync list|status|add|delete|pause|resume|stop -c replay.yml;"
         " esproxy sync copy --source URL --target URL --index PATTERN [--rename T] [--dry-run];"
+        " esproxy switchover -c conf.yml [--dry-run]; esproxy failover -c conf.yml;"
         " esproxy dlq list|requeue (-c conf.yml | --brokers B --topic T | --file F);"
         " esproxy profile cpu.profile [--top N]; esproxy config-reference.",
     )
@@ -79,6 +80,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .syncctl import main as sync
 
         return sync(argv[1:])
+    if argv[:1] in (["switchover"], ["failover"]):
+        from .switchover import main as switch
+
+        return switch(argv[0], argv[1:])
     if argv[:1] == ["dlq"]:
         from .dlq import main as dlq
 
@@ -99,9 +104,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = load(args.conf)
     except ConfigError as e:
-        print(f"esproxy: config error: {e}", file=sys.stderr)
-        return 2
+        return _config_error(e)
     if args.check:
+        from .tls import check_contexts  # imports ssl: only here, where no monkey-patching follows
+
+        try:
+            check_contexts(cfg)
+        except ConfigError as e:
+            return _config_error(e)
         for warning in cfg.warnings:
             print(f"esproxy: warning: {warning}", file=sys.stderr)
         print(f"esproxy: {args.conf} is valid")
@@ -122,9 +132,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         roles = Roles(cfg, args.conf)
     except ConfigError as e:  # the sync rules' state file (follow-state.json) does not fit the config
-        print(f"esproxy: config error: {e}", file=sys.stderr)
-        return 2
+        return _config_error(e)
     return roles.run()
+
+
+def _config_error(e: Exception) -> int:
+    """Exit 2 with the error, a line per problem (one per unresolved ${ENV} or file: reference), no secret in it."""
+    from .secretrefs import mask
+
+    for line in str(e).splitlines():
+        print(f"esproxy: config error: {mask(line)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Each index is created in B under its B name with A's mappings, chosen settings and (renamed)
 aliases, then every document is written with A's version exactly as the live replay writes it
-(``version=<A's _seq_no>, version_type=external_gte``, routing kept; see repair.versioned_write).
+(``version=max(A's _seq_no, _version), version_type=external_gte``, routing kept; see repair.versioned_write).
 The stream replays every write made since the copy started with the same versions, so whichever
 of the two reaches B last, B keeps the newest copy. The one case versions cannot settle is a
 document the copy read before A deleted it: the stream's delete may reach B first, and its
@@ -28,6 +28,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -44,6 +45,7 @@ from .dest.elastic import Elastic, Response, UpstreamError
 from .ratelimit import RateLimit
 from .repair import IndexResult, Planned, Progress, Repair, _duration, _positive, megabytes, versioned_write
 from .retry import Aborted
+from .tls import admin_base
 
 TEMPLATE_VARIABLE = "{{remote_index}}"
 KEEP_ALIVE = "10m"  # of the point in time or scroll between two batches: how long a killed copy can still resume
@@ -370,6 +372,7 @@ class Reader:
                 "sort": [{"_shard_doc": "asc"}],
                 "pit": {"id": self.state["id"], "keep_alive": KEEP_ALIVE},
                 "seq_no_primary_term": True,
+                "version": True,
                 "track_total_hits": False,
             }
             if self.state.get("after") is not None:
@@ -397,7 +400,7 @@ class Reader:
             self.cluster,
             "POST",
             f"/{self.index}/_search?scroll={KEEP_ALIVE}",
-            {"size": self.page, "sort": ["_doc"], "seq_no_primary_term": True},
+            {"size": self.page, "sort": ["_doc"], "seq_no_primary_term": True, "version": True},
         )
         self.state = {"kind": "scroll", "id": r.get("_scroll_id"), "after": None}
         while True:
@@ -452,9 +455,10 @@ class RuleWatch:
         self._asked = 0.0
         self._warned = False
         self._lock = threading.Lock()
+        self._tls: Optional[ssl.SSLContext] = None
         if cfg.admin.port:
-            host = "127.0.0.1" if cfg.admin.host in ("0.0.0.0", "") else cfg.admin.host
-            self.url = f"http://{host}:{cfg.admin.port}/_esproxy/sync/rules"
+            base, self._tls = admin_base(cfg.admin)
+            self.url = f"{base}/_esproxy/sync/rules"
         else:
             self._warn(f"{conf}: admin.port is not set")
 
@@ -474,7 +478,7 @@ class RuleWatch:
                 self._asked = time.monotonic()
                 try:
                     request = urllib.request.Request(self.url, headers=self.headers)
-                    with urllib.request.urlopen(request, timeout=5) as r:
+                    with urllib.request.urlopen(request, timeout=5, context=self._tls) as r:
                         listed = json.loads(r.read())["rules"]
                     self._states = {str(x["name"]): str(x["state"]) for x in listed}
                 except (OSError, ValueError, KeyError, TypeError) as e:

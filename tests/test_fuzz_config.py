@@ -17,7 +17,7 @@ from support.fuzz import costly
 
 from esproxy import labels
 from esproxy.config import Config, ConfigError, parse
-from esproxy.schema import Duration, Url, build, key_of
+from esproxy.schema import ByteSize, Duration, Url, build, key_of
 
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20), st.binary(max_size=8)
@@ -35,6 +35,9 @@ scalars_for = {
     bool: st.one_of(st.booleans(), st.sampled_from(["true", "False", "yes"]), odd_strings),
     int: st.one_of(st.integers(-(2**70), 2**70), st.integers(-2, 70000).map(str), odd_strings),
     Duration: st.one_of(st.sampled_from(["500ms", "3s", "1m30s", "0", "2h", "1.5s"]), st.floats(), odd_strings),
+    ByteSize: st.one_of(
+        st.sampled_from(["100mb", "16kb", "512b", "1.5kb", "0", "1gb", "9" * 400 + "pb"]), st.integers()
+    ),
     Url: st.one_of(
         st.sampled_from(["http://127.0.0.1:9200", "https://es.example:443/", "http://[::1]:9200"]), odd_strings
     ),

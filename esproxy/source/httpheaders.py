@@ -40,19 +40,36 @@ class MalformedHead(ValueError):
     """A request head that is not header lines ended by a blank line (pywsgi answers a ValueError with 400)."""
 
 
-def read_headers(fp: BinaryIO, *args: Any) -> Any:
+class HeadersTooLarge(client.HTTPException):
+    """More header lines (``too_many``) or bytes than allowed (the proxy answers 431)."""
+
+    def __init__(self, reason: str, too_many: bool) -> None:
+        super().__init__(reason)
+        self.too_many = too_many
+
+
+def read_headers(fp: BinaryIO, *args: Any, max_count: int = MAXHEADERS, max_bytes: Optional[int] = None) -> Any:
     """What ``gevent.pywsgi.headers_factory(fp)`` returns, for the lines up to the blank one;
-    MalformedHead for a head that is not plainly header lines."""
+    MalformedHead for a head that is not plainly header lines.
+
+    More than ``max_count`` header lines, or more than ``max_bytes`` bytes of them (line ends
+    included), raise :class:`HeadersTooLarge` as soon as the line over the limit is read.
+    """
     lines = []
+    size = 0
     while True:
-        line = fp.readline(MAXLINE + 1)
+        room = MAXLINE if max_bytes is None else min(MAXLINE, max_bytes - size + 2)  # + the blank line
+        line = fp.readline(room + 1)
         if len(line) > MAXLINE:
             return headers_factory(_Replay([line]))  # its "Line too long" answer
         lines.append(line)
-        if len(lines) > MAXHEADERS:
-            raise client.HTTPException(f"got more than {MAXHEADERS} headers")
         if line in (b"\r\n", b"\n", b""):
             break
+        size += len(line)
+        if len(lines) > max_count:
+            raise HeadersTooLarge(f"more than {max_count} header lines", too_many=True)
+        if max_bytes is not None and size > max_bytes:
+            raise HeadersTooLarge(f"more than {max_bytes} bytes of headers", too_many=False)
     if lines[-1] == b"":
         raise MalformedHead("the connection ended inside the request head")
     parsed = parse_plain(lines)

@@ -21,22 +21,41 @@ from http import HTTPStatus
 from typing import Any, Iterable, Optional
 
 import gevent
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent import Timeout
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer
 
-from .. import routing
+from .. import readonly, routing
 from ..autoids import assign_ids
 from ..bean import Bean
 from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
+from ..follow import Rules
+from ..leadership import Leadership
 from ..logs import access_log
 from ..recorder import NotRecorded, Recorder, Unavailable
 from ..retry import retry
 from ..settle import settle
 from ..spool import SpoolFull, intent_record
 from ..stats import STATS
+from ..tls import wsgi_server
 from ..wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
-from .httpheaders import read_headers
+from .httpheaders import HeadersTooLarge, read_headers
+from .limits import (
+    LimitedInput,
+    Limits,
+    ProxyServer,
+    Refused,
+    RequestTimeout,
+    TimedOut,
+    answer_and_close,
+    client_name,
+    content_too_long,
+    headers_too_large,
+    line_too_long,
+    wait_for_bytes,
+)
+from .readroute import UPSTREAM_ENVIRON, Follower, ReadRouter
 
 log = logging.getLogger("esproxy.proxy")
 
@@ -85,20 +104,28 @@ class BadRequestLine(ValueError):
 class ErrorAnswer(Exception):
     """An answer of the proxy's own instead of the primary's (an Elasticsearch-style error)."""
 
-    def __init__(self, status: int, kind: str, reason: str, access_logged: bool = True) -> None:
+    def __init__(
+        self, status: int, kind: str, reason: str, access_logged: bool = True, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.body = error_body(status, kind, reason)
         self.access_logged = access_logged
+        self.headers = list(headers)
 
 
 class RawPathHandler(WSGIHandler):
     """Keeps the request target as the client sent it: PATH_INFO is percent-decoded, which would
     turn a document id like ``a%2Fb`` into a path. Sets TCP_NODELAY on each client connection,
-    sends an answer's head and body in one send, and reads headers with httpheaders.read_headers."""
+    sends an answer's head and body in one send, reads headers with httpheaders.read_headers, and
+    applies the listener's limits (esproxy.source.limits) while it reads a request."""
 
-    def MessageClass(self, *args: Any) -> Any:
-        return read_headers(*args)
+    server: ProxyServer
+    served = 0  # requests read on this connection
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:
+        limits = self.server.limits
+        return read_headers(fp, *args, max_count=limits.max_header_count, max_bytes=limits.max_header_size)
 
     def read_request(self, raw_requestline: str) -> bool:
         """pywsgi's, on a request line checked first. pywsgi splits the line at any whitespace, and in
@@ -118,7 +145,62 @@ class RawPathHandler(WSGIHandler):
     def get_environ(self) -> Environ:
         env = super().get_environ()
         env["RAW_URI"] = self.path
+        if isinstance(self.wsgi_input, Input):  # not for a connection upgrade (not Elasticsearch's)
+            self.wsgi_input = env["wsgi.input"] = LimitedInput(self.wsgi_input, self.server.limits)
         return env
+
+    def handle_one_request(self) -> Any:
+        """gevent's, with the limits: None closes the connection, True reads the next request."""
+        if self.rfile.closed:
+            return None
+        limits = self.server.limits
+        if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout):
+            return None  # nothing came (idle, or a connection that never asked): closed without an answer
+        self.served += 1
+        started = time.perf_counter()
+        self.command = ""
+        try:
+            try:
+                with Timeout(limits.read_timeout or None, TimedOut):
+                    if not self._read_head(limits):
+                        return None
+            except TimedOut:
+                raise RequestTimeout("the request line and headers", limits) from None
+        except Refused as e:
+            self.server.refusals.note(e, client_name(self.client_address))
+            STATS.observe_request(self.command or "OTHER", e.status, time.perf_counter() - started)
+            answer_and_close(self.socket, e)
+            return None
+        except OSError:  # the client went away
+            return None
+        except Exception as e:  # malformed: gevent's 400
+            return self._handle_client_error(e)
+        self.environ = self.get_environ()
+        self.application = self.server.application
+        self.handle_one_response()
+        if isinstance(self.wsgi_input, LimitedInput) and self.wsgi_input.unfinished:
+            self.close_connection = True  # the body's end was never read: the next request cannot be found
+        if self.close_connection or self.rfile.closed:
+            return None
+        return True
+
+    def _read_head(self, limits: Limits) -> bool:
+        """The request line and headers (False: the client closed); Refused over a limit."""
+        line = self.rfile.readline(limits.max_initial_line_length + 3)  # + CR LF, + 1 to tell it is longer
+        if not line:
+            return False
+        self.requestline = line.decode("latin-1")
+        if len(self.requestline.rstrip("\r\n")) > limits.max_initial_line_length:
+            raise line_too_long(limits)
+        self.response_length = 0
+        try:
+            if not self.read_request(self.requestline):
+                raise ValueError(f"bad request line {self.requestline!r}")
+        except HeadersTooLarge as e:
+            raise headers_too_large(str(e), e.too_many) from None
+        if self.content_length is not None and self.content_length > limits.max_content_length:
+            raise content_too_long(self.content_length, limits, known=True)
+        return True
 
     def handle(self) -> None:
         # pywsgi sends the status line + headers and the body in two writes; with Nagle on, the body
@@ -152,6 +234,9 @@ class RawPathHandler(WSGIHandler):
 
 class ProxyApp:
     admin: Optional[AdminEndpoints] = None  # answers /_esproxy/ paths (set by Listeners)
+    # In front of a follower (followerReadOnly): its followed indices refuse writes (readonly.py).
+    read_only: Optional[Rules] = None
+    leadership: Optional[Leadership] = None  # with followers: the switchover's write pause (set by Listeners)
 
     def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Recorder]) -> None:
         self.cfg = cfg
@@ -165,6 +250,9 @@ class ProxyApp:
         self.forwarded = [(f"HTTP_{h.upper().replace('-', '_')}", h) for h in names]
         self.inflight = 0
         self.draining = False
+        # Read/write splitting (readroute.py): reads may go to these; switchover may replace the list.
+        self.followers: list[Follower] = []
+        self.reads = ReadRouter(cfg.readYourWrites)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin is not None and environ.get("PATH_INFO", "").startswith("/_esproxy/"):
@@ -197,29 +285,65 @@ class ProxyApp:
         uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
         try:
             body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        except Refused as e:  # over maxContentLength (a chunked body) or too slow: nothing forwarded
+            self._access(environ, method, uri, started, e.status, e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, ("Connection", "close")], e.body)
         except OSError as e:  # cut short by the connection's end, or chunks that are not chunks
             payload = error_body(400, "esproxy_bad_request_exception", f"the request body cannot be read: {e}")
             self._access(environ, method, uri, started, 400, payload)
             return self._reply(start_response, 400, [JSON_TYPE, ("Connection", "close")], payload)
-        capturing = self.fanout is not None and routing.is_write(method, uri)
-        recording = capturing and self.records_intents
+        if self.read_only is not None:
+            refused = _follower_refusal(self.read_only, environ, method, uri, body)
+            if refused is not None:
+                payload = error_body(readonly.STATUS, readonly.KIND, refused.reason)
+                self._access(environ, method, uri, started, readonly.STATUS, payload)
+                return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
+        writing = routing.is_write(method, uri)
+        gated = writing and self.leadership is not None
         try:
-            if capturing:
-                _plain_body(environ, body)  # a body that is not the compression it names: refused, not forwarded
-            if recording and self.cfg.assignIds:
-                environ, uri, body = with_assigned_ids(environ, method, uri, body)
-            intent = self._begin(environ, method, uri, body) if recording else None
+            if gated:
+                self._admit()
             try:
-                r = self._forward(environ, method, uri, body, capturing)
-            except UpstreamError as e:
-                raise self._unanswered(e, environ, method, uri, body, started, intent) from None
-            if capturing:
-                self._record(environ, method, uri, body, r, intent)
+                r = self._write_or_read(environ, method, uri, body, writing, started)
+            finally:
+                if gated:
+                    assert self.leadership is not None
+                    self.leadership.write_done()
         except ErrorAnswer as e:
             if e.access_logged:
                 self._access(environ, method, uri, started, e.status, e.body)
-            return self._reply(start_response, e.status, [JSON_TYPE], e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, *e.headers], e.body)
         return self._relay(start_response, environ, method, uri, started, r)
+
+    def _admit(self) -> None:
+        """A write while a switchover pauses writes: held until the resume, or refused (503, Retry-After)."""
+        assert self.leadership is not None
+        retry_after = self.leadership.admit_write()
+        if retry_after is not None:
+            reason = "writes are paused while the leader cluster is switched over; retry shortly"
+            headers = [("Retry-After", str(retry_after))]
+            raise ErrorAnswer(503, "esproxy_switchover_in_progress_exception", reason, headers=headers)
+
+    def _write_or_read(
+        self, environ: Environ, method: str, uri: str, body: bytes, writing: bool, started: float
+    ) -> Response:
+        primary = self.primary  # the leader this request goes to, even if a failover swaps it meanwhile
+        capturing = self.fanout is not None and writing
+        recording = capturing and self.records_intents
+        if capturing:
+            _plain_body(environ, body)  # a body that is not the compression it names: refused, not forwarded
+        if recording and self.cfg.assignIds:
+            environ, uri, body = with_assigned_ids(environ, method, uri, body)
+        intent = self._begin(environ, method, uri, body) if recording else None
+        try:
+            r = self._forward(primary, environ, method, uri, body, capturing)
+        except UpstreamError as e:
+            raise self._unanswered(primary, e, environ, method, uri, body, started, intent) from None
+        if capturing:
+            self._record(primary, environ, method, uri, body, r, intent)
+        if self.followers:
+            self.reads.answered(environ, method, uri, body, r.status)
+        return r
 
     def _begin(self, environ: Environ, method: str, uri: str, body: bytes) -> str:
         """durability: spool — the write's intent, on disk before it is forwarded; its id."""
@@ -231,16 +355,23 @@ class ProxyApp:
             kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
             raise ErrorAnswer(503, kind, f"write refused, not forwarded: {e}") from None
 
-    def _forward(self, environ: Environ, method: str, uri: str, body: bytes, capturing: bool) -> Response:
+    def _forward(
+        self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes, capturing: bool
+    ) -> Response:
         """The primary's answer (a read's long answer streamed); UpstreamError when it gives none."""
         headers = {name: environ[key] for key, name in self.forwarded if key in environ}
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
-        return self.primary.request(method, uri, headers, body, stream_over=None if capturing else STREAM_OVER)
+        stream_over = None if capturing else STREAM_OVER
+        followers = self.followers
+        if followers:
+            return self.reads.forward(primary, followers, environ, method, uri, headers, body, stream_over)
+        return primary.request(method, uri, headers, body, stream_over=stream_over)
 
     def _unanswered(
         self,
+        primary: Elastic,
         e: UpstreamError,
         environ: Environ,
         method: str,
@@ -257,24 +388,29 @@ class ProxyApp:
             else:  # A may have applied it: copy what A holds once it answers again
                 sent = time.time() - (time.perf_counter() - started)
                 record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
-                self.settle_later(record, self._bean(environ, method, uri, body))
+                self.settle_later(record, self._bean(primary, environ, method, uri, body), primary)
+        if e.untrusted:  # logged by the Elastic once per change of state, not for each request
+            reason = f"request not forwarded: {e}; trust its CA (tls.ca) or pin it (tls.fingerprint)"
+            return ErrorAnswer(502, "esproxy_upstream_untrusted_exception", reason)
         log.warning("primary %s %s failed: %s", method, uri, e)
         kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
         return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
 
-    def _record(self, environ: Environ, method: str, uri: str, body: bytes, r: Response, intent: Optional[str]) -> None:
+    def _record(
+        self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes, r: Response, intent: Optional[str]
+    ) -> None:
         """A write the primary answered: its beans (if it succeeded) recorded before the client hears of it."""
         assert self.fanout is not None
         beans: list[Bean] = []
         if 200 <= r.status < 300:
-            template = self._bean(environ, method, uri, body)
-            beans = capture(template, _decoded(r), self.primary.current_docs)
+            template = self._bean(primary, environ, method, uri, body)
+            beans = capture(template, _decoded(r), primary.current_docs)
             STATS.writes_captured += 1
         try:
             if intent is not None:
                 self.fanout.done(intent, beans)  # on disk before the client hears of it
             elif beans and self.cfg.durability == "kafka":
-                self.fanout.deliver_now(beans, deadline=time.monotonic() + self.primary.cfg.timeout)
+                self.fanout.deliver_now(beans, deadline=time.monotonic() + primary.cfg.timeout)
             else:
                 for bean in beans:
                     self.fanout.put(bean)
@@ -321,15 +457,16 @@ class ProxyApp:
             return headers
         return [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
 
-    def settle_later(self, intent: dict[str, Any], template: Bean) -> None:
-        """Copy A's state for a write of unknown outcome once A answers, then close its intent."""
-        gevent.spawn(self._settle, intent, template)
+    def settle_later(self, intent: dict[str, Any], template: Bean, primary: Optional[Elastic] = None) -> None:
+        """Copy A's state for a write of unknown outcome once A answers, then close its intent; ``primary``:
+        the cluster the write went to (default: the leader now)."""
+        gevent.spawn(self._settle, intent, template, primary or self.primary)
 
-    def _settle(self, intent: dict[str, Any], template: Bean) -> None:
+    def _settle(self, intent: dict[str, Any], template: Bean, primary: Elastic) -> None:
         assert self.fanout is not None and self.fanout.records_intents
         # A keeps applying a write whose client (this proxy) is gone: read it back only once A has
         # answered it or given up, or B would copy a state the write then changes.
-        wait = intent.get("time", 0) + self.primary.cfg.timeout + SETTLE_GRACE - time.time()
+        wait = intent.get("time", 0) + primary.cfg.timeout + SETTLE_GRACE - time.time()
         if wait > 0:
             log.info("settling %s %s in %.0fs, once the primary is done with it", intent["method"], intent["uri"], wait)
             gevent.sleep(wait)
@@ -338,10 +475,10 @@ class ProxyApp:
             method, uri = intent["method"], intent["uri"]
             log.warning("settling %s %s waits for the primary (%s); retrying in %.0fs", method, uri, e, delay)
 
-        beans = retry(lambda: settle(intent, self.primary, template), (UpstreamError,), primary_down, base=1, cap=30)
+        beans = retry(lambda: settle(intent, primary, template), (UpstreamError,), primary_down, base=1, cap=30)
         self.fanout.done(intent["id"], beans)
 
-    def _bean(self, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
+    def _bean(self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
         body = _plain_body(environ, body)
         content_type = environ.get("CONTENT_TYPE") or "application/json"
         return Bean(
@@ -352,21 +489,23 @@ class ProxyApp:
             host=environ.get("HTTP_HOST", ""),
             remoteAddr=_remote(environ),
             labels=dict(self.cfg.labels) or None,
-            clusterIds=[self._cluster_id()] if self._cluster_id() else [],
+            clusterIds=[self._cluster_id(primary)] if self._cluster_id(primary) else [],
         )
 
-    def _cluster_id(self) -> str:
-        if not self.primary.cluster_id:  # the primary was down at start; it answered just now
+    def _cluster_id(self, primary: Elastic) -> str:
+        if not primary.cluster_id:  # the primary was down at start; it answered just now
             try:
-                self.primary.ensure_cluster_id()
+                primary.ensure_cluster_id()
             except UpstreamError as e:
-                log.warning("cluster id of %s still unknown: %s", self.primary.target(""), e)
-        return self.primary.cluster_id
+                log.warning("cluster id of %s still unknown: %s", primary.target(""), e)
+        return primary.cluster_id
 
     def _access(self, environ: Environ, method: str, uri: str, started: float, status: int, body: bytes) -> None:
-        if self.accesslog or self.primary.accesslog:
+        upstream = environ.get(UPSTREAM_ENVIRON, self.primary)
+        if self.accesslog or upstream.accesslog:
             seconds = time.perf_counter() - started
-            access_log(_remote(environ), method, uri, self.primary.target(uri), "primary", seconds, status, body)
+            direction = "primary" if upstream is self.primary else upstream.direction
+            access_log(_remote(environ), method, uri, upstream.target(uri), direction, seconds, status, body)
 
 
 def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
@@ -385,6 +524,14 @@ def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> t
     if "HTTP_CONTENT_ENCODING" in environ:
         environ = {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
     return environ, new_uri, new_body
+
+
+def _follower_refusal(rules: Rules, environ: Environ, method: str, uri: str, body: bytes) -> Optional[readonly.Refusal]:
+    try:
+        plain = _plain_body(environ, body) if routing.is_write(method, uri) else b""
+    except ErrorAnswer:
+        return readonly.Refusal("a compressed body that does not decompress: cannot tell what it writes")
+    return readonly.refusal(rules, method, uri, plain)
 
 
 def _plain_body(environ: Environ, body: bytes) -> bytes:
@@ -427,10 +574,15 @@ def _phrase(status: int) -> str:
 
 
 def make_server(app: ProxyApp, listener: Optional[socket.socket] = None) -> WSGIServer:
-    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork)."""
-    return WSGIServer(
+    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork workers: each
+    builds its own here, so each applies the same limits); HTTPS with tls."""
+    return wsgi_server(
         listener if listener is not None else (app.cfg.host, app.cfg.port),
         app,
+        app.cfg.tls,
+        f"tls of the proxy on port {app.cfg.port}",
+        server_class=ProxyServer,
+        limits=Limits.of(app.cfg),
         handler_class=RawPathHandler,
         log=None,
         error_log=logging.getLogger("esproxy.wsgi"),
