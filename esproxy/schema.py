@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from typing import Any, Callable, TypeVar
@@ -51,7 +52,7 @@ def parse_size(text: str) -> int:
         raise ValueError(text)
     unit = m.group(2).lower().rstrip("b") or "b"
     value = float(m.group(1)) * _SIZE_UNITS[unit]
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):  # too many digits: inf, and int(inf) is an OverflowError
         raise ValueError(text)
     return int(value)
 

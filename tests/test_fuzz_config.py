@@ -153,6 +153,13 @@ def test_an_integer_setting_takes_only_decimal_digits(text: str) -> None:
     assert build(Config, {"chanSize": " 12 "}).chanSize == 12 and build(Config, {"workers": "-1"}).workers == -1
 
 
+@pytest.mark.parametrize("text", ["9" * 400 + "pb", "9" * 400, "1e400", "-1kb", "1.5b", "kb"])
+def test_a_size_setting_takes_only_sizes(text: str) -> None:
+    """Found by the fuzz test: a size with 400 digits is a float infinity, and int() of it an OverflowError."""
+    with pytest.raises(ConfigError, match="maxContentLength.*is not a size"):
+        build(Config, {"source": {"proxies": [{"maxContentLength": text}]}})
+
+
 # --------------------------------------------------------------------------- labelEval
 
 words = st.text("abcXY019_-.:/", max_size=6)
