@@ -41,10 +41,10 @@ test-real: $(REAL_STAMP)
 	$(BIN)/pytest -q --engines=real --real-pair=es-os
 	$(BIN)/pytest -q --engines=real --real-pair=os-es
 
-# The long fuzz campaign (docs/fuzzing.md): the property-based tests (tests/test_fuzz_*.py) with hypothesis's
+# The long fuzz campaign (docs/operations.md, Security, Fuzzing): the property-based tests (tests/test_fuzz_*.py) with hypothesis's
 # "long" profile, 20,000 examples per property, a tenth or a twentieth of that for the costly ones (the proxy's
 # raw-socket properties, big messages, tracemalloc); `make test` runs 150 per property. Prints each property's
-# examples, time and events. About 15 minutes on a busy 2-core machine.
+# examples, time and events. About 11 minutes on a busy 2-core machine.
 fuzz: install
 	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q --hypothesis-show-statistics tests/test_fuzz_*.py
 
