@@ -244,7 +244,7 @@ def read_topic(place: Place, timeout: float = 30.0) -> list[Letter]:
             client_id="esproxy-dlq",
             **(kafkasecurity.client_kwargs(place.security) if place.security is not None else {}),
         )
-    except KafkaError as e:
+    except (KafkaError, kafkasecurity.TlsFileError) as e:
         raise DlqError(f"kafka {','.join(place.brokers)} unreachable: {e}") from None
     try:
         parts = c.partitions_for_topic(place.topic)

@@ -5,6 +5,9 @@ Every kafka-python client esproxy builds (the proxy's producer, the replay's con
 dead-letter producer, ``esproxy dlq``) takes them from :func:`client_kwargs`, so the roles cannot
 drift apart. Those arguments hold the SASL password: hand them straight to the client, never log
 them or keep them in a dict that someone may print.
+
+This module must not import kafka: config.py imports it, and the config is loaded before gevent
+patches the standard library, which kafka-python must see patched (its selector, above all).
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from __future__ import annotations
 import os
 import ssl
 from typing import TYPE_CHECKING, Any, Protocol, Union
-
-from kafka.errors import KafkaConfigurationError
 
 from .schema import ConfigError
 
@@ -33,9 +34,9 @@ class Secured(Protocol):
     sasl: KafkaSasl
 
 
-class TlsFileError(KafkaConfigurationError):
-    """A ``tls`` file that cannot be used; ``key`` names the setting (``ca``, ``cert``). A KafkaError, so
-    that a client being (re)created retries, as it does while no broker answers."""
+class TlsFileError(OSError):
+    """A ``tls`` file that cannot be used; ``key`` names the setting (``ca``, ``cert``). The clients' connect
+    loops retry on it, as they do while no broker answers (the file may be being replaced)."""
 
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"tls.{key}: {reason}")

@@ -82,7 +82,7 @@ class KafkaDest:
         return retry(
             # the security arguments (the SASL password) only here: producer_config() may be shown
             lambda: KafkaProducer(**self.producer_config(), **kafkasecurity.client_kwargs(self.cfg)),
-            (KafkaError,),
+            (KafkaError, kafkasecurity.TlsFileError),
             unreachable,
             base=0.5,
             cap=10,

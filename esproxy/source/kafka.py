@@ -191,7 +191,12 @@ class KafkaReplay:
             return False
         try:
             self._consumer = retry(
-                subscribe, (KafkaError,), unreachable, base=0.5, cap=10, stopping=lambda: self.stopping
+                subscribe,
+                (KafkaError, kafkasecurity.TlsFileError),
+                unreachable,
+                base=0.5,
+                cap=10,
+                stopping=lambda: self.stopping,
             )
         except Aborted:
             return False
