@@ -17,6 +17,7 @@ import pytest
 import requests
 import yaml
 from support.basics import wait_until
+from support.beans import make_bean
 from support.certs import make_pki
 from support.configs import proxy_config, replay_config
 from support.elastic import es_doc
@@ -115,11 +116,11 @@ def secured(conf: dict, broker: SecureKafka) -> dict:
 
 
 def end_to_end(esproxy, es_a: str, es_b: str, broker: SecureKafka, names, port: int, tmp_path: Path) -> None:
-    """Writes through the proxy reach B; a message that is not a bean becomes a dead letter, which
-    `esproxy dlq list -c` reads back: producer, consumer, dead-letter producer and dlq, all secured."""
+    """Writes through the proxy reach B; a write B refuses becomes a dead letter, which `esproxy dlq -c`
+    lists and requeues: producer, consumer, dead-letter producer, dlq's consumer and producer, all secured."""
     topic, group, index = names.topic(), names.group(), names.index()
     create_topic(broker, topic)
-    replay = esproxy(secured(replay_config(broker.addr, topic, group, es_b), broker), timeout=60)
+    esproxy(secured(replay_config(broker.addr, topic, group, es_b), broker), timeout=60)
     esproxy(secured(proxy_config(port, es_a, broker.addr, topic), broker), timeout=60)
     proxy = f"http://127.0.0.1:{port}"
     for i in range(3):
@@ -130,14 +131,22 @@ def end_to_end(esproxy, es_a: str, es_b: str, broker: SecureKafka, names, port: 
     for doc_id in ["0", "1", "2", "b0", "b1", "b2"]:
         wait_until(lambda d=doc_id: es_doc(es_b, index, d), timeout=30, msg=f"{index}/{doc_id} in B")
 
-    produce(broker, topic, b"not a bean " + index.encode())
-    wait_until(lambda: "dead letter" in replay.log(), timeout=30, msg="the dead letter written")
+    # B refuses this write for good: a dead letter, listed, requeued (refused again: a second one)
+    produce(broker, topic, make_bean("PUT", f"/{index}/_doc/bad", '{"broken": '))
     conf = tmp_path / "replay-dlq.yml"
     conf.write_text(yaml.safe_dump(secured(replay_config(broker.addr, topic, group, es_b), broker)))
-    listed = esproxy_cli("dlq", "list", "-c", str(conf), "--json")
-    assert listed.returncode == 0, listed.stderr
-    letters = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert [letter["value"] for letter in letters] == [f"not a bean {index}"]
+
+    def dead_letters() -> list:
+        listed = esproxy_cli("dlq", "list", "-c", str(conf), "--json")
+        assert listed.returncode == 0, listed.stderr
+        return [json.loads(line) for line in listed.stdout.splitlines()]
+
+    wait_until(lambda: len(dead_letters()) == 1, timeout=30, msg="one dead letter")
+    requeued = esproxy_cli("dlq", "requeue", "-c", str(conf), "--all")
+    assert requeued.returncode == 0 and "requeued 1 to topic" in requeued.stdout, requeued.stdout + requeued.stderr
+    letters = wait_until(lambda: (lambda v: v if len(v) == 2 else None)(dead_letters()), timeout=30, msg="two")
+    assert [letter["requestUri"] for letter in letters] == [f"/{index}/_doc/bad"] * 2
+    assert es_doc(es_b, index, "bad") is None
 
 
 def test_tls_end_to_end(esproxy, es_a, es_b, tls_kafka, names, port, tmp_path):
