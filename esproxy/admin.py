@@ -25,11 +25,13 @@ from gevent.pywsgi import WSGIServer
 from . import __version__
 from .health import Problem, problems
 from .logs import redact_url
+from .secretrefs import mask_bytes
 from .stats import LATENCY_BUCKETS, STATS, Stats
+from .tls import wsgi_server
 from .wsgi import JSON_TYPE, Check, StartResponse, error_body, error_doc, header_check, unauthorized
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import HealthSettings
+    from .config import HealthSettings, ServerTls
     from .dest.elastic import Elastic
 
 log = logging.getLogger("esproxy.admin")
@@ -71,6 +73,10 @@ class AdminView:
     lags: Callable[[], list[dict[str, Any]]]  # per assigned partition of every replay: KafkaReplay.lag()
     # /_esproxy/sync/...: (method, path parts after sync/, body) -> (status, JSON); esproxy.followcontrol
     sync: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
+    # replays waiting for their cluster's id at start: (cluster, since time.monotonic(), the last error)
+    unstarted: Callable[[], list[tuple[str, float, str]]] = lambda: []
+    # the proxy's followers, one row each (esproxy.source.readroute.Follower.row); none without followers
+    followers: Callable[[], list[dict[str, Any]]] = lambda: []
 
 
 class Admin:
@@ -102,10 +108,15 @@ class Admin:
         code, doc = self.view.sync(environ.get("REQUEST_METHOD", ""), parts, body)
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}.get(code, "Error")
         data = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
-        return _reply(start_response, f"{code} {reason}", [JSON_TYPE], data)
+        return _reply(start_response, f"{code} {reason}", [JSON_TYPE], mask_bytes(data))
 
     def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
-        """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
+        """Status line, headers and body for an admin path (also asked for by pre-fork workers); no
+        value the config took from ``${ENV}`` or ``file:`` shows in them."""
+        status, headers, body = self._render(path, method)
+        return status, headers, mask_bytes(body)
+
+    def _render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
         json_type = [JSON_TYPE]
         if method not in ("GET", "HEAD"):
             return (
@@ -133,6 +144,7 @@ class Admin:
             produce_failing=self.stats.produce_failing,
             lags=self.view.lags() if lags is None else lags,
             dead_letter_times=self.stats.dead_letter_times,
+            unstarted=self.view.unstarted(),
         )
 
     def health(self) -> tuple[str, dict[str, Any]]:
@@ -159,16 +171,18 @@ class Admin:
             "reasons": [p.as_dict() for p in found],
         }
 
-    def start_listener(self, host: str, port: int, required: dict[str, str]) -> None:
-        """The separate admin listener (``admin.port``)."""
+    def start_listener(self, host: str, port: int, required: dict[str, str], tls: Optional[ServerTls] = None) -> None:
+        """The separate admin listener (``admin.port``); HTTPS with ``admin.tls``."""
         check = header_check(required) if required else None
 
         def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
             return self.serve(environ, start_response, check)
 
-        self.server = WSGIServer((host, port), app, log=None, error_log=logging.getLogger("esproxy.wsgi"))
+        error_log = logging.getLogger("esproxy.wsgi")
+        self.server = wsgi_server((host, port), app, tls, "admin.tls", log=None, error_log=error_log)
         self.server.start()
-        log.info("admin listening on %s:%d (%shealth, stats, metrics)", host, port, PREFIX)
+        scheme = "https" if tls else "http"
+        log.info("admin listening on %s:%d (%s; %shealth, stats, metrics)", host, port, scheme, PREFIX)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -200,6 +214,8 @@ class Admin:
                 "requests": {f"{m} {st}": n for (m, st), n in sorted(s.requests.items())},
                 "latency_seconds": {"count": s.latency_count, "sum": round(s.latency_sum, 6), "le": buckets},
                 "writes_captured": s.writes_captured,
+                "reads": dict(sorted(s.reads.items())),
+                "read_fallbacks": dict(sorted(s.read_fallbacks.items())),
                 "queue": {"depth": depth, "capacity": capacity},
                 "spool": {"records": s.spool_records, "bytes": s.spool_bytes},
                 "oldest_unshipped_seconds": round(self.view.oldest_unshipped_age(), 3),
@@ -210,6 +226,7 @@ class Admin:
                 },
             },
             "upstreams": upstreams,
+            "followers": self.view.followers(),
             "replay": {
                 "messages": s.replay_messages,
                 "bytes": s.replay_bytes,
@@ -336,6 +353,36 @@ METRICS: tuple[Metric, ...] = (
         "counter",
         "Successful writes captured for Kafka.",
         _one(lambda s: s["proxy"]["writes_captured"]),
+    ),
+    Metric(
+        "esproxy_reads_total",
+        "counter",
+        "Reads answered by each cluster, with destination.followers set (URL, password redacted).",
+        lambda r: [("", {"cluster": c}, n) for c, n in r.snap["proxy"]["reads"].items()],
+    ),
+    Metric(
+        "esproxy_read_fallbacks_total",
+        "counter",
+        "Reads the leader answered instead of a follower, by reason: down, timeout, lag, forced (header),"
+        " read_your_writes, scroll (scroll, point in time, async search, SQL/EQL), renamed (follow rules).",
+        lambda r: [("", {"reason": k}, n) for k, n in r.snap["proxy"]["read_fallbacks"].items()],
+    ),
+    Metric(
+        "esproxy_follower_usable",
+        "gauge",
+        "1 while a follower may serve reads, else 0; `state`: ok, down, timeout, lag, lag_unknown, starting.",
+        lambda r: [("", {"cluster": f["cluster"], "state": f["state"]}, int(f["usable"])) for f in r.snap["followers"]],
+    ),
+    Metric(
+        "esproxy_follower_lag_seconds",
+        "gauge",
+        "A follower's lag as the proxy sees it: its replay's (max over partitions, from replayAdmin), or this"
+        " proxy's oldest unshipped write if older; absent while unknown.",
+        lambda r: [
+            ("", {"cluster": f["cluster"]}, f["lag_seconds"])
+            for f in r.snap["followers"]
+            if f["lag_seconds"] is not None
+        ],
     ),
     Metric(
         "esproxy_queue_depth",

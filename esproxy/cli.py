@@ -99,9 +99,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = load(args.conf)
     except ConfigError as e:
-        print(f"esproxy: config error: {e}", file=sys.stderr)
-        return 2
+        return _config_error(e)
     if args.check:
+        from .tls import check_contexts  # imports ssl: only here, where no monkey-patching follows
+
+        try:
+            check_contexts(cfg)
+        except ConfigError as e:
+            return _config_error(e)
         for warning in cfg.warnings:
             print(f"esproxy: warning: {warning}", file=sys.stderr)
         print(f"esproxy: {args.conf} is valid")
@@ -122,9 +127,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         roles = Roles(cfg, args.conf)
     except ConfigError as e:  # the sync rules' state file (follow-state.json) does not fit the config
-        print(f"esproxy: config error: {e}", file=sys.stderr)
-        return 2
+        return _config_error(e)
     return roles.run()
+
+
+def _config_error(e: Exception) -> int:
+    """Exit 2 with the error, a line per problem (one per unresolved ${ENV} or file: reference), no secret in it."""
+    from .secretrefs import mask
+
+    for line in str(e).splitlines():
+        print(f"esproxy: config error: {mask(line)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

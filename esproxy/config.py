@@ -11,17 +11,61 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 import yaml
 
-from . import kafkasecurity, labels
+from . import kafkasecurity, labels, secretrefs
 from .follow import Rules
+from .logs import redact_url
 from .messages import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
-from .schema import ConfigError, Duration, Url, build, reference, setting, walk_compat
+from .schema import ByteSize, ConfigError, Duration, Url, build, reference, setting, walk_compat
 
 __all__ = ["Config", "ConfigError", "load", "parse", "reference_markdown"]
 
 _VERSION_NOTE = "accepted and ignored: the Kafka protocol version is negotiated with the broker."
+
+
+@dataclass
+class ClientTls:
+    """How esproxy checks a cluster's certificate and which one it shows (an https:// `url` only)."""
+
+    ca: str = setting(
+        "",
+        "PEM file, or directory of PEM files, of the CAs trusted for this cluster instead of the system's"
+        " (ES 8: `config/certs/http_ca.crt`) (ours).",
+    )
+    cert: str = setting("", "Client certificate (PEM, leaf first) shown to the cluster, for PKI authentication (ours).")
+    key: str = setting("", "Private key (PEM, unencrypted) of `cert` (ours).")
+    verify: bool = setting(
+        True,
+        "false: accept any certificate (encryption without authentication of the cluster); logged as a warning"
+        " at start and by `--check` (ours).",
+    )
+    fingerprint: str = setting(
+        "",
+        "SHA-256 of a certificate (hex, colons optional), e.g. ES 8's HTTP CA fingerprint printed at its first"
+        " start: the cluster is trusted iff its chain holds that certificate; instead of `ca` (ours).",
+    )
+
+    def __bool__(self) -> bool:
+        return self != ClientTls()
+
+
+@dataclass
+class ServerTls:
+    """TLS on a listener: off unless `cert` is set."""
+
+    cert: str = setting("", "Certificate chain (PEM, leaf first) the listener shows; set = HTTPS only (ours).")
+    key: str = setting("", "Private key (PEM, unencrypted) of `cert` (ours).")
+    clientCa: str = setting(
+        "",
+        "PEM file or directory of CAs: clients must show a certificate one of them signed, else the TLS"
+        " handshake fails; empty = no client certificates asked for (ours).",
+    )
+
+    def __bool__(self) -> bool:
+        return bool(self.cert)
 
 
 @dataclass
@@ -51,6 +95,49 @@ class ProxySource:
         " /idx/_doc`, `_bulk` index/create actions without `_id`) get an Elasticsearch-style id from the"
         " proxy first, so that such a write in flight at a crash can be settled from A; false keeps A's"
         " own ids (see docs/operations.md for what each costs) (ours).",
+    )
+    followerReadOnly: bool = setting(
+        False,
+        "This proxy stands in front of a follower (B): writes to its followed indices (the targets of"
+        " `follow.rules`; no rules: every index) are refused with 403 (see docs/operations.md, Read-only"
+        " followers and index names) (ours).",
+    )
+    tls: ServerTls = setting(ServerTls(), "HTTPS on this listener (see docs/operations.md, Security) (ours).")
+    readYourWrites: Duration = setting(
+        Duration(0),
+        "With `destination.followers`: after a client's successful write to an index, its reads of that index go"
+        " to the leader for this long (a client: its Authorization header, else its IP address); 0 = off (ours).",
+    )
+    maxContentLength: ByteSize = setting(
+        ByteSize(100 << 20),
+        "Largest request body (Elasticsearch's `http.max_content_length`): a bigger one is answered 413 and"
+        " the connection closed, before it is read when its Content-Length says so (ours).",
+    )
+    maxInitialLineLength: ByteSize = setting(
+        ByteSize(4 << 10),
+        "Longest request line, method and URL (Elasticsearch's `http.max_initial_line_length`); longer: 414 (ours).",
+    )
+    maxHeaderSize: ByteSize = setting(
+        ByteSize(16 << 10),
+        "Most bytes of request headers, all lines together (Elasticsearch's `http.max_header_size`); more: 431 (ours).",
+    )
+    maxHeaderCount: int = setting(100, "Most request header lines; more: 431 (ours).")
+    readTimeout: Duration = setting(
+        Duration(60),
+        "A request's line and headers must arrive within this from its first byte, and its body must keep"
+        " coming (each 64kb of it, or its rest, within this); else 408 and the connection is closed. A new"
+        " connection must start its first request within this too, else it is closed without an answer;"
+        " 0 = no limit (ours).",
+    )
+    idleTimeout: Duration = setting(
+        Duration(300),
+        "A kept-alive connection with no request for this long is closed (Elasticsearch keeps them open);"
+        " 0 = never (ours).",
+    )
+    maxConnections: int = setting(
+        1000,
+        "Most client connections served at once (per worker with `workers`); one more is answered 503 and"
+        " closed; 0 = unbounded (ours).",
     )
 
 
@@ -158,6 +245,9 @@ class ElasticDestination:
     accesslog: bool = setting(False, "Log one `access log: {...}` JSON line per request to this cluster.")
     noaccesslog: bool = setting(False, "Go original's spelling: true turns the access log off.")
     maxConns: int = setting(256, "Upper bound of kept-alive connections to the cluster (ours).")
+    tls: ClientTls = setting(
+        ClientTls(), "TLS to an https:// cluster; the system's CAs when unset (docs/operations.md, Security) (ours)."
+    )
     replayAdmin: str = setting(
         "",
         "Proxy role with `destination.followers`: base URL of the admin listener of the replay that writes INTO"
@@ -272,6 +362,7 @@ class AdminListener:
     )
     host: str = setting("127.0.0.1", "Address the admin listener binds (ours).")
     header: dict[str, str] = setting({}, "Headers every request to the admin listener must carry; else 401 (ours).")
+    tls: ServerTls = setting(ServerTls(), "HTTPS on the admin listener, as `source.proxies[].tls` (ours).")
 
 
 @dataclass
@@ -412,6 +503,13 @@ def _check(cfg: Config) -> list[str]:
             _parse_label_eval(e.labelEval, f"destination.{kind}[{i}].labelEval")
             if e.maxConns < 1:
                 raise ConfigError(f"destination.{kind}[{i}].maxConns", f"{e.maxConns} must be at least 1")
+            if not e.disabled:
+                warnings.extend(_check_client_tls(e, f"destination.{kind}[{i}]"))
+    for i, p in enumerate(cfg.source.proxies):
+        if not p.disabled:
+            _check_server_tls(p.tls, f"source.proxies[{i}].tls")
+    if cfg.admin.port:
+        _check_server_tls(cfg.admin.tls, "admin.tls")
     for i, k in enumerate(cfg.destination.kafkas):
         _parse_label_eval(k.labelEval, f"destination.kafkas[{i}].labelEval")
         if k.maxMessageBytes < MIN_MAX_MESSAGE_BYTES:
@@ -442,6 +540,12 @@ def _check(cfg: Config) -> list[str]:
         path = f"source.proxies[{i}]"
         if not 0 < p.port < 65536:
             raise ConfigError(f"{path}.port", f"{p.port} is not a TCP port")
+        for name in ("maxContentLength", "maxInitialLineLength", "maxHeaderSize", "maxHeaderCount"):
+            if getattr(p, name) < 1:
+                raise ConfigError(f"{path}.{name}", "must be at least 1")
+        for name in ("readTimeout", "idleTimeout", "maxConnections"):
+            if getattr(p, name) < 0:
+                raise ConfigError(f"{path}.{name}", "must be 0 (no limit) or more")
         if p.disabled:
             continue
         if p.port in ports:
@@ -451,6 +555,8 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(path, "no destination.primaries[] entry to forward to (all disabled or none match)")
         if not cfg.kafka_destinations() and not cfg.rests():
             warnings.append(f"{path}: no destination.kafkas[] or rests[]: writes are forwarded but not captured")
+        if p.followerReadOnly and not cfg.follow.rules:
+            warnings.append(f"{path}.followerReadOnly: no follow.rules: every write naming an index is refused")
     for i, k in enumerate(cfg.source.kafkas):
         path = f"source.kafkas[{i}]"
         if k.disabled:
@@ -482,11 +588,109 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError("admin.port", f"{cfg.admin.port} is already used by {ports[cfg.admin.port]}")
     if cfg.follow.rules:
         Rules.from_config(cfg.follow)
-        if not cfg.kafka_sources():
-            warnings.append("follow: applies to the replay role only; this config has no source.kafkas[]")
+        if not cfg.kafka_sources() and not cfg.followers() and not any(p.followerReadOnly for p in cfg.proxies()):
+            warnings.append(
+                "follow: applies to the replay role and to proxies with followerReadOnly or followers;"
+                " this config has none"
+            )
+    warnings += _read_split_warnings(cfg)
     if not cfg.proxies() and not cfg.kafka_sources():
         raise ConfigError("source", "nothing to run: enable an entry of source.proxies[] or source.kafkas[]")
     walk_compat(cfg, "", lambda path, note: warnings.append(f"{path}: {note}"))
+    return warnings
+
+
+def fingerprint_hex(text: str) -> str:
+    """A SHA-256 fingerprint as lowercase hex without separators; ValueError if it is not one."""
+    digits = "".join(text.split()).replace(":", "").lower()
+    if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+        raise ValueError(f'"{text}" is not a SHA-256 fingerprint (64 hex digits, colons optional)')
+    return digits
+
+
+def _check_client_tls(e: ElasticDestination, path: str) -> list[str]:
+    """The files of a cluster's TLS settings exist and can be read (their contents: esproxy --check)."""
+    t, path = e.tls, f"{path}.tls"
+    if not t:
+        return []
+    if urlsplit(e.url).scheme != "https":
+        return [f"{path}: the url is not https://, so TLS settings are not used"]
+    if t.fingerprint:
+        try:
+            fingerprint_hex(t.fingerprint)
+        except ValueError as err:
+            raise ConfigError(f"{path}.fingerprint", str(err)) from None
+        if t.ca:
+            raise ConfigError(f"{path}.fingerprint", "a pin replaces the CA check: set fingerprint or ca, not both")
+        if not t.verify:
+            raise ConfigError(f"{path}.verify", "false would ignore the pinned fingerprint: remove one of them")
+    _check_pair(t.cert, t.key, path)
+    if t.ca:
+        _readable(t.ca, f"{path}.ca", directory=True)
+    if not t.verify:
+        return [f"{path}.verify: false: the certificate of {redact_url(e.url)} is not checked (anyone can pose as it)"]
+    return []
+
+
+def _check_server_tls(t: ServerTls, path: str) -> None:
+    if not t.cert and (t.key or t.clientCa):
+        raise ConfigError(f"{path}.cert", "is required for TLS (key and clientCa need it)")
+    if t.cert:
+        _check_pair(t.cert, t.key, path)
+    if t.clientCa:
+        _readable(t.clientCa, f"{path}.clientCa", directory=True)
+
+
+def _check_pair(cert: str, key: str, path: str) -> None:
+    if key and not cert:
+        raise ConfigError(f"{path}.cert", "is required with key")
+    if cert:
+        _readable(cert, f"{path}.cert")
+    if key:
+        _readable(key, f"{path}.key")
+
+
+def _readable(name: str, path: str, directory: bool = False) -> None:
+    """A PEM file (or, if allowed, a directory) that this process can read."""
+    target = Path(name)
+    try:
+        if directory and target.is_dir():
+            list(target.iterdir())
+            return
+        with open(target, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError as e:
+        raise ConfigError(path, f"cannot read {name}: {e.strerror or e}") from None
+    if b"-----BEGIN " not in head:
+        raise ConfigError(path, f"{name} is not a PEM file (no -----BEGIN line)")
+
+
+def _read_split_warnings(cfg: Config) -> list[str]:
+    """What keeps read/write splitting (destination.followers) from doing what the config seems to ask."""
+    warnings = []
+    for i, f in enumerate(cfg.destination.followers):
+        path = f"destination.followers[{i}]"
+        if f.disabled:
+            continue
+        if f.maxLag < 0:
+            raise ConfigError(f"{path}.maxLag", "must be 0 (ignore the lag) or more")
+        if f.maxLag > 0 and not f.replayAdmin:
+            warnings.append(
+                f"{path}: no replayAdmin, so its lag is unknown and every read goes to the leader;"
+                " set replayAdmin, or maxLag: 0 to send reads whatever the lag"
+            )
+    if cfg.followers() and not cfg.proxies():
+        warnings.append("destination.followers: applies to the proxy role only; this config has no proxy")
+    for i, p in enumerate(cfg.proxies()):
+        if p.readYourWrites < 0:
+            raise ConfigError(f"source.proxies[{i}].readYourWrites", "must be 0 (off) or more")
+        if p.readYourWrites > 0 and not cfg.followers():
+            warnings.append(f"source.proxies[{i}].readYourWrites: no destination.followers, so it does nothing")
+        elif p.readYourWrites > 0 and cfg.workers > 1:
+            warnings.append(
+                f"source.proxies[{i}].readYourWrites: with workers: {cfg.workers} each worker remembers the writes"
+                " it served only; a client's read on another connection may reach a follower"
+            )
     return warnings
 
 
@@ -511,8 +715,20 @@ def parse(text: str) -> Config:
         raise ConfigError("", f"{where}: {getattr(e, 'problem', None) or e}") from None
     if data is None:
         raise ConfigError("", "the file is empty")
-    cfg = build(Config, data)
-    cfg.warnings = tuple(_check(cfg))
+    data, unresolved, outside = secretrefs.resolve_tree(data)
+    if unresolved:
+        raise ConfigError("", "\n".join(f"{path}: {reason}" for path, reason in unresolved))
+    secretrefs.too_short.clear()
+    try:
+        cfg = build(Config, data)
+        warnings = _check(cfg) + [
+            f"{path}: its value from ${{...}} or file: is shorter than {secretrefs.MIN_MASKED} characters:"
+            " too short to be masked in logs"
+            for path in secretrefs.too_short
+        ]
+        cfg.warnings = tuple(secretrefs.mask(w, outside) for w in warnings)
+    except ConfigError as e:  # its message may quote a value from ${ENV} or file:
+        raise ConfigError(e.path, secretrefs.mask(e.reason, outside)) from None
     return cfg
 
 

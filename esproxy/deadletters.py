@@ -37,6 +37,7 @@ from gevent.lock import Semaphore
 
 from .bean import Bean, BeanError
 from .config import Config
+from .secretrefs import mask
 
 FIELD = "deadLetter"
 PROXY_FILE = "deadletters.jsonl"  # in spool.dir
@@ -69,7 +70,13 @@ def make_record(
 ) -> dict[str, Any]:
     """The dead letter of message ``value`` read at topic-partition@offset; ``body`` replaces the
     bean's body (one document action of a batched bean)."""
-    info: dict[str, Any] = {"reason": reason, "topic": topic, "partition": partition, "offset": offset, "time": _now()}
+    info: dict[str, Any] = {
+        "reason": mask(reason),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "time": _now(),
+    }
     if target:
         info["target"] = target
     if status:
@@ -153,6 +160,6 @@ def proxy_record(bean: Bean, topic: str, error: BaseException, reason: str) -> d
     """The dead letter of a captured write that Kafka refused for good."""
     value = bean.to_json()
     out = json.loads(value)
-    info = {"reason": reason, "error": type(error).__name__, "topic": topic, "size": len(value)}
+    info = {"reason": mask(reason), "error": type(error).__name__, "topic": topic, "size": len(value)}
     out[FIELD] = {**info, "time": _now(), "source": "proxy"}
     return out

@@ -1,9 +1,10 @@
 """Follower sync rules: which of A's indices the replay follows, and under which name in B.
 
 Pure logic, no I/O: the replay (source/kafka.py, through source/followed.py) and the initial copy
-ask :meth:`Rules.target` for each index a write names. A rule (``follow.rules[]`` in the config)
-has include patterns (exact names or ``*`` wildcards), exclude patterns, and a rename template in
-which ``{{remote_index}}`` stands for A's index name.
+ask :meth:`Rules.target` for each index a write names; a proxy in front of B asks the inverse,
+:meth:`Rules.source` (which A index, under which rule, B's index is a copy of: readonly.py).
+A rule (``follow.rules[]`` in the config) has include patterns (exact names or ``*`` wildcards),
+exclude patterns, and a rename template in which ``{{remote_index}}`` stands for A's index name.
 
 Patterns follow Elasticsearch's index name rules plus ``*``; as in Elasticsearch, a wildcard pattern
 that does not start with ``.`` does not match a name that does (hidden and system indices).
@@ -179,6 +180,17 @@ class Target(NamedTuple):
     index: str
 
 
+class Origin(NamedTuple):
+    """Where a B index comes from: A's index name and the rule that follows it into B."""
+
+    index: str
+    rule: Rule
+
+    def pattern(self) -> str:
+        """The include pattern of the rule that matches A's index."""
+        return next((p for p in self.rule.indices if matches(p, self.index)), self.rule.indices[0])
+
+
 FOLLOWING, PAUSED, STOPPED = "following", "paused", "stopped"
 
 
@@ -226,6 +238,29 @@ class Rules:
         self._cache[index] = found
         return found
 
+    def source(self, b_index: str) -> Optional[Origin]:
+        """A's index that the rules write into B as ``b_index``, with its rule; None if B's index is
+        no rule's target (written by B's own clients). The inverse of :meth:`target`, on the rules
+        alone: a paused or stopped rule's indices still count (they are the replay's). Not active:
+        every B index is A's index of the same name."""
+        if not self._active:
+            return Origin(b_index, _IDENTITY)
+        for rule in self.rules:
+            for a_index in _unrender(rule, b_index):
+                if name_problem(a_index) is None and self._first_following(a_index) is rule:
+                    return Origin(a_index, rule)
+        return None
+
+    def _first_following(self, index: str) -> Optional[Rule]:
+        return next((rule for rule in self.rules if rule.follows(index)), None)
+
+    def may_be_target(self, pattern: str) -> bool:
+        """Whether some B index ``pattern`` (with ``*``) matches could be a rule's target (excludes
+        are not considered: a True may be a pattern that only matches excluded names)."""
+        if not self._active:
+            return True
+        return any(intersect(target, pattern) for rule in self.rules for target in rule._target_pattern())
+
     def may_follow(self, pattern: str) -> bool:
         """Whether some index ``pattern`` (with ``*``) matches could be followed."""
         for rule in self.rules or [_IDENTITY]:
@@ -252,6 +287,20 @@ class Rules:
 
 
 _IDENTITY = Rule("(all)", ("*",), settings=True, replicas=True, aliases=True)
+
+
+def _unrender(rule: Rule, b_index: str) -> list[str]:
+    """The names ``rule``'s template turns into ``b_index`` (none or one: a template is injective)."""
+    parts = _PLACEHOLDER.split(rule.rename)[::2]  # the literal text around each placeholder
+    if len(parts) == 1:  # a constant name: its rule follows one exact index
+        return [rule.indices[0]] if b_index == rule.rename and len(rule.indices) == 1 else []
+    fixed = sum(len(part) for part in parts)
+    count = len(parts) - 1
+    size, rest = divmod(len(b_index) - fixed, count)
+    if size < 0 or rest or not b_index.startswith(parts[0]):
+        return []
+    candidate = b_index[len(parts[0]) : len(parts[0]) + size]
+    return [candidate] if rule.rename_to(candidate) == b_index else []
 
 
 def _rule(cfg: FollowRule, path: str) -> Rule:

@@ -8,7 +8,8 @@ Each check compares one figure with its ``health.*`` setting (0 turns the check 
   longer than ``maxProduceFailing`` — while writes still wait to be shipped or failures keep coming
   (a write refused once and moved aside does not keep health at 503 by this check);
 - ``replay_stalled``: a replayed partition has had records waiting, none applied, for longer than
-  ``maxReplayStall``;
+  ``maxReplayStall``; or a replay has not started for that long because its cluster does not answer
+  (or is not trusted) when asked for its id;
 - ``replay_lag``: the oldest record a partition fetched and has not applied is older than
   ``maxReplayLag`` (by its Kafka timestamp);
 - ``dead_letters``: a dead letter was written within the last ``deadLetterWindow``.
@@ -42,6 +43,7 @@ def problems(
     produce_failing: dict[str, tuple[float, float, str]],
     lags: Iterable[dict[str, Any]],
     dead_letter_times: Iterable[float],
+    unstarted: Iterable[tuple[str, float, str]] = (),
 ) -> list[Problem]:
     """What is wrong now; empty when healthy. ``now`` is time.monotonic(), as the times given."""
     out: list[Problem] = []
@@ -76,6 +78,16 @@ def problems(
         ):  # fmt: skip
             if limit and value > limit:
                 out.append(Problem(check, f"{replay} {what} (health.{setting}: {_secs(limit)})"))
+    limit = settings.maxReplayStall
+    for cluster, since, reason in unstarted:  # (cluster, waiting since, why)
+        if limit and now - since > limit:
+            out.append(
+                Problem(
+                    "replay_stalled",
+                    f"replay into {cluster} has not started for {_secs(now - since)}: {reason}"
+                    f" (health.maxReplayStall: {_secs(limit)})",
+                )
+            )
     limit = settings.deadLetterWindow
     if limit:
         recent = [t for t in dead_letter_times if now - t <= limit]

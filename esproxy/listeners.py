@@ -21,9 +21,11 @@ from . import labels
 from .bean import Bean
 from .config import Config, ProxySource
 from .dest.elastic import Elastic, UpstreamError
+from .follow import Rules
 from .recorder import Recorder
 from .retry import Aborted, retry
 from .source.proxy import ProxyApp, make_server
+from .source.readroute import Follower, ReadRouter, rules_for
 from .wsgi import AdminEndpoints
 
 log = logging.getLogger("esproxy")
@@ -34,18 +36,26 @@ def matching_indexes(cfg: Config, source_labels: dict[str, str]) -> list[int]:
     return [i for i, p in enumerate(cfg.primaries()) if labels.parse(p.labelEval)(source_labels)]
 
 
-def wait_for_cluster_id(e: Elastic, stop: Event) -> bool:
-    """Read the cluster's id, retrying while it is down; False if a stop came first."""
+def wait_for_cluster_id(e: Elastic, stop: Event, waiting: Optional[dict[str, tuple[float, str]]] = None) -> bool:
+    """Read the cluster's id, retrying while it is down; False if a stop came first. Meanwhile ``waiting``
+    (for health) maps the cluster to (since when, the last error)."""
     if e.cluster_id:
         return True
+    since = time.monotonic()
 
     def not_ready(err: BaseException, attempts: int, delay: float) -> None:
-        log.warning("cluster not ready: %s; retrying in %.1fs", err, delay)
+        untrusted = isinstance(err, UpstreamError) and err.untrusted  # the operator's to fix: loud each time
+        log.log(logging.ERROR if untrusted else logging.WARNING, "cluster not ready: %s; retrying in %.1fs", err, delay)
+        if waiting is not None:
+            waiting[e.url_text] = (since, str(err))
 
     try:
         cluster_id = retry(e.ensure_cluster_id, (UpstreamError,), not_ready, base=0.5, cap=10, stopping=stop.is_set)
     except Aborted:
         return False
+    finally:
+        if waiting is not None:
+            waiting.pop(e.url_text, None)
     log.info("cluster %s has id %s", e.target(""), cluster_id)
     return True
 
@@ -77,7 +87,12 @@ class Listeners:
             # Serve (and answer 502 while the primary is down) rather than wait for its id.
             gevent.spawn(wait_for_cluster_id, primary, self.stop)
             app = ProxyApp(p, primary, self.fanout)
+            if p.followerReadOnly:
+                app.read_only = Rules.from_config(self.cfg.follow)
             app.admin = self.admin
+            app.followers = self._followers(p)
+            if app.followers:
+                app.reads = ReadRouter(p.readYourWrites, rules_for(self.cfg.follow))
             self.apps.append(app)
             if serve:
                 server = make_server(app, sockets[i] if sockets else None)
@@ -85,7 +100,22 @@ class Listeners:
                 self.servers.append(server)
                 # A pre-fork master says "proxy listening on" once all its workers serve.
                 what = "worker serving" if sockets else "proxy listening on"
-                log.info("%s %s:%d -> %s", what, p.host, p.port, primary.target(""))
+                https = " (https)" if p.tls else ""
+                log.info("%s %s:%d -> %s%s", what, p.host, p.port, primary.target(""), https)
+
+    def _followers(self, p: ProxySource) -> list[Follower]:
+        """The followers whose labelEval accepts this proxy's labels, watched from now on."""
+        # A pre-fork worker cannot see the master's spool: its followers' lag is the replay's alone.
+        unshipped = getattr(self.fanout, "oldest_unshipped_age", None)
+        followers = []
+        for f in self.cfg.followers():
+            if labels.parse(f.labelEval)(p.labels):
+                elastic = Elastic(f, "follower")
+                self.elastics.append(elastic)
+                follower = Follower(elastic, unshipped)
+                follower.start()
+                followers.append(follower)
+        return followers
 
     def settle(self, intents: list[dict[str, Any]]) -> None:
         """Writes of unknown outcome (a crash in flight): copy what A holds, then close each intent."""
@@ -107,6 +137,9 @@ class Listeners:
             server.stop(timeout=0.5)  # idle keep-alive connections
 
     def close(self) -> None:
+        for app in self.apps:
+            for f in app.followers:
+                f.close()
         for e in self.elastics:
             e.close()
 

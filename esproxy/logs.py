@@ -5,7 +5,8 @@
 The bracket after ``---`` is the greenlet (the original printed the goroutine id). Nothing that
 can carry credentials (request headers, URLs with user info) is logged: see :func:`redact_url`;
 and every line goes through :func:`redact` as a last guard (``Authorization``/``ApiKey``/``Basic``/
-``Bearer`` values, passwords in URLs, ``"password": "..."`` fields of captured bodies).
+``Bearer`` values, passwords in URLs, ``"password": "..."`` fields of captured bodies, and every
+value the config took from ``${ENV}`` or ``file:``, see :mod:`esproxy.secretrefs`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from .schema import format_duration
+from .secretrefs import mask
 
 log = logging.getLogger("esproxy")
 
@@ -105,7 +107,7 @@ def redact(text: str) -> str:
     for (pattern, repl), needed in zip(_SECRETS, _may_hold_secret(text)):
         if needed:
             text = pattern.sub(repl, text)
-    return text
+    return mask(text)
 
 
 class LazyFlushHandler(logging.StreamHandler):
@@ -154,7 +156,24 @@ class LazyFlushHandler(logging.StreamHandler):
         self._timer = None
 
 
+class MaskedStream:
+    """A text stream whose writes go through :func:`esproxy.secretrefs.mask`: stderr, where gevent prints
+    the traceback of a greenlet's unexpected exception without going through logging."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(mask(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def setup(level: str = "INFO") -> None:
+    if not isinstance(sys.stderr, MaskedStream):
+        sys.stderr = MaskedStream(sys.stderr)
     handler = LazyFlushHandler(sys.stdout)
     handler.setFormatter(SeedFormatter())
     root = logging.getLogger()

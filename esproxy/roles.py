@@ -18,7 +18,7 @@ from gevent.event import Event
 
 from . import __version__, signals
 from .admin import Admin, AdminView
-from .config import Config
+from .config import Config, ConfigError
 from .deadletters import proxy_file
 from .dest.elastic import Elastic
 from .dest.kafka import KafkaDest
@@ -31,6 +31,7 @@ from .profiling import Profiler
 from .signals import GRACEFUL_TIMEOUT
 from .source.kafka import KafkaReplay
 from .spool import Spool
+from .tls import server_context
 
 log = logging.getLogger("esproxy")
 
@@ -47,6 +48,7 @@ class Roles:
         self.replays: list[KafkaReplay] = []
         self.fanout: Optional[Fanout] = None
         self.replay_elastics: list[Elastic] = []
+        self.unstarted: dict[str, tuple[float, str]] = {}  # replays' clusters whose id is not read yet (health)
         # the replay's sync rules, changed at runtime through the admin port (state in the working directory)
         self.follow = FollowControl(cfg.follow) if cfg.kafka_sources() else None
         self.admin = Admin(self._admin_view())
@@ -74,7 +76,17 @@ class Roles:
             workers=lambda: self.pool,
             lags=lambda: [row for replay in self.replays for row in replay.lag()],
             sync=self.follow.handle if self.follow is not None else None,
+            unstarted=lambda: [(cluster, *since_why) for cluster, since_why in self.unstarted.items()],
+            followers=self._follower_rows,
         )
+
+    def _follower_rows(self) -> list[dict]:
+        """Each follower once (proxies may share them), as this process sees it."""
+        rows: dict[str, dict] = {}
+        for app in self.listeners.apps if self.listeners else []:
+            for f in app.followers:
+                rows.setdefault(f.name, f.row())
+        return list(rows.values())
 
     def handle_signal(self, signum: int) -> None:
         if self.stop_event.is_set():
@@ -93,7 +105,8 @@ class Roles:
             log.warning("config: %s", warning)
         try:
             if self.cfg.admin.port:
-                self.admin.start_listener(self.cfg.admin.host, self.cfg.admin.port, self.cfg.admin.header)
+                admin = self.cfg.admin
+                self.admin.start_listener(admin.host, admin.port, admin.header, admin.tls)
             if self.cfg.proxies():
                 self._start_proxies()
             if self.cfg.kafka_sources():
@@ -105,6 +118,11 @@ class Roles:
             self.stop_event.set()
             self._stop()
             return 1
+        except ConfigError as e:  # a TLS certificate or key that loads no more (esproxy --check reads them all)
+            log.error("config error: %s", e)
+            self.stop_event.set()
+            self._stop()
+            return 2
         self.stop_event.wait()
         self._stop()
         log.info("esproxy stopped")
@@ -131,6 +149,9 @@ class Roles:
             self.fanout.start()
         self.listeners = Listeners(self.cfg, self.fanout, self.admin, self.stop_event)
         if self.cfg.workers > 1:
+            for p in self.cfg.proxies():  # a certificate a worker could not load stops the start here
+                if p.tls:
+                    server_context(p.tls, f"source.proxies[:{p.port}].tls")
             sockets = [bind(p) for p in self.cfg.proxies()]
             self.listeners.start(serve=False)  # the master's apps only settle writes of unknown outcome
             self.pool = WorkerPool(
@@ -142,11 +163,12 @@ class Roles:
                 log.error("not every worker serves after %.0fs; see their lines above", WORKERS_READY_TIMEOUT)
             for p, app in zip(self.cfg.proxies(), self.listeners.apps):
                 log.info(
-                    "proxy listening on %s:%d -> %s (%d workers)",
+                    "proxy listening on %s:%d -> %s (%d workers%s)",
                     p.host,
                     p.port,
                     app.primary.target(""),
                     self.cfg.workers,
+                    ", https" if p.tls else "",
                 )
         else:
             self.listeners.start()
@@ -157,7 +179,7 @@ class Roles:
             primaries = [Elastic(self.cfg.primaries()[i], "replay") for i in matching_indexes(self.cfg, k.labels)]
             self.replay_elastics += primaries
             for primary in primaries:  # needed before replaying: it says which beans to skip
-                if not wait_for_cluster_id(primary, self.stop_event):
+                if not wait_for_cluster_id(primary, self.stop_event, self.unstarted):
                     raise _Stopped()
             replay = KafkaReplay(k, primaries, self.follow.rules if self.follow is not None else None)
             replay.start()

@@ -14,6 +14,8 @@ import typing
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
+from . import secretrefs
+
 T = TypeVar("T")
 
 
@@ -32,6 +34,34 @@ class Duration(float):
 
 class Url(str):
     """An absolute http(s) URL."""
+
+
+class ByteSize(int):
+    """Bytes, written in the config like Elasticsearch's byte sizes: ``100mb``, ``16kb``, ``512b``, or a number."""
+
+
+_SIZE_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?b?)", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``"100mb"`` → 104857600 (units of 1024, as Elasticsearch counts); ValueError for anything else."""
+    m = _SIZE.fullmatch(text.strip())
+    if not m or (not m.group(2) and "." in m.group(1)):
+        raise ValueError(text)
+    unit = m.group(2).lower().rstrip("b") or "b"
+    value = float(m.group(1)) * _SIZE_UNITS[unit]
+    if value != int(value):
+        raise ValueError(text)
+    return int(value)
+
+
+def format_size(n: int) -> str:
+    """The largest unit that writes ``n`` exactly: 104857600 → ``100mb``."""
+    for unit in "ptgmk":
+        if n and n % _SIZE_UNITS[unit] == 0:
+            return f"{n // _SIZE_UNITS[unit]}{unit}b"
+    return f"{n}b"
 
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -148,6 +178,13 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             return Duration(parse_duration(str(value)))
         except ValueError:
             raise ConfigError(path, f"{_describe(value)} is not a duration (like 500ms, 3s, 5m)") from None
+    if tp is ByteSize:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return ByteSize(value)
+        try:
+            return ByteSize(parse_size(str(value)))
+        except ValueError:
+            raise ConfigError(path, f"{_describe(value)} is not a size (like 512b, 16kb, 100mb, 1gb)") from None
     if tp is Url:
         parts = urlsplit(str(value))
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -188,10 +225,19 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
         if choices and str(coerced).lower() not in choices:
             raise ConfigError(key_path, f"{_describe(value)} is not one of {', '.join(choices)}")
         kwargs[f.name] = str(coerced).lower() if choices else coerced
+        if not choices and _holds_text(tp):
+            secretrefs.keep(value, key_path)  # what came from ${ENV} or file: is masked in every output from now on
     for f, _ in known.values():
         if f.metadata.get("required") and f.name not in kwargs:
             raise ConfigError(f"{path}.{key_of(f)}" if path else key_of(f), "is required")
     return cls(**kwargs)
+
+
+def _holds_text(tp: Any) -> bool:
+    """Whether a setting of this type keeps strings as given (numbers, booleans and durations are no secrets)."""
+    if typing.get_origin(tp) in (list, dict):
+        return typing.get_args(tp)[-1] in (str, Url)
+    return tp in (str, Url)
 
 
 def walk_compat(obj: Any, path: str, visit: Callable[[str, str], None]) -> None:
@@ -218,7 +264,8 @@ def _type_name(tp: Any) -> str:
         return "list of entries" if dataclasses.is_dataclass(item) else f"list of {_type_name(item)}"
     if origin is dict:
         return "map"
-    return {bool: "bool", int: "int", str: "string", Duration: "duration", Url: "URL"}.get(tp, tp.__name__)
+    names = {bool: "bool", int: "int", str: "string", Duration: "duration", Url: "URL", ByteSize: "size"}
+    return names.get(tp, tp.__name__)
 
 
 def reference(cls: type, path: str = "") -> list[str]:
@@ -236,7 +283,12 @@ def reference(cls: type, path: str = "") -> list[str]:
             default = "required"
         elif f.default is not dataclasses.MISSING and f.default is not None:
             d = f.default
-            default = f"`{format_duration(d) if tp is Duration else str(d).lower() if isinstance(d, bool) else d}`"
+            if tp is Duration:
+                default = f"`{format_duration(d)}`"
+            elif tp is ByteSize:
+                default = f"`{format_size(d)}`"
+            else:
+                default = f"`{str(d).lower() if isinstance(d, bool) else d}`"
             default = "" if default == "``" else default
         else:
             default = f"`{f.default_factory()}`" if f.default_factory() else ""  # type: ignore[misc]

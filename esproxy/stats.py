@@ -52,6 +52,8 @@ class Stats:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.writes_captured = 0
+        self.reads: dict[str, int] = {}  # cluster (URL, password redacted) -> reads it answered
+        self.read_fallbacks: dict[str, int] = {}  # reason -> reads the leader answered instead of a follower
         self.kafka_produced: dict[str, int] = {}
         self.kafka_failed: dict[tuple[str, str], int] = {}  # (topic, reason) -> messages not taken
         # topic -> (time.monotonic() of its first and of its last failure since its last success, last reason)
@@ -100,6 +102,14 @@ class Stats:
                 self.latency_buckets[i] += 1
                 return
         self.latency_buckets[-1] += 1
+
+    def read_by(self, cluster: str) -> None:
+        """A read (followers configured) answered by ``cluster``."""
+        self.reads[cluster] = self.reads.get(cluster, 0) + 1
+
+    def read_fallback(self, reason: str) -> None:
+        """A read the leader answered instead of a follower (esproxy.source.readroute.FALLBACK_REASONS)."""
+        self.read_fallbacks[reason] = self.read_fallbacks.get(reason, 0) + 1
 
     @property
     def dead_letters(self) -> int:
@@ -184,6 +194,8 @@ class Stats:
             "latency_sum": self.latency_sum,
             "latency_count": self.latency_count,
             "writes_captured": self.writes_captured,
+            "reads": dict(self.reads),
+            "read_fallbacks": dict(self.read_fallbacks),
         }
 
     def with_reports(self, reports: Iterable[dict[str, Any]]) -> Stats:
@@ -191,6 +203,8 @@ class Stats:
         out = copy.copy(self)
         out.requests = dict(self.requests)
         out.latency_buckets = list(self.latency_buckets)
+        out.reads = dict(self.reads)
+        out.read_fallbacks = dict(self.read_fallbacks)
         for r in reports:
             for key, n in r["requests"].items():
                 out.requests[key] = out.requests.get(key, 0) + n
@@ -198,6 +212,10 @@ class Stats:
             out.latency_sum += r["latency_sum"]
             out.latency_count += r["latency_count"]
             out.writes_captured += r["writes_captured"]
+            for field in ("reads", "read_fallbacks"):
+                mine = getattr(out, field)
+                for key, n in r.get(field, {}).items():
+                    mine[key] = mine.get(key, 0) + n
         return out
 
     # ------------------------------------------------------------------ derived values

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -44,6 +45,7 @@ from .dest.elastic import Elastic, Response, UpstreamError
 from .ratelimit import RateLimit
 from .repair import IndexResult, Planned, Progress, Repair, _duration, _positive, megabytes, versioned_write
 from .retry import Aborted
+from .tls import admin_base
 
 TEMPLATE_VARIABLE = "{{remote_index}}"
 KEEP_ALIVE = "10m"  # of the point in time or scroll between two batches: how long a killed copy can still resume
@@ -452,9 +454,10 @@ class RuleWatch:
         self._asked = 0.0
         self._warned = False
         self._lock = threading.Lock()
+        self._tls: Optional[ssl.SSLContext] = None
         if cfg.admin.port:
-            host = "127.0.0.1" if cfg.admin.host in ("0.0.0.0", "") else cfg.admin.host
-            self.url = f"http://{host}:{cfg.admin.port}/_esproxy/sync/rules"
+            base, self._tls = admin_base(cfg.admin)
+            self.url = f"{base}/_esproxy/sync/rules"
         else:
             self._warn(f"{conf}: admin.port is not set")
 
@@ -474,7 +477,7 @@ class RuleWatch:
                 self._asked = time.monotonic()
                 try:
                     request = urllib.request.Request(self.url, headers=self.headers)
-                    with urllib.request.urlopen(request, timeout=5) as r:
+                    with urllib.request.urlopen(request, timeout=5, context=self._tls) as r:
                         listed = json.loads(r.read())["rules"]
                     self._states = {str(x["name"]): str(x["state"]) for x in listed}
                 except (OSError, ValueError, KeyError, TypeError) as e:

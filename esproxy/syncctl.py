@@ -13,6 +13,7 @@ import urllib.request
 from typing import Any, Optional
 
 from .config import ConfigError, load
+from .tls import admin_base
 
 COMMANDS = {
     "list": "the rules and their state",
@@ -44,13 +45,13 @@ def _request(conf: str, method: str, path: str, body: Optional[dict] = None) -> 
     cfg = load(conf)
     if not cfg.admin.port:
         raise ConfigError("admin.port", "is 0: the replay has no admin port to ask")
-    host = "127.0.0.1" if cfg.admin.host in ("0.0.0.0", "") else cfg.admin.host
-    url = f"http://{host}:{cfg.admin.port}/_esproxy/sync/{path}"
+    base, tls = admin_base(cfg.admin)
+    url = f"{base}/_esproxy/sync/{path}"
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json", **cfg.admin.header}
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=10) as r:
+        with urllib.request.urlopen(request, timeout=10, context=tls) as r:
             return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
         try:

@@ -4,8 +4,11 @@ share: the client header check, Elasticsearch-style error bodies, and what a pro
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Any, Callable, Iterable, Optional, Protocol
+
+from .secretrefs import mask
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -18,15 +21,24 @@ BASIC_CHALLENGE = 'Basic realm="esproxy" charset="UTF-8"'
 
 
 def header_check(required: dict[str, str]) -> Check:
-    """A check that every header in ``required`` has its value (``source.proxies[].header``, ``admin.header``)."""
-    wanted = [(f"HTTP_{k.upper().replace('-', '_')}", k, v) for k, v in required.items()]
+    """A check that every header in ``required`` has its value (``source.proxies[].header``, ``admin.header``).
+
+    Values are compared in constant time (hmac.compare_digest), all of them, so that the time an
+    answer takes tells nothing about how much of a credential was right.
+    """
+    wanted = [
+        (f"HTTP_{k.upper().replace('-', '_')}", k, v.encode("utf-8", "surrogatepass")) for k, v in required.items()
+    ]
+    basic = any(k.lower() == "authorization" and v.startswith("Basic ") for k, v in required.items())
+    challenge = BASIC_CHALLENGE if basic else ""
 
     def check(environ: Environ) -> Optional[str]:
-        for key, name, value in wanted:
-            if environ.get(key) != value:
-                basic = name.lower() == "authorization" and value.startswith("Basic ")
-                return BASIC_CHALLENGE if basic else ""
-        return None
+        passed = True
+        for key, _name, value in wanted:
+            given = environ.get(key)
+            same = hmac.compare_digest(value, given.encode("utf-8", "surrogatepass")) if given is not None else False
+            passed &= same
+        return None if passed else challenge
 
     return check
 
@@ -42,7 +54,7 @@ def error_doc(
 
     The root cause is the error itself unless ``root_causes`` lists several (health's problems).
     """
-    cause: dict[str, Any] = {"type": kind, "reason": reason}
+    cause: dict[str, Any] = {"type": kind, "reason": mask(reason)}  # no ${ENV} / file: secret in an answer
     if header:
         cause["header"] = header
     return {"error": {"root_cause": [cause] if root_causes is None else root_causes, **cause}, "status": status}

@@ -207,7 +207,7 @@ def port() -> int:
 
 @pytest.fixture
 def esproxy(tmp_path):
-    """Start esproxy processes: `p = esproxy(config_dict, wait=True)`.
+    """Start esproxy processes: `p = esproxy(config_dict, wait=True)` (`env=`: variables added to its environment).
 
     Writes the config as YAML into tmp_path, runs `python -m esproxy -c <file>` with cwd=tmp_path,
     and (wait=True) waits for the spec's readiness lines: `proxy listening on` per enabled proxy,
@@ -215,8 +215,8 @@ def esproxy(tmp_path):
     """
     started: list = []
 
-    def start(config, wait: bool = True, ready=None, timeout: float = 30.0) -> Esproxy:
-        proc = Esproxy(config, tmp_path, name=f"esproxy{len(started) + 1}")
+    def start(config, wait: bool = True, ready=None, timeout: float = 30.0, env=None) -> Esproxy:
+        proc = Esproxy(config, tmp_path, name=f"esproxy{len(started) + 1}", env=env)
         started.append(proc)
         if wait:
             for needle, count in ready if ready is not None else expected_ready_lines(config):

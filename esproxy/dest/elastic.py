@@ -18,6 +18,7 @@ import logging
 import os
 import select
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
@@ -33,6 +34,7 @@ from ..bulk import Item, parse_response
 from ..config import ElasticDestination
 from ..logs import access_log, redact_url
 from ..retry import Backoff
+from ..tls import client_context
 
 log = logging.getLogger("esproxy.elastic")
 
@@ -45,10 +47,11 @@ _poll = get_original("select", "poll")  # the blocking one: with a 0 timeout it 
 class UpstreamError(Exception):
     """The cluster could not be asked or did not answer; ``timeout`` tells the two apart."""
 
-    def __init__(self, target: str, reason: str, timeout: bool, refused: bool = False) -> None:
+    def __init__(self, target: str, reason: str, timeout: bool, refused: bool = False, untrusted: bool = False) -> None:
         super().__init__(f"{redact_url(target)}: {reason}")
         self.timeout = timeout
         self.refused = refused  # never reached the cluster: the request cannot have been applied
+        self.untrusted = untrusted  # its TLS certificate failed the check (a config matter, not an outage)
 
 
 @dataclass
@@ -81,15 +84,24 @@ class Elastic:
         self.cluster_id = ""
         # Set once the cluster refused a compatibility media type (see mediatype): replays send the plain one.
         self.plain_media_types = False
+        # Its certificate failed the TLS check at the last connection: logged once per change, not per request.
+        self.untrusted = False
+        self.url_text = redact_url(cfg.url)
         parts = urlsplit(cfg.url)
         self._prefix = parts.path.rstrip("/")
         if parts.username is not None and not any(k.lower() == "authorization" for k in self.header):
             userinfo = f"{parts.username}:{parts.password or ''}".encode()
             self.header["Authorization"] = "Basic " + base64.b64encode(userinfo).decode("ascii")
+        tls: dict[str, Any] = {}
+        if parts.scheme == "https":
+            context = client_context(cfg.tls, f"tls of {redact_url(cfg.url)}")
+            # geventhttpclient asks the factory for a context, then sets check_hostname = not insecure
+            tls = {"ssl_context_factory": lambda **_: context, "insecure": not context.check_hostname}
         self._client = HTTPClient(
             parts.hostname or "127.0.0.1",
             parts.port,
             ssl=parts.scheme == "https",
+            **tls,
             concurrency=cfg.maxConns,  # the bound: a caller waits for a free connection beyond it
             connection_timeout=min(CONNECT_TIMEOUT, cfg.timeout),
             network_timeout=cfg.timeout,
@@ -117,6 +129,21 @@ class Elastic:
         With ``stream_over``, an answer body longer than that (or of unknown length) is not read
         here: the Response's ``stream`` yields it (a large search or scroll page passes through
         without being held in memory)."""
+        try:
+            r = self._request(method, uri, headers, body, stream_over)
+        except UpstreamError as e:
+            if e.untrusted and not self.untrusted:
+                log.error("%s cluster %s is not trusted, nothing is sent to it: %s", self.direction, self.url_text, e)
+                self.untrusted = True
+            raise  # other failures leave the state as it was: the certificate was not seen
+        if self.untrusted:
+            log.info("%s cluster %s: its TLS certificate is trusted again", self.direction, self.url_text)
+            self.untrusted = False
+        return r
+
+    def _request(
+        self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes], stream_over: Optional[int]
+    ) -> Response:
         merged = {**headers, **self.header} if self.header else headers
         try:
             r = self._client.request(method, self._prefix + uri, body=body or b"", headers=merged)
@@ -131,6 +158,9 @@ class Elastic:
                 r.release()
         except socket.timeout as e:  # connect or read (gevent's socket timeout is a TimeoutError)
             raise UpstreamError(self.target(uri), f"timed out: {e or 'no answer'}", timeout=True) from None
+        except ssl.SSLCertVerificationError as e:
+            reason = f"TLS certificate not trusted ({getattr(e, 'verify_message', '') or e})"
+            raise UpstreamError(self.target(uri), reason, timeout=False, refused=True, untrusted=True) from None
         except ConnectionRefusedError as e:
             raise UpstreamError(self.target(uri), f"cannot connect: {e}", timeout=False, refused=True) from None
         except (HTTPParseError, OSError, ValueError) as e:  # reset, closed, unparsable, unusable target
@@ -335,7 +365,9 @@ def replay_docs(dest: Elastic, chunks: list[bytes], stopping: Callable[[], bool]
 
 def _retry_later(dest: Elastic, waits: Backoff, method: str, uri: str, problem: str) -> None:
     delay = waits.next()
-    log.warning(
+    # An untrusted certificate does not go away by itself: the operator has to act, so each retry says so loudly.
+    log.log(
+        logging.ERROR if dest.untrusted else logging.WARNING,
         "%s %s %s failed (attempt %d): %s; retrying in %.1fs",
         dest.direction,
         method,

@@ -24,18 +24,35 @@ MAXHEADERS = 100
 _NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+:")  # email.feedparser's header line, with a non-empty name
 
 
-def read_headers(fp: BinaryIO, *args: Any) -> Any:
-    """What ``gevent.pywsgi.headers_factory(fp)`` returns, for the lines up to the blank one."""
+class HeadersTooLarge(client.HTTPException):
+    """More header lines (``too_many``) or bytes than allowed (the proxy answers 431)."""
+
+    def __init__(self, reason: str, too_many: bool) -> None:
+        super().__init__(reason)
+        self.too_many = too_many
+
+
+def read_headers(fp: BinaryIO, *args: Any, max_count: int = MAXHEADERS, max_bytes: Optional[int] = None) -> Any:
+    """What ``gevent.pywsgi.headers_factory(fp)`` returns, for the lines up to the blank one.
+
+    More than ``max_count`` header lines, or more than ``max_bytes`` bytes of them (line ends
+    included), raise :class:`HeadersTooLarge` as soon as the line over the limit is read.
+    """
     lines = []
+    size = 0
     while True:
-        line = fp.readline(MAXLINE + 1)
+        room = MAXLINE if max_bytes is None else min(MAXLINE, max_bytes - size + 2)  # + the blank line
+        line = fp.readline(room + 1)
         if len(line) > MAXLINE:
             return headers_factory(_Replay([line]))  # its "Line too long" answer
         lines.append(line)
-        if len(lines) > MAXHEADERS:
-            raise client.HTTPException(f"got more than {MAXHEADERS} headers")
         if line in (b"\r\n", b"\n", b""):
             break
+        size += len(line)
+        if len(lines) > max_count:
+            raise HeadersTooLarge(f"more than {max_count} header lines", too_many=True)
+        if max_bytes is not None and size > max_bytes:
+            raise HeadersTooLarge(f"more than {max_bytes} bytes of headers", too_many=False)
     parsed = parse_plain(lines) if _Message is not None else None
     if parsed is None:
         return headers_factory(_Replay(lines))

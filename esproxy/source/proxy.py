@@ -20,22 +20,40 @@ from http import HTTPStatus
 from typing import Any, Iterable, Optional
 
 import gevent
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent import Timeout
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer
 
-from .. import routing
+from .. import readonly, routing
 from ..autoids import assign_ids
 from ..bean import Bean
 from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
+from ..follow import Rules
 from ..logs import access_log
 from ..recorder import NotRecorded, Recorder, Unavailable
 from ..retry import retry
 from ..settle import settle
 from ..spool import SpoolFull, intent_record
 from ..stats import STATS
+from ..tls import wsgi_server
 from ..wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
-from .httpheaders import read_headers
+from .httpheaders import HeadersTooLarge, read_headers
+from .limits import (
+    LimitedInput,
+    Limits,
+    ProxyServer,
+    Refused,
+    RequestTimeout,
+    TimedOut,
+    answer_and_close,
+    client_name,
+    content_too_long,
+    headers_too_large,
+    line_too_long,
+    wait_for_bytes,
+)
+from .readroute import UPSTREAM_ENVIRON, Follower, ReadRouter
 
 log = logging.getLogger("esproxy.proxy")
 
@@ -79,15 +97,75 @@ class ErrorAnswer(Exception):
 class RawPathHandler(WSGIHandler):
     """Keeps the request target as the client sent it: PATH_INFO is percent-decoded, which would
     turn a document id like ``a%2Fb`` into a path. Sets TCP_NODELAY on each client connection,
-    sends an answer's head and body in one send, and reads headers with httpheaders.read_headers."""
+    sends an answer's head and body in one send, reads headers with httpheaders.read_headers, and
+    applies the listener's limits (esproxy.source.limits) while it reads a request."""
 
-    def MessageClass(self, *args: Any) -> Any:
-        return read_headers(*args)
+    server: ProxyServer
+    served = 0  # requests read on this connection
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:
+        limits = self.server.limits
+        return read_headers(fp, *args, max_count=limits.max_header_count, max_bytes=limits.max_header_size)
 
     def get_environ(self) -> Environ:
         env = super().get_environ()
         env["RAW_URI"] = self.path
+        if isinstance(self.wsgi_input, Input):  # not for a connection upgrade (not Elasticsearch's)
+            self.wsgi_input = env["wsgi.input"] = LimitedInput(self.wsgi_input, self.server.limits)
         return env
+
+    def handle_one_request(self) -> Any:
+        """gevent's, with the limits: None closes the connection, True reads the next request."""
+        if self.rfile.closed:
+            return None
+        limits = self.server.limits
+        if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout):
+            return None  # nothing came (idle, or a connection that never asked): closed without an answer
+        self.served += 1
+        started = time.perf_counter()
+        self.command = ""
+        try:
+            try:
+                with Timeout(limits.read_timeout or None, TimedOut):
+                    if not self._read_head(limits):
+                        return None
+            except TimedOut:
+                raise RequestTimeout("the request line and headers", limits) from None
+        except Refused as e:
+            self.server.refusals.note(e, client_name(self.client_address))
+            STATS.observe_request(self.command or "OTHER", e.status, time.perf_counter() - started)
+            answer_and_close(self.socket, e)
+            return None
+        except OSError:  # the client went away
+            return None
+        except Exception as e:  # malformed: gevent's 400
+            return self._handle_client_error(e)
+        self.environ = self.get_environ()
+        self.application = self.server.application
+        self.handle_one_response()
+        if isinstance(self.wsgi_input, LimitedInput) and self.wsgi_input.unfinished:
+            self.close_connection = True  # the body's end was never read: the next request cannot be found
+        if self.close_connection or self.rfile.closed:
+            return None
+        return True
+
+    def _read_head(self, limits: Limits) -> bool:
+        """The request line and headers (False: the client closed); Refused over a limit."""
+        line = self.rfile.readline(limits.max_initial_line_length + 3)  # + CR LF, + 1 to tell it is longer
+        if not line:
+            return False
+        self.requestline = line.decode("latin-1")
+        if len(self.requestline.rstrip("\r\n")) > limits.max_initial_line_length:
+            raise line_too_long(limits)
+        self.response_length = 0
+        try:
+            if not self.read_request(self.requestline):
+                raise ValueError(f"bad request line {self.requestline!r}")
+        except HeadersTooLarge as e:
+            raise headers_too_large(str(e), e.too_many) from None
+        if self.content_length is not None and self.content_length > limits.max_content_length:
+            raise content_too_long(self.content_length, limits, known=True)
+        return True
 
     def handle(self) -> None:
         # pywsgi sends the status line + headers and the body in two writes; with Nagle on, the body
@@ -120,6 +198,8 @@ class RawPathHandler(WSGIHandler):
 
 class ProxyApp:
     admin: Optional[AdminEndpoints] = None  # answers /_esproxy/ paths (set by Listeners)
+    # In front of a follower (followerReadOnly): its followed indices refuse writes (readonly.py).
+    read_only: Optional[Rules] = None
 
     def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Recorder]) -> None:
         self.cfg = cfg
@@ -133,6 +213,9 @@ class ProxyApp:
         self.forwarded = [(f"HTTP_{h.upper().replace('-', '_')}", h) for h in names]
         self.inflight = 0
         self.draining = False
+        # Read/write splitting (readroute.py): reads may go to these; switchover may replace the list.
+        self.followers: list[Follower] = []
+        self.reads = ReadRouter(cfg.readYourWrites)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self.admin is not None and environ.get("PATH_INFO", "").startswith("/_esproxy/"):
@@ -163,7 +246,17 @@ class ProxyApp:
                 return self._reply(start_response, 401, headers, payload)
         method = environ["REQUEST_METHOD"]
         uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
-        body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        try:
+            body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
+        except Refused as e:  # over maxContentLength (a chunked body) or too slow: nothing forwarded
+            self._access(environ, method, uri, started, e.status, e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, ("Connection", "close")], e.body)
+        if self.read_only is not None:
+            refused = _follower_refusal(self.read_only, environ, method, uri, body)
+            if refused is not None:
+                payload = error_body(readonly.STATUS, readonly.KIND, refused.reason)
+                self._access(environ, method, uri, started, readonly.STATUS, payload)
+                return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
         capturing = self.fanout is not None and routing.is_write(method, uri)
         recording = capturing and self.records_intents
         if recording and self.cfg.assignIds:
@@ -176,6 +269,8 @@ class ProxyApp:
                 raise self._unanswered(e, environ, method, uri, body, started, intent) from None
             if capturing:
                 self._record(environ, method, uri, body, r, intent)
+            if self.followers:
+                self.reads.answered(environ, method, uri, body, r.status)
         except ErrorAnswer as e:
             if e.access_logged:
                 self._access(environ, method, uri, started, e.status, e.body)
@@ -198,7 +293,10 @@ class ProxyApp:
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
-        return self.primary.request(method, uri, headers, body, stream_over=None if capturing else STREAM_OVER)
+        stream_over = None if capturing else STREAM_OVER
+        if self.followers:
+            return self.reads.forward(self.primary, self.followers, environ, method, uri, headers, body, stream_over)
+        return self.primary.request(method, uri, headers, body, stream_over=stream_over)
 
     def _unanswered(
         self,
@@ -219,6 +317,9 @@ class ProxyApp:
                 sent = time.time() - (time.perf_counter() - started)
                 record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
                 self.settle_later(record, self._bean(environ, method, uri, body))
+        if e.untrusted:  # logged by the Elastic once per change of state, not for each request
+            reason = f"request not forwarded: {e}; trust its CA (tls.ca) or pin it (tls.fingerprint)"
+            return ErrorAnswer(502, "esproxy_upstream_untrusted_exception", reason)
         log.warning("primary %s %s failed: %s", method, uri, e)
         kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
         return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
@@ -325,9 +426,11 @@ class ProxyApp:
         return self.primary.cluster_id
 
     def _access(self, environ: Environ, method: str, uri: str, started: float, status: int, body: bytes) -> None:
-        if self.accesslog or self.primary.accesslog:
+        upstream = environ.get(UPSTREAM_ENVIRON, self.primary)
+        if self.accesslog or upstream.accesslog:
             seconds = time.perf_counter() - started
-            access_log(_remote(environ), method, uri, self.primary.target(uri), "primary", seconds, status, body)
+            direction = "primary" if upstream is self.primary else upstream.direction
+            access_log(_remote(environ), method, uri, upstream.target(uri), direction, seconds, status, body)
 
 
 def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
@@ -346,6 +449,14 @@ def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> t
     if "HTTP_CONTENT_ENCODING" in environ:
         environ = {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
     return environ, new_uri, new_body
+
+
+def _follower_refusal(rules: Rules, environ: Environ, method: str, uri: str, body: bytes) -> Optional[readonly.Refusal]:
+    try:
+        plain = _plain_body(environ, body) if routing.is_write(method, uri) else b""
+    except (OSError, zlib.error, EOFError):
+        return readonly.Refusal("a compressed body that does not decompress: cannot tell what it writes")
+    return readonly.refusal(rules, method, uri, plain)
 
 
 def _plain_body(environ: Environ, body: bytes) -> bytes:
@@ -379,10 +490,15 @@ def _phrase(status: int) -> str:
 
 
 def make_server(app: ProxyApp, listener: Optional[socket.socket] = None) -> WSGIServer:
-    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork)."""
-    return WSGIServer(
+    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork workers: each
+    builds its own here, so each applies the same limits); HTTPS with tls."""
+    return wsgi_server(
         listener if listener is not None else (app.cfg.host, app.cfg.port),
         app,
+        app.cfg.tls,
+        f"tls of the proxy on port {app.cfg.port}",
+        server_class=ProxyServer,
+        limits=Limits.of(app.cfg),
         handler_class=RawPathHandler,
         log=None,
         error_log=logging.getLogger("esproxy.wsgi"),
