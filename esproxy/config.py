@@ -145,8 +145,8 @@ class ProxySource:
 class KafkaTls:
     ca: str = setting(
         "",
-        "CA certificate(s) (PEM file, or a directory of hashed PEM files) the broker's certificate must chain to;"
-        " empty = the system's trusted CAs (ours).",
+        "PEM file, or directory of PEM files, of the CAs the brokers' certificates must chain to; empty = the"
+        " system's trusted CAs (ours).",
     )
     cert: str = setting("", "Client certificate (PEM, leaf first), for brokers that require one (ours).")
     key: str = setting("", "Private key of `cert` (PEM, not encrypted); empty when `cert` holds it too (ours).")

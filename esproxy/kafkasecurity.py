@@ -71,7 +71,10 @@ def client_kwargs(entry: Secured) -> dict[str, Any]:
 
 def ssl_context(tls: KafkaTls) -> ssl.SSLContext:
     """One context for all of a client's connections (kafka-python would otherwise build one per
-    connection from ssl_cafile & co., and has no way to turn verification off)."""
+    connection from ssl_cafile & co., and has no way to turn verification off). CAs are loaded as for
+    the clusters' ``tls.ca`` (esproxy/tls.py): a file, or every PEM file of a directory."""
+    from .tls import load_cas, load_system_cas  # here: tls.py imports config.py, which imports this module
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if not tls.verify:
@@ -80,14 +83,14 @@ def ssl_context(tls: KafkaTls) -> ssl.SSLContext:
     else:
         ctx.check_hostname = tls.checkHostname
         try:
-            if not tls.ca:
-                ctx.load_default_certs()
-            elif os.path.isdir(tls.ca):
-                ctx.load_verify_locations(capath=tls.ca)
+            if tls.ca:
+                load_cas(ctx, tls.ca, "tls.ca")
             else:
-                ctx.load_verify_locations(cafile=tls.ca)
+                load_system_cas(ctx)
+        except ConfigError as e:
+            raise TlsFileError("ca", e.reason) from None
         except (ssl.SSLError, OSError) as e:
-            raise TlsFileError("ca", f"cannot load {tls.ca}: {_reason(e)}") from None
+            raise TlsFileError("ca", f"cannot load {tls.ca or 'the system CAs'}: {_reason(e)}") from None
     if tls.cert:
         try:
             ctx.load_cert_chain(tls.cert, tls.key or None, password=_no_password)

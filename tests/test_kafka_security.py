@@ -157,7 +157,27 @@ def test_tls_end_to_end(esproxy, es_a, es_b, tls_kafka, names, port, tmp_path):
     "protocol,mechanism", [("SASL_SSL", "SCRAM-SHA-512"), ("SASL_SSL", "PLAIN"), ("SASL_PLAINTEXT", "SCRAM-SHA-256")]
 )
 def test_sasl_end_to_end(esproxy, es_a, es_b, real_engines, names, port, tmp_path, protocol, mechanism):
-    end_to_end(esproxy, es_a, es_b, sasl_kafka(real_engines, protocol, mechanism), names, port, tmp_path)
+    broker = sasl_kafka(real_engines, protocol, mechanism)
+    if mechanism == "SCRAM-SHA-512":  # the password from a file, as the config loader resolves any string
+        broker.settings["sasl"]["password"] = password_file(tmp_path, broker.settings["sasl"]["password"])
+    end_to_end(esproxy, es_a, es_b, broker, names, port, tmp_path)
+
+
+def password_file(directory: Path, password: str) -> str:
+    path = directory / "kafka-password"
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return f"file:{path}"
+
+
+def both_roles(broker: SecureKafka, port: int, es_a: str, es_b: str, names) -> dict:
+    """One config: a proxy producing to ``broker`` and a replay consuming from it."""
+    topic = names.topic()
+    conf = secured(proxy_config(port, es_a, broker.addr, topic), broker)
+    conf["source"]["kafkas"] = secured(replay_config(broker.addr, topic, names.group(), es_b), broker)["source"][
+        "kafkas"
+    ]
+    return conf
 
 
 def test_untrusted_broker_certificate_refused(esproxy, es_a, es_b, tls_kafka, names, port, tmp_path):
@@ -165,12 +185,7 @@ def test_untrusted_broker_certificate_refused(esproxy, es_a, es_b, tls_kafka, na
     other = make_pki(tmp_path / "other", "other")
     untrusted = SecureKafka(tls_kafka.addr, {**tls_kafka.settings, "tls": {**tls_kafka.settings["tls"]}})
     untrusted.settings["tls"]["ca"] = str(other.ca)
-    topic = names.topic()
-    conf = secured(proxy_config(port, es_a, tls_kafka.addr, topic), untrusted)
-    conf["source"]["kafkas"] = secured(replay_config(tls_kafka.addr, topic, names.group(), es_b), untrusted)["source"][
-        "kafkas"
-    ]
-    proc = esproxy(conf, wait=False)
+    proc = esproxy(both_roles(untrusted, port, es_a, es_b, names), wait=False)
     proc.wait_log("CERTIFICATE_VERIFY_FAILED", timeout=60)
     assert proc.proc.poll() is None, proc.log_tail()  # it keeps trying: the broker may get a good certificate
 
@@ -187,11 +202,8 @@ def test_wrong_password_refused_and_never_logged(esproxy, es_a, es_b, real_engin
             tansu.addr, {"securityProtocol": "SASL_SSL", "tls": {"ca": str(tansu.pki.ca)}, "sasl": sasl}
         )
     try:
-        topic = names.topic()
-        conf = secured(proxy_config(port, es_a, broker.addr, topic), broker)
-        conf["source"]["kafkas"] = secured(replay_config(broker.addr, topic, names.group(), es_b), broker)["source"][
-            "kafkas"
-        ]
+        broker.settings["sasl"]["password"] = password_file(tmp_path, PASSWORD_MARK)
+        conf = both_roles(broker, port, es_a, es_b, names)
         conf["logLevel"] = "debug"  # even kafka-python's and ours at their most talkative
         proc = esproxy(conf, wait=False)
         proc.wait_log("unreachable", timeout=90)  # after kafka-python's own bootstrap timeout (30 s)

@@ -65,8 +65,15 @@ def test_ssl_without_ca_trusts_the_system(pki):
 
 
 def test_ssl_ca_directory(pki, tmp_path):
+    (tmp_path / "ca.pem").write_bytes(pki.ca.read_bytes())
+    (tmp_path / "README").write_text("not a certificate")
     ctx = kafkasecurity.ssl_context(destination(securityProtocol="SSL", tls={"ca": str(tmp_path)}).tls)
-    assert ctx.verify_mode == ssl.CERT_REQUIRED  # a capath is read lazily: nothing listed yet, nothing refused
+    assert [c["subject"] for c in ctx.get_ca_certs()] == [_subject(pki.authority.cert_pem.bytes())]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError) as e:
+        parse(replay_conf(securityProtocol="SSL", tls={"ca": str(empty)}))
+    assert e.value.path == "source.kafkas[0].tls.ca" and "no CA certificate" in e.value.reason
 
 
 def test_check_hostname_off_keeps_verification(pki):
