@@ -40,6 +40,11 @@ PREFIX = "/_esproxy/"
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+def read_body(environ: dict[str, Any]) -> bytes:
+    length = environ.get("CONTENT_LENGTH") or "0"
+    return environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) > 0 else b""
+
+
 def refuse(environ: dict[str, Any], start_response: StartResponse, check: Optional[Check]) -> Optional[Iterable[bytes]]:
     """The 401 answer when ``check`` refuses the request; None when it may pass."""
     challenge = check(environ) if check is not None else None
@@ -77,6 +82,8 @@ class AdminView:
     unstarted: Callable[[], list[tuple[str, float, str]]] = lambda: []
     # the proxy's followers, one row each (esproxy.source.readroute.Follower.row); none without followers
     followers: Callable[[], list[dict[str, Any]]] = lambda: []
+    # /_esproxy/switchover[/...]: the same shape as sync; esproxy.leadership (the proxy role with followers)
+    switchover: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
 
 
 class Admin:
@@ -94,25 +101,35 @@ class Admin:
         if refused is not None:
             return refused
         path = environ.get("PATH_INFO", "")
-        if path.startswith(PREFIX + "sync/") and self.view.sync is not None:
-            return self._sync(environ, start_response, path)
-        status, headers, body = self.render(path, environ.get("REQUEST_METHOD", ""))
-        return _reply(start_response, status, headers, body)
+        body = read_body(environ) if self._control_of(path) is not None else b""
+        status, headers, data = self.answer(path, environ.get("REQUEST_METHOD", ""), body)
+        return _reply(start_response, status, headers, data)
 
-    def _sync(self, environ: dict[str, Any], start_response: StartResponse, path: str) -> Iterable[bytes]:
-        """Follower sync rules at runtime (the replay's; see esproxy.followcontrol)."""
-        assert self.view.sync is not None
-        length = environ.get("CONTENT_LENGTH") or "0"
-        body = environ["wsgi.input"].read(int(length)) if length.isdigit() and int(length) > 0 else b""
-        parts = [p for p in path[len(PREFIX + "sync/") :].split("/") if p]
-        code, doc = self.view.sync(environ.get("REQUEST_METHOD", ""), parts, body)
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}.get(code, "Error")
-        data = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
-        return _reply(start_response, f"{code} {reason}", [JSON_TYPE], mask_bytes(data))
+    def _control_of(self, path: str) -> Optional[tuple[str, Callable[[str, list[str], bytes], tuple[int, Any]]]]:
+        """A runtime control's prefix and handler: the follower sync rules (the replay's;
+        esproxy.followcontrol) or the switchover (the proxy's; esproxy.leadership); None for other paths."""
+        if path.startswith(PREFIX + "sync/") and self.view.sync is not None:
+            return "sync/", self.view.sync
+        if (path + "/").startswith(PREFIX + "switchover/") and self.view.switchover is not None:
+            return "switchover", self.view.switchover
+        return None
+
+    def answer(self, path: str, method: str, body: bytes = b"") -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
+        control = self._control_of(path)
+        if control is None:
+            return self.render(path, method)
+        prefix, handle = control
+        parts = [p for p in path[len(PREFIX + prefix) :].split("/") if p]
+        code, doc = handle(method, parts, body)
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}.get(
+            code, "Error"
+        )
+        return f"{code} {reason}", [JSON_TYPE], mask_bytes(json.dumps(doc, ensure_ascii=False).encode() + b"\n")
 
     def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
-        """Status line, headers and body for an admin path (also asked for by pre-fork workers); no
-        value the config took from ``${ENV}`` or ``file:`` shows in them."""
+        """Status line, headers and body for a GET of health, stats or metrics; no value the config took
+        from ``${ENV}`` or ``file:`` shows in them."""
         status, headers, body = self._render(path, method)
         return status, headers, mask_bytes(body)
 
@@ -227,6 +244,7 @@ class Admin:
             },
             "upstreams": upstreams,
             "followers": self.view.followers(),
+            **({"switchover": self._switchover_state()} if self.view.switchover is not None else {}),
             "replay": {
                 "messages": s.replay_messages,
                 "bytes": s.replay_bytes,
@@ -240,6 +258,12 @@ class Admin:
                 "consumer_lag": self.view.lags(),
             },
         }
+
+    def _switchover_state(self) -> dict[str, Any]:
+        """The proxy's leader, write pause and switches (esproxy.leadership); {} when it cannot say."""
+        assert self.view.switchover is not None
+        status, doc = self.view.switchover("GET", [], b"")
+        return doc if status == 200 else {}
 
     def prometheus(self) -> str:
         """``/_esproxy/metrics``: :data:`METRICS`, read from one snapshot and the health verdict."""
@@ -332,6 +356,23 @@ def _lags(field: str) -> Callable[[Reading], Iterable[Sample]]:
                 yield "", {"group": x["group"], "topic": x["topic"], "partition": str(x["partition"])}, x[field]
 
     return samples
+
+
+def _switchover(value: Callable[[dict[str, Any]], Any]) -> Callable[[Reading], Iterable[Sample]]:
+    """A sample of the proxy's switchover state, none without followers."""
+
+    def samples(r: Reading) -> Iterable[Sample]:
+        state = r.snap.get("switchover")
+        if state:
+            yield "", {}, value(state) or 0
+
+    return samples
+
+
+def _leader(r: Reading) -> Iterable[Sample]:
+    state = r.snap.get("switchover")
+    if state:
+        yield "", {"url": state["leader"], "config_primary": str(state["leader"] == state["config_primary"]).lower()}, 1
 
 
 _SPOOL = "in the durable spool, not yet taken by Kafka."
@@ -433,6 +474,42 @@ METRICS: tuple[Metric, ...] = (
         "gauge",
         "Clusters and their ids (/meta.elasticproxy/_doc/clusterid; empty until read).",
         _clusters,
+    ),
+    Metric(
+        "esproxy_leader_info",
+        "gauge",
+        "The cluster the proxy writes to (1), with followers: config_primary false after a switchover.",
+        _leader,
+    ),
+    Metric(
+        "esproxy_switchover_paused",
+        "gauge",
+        "1 while writes are paused for a switchover.",
+        _switchover(lambda s: int(s["paused"])),
+    ),
+    Metric(
+        "esproxy_switchovers_total",
+        "counter",
+        "Leader switches (switchover and failover) in the state file's history.",
+        _switchover(lambda s: s["switches"]),
+    ),
+    Metric(
+        "esproxy_switchover_last_duration_seconds",
+        "gauge",
+        "The last switch: from the command's start to the new leader.",
+        _switchover(lambda s: (s["last_switch"] or {}).get("duration_seconds")),
+    ),
+    Metric(
+        "esproxy_switchover_last_write_pause_seconds",
+        "gauge",
+        "The last switchover: how long writes were paused.",
+        _switchover(lambda s: (s["last_switch"] or {}).get("write_pause_seconds")),
+    ),
+    Metric(
+        "esproxy_switchover_writes_refused_total",
+        "counter",
+        "Writes answered 503 (Retry-After) while paused for a switchover, since the start.",
+        _switchover(lambda s: s["writes_refused"]),
     ),
     Metric(
         "esproxy_replay_messages_total", "counter", "Kafka messages consumed.", _one(lambda s: s["replay"]["messages"])

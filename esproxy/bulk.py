@@ -88,10 +88,11 @@ def parse_response(body: bytes) -> list[Item]:
 
 @dataclass
 class DocOp:
-    """A document write as esproxy replays it: the final state, versioned by A's sequence number.
+    """A document write as esproxy replays it: the final state, versioned as capture.doc_version says.
 
     ``index`` puts the whole source (a create, an update's result or an index); ``delete`` removes.
-    ``version`` (A's ``_seq_no``) makes B keep the newest state whatever order copies arrive in.
+    ``version`` (max of ``_seq_no`` and ``_version`` on the cluster that applied it) makes the other
+    cluster keep the newest state whatever order copies arrive in.
     """
 
     verb: str  # "index" or "delete"

@@ -1,8 +1,8 @@
 """Turn a write that cluster A applied into the beans that reproduce it exactly on cluster B.
 
 Document writes (single-document APIs and `_bulk`) become *document beans*: a `_bulk` body of
-versioned actions (``version_type=external_gte``, version = A's ``_seq_no`` for that document)
-that put the document's final state:
+versioned actions (``version_type=external_gte``, version = ``max(_seq_no, _version)`` of that
+document on the cluster that applied it, see :func:`doc_version`) that put the document's final state:
 
 - the ``_id`` is the one A answered with, so auto-generated ids are the same on B;
 - only the bulk items A applied (2xx) are kept; failed ones are dropped with their source lines;
@@ -29,7 +29,7 @@ from .bulk import Action, DocOp, Item, parse_request, parse_response
 
 log = logging.getLogger("esproxy.capture")
 
-# (index, id, routing) of updated documents -> their (source, seq_no) on A now, or None if gone.
+# (index, id, routing) of updated documents -> their (source, doc_version) on A now, or None if gone.
 Fetch = Callable[[list[tuple[str, str, Optional[str]]]], dict[tuple[str, str], Optional[tuple[bytes, int]]]]
 
 
@@ -81,6 +81,19 @@ def write_kind(method: str, s: list[str]) -> str:
     return ""
 
 
+def doc_version(seq_no: int, version: Optional[int]) -> int:
+    """The external version a replayed write carries: ``max(_seq_no, _version)`` on the cluster that applied it.
+
+    ``_seq_no`` alone orders the writes of one leader, but the sequence numbers of two clusters are not
+    comparable: after a switchover the new leader's could be lower than the ones the old leader gave the
+    same document, and its writes would be refused (409) as older. ``_version`` carries over: a follower
+    written with external versions holds the leader's value as the document's ``_version``, and a client's
+    write on it (once it leads) increments that. Both numbers grow with every write of a document on one
+    cluster, so their max does too, on either side of a switch.
+    """
+    return max(seq_no, version or 0)
+
+
 def _doc_type(s: list[str]) -> Optional[str]:
     return s[1] if len(s) > 1 and not s[1].startswith("_") else None
 
@@ -129,7 +142,8 @@ def _op(
     action: Action, item: Item, routing: Optional[str], pipeline: Optional[str], doc_type: Optional[str]
 ) -> Optional[DocOp]:
     verb = "delete" if action.verb == "delete" else "index"
-    op = DocOp(verb, item.index, item.id, int(item.seq_no or 0), action.source, routing, pipeline, doc_type)
+    version = doc_version(int(item.seq_no or 0), item.version)
+    op = DocOp(verb, item.index, item.id, version, action.source, routing, pipeline, doc_type)
     if action.verb == "update":
         op.source = None  # filled in from A by _resolve_updates
         op.pipeline = None  # the fetched document is already the pipeline's output
@@ -145,8 +159,8 @@ def _resolve_updates(pending: list[tuple[DocOp, Item]], fetch: Fetch) -> list[Do
             found = current.get((op.index, op.id))
             if found is None:
                 continue  # deleted on A since: that delete is captured and replays too
-            op.source, seq_no = found
-            op.version = max(op.version, seq_no)
+            op.source, version = found
+            op.version = max(op.version, version)
         ops.append(op)
     return ops
 

@@ -25,6 +25,7 @@ def _run_parser() -> argparse.ArgumentParser:
         " esproxy repair --source URL --target URL [--dry-run];"
         " esproxy sync list|status|add|delete|pause|resume|stop -c replay.yml;"
         " esproxy sync copy --source URL --target URL --index PATTERN [--rename T] [--dry-run];"
+        " esproxy switchover -c conf.yml [--dry-run]; esproxy failover -c conf.yml;"
         " esproxy dlq list|requeue (-c conf.yml | --brokers B --topic T | --file F);"
         " esproxy profile cpu.profile [--top N]; esproxy config-reference.",
     )
@@ -79,6 +80,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .syncctl import main as sync
 
         return sync(argv[1:])
+    if argv[:1] in (["switchover"], ["failover"]):
+        from .switchover import main as switch
+
+        return switch(argv[0], argv[1:])
     if argv[:1] == ["dlq"]:
         from .dlq import main as dlq
 

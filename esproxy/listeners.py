@@ -19,9 +19,10 @@ from gevent.pywsgi import WSGIServer
 
 from . import labels
 from .bean import Bean
-from .config import Config, ProxySource
+from .config import Config, ElasticDestination, ProxySource
 from .dest.elastic import Elastic, UpstreamError
 from .follow import Rules
+from .leadership import Leadership
 from .recorder import Recorder
 from .retry import Aborted, retry
 from .source.proxy import ProxyApp, make_server
@@ -67,14 +68,21 @@ def bind(p: ProxySource) -> socket.socket:
 
 
 class Listeners:
-    def __init__(self, cfg: Config, fanout: Optional[Recorder], admin: AdminEndpoints, stop: Event) -> None:
+    def __init__(
+        self, cfg: Config, fanout: Optional[Recorder], admin: AdminEndpoints, stop: Event, worker: bool = False
+    ) -> None:
         self.cfg = cfg
+        self.worker = worker  # a pre-fork worker: follows the master's switches, whose checks were made there
         self.fanout = fanout
         self.admin = admin
         self.stop = stop
         self.apps: list[ProxyApp] = []
         self.servers: list[WSGIServer] = []
         self.elastics: list[Elastic] = []
+        # With followers: which cluster leads (the state file of the last switchover says) and the write pause.
+        self.leadership = Leadership.of(cfg)
+        if self.leadership is not None:
+            self.leadership.on_switch.append(self._prepare_switch)
 
     def start(self, sockets: Optional[list[socket.socket]] = None, serve: bool = True) -> None:
         """An app per proxy entry; served on ``sockets`` (in entry order) or on sockets bound here."""
@@ -82,7 +90,10 @@ class Listeners:
             matching = matching_indexes(self.cfg, p.labels)
             if len(matching) > 1:
                 log.warning("proxy :%d: %d primaries match; forwarding to the first only", p.port, len(matching))
-            primary = Elastic(self.cfg.primaries()[matching[0]], "primary")
+            leader = self.cfg.primaries()[matching[0]]
+            if self.leadership is not None and matching[0] == 0:
+                leader = self.leadership.leader_cfg
+            primary = Elastic(leader, "primary")
             self.elastics.append(primary)
             # Serve (and answer 502 while the primary is down) rather than wait for its id.
             gevent.spawn(wait_for_cluster_id, primary, self.stop)
@@ -90,7 +101,9 @@ class Listeners:
             if p.followerReadOnly:
                 app.read_only = Rules.from_config(self.cfg.follow)
             app.admin = self.admin
-            app.followers = self._followers(p)
+            app.leadership = self.leadership if matching[0] == 0 else None
+            followers = self.leadership.followers() if app.leadership is not None else self.cfg.followers()
+            app.followers = self._followers(p, followers)
             if app.followers:
                 app.reads = ReadRouter(p.readYourWrites, rules_for(self.cfg.follow))
             self.apps.append(app)
@@ -103,12 +116,12 @@ class Listeners:
                 https = " (https)" if p.tls else ""
                 log.info("%s %s:%d -> %s%s", what, p.host, p.port, primary.target(""), https)
 
-    def _followers(self, p: ProxySource) -> list[Follower]:
-        """The followers whose labelEval accepts this proxy's labels, watched from now on."""
+    def _followers(self, p: ProxySource, clusters: list[ElasticDestination]) -> list[Follower]:
+        """The followers (of ``clusters``) whose labelEval accepts this proxy's labels, watched from now on."""
         # A pre-fork worker cannot see the master's spool: its followers' lag is the replay's alone.
         unshipped = getattr(self.fanout, "oldest_unshipped_age", None)
         followers = []
-        for f in self.cfg.followers():
+        for f in clusters:
             if labels.parse(f.labelEval)(p.labels):
                 elastic = Elastic(f, "follower")
                 self.elastics.append(elastic)
@@ -116,6 +129,32 @@ class Listeners:
                 follower.start()
                 followers.append(follower)
         return followers
+
+    def _prepare_switch(self, leader: ElasticDestination) -> Callable[[], None]:
+        """A switchover to ``leader``: its client, its cluster id read now (UpstreamError if it cannot be: the
+        beans of its writes must name it), and what makes the apps forward to it."""
+        new = Elastic(leader, "primary")
+        try:
+            new.ensure_cluster_id()
+        except UpstreamError:
+            if not self.worker:
+                new.close()
+                raise
+            gevent.spawn(wait_for_cluster_id, new, self.stop)  # the master read it: a moment's trouble here
+        apps = [app for app in self.apps if app.leadership is not None]
+        assert self.leadership is not None
+        following = [c for c in self.leadership.clusters if c is not leader]  # the old leader among them
+
+        def swap() -> None:
+            self.elastics.append(new)
+            for app in apps:
+                old = app.followers
+                # The old clients stay open: requests in flight finish on them.
+                app.primary, app.followers = new, self._followers(app.cfg, following)
+                for follower in old:
+                    follower.close()  # its watch; reads now go to the new followers
+
+        return swap
 
     def settle(self, intents: list[dict[str, Any]]) -> None:
         """Writes of unknown outcome (a crash in flight): copy what A holds, then close each intent."""

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 import gevent
 from gevent import subprocess
-from gevent.event import Event
+from gevent.event import AsyncResult, Event
 from gevent.pool import Group
 
 from .channel import Channel
@@ -55,6 +55,7 @@ class WorkerProcess:
         self.profiles: dict[str, Optional[Path]] = {}  # "cpu"/"mem" -> its file, once the worker wrote it
         self.profiled = {"cpu": Event(), "mem": Event()}
         self.ready = Event()  # serving its listeners
+        self.leadership_acks: dict[int, AsyncResult] = {}  # broadcast number -> its writes in flight
 
 
 class WorkerPool:
@@ -64,8 +65,9 @@ class WorkerPool:
         conf_path: str,
         listeners: list[socket.socket],
         fanout: Optional[Fanout],
-        render_admin: Callable[[str, str], tuple[str, list, bytes]],
+        render_admin: Callable[[str, str, bytes], tuple[str, list, bytes]],
         settle: Callable[[list[dict[str, Any]]], None],
+        leadership: Optional[Callable[[], Optional[dict[str, Any]]]] = None,
     ) -> None:
         self.count = count
         self.conf_path = conf_path
@@ -73,6 +75,8 @@ class WorkerPool:
         self.fanout = fanout
         self.render_admin = render_admin
         self.settle = settle
+        self.leadership = leadership  # the master's leader and write pause (esproxy.leadership.Leadership.gate)
+        self._broadcasts = 0
         self.workers: dict[int, WorkerProcess] = {}  # slot -> worker
         self.stopping = False
         self._watchers = Group()
@@ -158,6 +162,8 @@ class WorkerPool:
     def _do(self, w: WorkerProcess, op: str, args: tuple) -> Any:
         if op == "admin":
             return self.render_admin(*args)
+        if op == "leadership":
+            return self.leadership() if self.leadership is not None else None
         fanout = self.fanout
         if fanout is None:
             raise RuntimeError("this config has no destination for captured writes")
@@ -186,6 +192,10 @@ class WorkerPool:
             w.ready.set()
         elif op == "report":
             w.report = args[0]
+        elif op == "leadership_ack":
+            waiting = w.leadership_acks.pop(args[0], None)
+            if waiting is not None:
+                waiting.set(args[1])
         elif op == "profiled":
             kind, path = args
             w.profiles[kind] = Path(path) if path else None
@@ -198,6 +208,31 @@ class WorkerPool:
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers.values()]
+
+    def follow_leadership(self, gate: dict[str, Any], timeout: float) -> int:
+        """Send every worker the master's leader and write pause; once each applied it, their writes in
+        flight (the sum). TimeoutError names a worker that did not confirm in time."""
+        self._broadcasts += 1
+        number = self._broadcasts
+        waiting = []
+        for w in list(self.workers.values()):
+            result = w.leadership_acks[number] = AsyncResult()
+            try:
+                w.channel.send((0, "leadership", (number, gate)))
+            except OSError:  # gone: its successor asks for the state before it serves
+                w.leadership_acks.pop(number, None)
+                continue
+            waiting.append((w, result))
+        deadline = time.monotonic() + timeout
+        total = 0
+        for w, result in waiting:
+            try:
+                total += result.get(timeout=max(0.0, deadline - time.monotonic()))
+            except gevent.Timeout:
+                raise TimeoutError(f"worker {w.slot} (pid {w.proc.pid}) did not confirm within {timeout:g}s") from None
+            finally:
+                w.leadership_acks.pop(number, None)
+        return total
 
     def command(self, op: str, *args: Any) -> None:
         """Send every worker a profiling command: cpu_start(seconds), cpu_stop(), mem(seconds)."""

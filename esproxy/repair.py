@@ -3,9 +3,9 @@
 Index by index, as `esproxy compare` sees them: B's ids, hashes and sequence numbers are read
 first (held in memory), then A is scrolled with its documents' `_seq_no`. A document missing in B
 or different there is written with A's version, exactly as the live replay writes it
-(``version=<A's _seq_no>, version_type=external_gte``, routing kept): a 409 means B already holds
-a newer copy, so it is skipped, never overwritten. A document only B holds is re-read on A right
-before it goes (if A has it by now, it is written instead) and deleted with ``if_seq_no`` /
+(``version=max(A's _seq_no, _version), version_type=external_gte``, routing kept; capture.doc_version):
+a 409 means B already holds a newer copy, so it is skipped, never overwritten. A document only B
+holds is re-read on A right before it goes (if A has it by now, it is written instead) and deleted with ``if_seq_no`` /
 ``if_primary_term`` of the copy B had when it was read: a live write that got there since wins.
 """
 
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Optional, TextIO
 
 from .bulk import DocOp, Item, parse_response
+from .capture import doc_version
 from .compare import add_cluster_arguments, call, cluster, command_failed, digest, hits, indices, refresh
 from .config import ConfigError
 from .dest.elastic import Elastic, UpstreamError
@@ -153,14 +154,14 @@ def _doc_type(hit: dict) -> Optional[str]:
 
 
 def versioned_write(hit: dict, kind: str, index: Optional[str] = None) -> Planned:
-    """A's document (a search or get hit with its `_seq_no`) as the live replay writes it, into
-    ``index`` (default: the hit's own)."""
+    """A's document (a search or get hit with its `_seq_no` and `_version`) as the live replay writes it
+    (versioned as capture.doc_version says), into ``index`` (default: the hit's own)."""
     source = json.dumps(hit.get("_source"), ensure_ascii=False, separators=(",", ":")).encode()
     op = DocOp(
         "index",
         index or hit["_index"],
         hit["_id"],
-        int(hit["_seq_no"]),
+        doc_version(int(hit["_seq_no"]), hit.get("_version")),
         source,
         hit.get("_routing"),
         None,
@@ -210,7 +211,7 @@ class Repair:
     # ------------------------------------------------------------------ reading
 
     def _scan(self, cluster: Elastic, index: str) -> Iterator[dict]:
-        for hit in hits(cluster, index, self.page, self.keep_alive, seq_no_primary_term=True):
+        for hit in hits(cluster, index, self.page, self.keep_alive, seq_no_primary_term=True, version=True):
             self.pace.take()
             self.progress.step(read=1)
             yield hit

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from gevent.event import Event
 
@@ -36,6 +36,7 @@ from .tls import server_context
 log = logging.getLogger("esproxy")
 
 WORKERS_READY_TIMEOUT = 30.0
+WORKERS_CONFIRM_TIMEOUT = 5.0  # each worker confirms a switchover's pause, resume or new leader within this
 
 
 class Roles:
@@ -78,7 +79,30 @@ class Roles:
             sync=self.follow.handle if self.follow is not None else None,
             unstarted=lambda: [(cluster, *since_why) for cluster, since_why in self.unstarted.items()],
             followers=self._follower_rows,
+            switchover=self._switchover if self.cfg.followers() and self.cfg.proxies() else None,
         )
+
+    def _switchover(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
+        """/_esproxy/switchover[/...] (esproxy.leadership), with what the proxy still has to ship."""
+        leadership = self.listeners.leadership if self.listeners is not None else None
+        if leadership is None or (self.cfg.workers > 1 and self.pool is None):
+            return 503, {
+                "error": {"type": "esproxy_starting_exception", "reason": "the proxy is starting"},
+                "status": 503,
+            }
+        status, doc = leadership.handle(method, parts, body)
+        if status == 200 and self.pool is not None:  # the workers follow the master's state, then answer
+            try:
+                doc["writes_in_flight"] += self.pool.follow_leadership(leadership.gate(), WORKERS_CONFIRM_TIMEOUT)
+            except TimeoutError as e:
+                reason = f"not every worker took the switchover state: {e}"
+                return 503, {"error": {"type": "esproxy_workers_exception", "reason": reason}, "status": 503}
+        if status == 200:
+            fanout = self.fanout
+            doc["unshipped"] = fanout.unshipped() if fanout is not None else 0
+            spool = fanout.spool if fanout is not None else None
+            doc["open_intents"] = len(spool.open_intents) if spool is not None else 0
+        return status, doc
 
     def _follower_rows(self) -> list[dict]:
         """Each follower once (proxies may share them), as this process sees it."""
@@ -118,7 +142,9 @@ class Roles:
             self.stop_event.set()
             self._stop()
             return 1
-        except ConfigError as e:  # a TLS certificate or key that loads no more (esproxy --check reads them all)
+        # a TLS certificate or key that loads no more (esproxy --check reads them all), or a switchover
+        # state file naming a cluster the config does not
+        except ConfigError as e:
             log.error("config error: %s", e)
             self.stop_event.set()
             self._stop()
@@ -154,8 +180,15 @@ class Roles:
                     server_context(p.tls, f"source.proxies[:{p.port}].tls")
             sockets = [bind(p) for p in self.cfg.proxies()]
             self.listeners.start(serve=False)  # the master's apps only settle writes of unknown outcome
+            leadership = self.listeners.leadership
             self.pool = WorkerPool(
-                self.cfg.workers, self.conf_path, sockets, self.fanout, self.admin.render, self.listeners.settle
+                self.cfg.workers,
+                self.conf_path,
+                sockets,
+                self.fanout,
+                self.admin.answer,
+                self.listeners.settle,
+                leadership.gate if leadership is not None else None,
             )
             self.profiler.workers = self.pool
             self.pool.start()

@@ -103,7 +103,7 @@ def _current_states(targets: list[tuple[str, str, Optional[str]]], primary: Elas
                 )
             )
             continue
-        source, seq_no = state
-        beans.append(template.documents(index, DocOp("index", index, doc_id, seq_no, source, routing).lines()))
+        source, version = state
+        beans.append(template.documents(index, DocOp("index", index, doc_id, version, source, routing).lines()))
     log.info("settled %d document(s) of a write whose outcome was unknown (a crash or timeout in flight)", len(beans))
     return beans

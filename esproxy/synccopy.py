@@ -2,7 +2,7 @@
 
 Each index is created in B under its B name with A's mappings, chosen settings and (renamed)
 aliases, then every document is written with A's version exactly as the live replay writes it
-(``version=<A's _seq_no>, version_type=external_gte``, routing kept; see repair.versioned_write).
+(``version=max(A's _seq_no, _version), version_type=external_gte``, routing kept; see repair.versioned_write).
 The stream replays every write made since the copy started with the same versions, so whichever
 of the two reaches B last, B keeps the newest copy. The one case versions cannot settle is a
 document the copy read before A deleted it: the stream's delete may reach B first, and its
@@ -372,6 +372,7 @@ class Reader:
                 "sort": [{"_shard_doc": "asc"}],
                 "pit": {"id": self.state["id"], "keep_alive": KEEP_ALIVE},
                 "seq_no_primary_term": True,
+                "version": True,
                 "track_total_hits": False,
             }
             if self.state.get("after") is not None:
@@ -399,7 +400,7 @@ class Reader:
             self.cluster,
             "POST",
             f"/{self.index}/_search?scroll={KEEP_ALIVE}",
-            {"size": self.page, "sort": ["_doc"], "seq_no_primary_term": True},
+            {"size": self.page, "sort": ["_doc"], "seq_no_primary_term": True, "version": True},
         )
         self.state = {"kind": "scroll", "id": r.get("_scroll_id"), "after": None}
         while True:

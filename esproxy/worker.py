@@ -19,7 +19,7 @@ import gevent
 from gevent.event import Event
 
 from . import signals
-from .admin import refuse, upstream_rows
+from .admin import read_body, refuse, upstream_rows
 from .bean import Bean
 from .channel import Channel, MasterClient, MasterGone
 from .config import Config
@@ -74,8 +74,10 @@ class MasterAdmin:
         refused = refuse(environ, start_response, check)
         if refused is not None:
             return refused
+        method = environ["REQUEST_METHOD"]
+        sent = read_body(environ) if method not in ("GET", "HEAD") else b""  # a control's (switchover)
         try:
-            status, headers, body = self.client.call("admin", environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"])
+            status, headers, body = self.client.call("admin", environ.get("PATH_INFO", ""), method, sent)
         except MasterGone as e:
             status, headers, body = "503 Service Unavailable", [JSON_TYPE], str(e).encode()
         start_response(status, headers)
@@ -92,11 +94,17 @@ class Worker:
         self.profiler = Profiler(out_name=f"cpu.profile.{pid}", mem_name=f"mem.profile.{pid}")
         self.client = MasterClient(Channel(self.ipc), self._command)
         self.listeners: Optional[Listeners] = None
+        self._gate: Optional[dict[str, Any]] = None  # the master's leader and pause, when sent before we serve
 
     def run(self) -> int:
         signals.install({"stop": self._on_stop_signal, "profile": self.profiler.on_signal})
         fanout = MasterFanout(self.client, records_intents=self.cfg.spools()) if self.cfg.captures() else None
-        self.listeners = Listeners(self.cfg, fanout, MasterAdmin(self.client), self.stop_event)
+        self.listeners = Listeners(self.cfg, fanout, MasterAdmin(self.client), self.stop_event, worker=True)
+        if self.listeners.leadership is not None:  # a switchover may be under way: its pause applies at once
+            gate = self.client.call("leadership")
+            for g in (gate, self._gate):
+                if g is not None:
+                    self.listeners.leadership.follow(g)
         self.listeners.start(self.sockets)
         for server in self.listeners.servers:
             server.max_accept = 1  # take one waiting connection per wake-up; the other workers take theirs
@@ -135,7 +143,15 @@ class Worker:
         self.client.notify("report", report)
 
     def _command(self, op: str, args: tuple) -> None:
-        if op == "cpu_start":
+        if op == "leadership":
+            generation, gate = args
+            leadership = self.listeners.leadership if self.listeners is not None else None
+            if leadership is None:
+                self._gate = gate  # applied before serving
+            else:
+                leadership.follow(gate)
+            self.client.notify("leadership_ack", generation, leadership.writes_in_flight if leadership else 0)
+        elif op == "cpu_start":
             seconds = args[0]
             # The master's cpu_stop ends it; the worker's own timer is only a safety net.
             self.profiler.start_cpu(None if seconds is None else seconds + 60)

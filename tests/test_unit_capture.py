@@ -130,3 +130,19 @@ def test_go_original_typed_paths() -> None:
     answer = _answer(_index="person", _type="doc", _id="7", _seq_no=1, result="created")
     (bean,) = capture(_template("PUT", "/person/doc/7", {"n": 1}), answer, no_fetch)
     assert _actions(bean)[0][0]["index"]["_type"] == "doc"
+
+
+def test_version_is_the_larger_of_seq_no_and_version() -> None:
+    # B after a switchover: the document came with external version 40 from A, a client's write made it 41,
+    # while B's own sequence numbers are still low. A must take the write as newer than its 40.
+    answer = _answer(_index="i", _id="1", _seq_no=3, _version=41, result="updated")
+    (bean,) = capture(_template("PUT", "/i/_doc/1", {"n": 1}), answer, no_fetch)
+    assert _actions(bean)[0][0]["index"]["version"] == 41
+    deleted = _answer(_index="i", _id="1", _seq_no=4, _version=42, result="deleted")
+    (bean,) = capture(_template("DELETE", "/i/_doc/1"), deleted, no_fetch)
+    assert _actions(bean)[0][0]["delete"]["version"] == 42
+    bulk = json.dumps({"items": [{"index": {"_index": "i", "_id": "2", "_seq_no": 9, "_version": 2, "status": 200}}]})
+    (bean,) = capture(
+        _template("POST", "/_bulk", b'{"index":{"_index":"i","_id":"2"}}\n{"n":2}\n'), bulk.encode(), no_fetch
+    )
+    assert _actions(bean)[0][0]["index"]["version"] == 9

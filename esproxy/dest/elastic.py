@@ -207,7 +207,8 @@ class Elastic:
     def current_docs(
         self, docs: list[tuple[str, str, Optional[str]]]
     ) -> dict[tuple[str, str], Optional[tuple[bytes, int]]]:
-        """(index, id, routing) -> (source, _seq_no) as the cluster holds them now, None if absent."""
+        """(index, id, routing) -> (source, version to replay it with: capture.doc_version) as the cluster
+        holds them now, None if absent."""
         wanted = [{"_index": i, "_id": d, **({"routing": r} if r is not None else {})} for i, d, r in docs]
         r = self.request("POST", "/_mget", {"Content-Type": "application/json"}, json.dumps({"docs": wanted}).encode())
         if r.status != 200:
@@ -217,7 +218,7 @@ class Elastic:
             key = (str(doc.get("_index")), str(doc.get("_id")))
             if doc.get("found"):
                 source = json.dumps(doc["_source"], ensure_ascii=False, separators=(",", ":")).encode()
-                found[key] = (source, int(doc.get("_seq_no", 0)))
+                found[key] = (source, max(int(doc.get("_seq_no", 0)), int(doc.get("_version") or 0)))
             else:
                 found[key] = None
         return found

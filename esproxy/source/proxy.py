@@ -30,6 +30,7 @@ from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
 from ..follow import Rules
+from ..leadership import Leadership
 from ..logs import access_log
 from ..recorder import NotRecorded, Recorder, Unavailable
 from ..retry import retry
@@ -87,11 +88,14 @@ STREAM_OVER = 256 * 1024
 class ErrorAnswer(Exception):
     """An answer of the proxy's own instead of the primary's (an Elasticsearch-style error)."""
 
-    def __init__(self, status: int, kind: str, reason: str, access_logged: bool = True) -> None:
+    def __init__(
+        self, status: int, kind: str, reason: str, access_logged: bool = True, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.body = error_body(status, kind, reason)
         self.access_logged = access_logged
+        self.headers = list(headers)
 
 
 class RawPathHandler(WSGIHandler):
@@ -200,6 +204,7 @@ class ProxyApp:
     admin: Optional[AdminEndpoints] = None  # answers /_esproxy/ paths (set by Listeners)
     # In front of a follower (followerReadOnly): its followed indices refuse writes (readonly.py).
     read_only: Optional[Rules] = None
+    leadership: Optional[Leadership] = None  # with followers: the switchover's write pause (set by Listeners)
 
     def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Recorder]) -> None:
         self.cfg = cfg
@@ -257,25 +262,50 @@ class ProxyApp:
                 payload = error_body(readonly.STATUS, readonly.KIND, refused.reason)
                 self._access(environ, method, uri, started, readonly.STATUS, payload)
                 return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
-        capturing = self.fanout is not None and routing.is_write(method, uri)
-        recording = capturing and self.records_intents
-        if recording and self.cfg.assignIds:
-            environ, uri, body = with_assigned_ids(environ, method, uri, body)
+        writing = routing.is_write(method, uri)
+        gated = writing and self.leadership is not None
         try:
-            intent = self._begin(environ, method, uri, body) if recording else None
+            if gated:
+                self._admit()
             try:
-                r = self._forward(environ, method, uri, body, capturing)
-            except UpstreamError as e:
-                raise self._unanswered(e, environ, method, uri, body, started, intent) from None
-            if capturing:
-                self._record(environ, method, uri, body, r, intent)
-            if self.followers:
-                self.reads.answered(environ, method, uri, body, r.status)
+                r = self._write_or_read(environ, method, uri, body, writing, started)
+            finally:
+                if gated:
+                    assert self.leadership is not None
+                    self.leadership.write_done()
         except ErrorAnswer as e:
             if e.access_logged:
                 self._access(environ, method, uri, started, e.status, e.body)
-            return self._reply(start_response, e.status, [JSON_TYPE], e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, *e.headers], e.body)
         return self._relay(start_response, environ, method, uri, started, r)
+
+    def _admit(self) -> None:
+        """A write while a switchover pauses writes: held until the resume, or refused (503, Retry-After)."""
+        assert self.leadership is not None
+        retry_after = self.leadership.admit_write()
+        if retry_after is not None:
+            reason = "writes are paused while the leader cluster is switched over; retry shortly"
+            headers = [("Retry-After", str(retry_after))]
+            raise ErrorAnswer(503, "esproxy_switchover_in_progress_exception", reason, headers=headers)
+
+    def _write_or_read(
+        self, environ: Environ, method: str, uri: str, body: bytes, writing: bool, started: float
+    ) -> Response:
+        primary = self.primary  # the leader this request goes to, even if a failover swaps it meanwhile
+        capturing = self.fanout is not None and writing
+        recording = capturing and self.records_intents
+        if recording and self.cfg.assignIds:
+            environ, uri, body = with_assigned_ids(environ, method, uri, body)
+        intent = self._begin(environ, method, uri, body) if recording else None
+        try:
+            r = self._forward(primary, environ, method, uri, body, capturing)
+        except UpstreamError as e:
+            raise self._unanswered(primary, e, environ, method, uri, body, started, intent) from None
+        if capturing:
+            self._record(primary, environ, method, uri, body, r, intent)
+        if self.followers:
+            self.reads.answered(environ, method, uri, body, r.status)
+        return r
 
     def _begin(self, environ: Environ, method: str, uri: str, body: bytes) -> str:
         """durability: spool — the write's intent, on disk before it is forwarded; its id."""
@@ -287,19 +317,23 @@ class ProxyApp:
             kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
             raise ErrorAnswer(503, kind, f"write refused, not forwarded: {e}") from None
 
-    def _forward(self, environ: Environ, method: str, uri: str, body: bytes, capturing: bool) -> Response:
+    def _forward(
+        self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes, capturing: bool
+    ) -> Response:
         """The primary's answer (a read's long answer streamed); UpstreamError when it gives none."""
         headers = {name: environ[key] for key, name in self.forwarded if key in environ}
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
         stream_over = None if capturing else STREAM_OVER
-        if self.followers:
-            return self.reads.forward(self.primary, self.followers, environ, method, uri, headers, body, stream_over)
-        return self.primary.request(method, uri, headers, body, stream_over=stream_over)
+        followers = self.followers
+        if followers:
+            return self.reads.forward(primary, followers, environ, method, uri, headers, body, stream_over)
+        return primary.request(method, uri, headers, body, stream_over=stream_over)
 
     def _unanswered(
         self,
+        primary: Elastic,
         e: UpstreamError,
         environ: Environ,
         method: str,
@@ -316,7 +350,7 @@ class ProxyApp:
             else:  # A may have applied it: copy what A holds once it answers again
                 sent = time.time() - (time.perf_counter() - started)
                 record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
-                self.settle_later(record, self._bean(environ, method, uri, body))
+                self.settle_later(record, self._bean(primary, environ, method, uri, body), primary)
         if e.untrusted:  # logged by the Elastic once per change of state, not for each request
             reason = f"request not forwarded: {e}; trust its CA (tls.ca) or pin it (tls.fingerprint)"
             return ErrorAnswer(502, "esproxy_upstream_untrusted_exception", reason)
@@ -324,19 +358,21 @@ class ProxyApp:
         kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
         return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
 
-    def _record(self, environ: Environ, method: str, uri: str, body: bytes, r: Response, intent: Optional[str]) -> None:
+    def _record(
+        self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes, r: Response, intent: Optional[str]
+    ) -> None:
         """A write the primary answered: its beans (if it succeeded) recorded before the client hears of it."""
         assert self.fanout is not None
         beans: list[Bean] = []
         if 200 <= r.status < 300:
-            template = self._bean(environ, method, uri, body)
-            beans = capture(template, _decoded(r), self.primary.current_docs)
+            template = self._bean(primary, environ, method, uri, body)
+            beans = capture(template, _decoded(r), primary.current_docs)
             STATS.writes_captured += 1
         try:
             if intent is not None:
                 self.fanout.done(intent, beans)  # on disk before the client hears of it
             elif beans and self.cfg.durability == "kafka":
-                self.fanout.deliver_now(beans, deadline=time.monotonic() + self.primary.cfg.timeout)
+                self.fanout.deliver_now(beans, deadline=time.monotonic() + primary.cfg.timeout)
             else:
                 for bean in beans:
                     self.fanout.put(bean)
@@ -383,15 +419,16 @@ class ProxyApp:
             return headers
         return [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
 
-    def settle_later(self, intent: dict[str, Any], template: Bean) -> None:
-        """Copy A's state for a write of unknown outcome once A answers, then close its intent."""
-        gevent.spawn(self._settle, intent, template)
+    def settle_later(self, intent: dict[str, Any], template: Bean, primary: Optional[Elastic] = None) -> None:
+        """Copy A's state for a write of unknown outcome once A answers, then close its intent; ``primary``:
+        the cluster the write went to (default: the leader now)."""
+        gevent.spawn(self._settle, intent, template, primary or self.primary)
 
-    def _settle(self, intent: dict[str, Any], template: Bean) -> None:
+    def _settle(self, intent: dict[str, Any], template: Bean, primary: Elastic) -> None:
         assert self.fanout is not None and self.fanout.records_intents
         # A keeps applying a write whose client (this proxy) is gone: read it back only once A has
         # answered it or given up, or B would copy a state the write then changes.
-        wait = intent.get("time", 0) + self.primary.cfg.timeout + SETTLE_GRACE - time.time()
+        wait = intent.get("time", 0) + primary.cfg.timeout + SETTLE_GRACE - time.time()
         if wait > 0:
             log.info("settling %s %s in %.0fs, once the primary is done with it", intent["method"], intent["uri"], wait)
             gevent.sleep(wait)
@@ -400,10 +437,10 @@ class ProxyApp:
             method, uri = intent["method"], intent["uri"]
             log.warning("settling %s %s waits for the primary (%s); retrying in %.0fs", method, uri, e, delay)
 
-        beans = retry(lambda: settle(intent, self.primary, template), (UpstreamError,), primary_down, base=1, cap=30)
+        beans = retry(lambda: settle(intent, primary, template), (UpstreamError,), primary_down, base=1, cap=30)
         self.fanout.done(intent["id"], beans)
 
-    def _bean(self, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
+    def _bean(self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
         body = _plain_body(environ, body)
         content_type = environ.get("CONTENT_TYPE") or "application/json"
         return Bean(
@@ -414,16 +451,16 @@ class ProxyApp:
             host=environ.get("HTTP_HOST", ""),
             remoteAddr=_remote(environ),
             labels=dict(self.cfg.labels) or None,
-            clusterIds=[self._cluster_id()] if self._cluster_id() else [],
+            clusterIds=[self._cluster_id(primary)] if self._cluster_id(primary) else [],
         )
 
-    def _cluster_id(self) -> str:
-        if not self.primary.cluster_id:  # the primary was down at start; it answered just now
+    def _cluster_id(self, primary: Elastic) -> str:
+        if not primary.cluster_id:  # the primary was down at start; it answered just now
             try:
-                self.primary.ensure_cluster_id()
+                primary.ensure_cluster_id()
             except UpstreamError as e:
-                log.warning("cluster id of %s still unknown: %s", self.primary.target(""), e)
-        return self.primary.cluster_id
+                log.warning("cluster id of %s still unknown: %s", primary.target(""), e)
+        return primary.cluster_id
 
     def _access(self, environ: Environ, method: str, uri: str, started: float, status: int, body: bytes) -> None:
         upstream = environ.get(UPSTREAM_ENVIRON, self.primary)
