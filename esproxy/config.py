@@ -713,6 +713,8 @@ def parse(text: str) -> Config:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
         raise ConfigError("", f"{where}: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        raise ConfigError("", "YAML nested deeper than the parser goes") from None
     if data is None:
         raise ConfigError("", "the file is empty")
     data, unresolved, outside = secretrefs.resolve_tree(data)
