@@ -89,11 +89,7 @@ class Bean:
 
     @classmethod
     def from_json(cls, data: bytes) -> Bean:
-        try:
-            raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BeanError(f"not JSON: {e}") from None
-        return cls.from_obj(raw)
+        return cls.from_obj(loads(data))
 
     @classmethod
     def from_obj(cls, raw: Any) -> Bean:
@@ -106,18 +102,41 @@ class Bean:
             raise BeanError("no method")
         if not isinstance(uri, str) or not uri.startswith("/"):
             raise BeanError("no requestUri (an absolute path)")
-        return cls(
+        bean = cls(
             method=method.upper(),
             requestUri=uri,
             body=_body(fields.get("body"), fields.get("bodyencoding")),
             header=_header(fields.get("header")),
             host=str(fields.get("host") or ""),
             remoteAddr=str(fields.get("remoteaddr") or ""),
-            labels=fields.get("labels") if isinstance(fields.get("labels"), dict) else None,
-            clusterIds=[str(c) for c in fields.get("clusterids") or [] if c],
+            labels=_labels(fields.get("labels")),
+            clusterIds=_cluster_ids(fields.get("clusterids")),
             index=str(fields.get("index") or ""),
             kind=str(fields.get("kind") or ""),
         )
+        _check_text(bean)
+        return bean
+
+
+def loads(data: bytes) -> Any:
+    """The JSON value of a message; BeanError if it is not JSON (or nested deeper than the decoder goes).
+    Bytes are decoded strictly: json.loads would let the UTF-8 form of a lone surrogate through."""
+    try:
+        return json.loads(data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise BeanError(f"not JSON: {e}") from None
+
+
+def _check_text(bean: Bean) -> None:
+    """BeanError for a text that cannot be written as UTF-8 again: a lone surrogate, which JSON can escape."""
+    texts = [bean.method, bean.requestUri, bean.host, bean.remoteAddr, bean.index, bean.kind, *bean.clusterIds]
+    texts += [text for name, values in bean.header.items() for text in (name, *values)]
+    try:
+        "".join(texts).encode("utf-8")
+        if bean.labels:
+            json.dumps(bean.labels, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BeanError("a text of the bean is not Unicode text (a lone surrogate)") from None
 
 
 def index_in_path(path: str) -> str:
@@ -128,15 +147,30 @@ def index_in_path(path: str) -> str:
 def _body(body: Any, encoding: Any) -> bytes:
     if body is None:
         return b""
-    if isinstance(body, str):
-        if encoding == "base64":
-            try:
-                return base64.b64decode(body, validate=True)
-            except ValueError:
-                raise BeanError("body is not valid base64") from None
-        return body.encode("utf-8")
-    # The original logs bodies as embedded JSON; such a bean carries the document itself.
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if isinstance(body, str) and encoding == "base64":
+        try:
+            return base64.b64decode(body, validate=True)
+        except ValueError:
+            raise BeanError("body is not valid base64") from None
+    try:
+        if isinstance(body, str):
+            return body.encode("utf-8")
+        # The original logs bodies as embedded JSON; such a bean carries the document itself.
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BeanError("body is not Unicode text (a lone surrogate)") from None
+
+
+def _labels(labels: Any) -> Optional[dict[str, Any]]:
+    return labels if isinstance(labels, dict) and labels else None  # none are written as null
+
+
+def _cluster_ids(ids: Any) -> list[str]:
+    if ids is None:
+        return []
+    if not isinstance(ids, list):
+        raise BeanError("clusterIds is not a list")
+    return [str(c) for c in ids if c]
 
 
 def _header(header: Any) -> dict[str, list[str]]:

@@ -30,7 +30,7 @@ def parse_request(body: bytes) -> list[Action]:
     while i < len(lines):
         try:
             header = json.loads(lines[i])
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
             raise BulkFormatError(f"line {i + 1} is not JSON") from None
         if not isinstance(header, dict) or len(header) != 1:
             raise BulkFormatError(f"line {i + 1} is not an action")

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import labels, secretrefs
+from . import kafkasecurity, labels, secretrefs
 from .follow import Rules
 from .logs import redact_url
 from .messages import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
@@ -142,6 +142,46 @@ class ProxySource:
 
 
 @dataclass
+class KafkaTls:
+    ca: str = setting(
+        "",
+        "PEM file, or directory of PEM files, of the CAs the brokers' certificates must chain to; empty = the"
+        " system's trusted CAs (ours).",
+    )
+    cert: str = setting("", "Client certificate (PEM, leaf first), for brokers that require one (ours).")
+    key: str = setting("", "Private key of `cert` (PEM, not encrypted); empty when `cert` holds it too (ours).")
+    verify: bool = setting(
+        True,
+        "Check the broker's certificate. false turns every check off (a warning at each start: anyone in"
+        " between can read and change the traffic) (ours).",
+    )
+    checkHostname: bool = setting(
+        True, "Check that the broker's certificate names the host it is reached by (with `verify`) (ours)."
+    )
+
+
+@dataclass(repr=False)
+class KafkaSasl:
+    mechanism: str = setting(
+        "", "SASL mechanism, required with `SASL_*`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (ours)."
+    )
+    username: str = setting("", "SASL user name, required with `SASL_*` (ours).")
+    password: str = setting("", "SASL password, required with `SASL_*`; never logged (ours).")
+
+    def __repr__(self) -> str:  # the password stays out of any repr that reaches a log
+        return f"KafkaSasl(mechanism={self.mechanism!r}, username={self.username!r}, password=<hidden>)"
+
+
+_SECURITY_PROTOCOL_DOC = (
+    "How to reach the brokers: `PLAINTEXT`, `SSL` (TLS, see `tls`), `SASL_PLAINTEXT` or `SASL_SSL` (see `sasl`);"
+    " Kafka's own `security.protocol` (ours)."
+)
+_TLS_DOC = "TLS to the brokers, with `securityProtocol` `SSL` or `SASL_SSL` (ours)."
+_SASL_DOC = "SASL authentication, with `securityProtocol` `SASL_PLAINTEXT` or `SASL_SSL` (ours)."
+_SECURITY_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
+
+
+@dataclass
 class KafkaSource:
     brokers: list[str] = setting([], "Bootstrap brokers, `host:port`.", required=True)
     topics: list[str] = setting([], "Topics to consume.", required=True)
@@ -188,6 +228,9 @@ class KafkaSource:
     noaccesslog: bool = setting(
         False, "Accepted for Go configs; the replay's access log is `destination.primaries[].accesslog`."
     )
+    securityProtocol: str = setting("plaintext", _SECURITY_PROTOCOL_DOC, choices=_SECURITY_PROTOCOLS)
+    tls: KafkaTls = setting(KafkaTls(), _TLS_DOC)
+    sasl: KafkaSasl = setting(KafkaSasl(), _SASL_DOC)
 
     def dead_letter_topic(self, topic: str) -> str:
         return self.deadLetterTopic.replace("{topic}", topic)
@@ -248,6 +291,9 @@ class KafkaDestination:
     )
     version: str = setting("", "Kafka version.", compat=_VERSION_NOTE)
     disabled: bool = setting(False, "Skip this entry.")
+    securityProtocol: str = setting("plaintext", _SECURITY_PROTOCOL_DOC, choices=_SECURITY_PROTOCOLS)
+    tls: KafkaTls = setting(KafkaTls(), _TLS_DOC)
+    sasl: KafkaSasl = setting(KafkaSasl(), _SASL_DOC)
 
     @property
     def synchronous(self) -> bool:
@@ -469,6 +515,8 @@ def _check(cfg: Config) -> list[str]:
         if k.maxMessageBytes < MIN_MAX_MESSAGE_BYTES:
             least = f"{k.maxMessageBytes} must be at least {MIN_MAX_MESSAGE_BYTES}"
             raise ConfigError(f"destination.kafkas[{i}].maxMessageBytes", least)
+        if not k.disabled:
+            warnings.extend(kafkasecurity.check(k, f"destination.kafkas[{i}]"))
         module = _CODEC_MODULES.get(k.codec)
         if module and not k.disabled and importlib.util.find_spec(module[0]) is None:
             raise ConfigError(
@@ -513,6 +561,7 @@ def _check(cfg: Config) -> list[str]:
         path = f"source.kafkas[{i}]"
         if k.disabled:
             continue
+        warnings.extend(kafkasecurity.check(k, path))
         if k.concurrency < 1:
             raise ConfigError(f"{path}.concurrency", f"{k.concurrency} must be at least 1")
         if k.batchSize < 1 or k.batchBytes < 1:
@@ -664,6 +713,8 @@ def parse(text: str) -> Config:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
         raise ConfigError("", f"{where}: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        raise ConfigError("", "YAML nested deeper than the parser goes") from None
     if data is None:
         raise ConfigError("", "the file is empty")
     data, unresolved, outside = secretrefs.resolve_tree(data)

@@ -32,6 +32,7 @@ from .messages import CHUNK_KIND, Assembler, Chunk, decode
 if TYPE_CHECKING:
     from .config import KafkaDestination
     from .dest.kafka import KafkaDest
+    from .kafkasecurity import Secured
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 CONNECT_TIMEOUT = 30.0
@@ -50,6 +51,8 @@ class Place:
     file: str = ""
     # -c: the config's destination.kafkas[] by topic, so a requeue produces as the proxy does
     destinations: dict[str, KafkaDestination] = field(default_factory=dict)
+    # -c: the config entry whose securityProtocol, tls and sasl reach these brokers; None: PLAINTEXT
+    security: Optional[Secured] = None
 
     def __str__(self) -> str:
         return f"file {self.file}" if self.file else f"topic {self.topic}"
@@ -151,12 +154,14 @@ def _places(args: argparse.Namespace) -> list[Place]:
         by_topic = {d.topic: d for d in reversed(dests)}  # the first entry of a topic wins
         if brokers:  # --brokers replaces the config's, as for the replay's dead letters
             by_topic = {t: dataclasses.replace(d, brokers=brokers) for t, d in by_topic.items()}
-        places.append(Place(brokers or config_brokers, file=str(proxy_file(cfg)), destinations=by_topic))
+        proxy_place = Place(brokers or config_brokers, file=str(proxy_file(cfg)), destinations=by_topic)
+        proxy_place.security = dests[0]
+        places.append(proxy_place)
     for k in cfg.kafka_sources():
         if k.deadLetterFile:
-            places.append(Place(brokers or list(k.brokers), file=k.deadLetterFile))
+            places.append(Place(brokers or list(k.brokers), file=k.deadLetterFile, security=k))
         else:
-            places.extend(Place(brokers or list(k.brokers), topic=k.dead_letter_topic(t)) for t in k.topics)
+            places.extend(Place(brokers or list(k.brokers), topic=k.dead_letter_topic(t), security=k) for t in k.topics)
     if not places:
         raise ValueError(f"{args.conf} has neither a source.kafkas[] entry nor a proxy with destination.kafkas[]")
     return places
@@ -227,6 +232,8 @@ def read_topic(place: Place, timeout: float = 30.0) -> list[Letter]:
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
+    from . import kafkasecurity
+
     try:
         c = KafkaConsumer(
             bootstrap_servers=place.brokers,
@@ -235,8 +242,9 @@ def read_topic(place: Place, timeout: float = 30.0) -> list[Letter]:
             allow_auto_create_topics=False,
             auto_offset_reset="earliest",
             client_id="esproxy-dlq",
+            **(kafkasecurity.client_kwargs(place.security) if place.security is not None else {}),
         )
-    except KafkaError as e:
+    except (KafkaError, kafkasecurity.TlsFileError) as e:
         raise DlqError(f"kafka {','.join(place.brokers)} unreachable: {e}") from None
     try:
         parts = c.partitions_for_topic(place.topic)
@@ -343,7 +351,14 @@ def _producer(place: Place, topic: str, cache: dict[tuple, KafkaDest]) -> KafkaD
 
     if not place.brokers:
         raise DlqError(f"{place}: no brokers to requeue to; give --brokers or -c")
-    dest_cfg = place.destinations.get(topic) or build(KafkaDestination, {"topic": topic, "brokers": place.brokers})
+    dest_cfg = place.destinations.get(topic)
+    if dest_cfg is None:
+        dest_cfg = build(KafkaDestination, {"topic": topic, "brokers": place.brokers})
+        if place.security is not None:  # a replay's dead letter goes back over the replay's connection settings
+            security = place.security
+            dest_cfg = dataclasses.replace(
+                dest_cfg, securityProtocol=security.securityProtocol, tls=security.tls, sasl=security.sasl
+            )
     key = (tuple(dest_cfg.brokers), topic)
     if key not in cache:
         dest = KafkaDest(dest_cfg, all_acks=True)

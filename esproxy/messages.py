@@ -31,7 +31,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
-from .bean import DOCS_KIND, Bean, BeanError
+from .bean import DOCS_KIND, Bean, BeanError, loads
 from .bulk import split_actions
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
@@ -171,10 +171,7 @@ def _chunk_value(chunk_id: str, seq: int, count: int, index: str, data: bytes) -
 
 def decode(value: bytes) -> Union[Bean, Chunk, Abort]:
     """What a message carries; BeanError for a message that is none of them."""
-    try:
-        raw = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BeanError(f"not JSON: {e}") from None
+    raw = loads(value)
     kind = raw.get("kind") if isinstance(raw, dict) else None
     if kind not in (CHUNK_KIND, ABORT_KIND) or "method" in raw:
         return Bean.from_obj(raw)

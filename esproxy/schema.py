@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from typing import Any, Callable, TypeVar
@@ -51,7 +52,7 @@ def parse_size(text: str) -> int:
         raise ValueError(text)
     unit = m.group(2).lower().rstrip("b") or "b"
     value = float(m.group(1)) * _SIZE_UNITS[unit]
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):  # too many digits: inf, and int(inf) is an OverflowError
         raise ValueError(text)
     return int(value)
 
@@ -64,6 +65,7 @@ def format_size(n: int) -> str:
     return f"{n}b"
 
 
+_INTEGER = re.compile(r"-?[0-9]+")  # not str.isdigit(): it takes "²", which int() does not
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
@@ -168,7 +170,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
             return int(value)
         raise ConfigError(path, f"{_describe(value)} is not an integer")
     if tp is Duration:

@@ -13,13 +13,24 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support.basics import free_port, unique
 from support.configs import expected_ready_lines
+from support.fuzz import CI_EXAMPLES
 from support.process import Esproxy
 from support.servers import DemoServer
+
+# Property-based tests (tests/test_fuzz_*.py): "ci" keeps `make test` bounded; `make fuzz` runs "long".
+settings.register_profile(
+    "ci", max_examples=CI_EXAMPLES, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=20_000, deadline=None, print_blob=True, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser):

@@ -11,7 +11,7 @@ from gevent.lock import Semaphore
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from .. import labels
+from .. import kafkasecurity, labels
 from ..bean import Bean
 from ..config import KafkaDestination
 from ..messages import Message, abort_messages, encode
@@ -80,8 +80,9 @@ class KafkaDest:
             log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
 
         return retry(
-            lambda: KafkaProducer(**self.producer_config()),
-            (KafkaError,),
+            # the security arguments (the SASL password) only here: producer_config() may be shown
+            lambda: KafkaProducer(**self.producer_config(), **kafkasecurity.client_kwargs(self.cfg)),
+            (KafkaError, kafkasecurity.TlsFileError),
             unreachable,
             base=0.5,
             cap=10,

@@ -26,6 +26,7 @@ from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAs
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from .. import kafkasecurity
 from ..bean import DOCS_KIND, Bean, BeanError
 from ..bulk import split_actions
 from ..config import KafkaSource
@@ -179,7 +180,7 @@ class KafkaReplay:
 
     def _connect(self) -> bool:
         def subscribe() -> KafkaConsumer:
-            consumer = KafkaConsumer(**self.consumer_config())
+            consumer = KafkaConsumer(**self.consumer_config(), **kafkasecurity.client_kwargs(self.cfg))
             consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
             return consumer
 
@@ -190,7 +191,12 @@ class KafkaReplay:
             return False
         try:
             self._consumer = retry(
-                subscribe, (KafkaError,), unreachable, base=0.5, cap=10, stopping=lambda: self.stopping
+                subscribe,
+                (KafkaError, kafkasecurity.TlsFileError),
+                unreachable,
+                base=0.5,
+                cap=10,
+                stopping=lambda: self.stopping,
             )
         except Aborted:
             return False

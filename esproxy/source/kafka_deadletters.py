@@ -11,6 +11,7 @@ from gevent.lock import Semaphore
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from .. import kafkasecurity
 from ..config import KafkaSource
 from ..deadletters import LetterFile, make_record
 from ..messages import DEFAULT_MAX_MESSAGE_BYTES, encode_value
@@ -106,6 +107,7 @@ class DeadLetters:
                     client_id="esproxy-deadletter",
                     linger_ms=0,
                     max_request_size=DEFAULT_MAX_MESSAGE_BYTES,
+                    **kafkasecurity.client_kwargs(self.cfg),
                 )
         # A dead letter bigger than a stock broker takes is carried in chunks (`esproxy dlq` reads them).
         messages = encode_value(key or b"", data, DEFAULT_MAX_MESSAGE_BYTES)

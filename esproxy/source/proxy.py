@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 import socket
 import sys
 import time
@@ -92,6 +93,21 @@ LOCAL_PATHS = ("/_esproxy/", "/%")
 STREAM_OVER = 256 * 1024
 
 
+# The request line as RFC 9112 has it: method SP request-target SP version, the method a token, the target
+# a path (origin form) without blanks or control characters; bytes of UTF-8 characters (index names sent
+# unescaped, as curl does) are kept. Not "//...": the upstream client refuses to send it (a protocol-relative
+# URL), which would leave a write of unknown outcome to settle.
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(r"/(?!/)[^\x00-\x20\x7f]*")
+_VERSIONS = ("HTTP/1.0", "HTTP/1.1")
+# The request's plain body, once decompressed (see _plain_body).
+_PLAIN_BODY = "esproxy.plain_body"
+
+
+class BadRequestLine(ValueError):
+    """pywsgi answers a ValueError from read_request with a 400 and closes the connection."""
+
+
 class ErrorAnswer(Exception):
     """An answer of the proxy's own instead of the primary's (an Elasticsearch-style error)."""
 
@@ -117,6 +133,21 @@ class RawPathHandler(WSGIHandler):
     def MessageClass(self, fp: Any, *args: Any) -> Any:
         limits = self.server.limits
         return read_headers(fp, *args, max_count=limits.max_header_count, max_bytes=limits.max_header_size)
+
+    def read_request(self, raw_requestline: str) -> bool:
+        """pywsgi's, on a request line checked first. pywsgi splits the line at any whitespace, and in
+        latin-1 that includes bytes of UTF-8 characters (\\x85, \\xa0): it is given the line with the target
+        as ``/``, and the target is put back after."""
+        parts = raw_requestline.rstrip("\r\n").split(" ")
+        if len(parts) != 3 or not _METHOD.fullmatch(parts[0]) or parts[2] not in _VERSIONS:
+            raise BadRequestLine(f"not an HTTP/1.x request line: {raw_requestline[:200]!r}")
+        method, target, version = parts
+        if not _TARGET.fullmatch(target):
+            raise BadRequestLine(f"not a path (no blanks or control characters): {target[:200]!r}")
+        ok = super().read_request(f"{method} / {version}")
+        self.path = target
+        self.requestline = raw_requestline.rstrip("\r\n")
+        return ok
 
     passing = False  # this request takes ProxyApp.pass_read instead of the WSGI path
 
@@ -273,6 +304,7 @@ class RawPathHandler(WSGIHandler):
     def _write_with_headers(self, data: bytes) -> None:
         # pywsgi's own sends the head and the body in two sends; one send costs less CPU (on
         # loopback a send also does the receiver's TCP work). The bytes on the wire are the same.
+        data = data or b""  # pywsgi's own 400 (bad chunks) writes the body "", a str
         self.headers_sent = True
         self.finalize_headers()
         head = [b"HTTP/1.1 ", self.status, b"\r\n"]
@@ -422,6 +454,10 @@ class ProxyApp:
         except Refused as e:  # over maxContentLength (a chunked body) or too slow: nothing forwarded
             self._access(environ, method, uri, started, e.status, e.body)
             return self._reply(start_response, e.status, [JSON_TYPE, ("Connection", "close")], e.body)
+        except OSError as e:  # cut short by the connection's end, or chunks that are not chunks
+            payload = error_body(400, "esproxy_bad_request_exception", f"the request body cannot be read: {e}")
+            self._access(environ, method, uri, started, 400, payload)
+            return self._reply(start_response, 400, [JSON_TYPE, ("Connection", "close")], payload)
         if self.read_only is not None:
             refused = _follower_refusal(self.read_only, environ, method, uri, body)
             if refused is not None:
@@ -460,6 +496,8 @@ class ProxyApp:
         primary = self.primary  # the leader this request goes to, even if a failover swaps it meanwhile
         capturing = self.fanout is not None and writing
         recording = capturing and self.records_intents
+        if capturing:
+            _plain_body(environ, body)  # a body that is not the compression it names: refused, not forwarded
         if recording and self.cfg.assignIds:
             environ, uri, body = with_assigned_ids(environ, method, uri, body)
         intent = self._begin(environ, method, uri, body) if recording else None
@@ -680,14 +718,23 @@ def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> t
 def _follower_refusal(rules: Rules, environ: Environ, method: str, uri: str, body: bytes) -> Optional[readonly.Refusal]:
     try:
         plain = _plain_body(environ, body) if routing.is_write(method, uri) else b""
-    except (OSError, zlib.error, EOFError):
+    except ErrorAnswer:
         return readonly.Refusal("a compressed body that does not decompress: cannot tell what it writes")
     return readonly.refusal(rules, method, uri, plain)
 
 
 def _plain_body(environ: Environ, body: bytes) -> bytes:
+    """The request's body decompressed (once: kept in the environ); ErrorAnswer 400 if it does not decode."""
     encoding = environ.get("HTTP_CONTENT_ENCODING", "").lower()
-    return _decompress(body, encoding) if encoding in ("gzip", "deflate") else body
+    if encoding not in ("gzip", "deflate"):
+        return body
+    plain = environ.get(_PLAIN_BODY)
+    if plain is None:
+        try:
+            plain = environ[_PLAIN_BODY] = _decompress(body, encoding)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ErrorAnswer(400, "esproxy_bad_request_exception", f"the body is not {encoding}: {e}") from None
+    return plain
 
 
 def _decoded(r: Response) -> bytes:
@@ -709,7 +756,7 @@ def _has_body(environ: Environ) -> bool:
 
 
 def _decompress(body: bytes, encoding: str) -> bytes:
-    # The primary accepted this body, so it decodes; the bean carries it plain for any replayer.
+    # The bean carries the body plain for any replayer.
     return gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
 
 

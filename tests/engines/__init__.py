@@ -190,28 +190,66 @@ class JavaEngine:
 
 
 class KafkaBroker(JavaEngine):
-    """Apache Kafka in KRaft mode: one node that is both broker and controller."""
+    """Apache Kafka in KRaft mode: one node that is both broker and controller.
+
+    Besides PLAINTEXT (`addr`) it listens with SSL (`ssl_addr`, a client certificate required), SASL_SSL
+    (`sasl_ssl_addr`) and SASL_PLAINTEXT (`sasl_plaintext_addr`); certificates of `pki` (its CA signs the
+    server's and a client's); SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for each of `users`."""
 
     name = "kafka"
     maven_project = "kafka"
+    SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
     def __init__(self, home: Optional[Path] = None) -> None:
         super().__init__(home)
         self.port, self.controller_port = _free_port(), _free_port()
         self.addr = f"127.0.0.1:{self.port}"
+        self.ssl_addr = f"127.0.0.1:{_free_port()}"
+        self.sasl_ssl_addr = f"127.0.0.1:{_free_port()}"
+        self.sasl_plaintext_addr = f"127.0.0.1:{_free_port()}"
+        self.users = {"esproxy": "esproxy-" + uuid.uuid4().hex[:12]}
+        self.pki = None
         self.cp = classpath(self.maven_project)
+
+    def _security_props(self) -> dict:
+        from support.certs import make_pki
+
+        self.pki = make_pki(self.home / "pki", "kafka")
+        key = _pkcs8(self.pki.server_key.read_text())
+        jaas_plain = "org.apache.kafka.common.security.plain.PlainLoginModule required " + " ".join(
+            f'user_{user}="{password}"' for user, password in self.users.items()
+        )
+        props = {
+            # PEM in the properties (Kafka 2.7+, KIP-651); a properties file reads "\n" as a newline
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.certificate.chain": self.pki.server_cert.read_text().replace("\n", "\\n"),
+            "ssl.keystore.key": key.replace("\n", "\\n"),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.certificates": self.pki.ca.read_text().replace("\n", "\\n"),
+            "listener.name.ssl.ssl.client.auth": "required",
+            "sasl.enabled.mechanisms": ",".join(self.SASL_MECHANISMS),
+        }
+        for listener in ("sasl_ssl", "sasl_plaintext"):
+            props[f"listener.name.{listener}.plain.sasl.jaas.config"] = jaas_plain + ";"
+            for scram in ("scram-sha-256", "scram-sha-512"):
+                login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                props[f"listener.name.{listener}.{scram}.sasl.jaas.config"] = login
+        return props
 
     def prepare(self) -> None:
         data = self.home / "data"
+        secured = f"SSL://{self.ssl_addr},SASL_SSL://{self.sasl_ssl_addr},SASL_PLAINTEXT://{self.sasl_plaintext_addr}"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{self.addr},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.addr}",
+            "listeners": f"PLAINTEXT://{self.addr},CONTROLLER://127.0.0.1:{self.controller_port},{secured}",
+            "advertised.listeners": f"PLAINTEXT://{self.addr},{secured}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT",
+            **self._security_props(),
             "log.dirs": str(data),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -230,9 +268,15 @@ class KafkaBroker(JavaEngine):
         )
         if not data.exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            # SCRAM credentials live in the KRaft metadata: written at format time
+            scram = [
+                f"--add-scram={m}=[name={user},password={password}]"
+                for user, password in self.users.items()
+                for m in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+            ]
             done = subprocess.run(
                 ["java", "-Xmx256m", *self._log4j(), "-cp", self.cp, "kafka.tools.StorageTool", "format"]
-                + ["-t", cluster_id, "-c", str(self.home / "server.properties")],
+                + ["-t", cluster_id, "-c", str(self.home / "server.properties"), *scram],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -264,6 +308,16 @@ class KafkaBroker(JavaEngine):
             return True
         finally:
             consumer.close()
+
+
+def _pkcs8(pem_key: str) -> str:
+    """An unencrypted key as PKCS#8, the one PEM key format Kafka reads."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pem_key.encode(), password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 class SearchNode(JavaEngine):
