@@ -13,6 +13,25 @@ from .scenarios import Side
 
 PCTS = (50, 75, 90, 95, 99, 99.9, 99.99)
 TARGETS = {"S1": 0.95, "S2": 0.85, "S4": 0.8, "RSS": 64.0, "workers": 1.6}
+# issue 16: reads at close to relay cost, workers without a tail
+READ_TARGETS = {"S2 nodelay": 0.7, "CPU per GET": 1.5, "workers p99": 1.5, "S1 bare": 0.97}
+SERVERS = ("esproxy", "esproxy (master + workers)", "bare WSGIServer", "bare forwarder")
+
+
+def cpu_us(side: Side) -> Optional[float]:
+    """µs of CPU the server under test (the proxy, a bare server; not osmem A) spent per answer."""
+    name = next((n for n in SERVERS if n in side.cpu), None)
+    if name is None or not side.load.answered:
+        return None
+    return side.cpu[name] * 1e6 / side.load.answered
+
+
+def fmt_us(us: Optional[float]) -> str:
+    return "n/a" if us is None else f"{us:.0f}"
+
+
+def _at_most(r: Optional[float], goal: float) -> str:
+    return "n/a" if r is None else ("met" if r <= goal else "not met")
 
 
 def ms(us: float) -> str:
@@ -90,7 +109,7 @@ def _side_row(name: str, side: Side) -> str:
     r = side.load
     return (
         f"| {name} | {r.answered} | {r.rps:.0f} | {r.pct(50):.1f} | {r.pct(99):.1f} | "
-        f"{r.latency_us['max'] / 1000:.0f} | {_statuses(r)} | {r.client_cpu_pct / 100:.2f} |"
+        f"{r.latency_us['max'] / 1000:.0f} | {_statuses(r)} | {fmt_us(cpu_us(side))} | {r.client_cpu_pct / 100:.2f} |"
     )
 
 
@@ -101,8 +120,8 @@ def _statuses(r: LoadResult) -> str:
 
 
 SIDE_HEADER = (
-    "| side | answered | req/s | p50 ms | p99 ms | max ms | statuses | wrk CPU (cores) |\n"
-    "|---|---|---|---|---|---|---|---|"
+    "| side | answered | req/s | p50 ms | p99 ms | max ms | statuses | server CPU µs/answer | wrk CPU (cores) |\n"
+    "|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -159,6 +178,50 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"`workers` rejected: {s2['workers_unavailable']}",
                 )
             )
+    if s1 and "bare" in s1:
+        r = ratio(s1["proxy"].load.rps, s1["bare"].load.rps)
+        goal = READ_TARGETS["S1 bare"]
+        rows.append(("S1 proxy / bare forwarder TPS", fmt_ratio(r), f"≥ {goal}", _met(r, goal)))
+        rows.append(
+            (
+                "S1 CPU µs per captured write: proxy / bare forwarder",
+                f"{fmt_us(cpu_us(s1['proxy']))} / {fmt_us(cpu_us(s1['bare']))}",
+                "reported",
+                "",
+            )
+        )
+    if s2:
+        r = ratio(s2["proxy"].load.rps, s2["bare_nodelay"].load.rps)
+        goal = READ_TARGETS["S2 nodelay"]
+        rows.append(("S2 proxy / bare WSGIServer + TCP_NODELAY (issue 16)", fmt_ratio(r), f"≥ {goal}", _met(r, goal)))
+        proxy_us, bare_us = cpu_us(s2["proxy"]), cpu_us(s2["bare_nodelay"])
+        r = ratio(proxy_us or 0.0, bare_us or 0.0)
+        goal = READ_TARGETS["CPU per GET"]
+        rows.append(
+            (
+                "S2 CPU µs per GET: proxy / bare WSGIServer + TCP_NODELAY",
+                f"{fmt_us(proxy_us)} / {fmt_us(bare_us)} = {fmt_ratio(r)}",
+                f"≤ {goal}×",
+                _at_most(r, goal),
+            )
+        )
+        if "proxy_noaccesslog" in s2:
+            quiet_us = cpu_us(s2["proxy_noaccesslog"])
+            r = ratio(quiet_us or 0.0, bare_us or 0.0)
+            rows.append(
+                (
+                    "S2 CPU µs per GET with accesslog: false / bare + TCP_NODELAY",
+                    f"{fmt_us(quiet_us)} / {fmt_us(bare_us)} = {fmt_ratio(r)}",
+                    "(reference)",
+                    f"conf1.yml's access log costs {fmt_us((proxy_us or 0) - (quiet_us or 0))} µs per GET",
+                )
+            )
+        if "proxy_2_workers" in s2:
+            one, two = s2["proxy"].load.pct(99), s2["proxy_2_workers"].load.pct(99)
+            r = ratio(two, one)
+            goal = READ_TARGETS["workers p99"]
+            measured = f"{two:.1f} / {one:.1f} ms = {fmt_ratio(r)}"
+            rows.append(("S2 p99 workers: 2 / workers: 1", measured, f"≤ {goal}×", _at_most(r, goal)))
     if s4 and "skipped" not in s4:
         r = ratio(s4["replay_rate"], s4["bulk_rate"])
         rows.append(("S4 replay / direct _bulk docs/s", fmt_ratio(r), f"≥ {TARGETS['S4']}", _met(r, TARGETS["S4"])))
@@ -341,6 +404,7 @@ def _s2(s2: dict[str, Any]) -> list[str]:
         SIDE_HEADER,
         _side_row("direct to A (osmem)", s2["direct"]),
         _side_row("through the proxy", s2["proxy"]),
+        *[_side_row("through the proxy, accesslog: false", s2[k]) for k in ("proxy_noaccesslog",) if k in s2],
         _side_row("bare gevent WSGIServer (same body)", s2["bare"]),
         _side_row("bare gevent WSGIServer + TCP_NODELAY", s2["bare_nodelay"]),
     ]
@@ -357,7 +421,16 @@ def _s2(s2: dict[str, Any]) -> list[str]:
         "~45 ms whatever the CPU; the TCP_NODELAY row is the server's real CPU ceiling on this machine",
         "- CPU (cores busy on average) — "
         + "; ".join(_cpu(name, s2[name]) for name in ("direct", "proxy", "bare", "bare_nodelay")),
+        "- server CPU µs/answer: user + system CPU of the server under test (the proxy with its workers, "
+        "or the bare server; not osmem A) during the run, divided by the answers wrk received",
     ]
+    if "proxy_2_workers" in s2:
+        out.append("- CPU (cores busy on average) — " + _cpu("proxy, workers: 2", s2["proxy_2_workers"]))
+    if s2.get("worker_rows"):
+        rows = ", ".join(
+            f"worker {w['slot']}: {w['connections']} connections, {w['requests']} requests" for w in s2["worker_rows"]
+        )
+        out.append(f"- workers: 2, per worker (the master's /_esproxy/stats after the run): {rows}")
     if "workers_unavailable" in s2:
         out.append(f"- 2 workers vs 1: not available (`workers: 2` rejected: {s2['workers_unavailable']})")
     return out
@@ -428,7 +501,7 @@ def chart(res: dict[str, Any], path: Path) -> Optional[str]:
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     ticks = [50, 90, 99, 99.9, 99.99]
     for ax, (name, scen) in zip(axes[0], panels):
-        for side in ("direct", "proxy", "bare", "bare_nodelay", "proxy_2_workers"):
+        for side in ("direct", "proxy", "proxy_noaccesslog", "bare", "bare_nodelay", "proxy_2_workers"):
             if side not in scen:
                 continue
             r: LoadResult = scen[side].load

@@ -74,8 +74,9 @@ class Bench:
         ``upstream`` as cluster A (default: the bench's A)."""
         conf = yaml.safe_load((REPO / "conf1.yml").read_text(encoding="utf-8"))
         proxy = {**conf["source"]["proxies"][0], "port": port, "host": "127.0.0.1"}
-        if "durability" in extra:  # a per-proxy setting
-            proxy["durability"] = extra.pop("durability")
+        for key in ("durability", "accesslog"):  # per-proxy settings
+            if key in extra:
+                proxy[key] = extra.pop(key)
         conf["source"]["proxies"] = [proxy]
         conf["destination"]["primaries"] = [
             {**conf["destination"]["primaries"][0], "url": (upstream or self.a).url + "/"}
@@ -272,6 +273,11 @@ class Bench:
         out: dict[str, Any] = {"status": status, "body_bytes": len(body)}
         out["direct"] = self.measured("s2-direct", {"osmem A": self.a}, base=self.a.url, **kw)
         out["proxy"] = self.measured("s2-proxy", {"esproxy": self.proxy, "osmem A": self.a}, base=self.proxy.url, **kw)
+        # conf1.yml logs every request (accesslog: true); the same proxy without it, for what the relay costs
+        quiet = self.start_proxy("proxy-noaccesslog", self.topic, accesslog=False)
+        procs = {"esproxy": quiet, "osmem A": self.a}
+        out["proxy_noaccesslog"] = self.measured("s2-proxy-noaccesslog", procs, base=quiet.url, **kw)
+        self.stack.stop(quiet)
         for side, nodelay in (("bare", False), ("bare_nodelay", True)):
             bare = self.stack.bare(f"{side}-wsgi", body_file, nodelay=nodelay)
             out[side] = self.measured(f"s2-{side}", {"bare WSGIServer": bare}, base=bare.url, **kw)
@@ -283,6 +289,7 @@ class Bench:
             two = self.start_proxy("proxy-2workers", self.topic, workers=2)
             procs = {"esproxy (master + workers)": two, "osmem A": self.a}
             out["proxy_2_workers"] = self.measured("s2-proxy-2w", procs, base=two.url, **kw)
+            out["worker_rows"] = _worker_rows(two.url)
             self.stack.stop(two)
         else:
             out["workers_unavailable"] = answer
@@ -341,6 +348,15 @@ class Bench:
                 getattr(self, name.lower())()
                 self.results.setdefault("timings", {})[name] = time.monotonic() - t0
                 print(f"bench: {name} done in {time.monotonic() - t0:.0f}s", flush=True)
+
+
+def _worker_rows(base: str) -> list[dict[str, Any]]:
+    """Per worker connections and requests, once every worker has reported (each does every second)."""
+    time.sleep(1.5)
+    status, body = probes.http("GET", f"{base}/_esproxy/stats")
+    if status != 200:
+        return []
+    return json.loads(body).get("proxy", {}).get("workers", [])
 
 
 def _bulk_load(port: int, index: str, docs: list[str], size: int) -> float:

@@ -63,6 +63,10 @@ class Workers(Protocol):
 
     def pids(self) -> list[int]: ...
 
+    def rows(self) -> list[dict[str, Any]]:
+        """Per worker: slot, pid, connections accepted, requests answered."""
+        ...
+
 
 @dataclass(frozen=True)
 class AdminView:
@@ -231,6 +235,8 @@ class Admin:
                 "requests": {f"{m} {st}": n for (m, st), n in sorted(s.requests.items())},
                 "latency_seconds": {"count": s.latency_count, "sum": round(s.latency_sum, 6), "le": buckets},
                 "writes_captured": s.writes_captured,
+                "connections": s.connections,
+                **({"workers": workers.rows()} if workers is not None else {}),
                 "reads": dict(sorted(s.reads.items())),
                 "read_fallbacks": dict(sorted(s.read_fallbacks.items())),
                 "queue": {"depth": depth, "capacity": capacity},
@@ -321,6 +327,12 @@ def _latency(r: Reading) -> Iterable[Sample]:
     yield "_count", {}, latency["count"]
 
 
+def _workers(field: str) -> Callable[[Reading], Iterable[Sample]]:
+    return lambda r: [
+        ("", {"worker": str(w["slot"]), "pid": str(w["pid"])}, w[field]) for w in r.snap["proxy"].get("workers", [])
+    ]
+
+
 def _kafka_failed(r: Reading) -> Iterable[Sample]:
     for topic, reasons in r.snap["proxy"]["kafka"]["failed"].items():
         for reason, n in reasons.items():
@@ -389,6 +401,24 @@ METRICS: tuple[Metric, ...] = (
         _requests,
     ),
     Metric("esproxy_request_duration_seconds", "histogram", "Time to answer a proxy request.", _latency),
+    Metric(
+        "esproxy_connections_total",
+        "counter",
+        "Client connections the proxy accepted (all workers).",
+        _one(lambda s: s["proxy"]["connections"]),
+    ),
+    Metric(
+        "esproxy_worker_connections_total",
+        "counter",
+        "Client connections a pre-fork worker accepted (since that worker started).",
+        _workers("connections"),
+    ),
+    Metric(
+        "esproxy_worker_requests_total",
+        "counter",
+        "Proxy requests a pre-fork worker answered (since that worker started).",
+        _workers("requests"),
+    ),
     Metric(
         "esproxy_writes_captured_total",
         "counter",

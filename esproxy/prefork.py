@@ -63,7 +63,7 @@ class WorkerPool:
         self,
         count: int,
         conf_path: str,
-        listeners: list[socket.socket],
+        listeners: list[list[socket.socket]],  # per proxy entry, a listening socket per worker slot
         fanout: Optional[Fanout],
         render_admin: Callable[[str, str, bytes], tuple[str, list, bytes]],
         settle: Callable[[list[dict[str, Any]]], None],
@@ -89,7 +89,7 @@ class WorkerPool:
 
     def _spawn(self, slot: int) -> None:
         mine, theirs = socket.socketpair()
-        fds = [theirs.fileno()] + [s.fileno() for s in self.listeners]
+        fds = [theirs.fileno()] + [per_slot[slot].fileno() for per_slot in self.listeners]
         argv = [sys.executable, "-m", "esproxy", "-c", self.conf_path, "--worker", ",".join(map(str, fds))]
         proc = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL)
         theirs.close()
@@ -143,8 +143,9 @@ class WorkerPool:
                     log.error("worker %d (pid %d) still running at the deadline: killed", w.slot, w.proc.pid)
                     _signal(w, signal.SIGKILL)
             self._watchers.join(timeout=5)
-        for s in self.listeners:
-            s.close()
+        for per_slot in self.listeners:
+            for s in set(per_slot):
+                s.close()
 
     # ------------------------------------------------------------------ requests from workers
 
@@ -208,6 +209,19 @@ class WorkerPool:
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers.values()]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per worker: its slot, pid, and the connections it accepted and requests it answered
+        (since it started; a replaced worker starts from 0)."""
+        return [
+            {
+                "slot": w.slot,
+                "pid": w.proc.pid,
+                "connections": w.report.get("connections", 0),
+                "requests": w.report.get("latency_count", 0),
+            }
+            for _, w in sorted(self.workers.items())
+        ]
 
     def follow_leadership(self, gate: dict[str, Any], timeout: float) -> int:
         """Send every worker the master's leader and write pause; once each applied it, their writes in

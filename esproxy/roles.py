@@ -25,7 +25,7 @@ from .dest.kafka import KafkaDest
 from .dest.refusals import ProxyDeadLetters
 from .fanout import Fanout
 from .followcontrol import FollowControl
-from .listeners import Listeners, bind, matching_indexes, wait_for_cluster_id
+from .listeners import Listeners, bind_per_worker, matching_indexes, wait_for_cluster_id
 from .prefork import WorkerPool
 from .profiling import Profiler
 from .signals import GRACEFUL_TIMEOUT
@@ -178,7 +178,7 @@ class Roles:
             for p in self.cfg.proxies():  # a certificate a worker could not load stops the start here
                 if p.tls:
                     server_context(p.tls, f"source.proxies[:{p.port}].tls")
-            sockets = [bind(p) for p in self.cfg.proxies()]
+            sockets = [bind_per_worker(p, self.cfg.workers) for p in self.cfg.proxies()]
             self.listeners.start(serve=False)  # the master's apps only settle writes of unknown outcome
             leadership = self.listeners.leadership
             self.pool = WorkerPool(

@@ -52,6 +52,7 @@ class Stats:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.writes_captured = 0
+        self.connections = 0  # client connections accepted
         self.reads: dict[str, int] = {}  # cluster (URL, password redacted) -> reads it answered
         self.read_fallbacks: dict[str, int] = {}  # reason -> reads the leader answered instead of a follower
         self.kafka_produced: dict[str, int] = {}
@@ -194,6 +195,7 @@ class Stats:
             "latency_sum": self.latency_sum,
             "latency_count": self.latency_count,
             "writes_captured": self.writes_captured,
+            "connections": self.connections,
             "reads": dict(self.reads),
             "read_fallbacks": dict(self.read_fallbacks),
         }
@@ -212,6 +214,7 @@ class Stats:
             out.latency_sum += r["latency_sum"]
             out.latency_count += r["latency_count"]
             out.writes_captured += r["writes_captured"]
+            out.connections += r.get("connections", 0)
             for field in ("reads", "read_fallbacks"):
                 mine = getattr(out, field)
                 for key, n in r.get(field, {}).items():

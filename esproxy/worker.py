@@ -107,7 +107,9 @@ class Worker:
                     self.listeners.leadership.follow(g)
         self.listeners.start(self.sockets)
         for server in self.listeners.servers:
-            server.max_accept = 1  # take one waiting connection per wake-up; the other workers take theirs
+            # One connection per wake-up: where the workers share one socket (no SO_REUSEPORT) the
+            # others take theirs; on a socket of its own it changes nothing.
+            server.max_accept = 1
         self.client.notify("ready")
         reporter = gevent.spawn(self._report_loop)
         gevent.spawn(self._stop_with_master)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from esproxy import logs
 from esproxy.logs import _SECRETS, LazyFlushHandler, SeedFormatter, access_log, redact
@@ -122,3 +125,68 @@ def test_access_line_is_json_with_the_original_fields(body: bytes, expected: obj
     ]
     assert entry["ResponseBody"] == expected
     assert entry["Target"] == "http://u:***@h:9200/i/_doc" and entry["StatusCode"] == 201
+
+
+@given(
+    remote=st.text(max_size=30),
+    path=st.text(max_size=60),
+    target=st.sampled_from(["http://h:9200/x", "http://u:p@h/x", 'http://h/"q"\\']),
+    seconds=st.floats(min_value=0, max_value=4000, allow_nan=False),
+    status=st.integers(min_value=100, max_value=599),
+)
+@settings(max_examples=200, deadline=None)
+def test_access_log_entry_is_what_json_dumps_wrote(remote, path, target, seconds, status):
+    """access_log writes its fields without json.dumps of a dict: the same text, whatever they hold."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    keep = Keep()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(keep)
+    root.setLevel(logging.INFO)
+    try:
+        access_log(remote, "GET", path, target, "primary", seconds, status, b'{"a":1}')
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(level)
+    entry = {
+        "RemoteAddr": remote,
+        "Method": "GET",
+        "Path": path,
+        "Target": logs.redact_url(target),
+        "Direction": "primary",
+        "Duration": logs.format_duration(seconds),
+        "StatusCode": status,
+    }
+    head = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+    assert lines == ["access log: " + head[:-1] + ',"ResponseBody":{"a":1}}']
+
+
+def test_access_lines_written_past_the_logger_read_as_through_it():
+    """With logs.setup()'s handler alone, access_log adds its line to the handler itself: the same
+    line as through the Logger (a filter on the root forces that way), time aside."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    try:
+        logs.setup("INFO")
+        handler = root.handlers[0]
+        handler.setStream(stream)
+        assert logs._direct_handler() is handler
+        body = b'{"user":"u","password":"secret-1"}'
+        access_log("10.0.0.1:5", "GET", "/i/_doc/1", "http://u:p@h:9200/i/_doc/1", "primary", 0.25, 200, body)
+        root.addFilter(lambda record: True)
+        assert logs._direct_handler() is None
+        access_log("10.0.0.1:5", "GET", "/i/_doc/1", "http://u:p@h:9200/i/_doc/1", "primary", 0.25, 200, body)
+        handler.flush()
+    finally:
+        root.filters.clear()
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    direct, through = [line.split(" [INFO ] ", 1) for line in stream.getvalue().splitlines()]
+    assert direct[1] == through[1] and "secret-1" not in direct[1] and "u:***@h" in direct[1]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", direct[0])

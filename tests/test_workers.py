@@ -175,3 +175,42 @@ def test_workers_must_be_positive(tmp_path, value):
     r = subprocess.run([sys.executable, "-m", "esproxy", "-c", str(conf), "--check"], capture_output=True, text=True)
     assert r.returncode == 2
     assert "workers" in r.stderr and "at least 1" in r.stderr
+
+
+def test_connections_spread_over_the_workers_and_are_counted_per_worker(esproxy, es_a, port):
+    """Each worker listens on a socket of its own (SO_REUSEPORT): kept-alive connections opened
+    together land on every worker, and the master's stats count them per worker."""
+    conf = proxy_config(port, es_a)
+    conf["workers"] = 2
+    esproxy(conf)
+    base = f"http://127.0.0.1:{port}"
+    sessions = [requests.Session() for _ in range(40)]
+    for s in sessions:
+        assert s.get(base + "/", timeout=10).status_code == 200
+    stats_url = f"{base}/_esproxy/stats"
+
+    def rows() -> list[dict]:
+        return requests.get(stats_url, timeout=5).json()["proxy"]["workers"]
+
+    # Workers report every second; the stats requests' own connections are counted too.
+    wait_until(lambda: sum(w["requests"] for w in rows()) >= 40, timeout=10, msg="the workers' reports")
+    found = rows()
+    assert [w["slot"] for w in found] == [0, 1] and {w["pid"] for w in found} == set(worker_pids(base))
+    assert sum(w["connections"] for w in found) >= 40
+    # A hash of 40 connections' ports: fewer than 6 on a worker has odds under 1 in 10^5.
+    assert all(w["connections"] >= 6 and w["requests"] >= 6 for w in found), found
+    metrics = requests.get(f"{base}/_esproxy/metrics", timeout=5).text
+    assert re.search(r'^esproxy_worker_connections_total\{worker="1",pid="\d+"\} \d+$', metrics, re.M)
+    for s in sessions:
+        s.close()
+
+
+def test_a_port_in_use_is_refused_with_workers(esproxy, es_a, port):
+    """SO_REUSEPORT would let two programs setting it share a port: the master binds it plainly first."""
+    conf = proxy_config(port, es_a)
+    conf["workers"] = 2
+    first = esproxy(conf)
+    second = esproxy(conf, wait=False)
+    assert second.proc.wait(timeout=30) != 0
+    assert "in use" in second.log().lower(), second.log_tail()
+    assert first.proc.poll() is None

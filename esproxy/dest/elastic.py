@@ -35,6 +35,7 @@ from ..config import ElasticDestination
 from ..logs import access_log, redact_url
 from ..retry import Backoff
 from ..tls import client_context
+from . import lean
 
 log = logging.getLogger("esproxy.elastic")
 
@@ -82,6 +83,7 @@ class Elastic:
         self.matches = labels.parse(cfg.labelEval)
         self.header = dict(cfg.header)
         self.cluster_id = ""
+        self._target = redact_url(cfg.url.rstrip("/"))  # every access log line names it
         # Set once the cluster refused a compatibility media type (see mediatype): replays send the plain one.
         self.plain_media_types = False
         # Its certificate failed the TLS check at the last connection: logged once per change, not per request.
@@ -106,6 +108,7 @@ class Elastic:
             connection_timeout=min(CONNECT_TIMEOUT, cfg.timeout),
             network_timeout=cfg.timeout,
         )
+        self._host = _host_header(self._client.host, self._client.port)
         pool = getattr(self._client, "_connection_pool", None)
         if hasattr(pool, "_is_socket_alive"):
             pool._is_socket_alive = _idle_and_open  # type: ignore[union-attr]
@@ -119,7 +122,7 @@ class Elastic:
         return max(0, pool.size - pool._semaphore.counter), pool._socket_queue.qsize()
 
     def target(self, uri: str) -> str:
-        return redact_url(self.url.rstrip("/")) + uri
+        return self._target + uri
 
     def request(
         self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes], stream_over: Optional[int] = None
@@ -145,6 +148,8 @@ class Elastic:
         self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes], stream_over: Optional[int]
     ) -> Response:
         merged = {**headers, **self.header} if self.header else headers
+        if not body and method in lean.READS:
+            return self._read(method, uri, merged, stream_over)
         try:
             r = self._client.request(method, self._prefix + uri, body=body or b"", headers=merged)
             length = r.get("content-length")
@@ -166,6 +171,56 @@ class Elastic:
         except (HTTPParseError, OSError, ValueError) as e:  # reset, closed, unparsable, unusable target
             raise UpstreamError(self.target(uri), str(e) or type(e).__name__, timeout=False) from None
         return Response(r.status_code, r.status_message or "", list(r.items()), data)
+
+    def _read(self, method: str, uri: str, headers: dict[str, str], stream_over: Optional[int]) -> Response:
+        """A bodiless GET or HEAD through esproxy.dest.lean: what request() answers, for less CPU."""
+        pool = self._client._connection_pool
+        try:
+            head = lean.build_head(method, self._prefix + uri, headers, self._host)
+            for attempt in (1, 2):
+                pooled = pool._socket_queue.qsize() > 0  # get_socket() takes an idle one first
+                sock = pool.get_socket()
+                answer = lean.Answer(pool, sock, method)
+                try:
+                    lean.send_all(sock, head)
+                    status, reason, items, keep = answer.read_head()
+                    break
+                except (OSError, lean.Unparsable) as e:
+                    answer.finish(reusable=False)
+                    # A kept-alive connection the cluster closed meanwhile: once more on a new one.
+                    stale = isinstance(e, (lean.Closed, ConnectionResetError, BrokenPipeError))
+                    if attempt == 2 or not pooled or answer.got_bytes or not stale:
+                        raise
+            framing, length = answer.framing(status, items)
+            known = length if framing == "length" else None
+            if stream_over is not None and framing != "none" and (known is None or known > stream_over):
+                return Response(status, reason, items, b"", self._pieces(answer, framing, length, uri, keep), known)
+            try:
+                data = b"".join(answer.pieces(framing, length))
+            except BaseException:
+                answer.finish(reusable=False)
+                raise
+            answer.finish(reusable=keep and framing != "close")
+        except socket.timeout as e:
+            raise UpstreamError(self.target(uri), f"timed out: {e or 'no answer'}", timeout=True) from None
+        except ssl.SSLCertVerificationError as e:
+            reason = f"TLS certificate not trusted ({getattr(e, 'verify_message', '') or e})"
+            raise UpstreamError(self.target(uri), reason, timeout=False, refused=True, untrusted=True) from None
+        except ConnectionRefusedError as e:
+            raise UpstreamError(self.target(uri), f"cannot connect: {e}", timeout=False, refused=True) from None
+        except (OSError, ValueError) as e:  # reset, closed, unparsable, unusable target
+            raise UpstreamError(self.target(uri), str(e) or type(e).__name__, timeout=False) from None
+        return Response(status, reason, items, data)
+
+    def _pieces(self, answer: lean.Answer, framing: str, length: int, uri: str, keep: bool) -> Iterator[bytes]:
+        done = False
+        try:
+            yield from answer.pieces(framing, length)
+            done = True
+        except (OSError, ValueError) as e:  # the client sees a cut answer (its connection is closed)
+            log.warning("streaming the answer of %s failed: %s", self.target(uri), e)
+        finally:
+            answer.finish(reusable=done and keep and framing != "close")
 
     def _chunks(self, r: Any, uri: str) -> Iterator[bytes]:
         released = False
@@ -238,6 +293,13 @@ def _idle_and_open(sock: Optional[socket.socket]) -> bool:
         return not poller.poll(0)
     except (OSError, ValueError):
         return False
+
+
+def _host_header(host: str, port: int) -> str:
+    """The Host geventhttpclient sends (brackets around an IPv6 address, the port unless 80/443)."""
+    if ":" in host and host[0] != "[" and host[-1] != "]":
+        host = f"[{host}]"
+    return host if port in (80, 443) else f"{host}:{port}"
 
 
 def _status_text(r: Response) -> str:

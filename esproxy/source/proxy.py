@@ -15,6 +15,7 @@ import gzip
 import logging
 import re
 import socket
+import sys
 import time
 import zlib
 from http import HTTPStatus
@@ -22,7 +23,7 @@ from typing import Any, Iterable, Optional
 
 import gevent
 from gevent import Timeout
-from gevent.pywsgi import Input, WSGIHandler, WSGIServer
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer, format_date_time
 
 from .. import readonly, routing
 from ..autoids import assign_ids
@@ -30,6 +31,7 @@ from ..bean import Bean
 from ..capture import capture, single_document
 from ..config import ProxySource
 from ..dest.elastic import Elastic, Response, UpstreamError
+from ..dest.lean import send_all
 from ..follow import Rules
 from ..leadership import Leadership
 from ..logs import access_log
@@ -80,6 +82,11 @@ PROXY_CREDENTIALS = "missing or wrong credentials for the proxy (source.proxies[
 
 # Seconds past a write's deadline (sent + the primary's timeout) before its outcome is read back from A.
 SETTLE_GRACE = 5.0
+
+# Requests pass_read may answer, and paths it leaves to the WSGI path (the admin endpoints'; a
+# percent-encoded start might decode to them).
+PASSED = frozenset({"GET", "HEAD"})
+LOCAL_PATHS = ("/_esproxy/", "/%")
 
 # Answers to requests that are not captured (reads) and are longer than this, or of unknown length,
 # are streamed to the client as they arrive instead of being held whole in memory.
@@ -142,12 +149,91 @@ class RawPathHandler(WSGIHandler):
         self.requestline = raw_requestline.rstrip("\r\n")
         return ok
 
+    passing = False  # this request takes ProxyApp.pass_read instead of the WSGI path
+
     def get_environ(self) -> Environ:
+        self.passing = self.server.application.passes(self)
+        if self.passing:  # no environ to build (pywsgi's error logging reads one: an empty one)
+            self.wsgi_input = None  # no body: nothing to read or to finish
+            return {}
         env = super().get_environ()
         env["RAW_URI"] = self.path
         if isinstance(self.wsgi_input, Input):  # not for a connection upgrade (not Elasticsearch's)
             self.wsgi_input = env["wsgi.input"] = LimitedInput(self.wsgi_input, self.server.limits)
         return env
+
+    def handle_one_response(self) -> None:
+        if not self.passing:
+            super().handle_one_response()
+            return
+        self.status = None
+        self.response_length = 0
+        try:
+            self.server.application.pass_read(self)
+        except OSError as e:  # the client went away (as pywsgi's own path: close, say nothing)
+            self.close_connection = True
+            if e.args and e.args[0] not in self.ignored_socket_errors:
+                self.handle_error(*sys.exc_info())
+        except Exception:  # noqa: BLE001 - as pywsgi's own path: logged, a 500 if nothing was sent
+            self.handle_error(*sys.exc_info())
+
+    def send_answer(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        """What start_response + a one-piece body send through pywsgi, byte for byte: the head as
+        given, then Date (unless given) and Content-Length (unless given or a 204/304), in one send."""
+        code = status[:3]
+        head = ["HTTP/1.1 ", status, "\r\n"]
+        date = length = False
+        for name, value in headers:
+            head += (name, ": ", value, "\r\n")
+            lower = name.lower()
+            date = date or lower == "date"
+            length = length or lower == "content-length"
+        out = "".join(head).encode("latin-1")
+        if not date:
+            out += b"Date: " + format_date_time(time.time()) + b"\r\n"
+        if not length and code not in ("204", "304"):
+            out += b"Content-Length: %d\r\n" % len(body)
+        out += b"\r\n"
+        self.status = status.encode("latin-1")
+        self.code = int(code)
+        if len(body) > 65536:
+            self._sendall(out)
+            self._sendall(body)
+        else:
+            self._send_small(out + body)
+
+    def _send_small(self, data: bytes) -> None:
+        """pywsgi's _sendall, through lean.send_all."""
+        try:
+            send_all(self.socket, data)
+        except OSError as ex:
+            self.status = f"socket error: {ex}"
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
+
+    def send_stream(self, status: str, headers: list[tuple[str, str]], length: Optional[int], chunks: Any) -> None:
+        """A streamed answer as pywsgi sends an iterable one: with its Content-Length, else chunked."""
+        self.status = status.encode("latin-1")
+        self.code = int(status[:3])
+        head = ["HTTP/1.1 ", status, "\r\n"] + [f"{name}: {value}\r\n" for name, value in headers]
+        out = "".join(head).encode("latin-1")
+        if not any(name.lower() == "date" for name, _ in headers):
+            out += b"Date: " + format_date_time(time.time()) + b"\r\n"
+        chunked = length is None and self.code not in (204, 304)
+        out += b"Transfer-Encoding: chunked\r\n\r\n" if chunked else b"\r\n"
+        try:
+            self._sendall(out)
+            for chunk in chunks:
+                if chunk:
+                    self._sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked:
+                self._sendall(b"0\r\n\r\n")
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
     def handle_one_request(self) -> Any:
         """gevent's, with the limits: None closes the connection, True reads the next request."""
@@ -209,6 +295,7 @@ class RawPathHandler(WSGIHandler):
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # not TCP
             pass
+        STATS.connections += 1
         super().handle()
 
     def log_request(self) -> None:
@@ -248,6 +335,9 @@ class ProxyApp:
         self.check = header_check(cfg.header) if cfg.header else None
         names = list(FORWARDED) + [h for h in cfg.passHeaders if h not in FORWARDED]
         self.forwarded = [(f"HTTP_{h.upper().replace('-', '_')}", h) for h in names]
+        # For pass_read: a request header's environ key (as pywsgi makes it) -> the name forwarded
+        ignored = ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")  # pywsgi gives these no HTTP_ key
+        self.forwarded_keys = {key: name for key, name in self.forwarded if key not in ignored}
         self.inflight = 0
         self.draining = False
         # Read/write splitting (readroute.py): reads may go to these; switchover may replace the list.
@@ -263,6 +353,82 @@ class ProxyApp:
             result = STATS.track(self._handle, environ, start_response)
             streaming = not isinstance(result, list)
             return self._until_sent(result) if streaming else result
+        finally:
+            if not streaming:
+                self.inflight -= 1
+
+    def passes(self, handler: RawPathHandler) -> bool:
+        """Whether a request can take :meth:`pass_read`: a plain HTTP/1.1 GET or HEAD with no body,
+        which nothing captures, checks or answers here (the WSGI path would only forward it)."""
+        path = handler.path
+        if handler.command not in PASSED or handler.request_version != "HTTP/1.1":
+            return False
+        if self.check is not None or self.draining or not path.startswith("/") or path.startswith(LOCAL_PATHS):
+            return False
+        if self.followers:  # readroute decides from the environ (read-your-writes, the leader header...)
+            return False
+        headers = handler.headers
+        return (
+            handler.content_length is None
+            and headers.get("transfer-encoding") is None
+            and headers.get("expect") is None
+            and not handler._connection_upgrade_requested()
+        )
+
+    def pass_read(self, handler: RawPathHandler) -> None:
+        """A read that :meth:`passes`, answered as the WSGI path would answer it, byte for byte,
+        without building its environ or going through WSGI."""
+        started = time.perf_counter()
+        method, uri = handler.command, handler.path
+        self.inflight += 1
+        streaming = False
+        try:
+            headers: dict[str, str] = {}
+            seen = self.forwarded_keys
+            for name, value in handler.headers._headers:
+                if "_" in name:  # pywsgi leaves such headers out of the environ
+                    continue
+                key = "HTTP_" + name.replace("-", "_").upper()
+                if key in seen:
+                    forwarded = seen[key]
+                    value = value.strip()
+                    if forwarded in headers:  # repeated: joined as pywsgi joins them
+                        value = headers[forwarded] + ("; " if "COOKIE" in key else ",") + value
+                    headers[forwarded] = value
+            content_type = handler.headers.get("content-type")
+            if content_type:
+                headers["Content-Type"] = content_type
+            address = handler.client_address
+            remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
+            headers["X-Forwarded-For"] = remote
+            primary = self.primary  # the leader this read goes to, even if a switchover swaps it meanwhile
+            try:
+                r = self._forward(primary, None, headers, method, uri, b"", False)
+            except UpstreamError as e:
+                answer = self._error(e, method, uri)
+                self._log_access(f"{remote}:{port}", primary, method, uri, started, answer.status, answer.body)
+                STATS.observe_request(method, answer.status, time.perf_counter() - started)
+                status = f"{answer.status} {_phrase(answer.status)}"
+                handler.send_answer(status, [JSON_TYPE, *answer.headers], answer.body)
+                return
+            status = f"{r.status} {r.reason or _phrase(r.status)}"
+            out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
+            if r.stream is not None:
+                self._log_access(f"{remote}:{port}", primary, method, uri, started, r.status, _streamed(r))
+                if r.length is not None:
+                    out.append(("Content-Length", str(r.length)))
+                STATS.observe_request(method, r.status, time.perf_counter() - started)
+                streaming = True
+                try:
+                    handler.send_stream(status, out, r.length, r.stream)
+                finally:
+                    self.inflight -= 1
+                return
+            self._log_access(f"{remote}:{port}", primary, method, uri, started, r.status, r.body)
+            if method == "HEAD":  # no body to measure: keep the primary's length
+                out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
+            STATS.observe_request(method, r.status, time.perf_counter() - started)
+            handler.send_answer(status, out, r.body)
         finally:
             if not streaming:
                 self.inflight -= 1
@@ -336,7 +502,7 @@ class ProxyApp:
             environ, uri, body = with_assigned_ids(environ, method, uri, body)
         intent = self._begin(environ, method, uri, body) if recording else None
         try:
-            r = self._forward(primary, environ, method, uri, body, capturing)
+            r = self._forward(primary, environ, self._upstream_headers(environ), method, uri, body, capturing)
         except UpstreamError as e:
             raise self._unanswered(primary, e, environ, method, uri, body, started, intent) from None
         if capturing:
@@ -355,17 +521,30 @@ class ProxyApp:
             kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
             raise ErrorAnswer(503, kind, f"write refused, not forwarded: {e}") from None
 
-    def _forward(
-        self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes, capturing: bool
-    ) -> Response:
-        """The primary's answer (a read's long answer streamed); UpstreamError when it gives none."""
+    def _upstream_headers(self, environ: Environ) -> dict[str, str]:
+        """The request headers forwarded to the primary (pass_read makes the same ones without an environ)."""
         headers = {name: environ[key] for key, name in self.forwarded if key in environ}
         if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
             headers["Content-Type"] = environ["CONTENT_TYPE"]
         headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
+        return headers
+
+    def _forward(
+        self,
+        primary: Elastic,
+        environ: Optional[Environ],
+        headers: dict[str, str],
+        method: str,
+        uri: str,
+        body: bytes,
+        capturing: bool,
+    ) -> Response:
+        """The primary's (or a follower's) answer, a read's long answer streamed; UpstreamError when
+        it gives none. pass_read has no environ: it leaves reads to the WSGI path while followers are
+        set (one it passed as they were set goes to the leader)."""
         stream_over = None if capturing else STREAM_OVER
         followers = self.followers
-        if followers:
+        if followers and environ is not None:
             return self.reads.forward(primary, followers, environ, method, uri, headers, body, stream_over)
         return primary.request(method, uri, headers, body, stream_over=stream_over)
 
@@ -389,6 +568,10 @@ class ProxyApp:
                 sent = time.time() - (time.perf_counter() - started)
                 record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
                 self.settle_later(record, self._bean(primary, environ, method, uri, body), primary)
+        return self._error(e, method, uri)
+
+    def _error(self, e: UpstreamError, method: str, uri: str) -> ErrorAnswer:
+        """The answer to a request the primary gave no answer to."""
         if e.untrusted:  # logged by the Elastic once per change of state, not for each request
             reason = f"request not forwarded: {e}; trust its CA (tls.ca) or pin it (tls.fingerprint)"
             return ErrorAnswer(502, "esproxy_upstream_untrusted_exception", reason)
@@ -431,7 +614,7 @@ class ProxyApp:
         """The primary's answer to the client: its status, headers (but hop-by-hop ones) and body."""
         out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
         if r.stream is not None:
-            self._access(environ, method, uri, started, r.status, f"<streamed, {r.length or 'chunked'} bytes>".encode())
+            self._access(environ, method, uri, started, r.status, _streamed(r))
             if r.length is not None:
                 out.append(("Content-Length", str(r.length)))
             start_response(f"{r.status} {r.reason or _phrase(r.status)}", self._closing(out))
@@ -502,10 +685,16 @@ class ProxyApp:
 
     def _access(self, environ: Environ, method: str, uri: str, started: float, status: int, body: bytes) -> None:
         upstream = environ.get(UPSTREAM_ENVIRON, self.primary)
+        self._log_access(_remote(environ), upstream, method, uri, started, status, body)
+
+    def _log_access(
+        self, remote: str, upstream: Elastic, method: str, uri: str, started: float, status: int, body: bytes
+    ) -> None:
+        """The access log line of a request ``upstream`` answered (pass_read calls it without an environ)."""
         if self.accesslog or upstream.accesslog:
             seconds = time.perf_counter() - started
             direction = "primary" if upstream is self.primary else upstream.direction
-            access_log(_remote(environ), method, uri, upstream.target(uri), direction, seconds, status, body)
+            access_log(remote, method, uri, upstream.target(uri), direction, seconds, status, body)
 
 
 def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
@@ -551,6 +740,11 @@ def _plain_body(environ: Environ, body: bytes) -> bytes:
 def _decoded(r: Response) -> bytes:
     encoding = next((v.lower() for k, v in r.headers if k.lower() == "content-encoding"), "")
     return _decompress(r.body, encoding) if encoding in ("gzip", "deflate") else r.body
+
+
+def _streamed(r: Response) -> bytes:
+    """What the access log says of a streamed answer's body."""
+    return f"<streamed, {r.length or 'chunked'} bytes>".encode()
 
 
 def _remote(environ: Environ) -> str:

@@ -1,0 +1,138 @@
+"""esproxy.dest.lean (bodiless GET/HEAD) gives what geventhttpclient gave: the same request bytes
+and the same Response, for answers framed every way HTTP/1.1 allows, against a raw loopback server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from esproxy.config import ElasticDestination
+from esproxy.dest import lean
+from esproxy.dest.elastic import Elastic, UpstreamError
+
+ANSWERS = {
+    "length, duplicates, blanks": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-a: 1\r\n"
+    b"set-cookie: a\r\nX-b:  2 \r\nSet-Cookie: b\r\nContent-Length: 5\r\n\r\nhello",
+    "chunked with extension and trailer": b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nT: 1\r\n\r\n",
+    "no reason, empty": b"HTTP/1.1 200\r\ncontent-length: 0\r\n\r\n",
+    "connection close": b"HTTP/1.1 299 Whatever It Is\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    "HTTP/1.0 until close": b"HTTP/1.0 200 OK\r\n\r\nuntil close",
+    "interim 100 first": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+}
+
+
+class RawServer:
+    """Answers one request per connection with ``answer`` (its heads only to HEAD), then closes it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.answer = b""
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data)
+                answer = self.answer
+                if data.startswith(b"HEAD"):
+                    last = answer.rfind(b"HTTP/1.")  # the final answer's head, without its body
+                    answer = answer[: answer.index(b"\r\n\r\n", last) + 4]
+                conn.sendall(answer)
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = RawServer()
+    yield s
+    s.sock.close()
+
+
+@pytest.mark.parametrize("name", list(ANSWERS))
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_same_request_and_response_as_geventhttpclient(server, name, method):
+    server.answer = ANSWERS[name]
+    e = Elastic(ElasticDestination(url=f"http://127.0.0.1:{server.port}/"))
+    headers = {"Accept": "application/json", "X-Forwarded-For": "127.0.0.1"}
+    ours = e.request(method, "/i/_doc/a%2Fb?q=1", headers, b"")
+    theirs = e._client.request(method, "/i/_doc/a%2Fb?q=1", body=b"", headers=headers)
+    assert server.requests[-1] == server.requests[-2]
+    expected = (theirs.status_code, theirs.status_message or "", list(theirs.items()), theirs.read())
+    assert (ours.status, ours.reason, ours.headers, ours.body) == expected
+    e.close()
+
+
+def test_a_long_chunked_answer_is_streamed(server):
+    pieces = [b"x" * 70000, b"y" * 5]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    server.answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    e = Elastic(ElasticDestination(url=f"http://127.0.0.1:{server.port}/"))
+    r = e.request("GET", "/", {}, b"", stream_over=1000)
+    assert r.stream is not None and r.length is None and r.body == b""
+    assert b"".join(r.stream) == b"".join(pieces)
+    assert e.connections()[0] == 0  # given back once the last piece was read
+    e.close()
+
+
+def test_a_cut_answer_is_an_upstream_error(server):
+    server.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+    e = Elastic(ElasticDestination(url=f"http://127.0.0.1:{server.port}/"))
+    with pytest.raises(UpstreamError, match="3 of 10|7 of 10"):
+        e.request("GET", "/", {}, b"")
+    assert e.connections()[0] == 0
+    e.close()
+
+
+def test_a_kept_alive_connection_closed_meanwhile_is_retried_once():
+    """The first connection answers once and is closed without a word; the pooled socket looks
+    idle until used, so the next GET fails on it and goes again on a new connection."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    served = []
+
+    def serve() -> None:
+        for n in range(2):
+            conn, _ = srv.accept()
+            conn.recv(65536)
+            served.append(n)  # before the answer: the test reads it once the answer is in
+            conn.sendall(answer)
+            if n == 0:
+                conn.recv(65536)  # the second request arrives on it: dropped
+                conn.close()
+            else:
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    e = Elastic(ElasticDestination(url=f"http://127.0.0.1:{srv.getsockname()[1]}/"))
+    assert e.request("GET", "/", {}, b"").body == b"ok"
+    assert e.request("GET", "/", {}, b"").body == b"ok"
+    assert served == [0, 1]
+    e.close()
+    srv.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"HTTP/2 200 OK", b"HTTP/1.1 20 OK", b"HTTP/1.1 200 OK\r\nno colon", b"HTTP/1.1 200 OK\r\nbad name: x"],
+)
+def test_unparsable_heads_are_refused(head):
+    with pytest.raises(lean.Unparsable):
+        lean.parse_head(head)
