@@ -38,9 +38,10 @@ from typing import Any, Callable, Optional
 
 from kafka.errors import KafkaError
 
+from . import kafkasecurity
 from .compare import call, indices
 from .compare import run as compare_run
-from .config import AdminListener, Config, ConfigError, ElasticDestination, load
+from .config import AdminListener, Config, ConfigError, ElasticDestination, KafkaDestination, load
 from .dest.elastic import Elastic, UpstreamError
 from .leadership import same_url
 from .logs import redact_url
@@ -200,8 +201,8 @@ class Offsets:
     """The topic's end offsets and consumer groups' committed offsets, read without joining any group
     (one client per group, kept for the command's run)."""
 
-    def __init__(self, brokers: list[str]) -> None:
-        self.brokers = brokers
+    def __init__(self, kafka: KafkaDestination) -> None:
+        self.kafka = kafka  # the proxy's topic entry: its brokers and security settings
         self._clients: dict[Optional[str], Any] = {}
 
     def _client(self, group: Optional[str]) -> Any:
@@ -209,7 +210,11 @@ class Offsets:
 
         if group not in self._clients:
             self._clients[group] = KafkaConsumer(
-                bootstrap_servers=self.brokers, group_id=group, enable_auto_commit=False, request_timeout_ms=15000
+                bootstrap_servers=list(self.kafka.brokers),
+                group_id=group,
+                enable_auto_commit=False,
+                request_timeout_ms=15000,
+                **kafkasecurity.client_kwargs(self.kafka),
             )
         return self._clients[group]
 
@@ -250,7 +255,7 @@ class Run:
         self.cfg, self.args, self.kind, self.out = cfg, args, kind, out
         self.started = time.time()
         self.deadline = time.monotonic() + args.timeout
-        self.offsets = Offsets(list(cfg.kafka_destinations()[0].brokers))
+        self.offsets = Offsets(cfg.kafka_destinations()[0])
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1000) % 1000:03d}"
