@@ -34,7 +34,7 @@ from ..dest.elastic import Elastic, replay, replay_docs
 from ..follow import Rules
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
 from ..ratelimit import RateLimit
-from ..retry import Aborted, retry
+from ..retry import Aborted, interruptible, retry
 from ..stats import STATS
 from .followed import follow_docs, follow_raw
 from .kafka_deadletters import DeadLetters
@@ -180,7 +180,12 @@ class KafkaReplay:
 
     def _connect(self) -> bool:
         def subscribe() -> KafkaConsumer:
-            consumer = KafkaConsumer(**self.consumer_config(), **kafkasecurity.client_kwargs(self.cfg))
+            # its constructor waits up to 30 s for a broker: a stop must not wait for it (nothing to commit yet)
+            consumer = interruptible(
+                lambda: KafkaConsumer(**self.consumer_config(), **kafkasecurity.client_kwargs(self.cfg)),
+                lambda: self.stopping,
+                "stopping before Kafka was reachable",
+            )
             consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
             return consumer
 
@@ -199,6 +204,7 @@ class KafkaReplay:
                 stopping=lambda: self.stopping,
             )
         except Aborted:
+            log.info("kafka consumer group %s: stopping before Kafka was reachable; nothing to commit", self.cfg.group)
             return False
         log.info(
             "kafka consumer group %s subscribed to %s on %s",
@@ -670,13 +676,14 @@ class KafkaReplay:
 
     def stop(self, timeout: float) -> None:
         """Finish or abandon the batch in flight, commit what was applied, leave the group."""
+        deadline = time.monotonic() + timeout
         self.stopping = True
         if self._greenlet is not None:
             self._greenlet.join(timeout=timeout)
             self._greenlet.kill(block=True, timeout=1)
         if self._consumer is not None:
-            try:
-                self._consumer.close(autocommit=False)
+            try:  # leaving the group waits for the coordinator: not past the stop's deadline
+                self._consumer.close(autocommit=False, timeout_ms=int(max(1.0, deadline - time.monotonic()) * 1000))
             except KafkaError as e:
                 log.warning("kafka consumer close: %s", e)
         self.dead_letters.close()
