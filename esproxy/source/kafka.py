@@ -71,6 +71,9 @@ def _where(record: Any) -> str:
 # A partition a paused sync rule held this recently is waiting on purpose, not stalled (it is retried every second).
 PAUSE_HOLD_SECONDS = 5.0
 
+# A stop waits no longer than this for the group coordinator to take our leaving (seconds).
+LEAVE_GROUP_TIMEOUT = 3.0
+
 # An incomplete chunk set is given up after this many records of its partition (see chunkTimeout).
 CHUNK_MAX_RECORDS = 1_000_000
 
@@ -682,8 +685,11 @@ class KafkaReplay:
             self._greenlet.join(timeout=timeout)
             self._greenlet.kill(block=True, timeout=1)
         if self._consumer is not None:
-            try:  # leaving the group waits for the coordinator: not past the stop's deadline
-                self._consumer.close(autocommit=False, timeout_ms=int(max(1.0, deadline - time.monotonic()) * 1000))
+            # Leaving the group waits for the coordinator: a few seconds at most (a coordinator that
+            # answers does so in milliseconds; one that does not lets the group move on after sessionTimeout).
+            leave = min(LEAVE_GROUP_TIMEOUT, max(0.1, deadline - time.monotonic()))
+            try:
+                self._consumer.close(autocommit=False, timeout_ms=int(leave * 1000))
             except KafkaError as e:
                 log.warning("kafka consumer close: %s", e)
         self.dead_letters.close()
