@@ -69,6 +69,7 @@ class Fanout:
         self._connected = Event()
         self._queued_at: deque[float] = deque()  # durability: none — time.time() of each write not yet taken
         self._produced_from_memory = False  # durability: none — the producer may hold writes kept nowhere else
+        self._backed_up_at = 0.0  # time.monotonic() the last backup (rests) was done: progress, for a stop
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self._run_queue))
@@ -234,6 +235,7 @@ class Fanout:
                 except Aborted as e:
                     log.error("backup %s: %s", rest.target(""), e)
                     continue
+                self._backed_up_at = time.monotonic()
                 if r.status >= 300:
                     log.warning("backup %s answered %d: %s", rest.target(bean.requestUri), r.status, r.body[:300])
 
@@ -300,7 +302,8 @@ class Fanout:
                 if now >= deadline:
                     why = "the stop's deadline passed"
                     break
-                if now - max([watched_from] + [k.last_taken for k in self.kafkas]) >= STALL_SECONDS:
+                progress = max([watched_from, self._backed_up_at] + [k.last_taken for k in self.kafkas])
+                if now - progress >= STALL_SECONDS:
                     why = f"Kafka acknowledged nothing for {STALL_SECONDS:.1f}s"
                     break
                 shipper.join(timeout=min(POLL, deadline - now))
