@@ -27,20 +27,23 @@ from typing import Optional, Union
 
 import gevent
 from gevent.event import Event
-from gevent.queue import Channel, Queue
+from gevent.queue import Channel, Empty, Queue
 
 from .bean import Bean
 from .dest.elastic import Elastic, replay
 from .dest.kafka import KafkaDest
 from .dest.refusals import ProxyDeadLetters
 from .recorder import NotRecorded
-from .retry import Aborted, Backoff
+from .retry import POLL, Aborted, Backoff
 from .spool import Spool
 
 log = logging.getLogger("esproxy.fanout")
 
 _STOP = object()
 SHIP_BATCH = 500
+# While stopping: Kafka acknowledged nothing for this long, so the spool keeps what is left for the next
+# start rather than the stop waiting out its timeout. (A working broker acknowledges within milliseconds.)
+STALL_SECONDS = 2.5
 
 
 class Fanout:
@@ -65,6 +68,8 @@ class Fanout:
         self._greenlets: list[gevent.Greenlet] = []
         self._connected = Event()
         self._queued_at: deque[float] = deque()  # durability: none — time.time() of each write not yet taken
+        self._produced_from_memory = False  # durability: none — the producer may hold writes kept nowhere else
+        self._backed_up_at = 0.0  # time.monotonic() the last backup (rests) was done: progress, for a stop
 
     def start(self) -> None:
         self._greenlets.append(gevent.spawn(self._run_queue))
@@ -137,8 +142,8 @@ class Fanout:
         try:
             for kafka in self.kafkas:
                 kafka.connect(lambda: self.stopping)
-        except Aborted as e:
-            log.error("fanout: %s; %d write(s) not shipped", e, self.depth())
+        except Aborted as e:  # stop() tells what that leaves unshipped
+            log.info("fanout: %s", e)
             return False
         self._connected.set()
         return True
@@ -150,6 +155,7 @@ class Fanout:
             item = self.queue.get()
             if item is _STOP:
                 return
+            self._produced_from_memory = True
             try:
                 for kafka in self.kafkas:
                     if kafka.matches(item.labels):
@@ -229,25 +235,90 @@ class Fanout:
                 except Aborted as e:
                     log.error("backup %s: %s", rest.target(""), e)
                     continue
+                self._backed_up_at = time.monotonic()
                 if r.status >= 300:
                     log.warning("backup %s answered %d: %s", rest.target(bean.requestUri), r.status, r.body[:300])
 
     def stop(self, timeout: float) -> None:
-        """Ship what is queued (the spool: what Kafka takes within the timeout; the rest stays on disk)."""
-        log.info("flushing %d captured write(s) to Kafka", self.depth() + (self.spool.backlog() if self.spool else 0))
+        """Ship what is held (the client requests are finished), then close.
+
+        Writes held only in memory (durability: none's queue) have no other chance: they are shipped for
+        up to ``timeout`` seconds, and each one Kafka did not take is logged with `message lost:`. The
+        spool's are shipped while Kafka takes them; once it acknowledges nothing for STALL_SECONDS (or was
+        never reached) the rest stays on disk, shipped at the next start, and the stop goes on.
+        """
         deadline = time.monotonic() + timeout
-        try:
-            with gevent.Timeout(timeout):
-                self.queue.put(_STOP)
-                self._greenlets[0].join()
-        except gevent.Timeout:
-            log.error("fanout: %d queued write(s) not shipped within %.0fs", self.queue.qsize(), timeout)
+        in_memory = len(self._queued_at)
+        if in_memory:
+            log.warning(
+                "stopping: %d captured write(s) are only in memory (durability: none): shipping them to Kafka"
+                " for up to %.0fs; each one it does not take is lost (logged with `message lost:`)",
+                in_memory,
+                timeout,
+            )
+        if self.spool is not None and self.spool.backlog():
+            log.info(
+                "stopping: shipping the spool's %d write(s) to Kafka while it takes them; the rest stay in the"
+                " spool for the next start",
+                self.spool.backlog(),
+            )
+        self._stop_queue(deadline)
         self.stopping = True
-        if self.spool is not None and len(self._greenlets) > 1:
-            self._greenlets[1].join(timeout=max(0.5, deadline - time.monotonic()))
+        left_in_spool = self._stop_spool(deadline)
         gevent.killall(self._greenlets, block=True, timeout=1)
+        self._report_lost()
+        # The producer may still hold writes of the queue (sent without waiting): they get the time left.
+        # The spool's it holds need none: what is not acknowledged ships again at the next start.
+        flush = self._produced_from_memory or not left_in_spool
         for kafka in self.kafkas:
-            kafka.close(timeout=max(1.0, deadline - time.monotonic()))
+            kafka.close(timeout=max(1.0, deadline - time.monotonic()) if flush else 0)
         if self.spool is not None:
             self.spool.close()
         self.dead_letters.close()
+
+    def _stop_queue(self, deadline: float) -> None:
+        """Let the queue's shipper ship what is queued, until ``deadline``."""
+        if not self._queued_at and not self._connected.is_set():
+            return  # nothing queued, no producer: nothing to wait for
+        try:
+            with gevent.Timeout(max(0.0, deadline - time.monotonic())):
+                self.queue.put(_STOP)
+                self._greenlets[0].join()
+        except gevent.Timeout:
+            log.error("fanout: %d queued write(s) not shipped before the stop's deadline", len(self._queued_at))
+
+    def _stop_spool(self, deadline: float) -> int:
+        """Let the spool's shipper ship while Kafka takes writes, until ``deadline``; how many it left."""
+        if self.spool is None or len(self._greenlets) < 2:
+            return 0
+        shipper = self._greenlets[1]
+        why = "Kafka did not take them"
+        if not self._connected.is_set():
+            why = "Kafka was not reachable"
+        else:
+            watched_from = time.monotonic()
+            while not shipper.dead:
+                now = time.monotonic()
+                if now >= deadline:
+                    why = "the stop's deadline passed"
+                    break
+                progress = max([watched_from, self._backed_up_at] + [k.last_taken for k in self.kafkas])
+                if now - progress >= STALL_SECONDS:
+                    why = f"Kafka acknowledged nothing for {STALL_SECONDS:.1f}s"
+                    break
+                shipper.join(timeout=min(POLL, deadline - now))
+        shipper.kill(block=True, timeout=1)  # what it was shipping is not acknowledged: it stays in the spool
+        left = self.spool.backlog()
+        if left:
+            log.warning("stopping: %d captured write(s) stay in the spool (%s); they ship at the next start", left, why)
+        return left
+
+    def _report_lost(self) -> None:
+        """durability: none — what is still queued once the shippers are gone is lost: each one in the log."""
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except Empty:
+                return
+            if item is not _STOP:
+                log.error("fanout: not shipped before the exit; message lost: %s", item.to_json().decode())

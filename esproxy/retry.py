@@ -1,4 +1,4 @@
-"""Retrying what may succeed later: backoff, a sleep that a stop interrupts, and the retry loop.
+"""Retrying what may succeed later: backoff, a sleep and a call that a stop interrupts, and the retry loop.
 
 Sleeps use ``time.sleep``: cooperative in the roles (gevent's monkey patching makes it yield to
 the hub), a plain blocking sleep in the commands that run without it (``esproxy dlq``).
@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 import time
 from typing import Callable, TypeVar
+
+import gevent
 
 T = TypeVar("T")
 Stopping = Callable[[], bool]
@@ -36,6 +38,20 @@ def sleep(seconds: float, stopping: Stopping, aborted: str) -> None:
         if stopping():
             raise Aborted(aborted)
         time.sleep(min(POLL, max(0.0, deadline - time.monotonic())))
+
+
+def interruptible(call: Callable[[], T], stopping: Stopping, aborted: str) -> T:
+    """``call()``'s result (or its exception), run in a greenlet that a stop kills: Aborted(``aborted``)
+    within POLL seconds of ``stopping()`` turning true. For a call that blocks long on the network,
+    such as kafka-python's client constructors (their bootstrap waits up to 30 s for a broker).
+    Without gevent's monkey patching the call simply runs to its end."""
+    greenlet = gevent.spawn(call)
+    while not greenlet.ready():
+        if stopping():
+            greenlet.kill(block=True, timeout=1)
+            raise Aborted(aborted)
+        greenlet.join(timeout=POLL)
+    return greenlet.get()
 
 
 class Backoff:

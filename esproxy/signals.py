@@ -27,9 +27,11 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         signal.SIGTERM,
         "stop",
-        "Graceful stop: stop accepting, finish requests in flight, ship the queue to Kafka, commit replayed"
-        " offsets, exit 0; a second TERM or INT exits at once with code 1. A pre-fork master first sends"
-        " TERM to its workers and waits for them. supervisord sends it.",
+        "Graceful stop: stop accepting, finish requests in flight, ship captured writes to Kafka (the spool's"
+        " while Kafka takes them, the rest stays in the spool for the next start; `durability: none`'s queue"
+        f" for up to {GRACEFUL_TIMEOUT:.0f} s, then lost), commit replayed offsets, exit 0; a second TERM or"
+        " INT exits at once with code 1. A pre-fork master first sends TERM to its workers and waits for"
+        " them. supervisord sends it.",
         "finishes its requests in flight and exits (send it to the master instead)",
     ),
     Signal(signal.SIGINT, "stop", "As TERM (Ctrl-C in a terminal).", "as TERM"),

@@ -143,3 +143,41 @@ def test_other_durability_modes_replicate(durability, esproxy, osmem_factory, ka
     writer.run()
     assert len(writer.acked) == 40
     compare_until_equal(a, b, names.pattern())
+
+
+def test_stop_with_the_broker_paused_leaves_the_spool_for_the_next_start(
+    esproxy, osmem_factory, own_broker, names, port
+):
+    """Kafka was taking writes, then stopped answering: a stop does not wait out its timeout for it
+    (the spool keeps what is left), and the next start ships it."""
+    a, b = osmem_factory(), osmem_factory()
+    topic, index = names.topic(), names.index()
+    create_topic(own_broker.addr, topic, partitions=1)
+    conf = spool_config(port, a, own_broker.addr, topic)
+    first = esproxy(conf)
+    base = f"http://127.0.0.1:{port}"
+
+    def put(ids: range) -> None:
+        for i in ids:
+            r = requests.put(f"{base}/{index}/_doc/{i}", json={"i": i}, timeout=10)
+            assert r.status_code in (200, 201), r.text
+
+    def shipped() -> bool:
+        return requests.get(f"{base}/_esproxy/stats", timeout=5).json()["proxy"]["spool"]["records"] == 0
+
+    put(range(10))
+    wait_until(shipped, timeout=20, msg="the first writes shipped")
+    os.kill(own_broker.proc.pid, signal.SIGSTOP)
+    put(range(10, 20))  # answered: they are in the spool
+
+    first.proc.send_signal(signal.SIGTERM)
+    rc = first.proc.wait(timeout=15)  # under the 25 s it would wait for Kafka
+    assert rc == 0, first.log_tail()
+    assert "captured write(s) stay in the spool (Kafka acknowledged nothing" in first.log(), first.log_tail()
+    assert first.log().rstrip().splitlines()[-1].endswith("esproxy stopped"), first.log_tail()
+
+    os.kill(own_broker.proc.pid, signal.SIGCONT)
+    esproxy(conf)  # same working directory, same spool
+    esproxy(replay_config(own_broker.addr, topic, names.group(), b))
+    compare_until_equal(a, b, names.pattern())
+    assert requests.get(f"{b}/{index}/_count", timeout=5).json()["count"] == 20

@@ -195,3 +195,20 @@ def test_a_second_replay_joining_the_group_under_load_loses_nothing(esproxy, es_
     print(f"acked {writer.acked}, first {sorted(one)}, second {sorted(two)}")
     assert one and two and not one & two and len(one | two) == PARTITIONS, (one, two)
     assert first.proc.poll() is None and second.proc.poll() is None
+
+
+def test_a_replay_whose_broker_stopped_answering_stops_promptly(esproxy, es_b, own_server, names):
+    """Leaving the group waits for a coordinator that does not answer for a few seconds only, not the
+    whole stop timeout: the group moves on after sessionTimeout anyway."""
+    broker = own_server("tansu")
+    topic = names.topic()
+    create_topic(broker.addr, topic, partitions=1)
+    proc = esproxy(replay_config(broker.addr, topic, names.group(), es_b))
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    proc.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.proc.wait(timeout=10)  # not the 25 s of the stop's timeout
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the replay still runs 10 s after SIGTERM:\n{proc.log_tail()}")
+    assert rc == 0, proc.log_tail()
+    assert proc.log().rstrip().splitlines()[-1].endswith("esproxy stopped"), proc.log_tail()

@@ -9,11 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from support.basics import wait_until
+from support.basics import free_port, wait_until
 from support.beans import make_bean
 from support.configs import proxy_config, replay_config
 from support.elastic import es_doc
 from support.kafka import count_messages, create_topic, produce_raw
+
+from esproxy.signals import GRACEFUL_TIMEOUT
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
@@ -76,3 +78,69 @@ def test_replay_sigterm_commits_offsets(esproxy, es_b, kafka, names):
     esproxy(replay_config(kafka, topic, group, es_b))
     wait_until(lambda: es_doc(es_b, index, "marker"), timeout=20, msg="marker replayed by 2nd replay")
     assert es_doc(es_b, index, "once") is None, "the committed message was replayed again"
+
+
+def _stopped_within(proc, seconds: float) -> int:
+    """SIGTERM, then the exit code; fails with the log if the exit takes longer than ``seconds``."""
+    proc.proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"esproxy still running {seconds} s after SIGTERM:\n{proc.log_tail()}")
+
+
+def test_spool_proxy_stops_promptly_with_kafka_unreachable_and_ships_at_next_start(
+    esproxy, es_a, es_b, kafka, names, port
+):
+    """Kafka down: the spool keeps what was captured, so a stop does not wait for Kafka (GRACEFUL_TIMEOUT);
+    the next start, with Kafka back, ships it."""
+    topic, index = names.topic(), names.index()
+    create_topic(kafka, topic, partitions=1)
+    conf = proxy_config(port, es_a, f"127.0.0.1:{free_port()}", topic)  # nothing listens there
+    conf["source"]["proxies"][0]["durability"] = "spool"
+    first = esproxy(conf)
+    for i in range(5):
+        r = requests.put(f"http://127.0.0.1:{port}/{index}/_doc/{i}", json={"i": i}, timeout=10)
+        assert r.status_code in (200, 201), r.text
+
+    rc = _stopped_within(first, 10)  # not the 25 s it would wait for Kafka
+    assert rc == 0, first.log_tail()
+    log = first.log()
+    assert "5 captured write(s) stay in the spool" in log, first.log_tail()
+    assert log.rstrip().splitlines()[-1].endswith("esproxy stopped"), first.log_tail()
+    assert "message lost" not in log
+
+    conf["destination"]["kafkas"][0]["brokers"] = [kafka]  # same working directory, same spool
+    esproxy(conf)
+    esproxy(replay_config(kafka, topic, names.group(), es_b))
+    for i in range(5):
+        wait_until(lambda i=i: es_doc(es_b, index, str(i)), timeout=30, msg=f"doc {i} replayed into B")
+
+
+def test_replay_stops_promptly_with_kafka_unreachable(esproxy, es_b, names):
+    conf = replay_config(f"127.0.0.1:{free_port()}", names.topic(), names.group(), es_b)
+    proc = esproxy(conf, ready=[("ECONNREFUSED", 1)])  # bootstrapping
+    rc = _stopped_within(proc, 6)  # its bootstrap alone waits 30 s for a broker
+    assert rc == 0, proc.log_tail()
+    assert proc.log().rstrip().splitlines()[-1].endswith("esproxy stopped"), proc.log_tail()
+
+
+def test_in_memory_queue_with_kafka_unreachable_is_tried_to_the_end_then_reported_lost(esproxy, es_a, names, port):
+    """durability: none — the queue is lost on exit: the stop says so when it starts, keeps trying for its
+    whole timeout (the writes' only chance), and logs each write it could not ship with `message lost:`."""
+    index = names.index()
+    conf = proxy_config(port, es_a, f"127.0.0.1:{free_port()}", names.topic(), chan_size=100)
+    conf["source"]["proxies"][0]["durability"] = "none"
+    proc = esproxy(conf)
+    for i in range(3):
+        r = requests.put(f"http://127.0.0.1:{port}/{index}/_doc/{i}", json={"i": i}, timeout=10)
+        assert r.status_code in (200, 201), r.text
+
+    rc = _stopped_within(proc, GRACEFUL_TIMEOUT + 10)
+    assert rc == 0, proc.log_tail()
+    log = proc.log()
+    assert "stopping: 3 captured write(s) are only in memory (durability: none)" in log, proc.log_tail()
+    lost = [line for line in log.splitlines() if "message lost: " in line]
+    assert len(lost) == 3, proc.log_tail()
+    assert all(index in line for line in lost), lost
+    assert log.rstrip().splitlines()[-1].endswith("esproxy stopped"), proc.log_tail()

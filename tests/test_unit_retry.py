@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+import gevent
 import pytest
 
-from esproxy.retry import Aborted, Backoff, backoff, retry, sleep
+from esproxy.retry import Aborted, Backoff, backoff, interruptible, retry, sleep
 
 
 def test_backoff_grows_within_its_cap() -> None:
@@ -70,3 +71,30 @@ def test_sleep_without_a_stop_sleeps() -> None:
     started = time.monotonic()
     sleep(0.05, lambda: False, "unused")
     assert time.monotonic() - started >= 0.05
+
+
+def test_interruptible_gives_the_calls_result_or_its_error() -> None:
+    def down() -> None:
+        raise OSError("down")
+
+    assert interruptible(lambda: "up", lambda: False, "stopping") == "up"
+    with pytest.raises(OSError, match="down"):
+        interruptible(down, lambda: False, "stopping")
+
+
+def test_a_stop_interrupts_a_blocking_call() -> None:
+    """As kafka-python's constructor waiting for a broker: the caller gets Aborted, the call is killed."""
+    ended: list[str] = []
+
+    def blocking() -> None:
+        try:
+            gevent.sleep(30)  # cooperative, as every wait is in a monkey-patched role
+            ended.append("returned")
+        except gevent.GreenletExit:
+            ended.append("killed")
+            raise
+
+    stop_at = time.monotonic() + 0.3
+    with pytest.raises(Aborted, match="stopping before Kafka"):
+        interruptible(blocking, lambda: time.monotonic() > stop_at, "stopping before Kafka")
+    assert ended == ["killed"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Callable, NamedTuple, Optional
 
 import gevent
@@ -15,7 +16,7 @@ from .. import kafkasecurity, labels
 from ..bean import Bean
 from ..config import KafkaDestination
 from ..messages import Message, abort_messages, encode
-from ..retry import retry
+from ..retry import interruptible, retry
 from ..stats import STATS
 from .refusals import maybe_a_neighbour, refused_for_good
 
@@ -42,6 +43,7 @@ class KafkaDest:
         self.on_refused: Optional[Callable[[Bean, BaseException], None]] = None
         self._stopping: Callable[[], bool] = lambda: False
         self._confirming = Semaphore()  # one record sent alone at a time
+        self.last_taken = 0.0  # time.monotonic() the broker last acknowledged a message (a stop watches it)
 
     def __repr__(self) -> str:
         return f"KafkaDest({self.topic} on {','.join(self.cfg.brokers)})"
@@ -79,15 +81,20 @@ class KafkaDest:
         def unreachable(e: BaseException, attempts: int, delay: float) -> None:
             log.warning("kafka %s unreachable (%s); retrying in %.1fs", ",".join(self.cfg.brokers), e, delay)
 
+        aborted = "stopping before Kafka was reachable"
         return retry(
             # the security arguments (the SASL password) only here: producer_config() may be shown
-            lambda: KafkaProducer(**self.producer_config(), **kafkasecurity.client_kwargs(self.cfg)),
+            lambda: interruptible(
+                lambda: KafkaProducer(**self.producer_config(), **kafkasecurity.client_kwargs(self.cfg)),
+                stopping,
+                aborted,
+            ),
             (KafkaError, kafkasecurity.TlsFileError),
             unreachable,
             base=0.5,
             cap=10,
             stopping=stopping,
-            aborted="stopping before Kafka was reachable",
+            aborted=aborted,
         )
 
     def messages(self, bean: Bean) -> list[Message]:
@@ -250,6 +257,7 @@ class KafkaDest:
             log.log(level, "kafka write size: %d, message: %s,to kafka", len(value), value.decode("utf-8"))
 
     def _log_result(self, md: Any) -> None:
+        self.last_taken = time.monotonic()
         STATS.produced(self.topic)
         if log.isEnabledFor(logging.DEBUG):
             result = {"Partition": md.partition, "Offset": md.offset, "Topic": md.topic}
@@ -261,7 +269,25 @@ class KafkaDest:
         log.error("kafka.produce failed for topic %s: %s; message lost: %s", self.topic, e, value.decode())
 
     def close(self, timeout: float) -> None:
-        if self._producer is not None:
-            self._producer.flush(timeout=timeout)
-            self._producer.close(timeout=timeout)
-            self._producer = None
+        """Wait up to ``timeout`` seconds for what the producer still holds to be acknowledged (0: not at
+        all), then close it. What is not acknowledged by then fails: its caller keeps it (the spool ships it
+        again at the next start) or reports it (durability: none logs it with `message lost:`)."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.flush(timeout=timeout)
+            producer.close(timeout=timeout)
+            return
+        except KafkaError as e:  # flush() raises KafkaTimeoutError when the broker did not take everything
+            log.warning("kafka producer for topic %s: not everything was acknowledged (%s); closing", self.topic, e)
+        # kafka-python's close() flushes first and raises the same; its sender, closed forcibly, fails
+        # what it holds (their callbacks run) and stops.
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+            sender.join(1.0)
+        try:
+            producer.close(timeout=0)
+        except KafkaError as e:
+            log.warning("kafka producer for topic %s: close: %s", self.topic, e)

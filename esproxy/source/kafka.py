@@ -34,7 +34,7 @@ from ..dest.elastic import Elastic, replay, replay_docs
 from ..follow import Rules
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
 from ..ratelimit import RateLimit
-from ..retry import Aborted, retry
+from ..retry import Aborted, interruptible, retry
 from ..stats import STATS
 from .followed import follow_docs, follow_raw
 from .kafka_deadletters import DeadLetters
@@ -70,6 +70,9 @@ def _where(record: Any) -> str:
 
 # A partition a paused sync rule held this recently is waiting on purpose, not stalled (it is retried every second).
 PAUSE_HOLD_SECONDS = 5.0
+
+# A stop waits no longer than this for the group coordinator to take our leaving (seconds).
+LEAVE_GROUP_TIMEOUT = 3.0
 
 # An incomplete chunk set is given up after this many records of its partition (see chunkTimeout).
 CHUNK_MAX_RECORDS = 1_000_000
@@ -180,7 +183,12 @@ class KafkaReplay:
 
     def _connect(self) -> bool:
         def subscribe() -> KafkaConsumer:
-            consumer = KafkaConsumer(**self.consumer_config(), **kafkasecurity.client_kwargs(self.cfg))
+            # its constructor waits up to 30 s for a broker: a stop must not wait for it (nothing to commit yet)
+            consumer = interruptible(
+                lambda: KafkaConsumer(**self.consumer_config(), **kafkasecurity.client_kwargs(self.cfg)),
+                lambda: self.stopping,
+                "stopping before Kafka was reachable",
+            )
             consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
             return consumer
 
@@ -199,6 +207,7 @@ class KafkaReplay:
                 stopping=lambda: self.stopping,
             )
         except Aborted:
+            log.info("kafka consumer group %s: stopping before Kafka was reachable; nothing to commit", self.cfg.group)
             return False
         log.info(
             "kafka consumer group %s subscribed to %s on %s",
@@ -670,13 +679,17 @@ class KafkaReplay:
 
     def stop(self, timeout: float) -> None:
         """Finish or abandon the batch in flight, commit what was applied, leave the group."""
+        deadline = time.monotonic() + timeout
         self.stopping = True
         if self._greenlet is not None:
             self._greenlet.join(timeout=timeout)
             self._greenlet.kill(block=True, timeout=1)
         if self._consumer is not None:
+            # Leaving the group waits for the coordinator: a few seconds at most (a coordinator that
+            # answers does so in milliseconds; one that does not lets the group move on after sessionTimeout).
+            leave = min(LEAVE_GROUP_TIMEOUT, max(0.1, deadline - time.monotonic()))
             try:
-                self._consumer.close(autocommit=False)
+                self._consumer.close(autocommit=False, timeout_ms=int(leave * 1000))
             except KafkaError as e:
                 log.warning("kafka consumer close: %s", e)
         self.dead_letters.close()
