@@ -7,8 +7,6 @@ into B (and another into A), bypassing the proxy, so that a search answered by B
 
 from __future__ import annotations
 
-import os
-import signal
 from typing import Optional
 
 import pytest
@@ -210,13 +208,13 @@ def test_a_stopped_or_slow_follower_gets_no_reads(esproxy, own_server, es_a, nam
     wait_until(lambda: follower_state(port, b.url) == "ok", timeout=10, msg="the follower to be usable")
     assert hit_ids(base, index) == {"only-b"}
 
-    os.killpg(b.proc.pid, signal.SIGSTOP)  # slow: its reads time out, the leader answers them
+    b.pause()  # slow: its reads time out, the leader answers them
     try:
         assert hit_ids(base, index) == {"only-a"}
         assert follower_state(port, b.url) == "timeout"
         assert hit_ids(base, index) == {"only-a"}
     finally:
-        os.killpg(b.proc.pid, signal.SIGCONT)
+        b.resume()
     wait_until(lambda: follower_state(port, b.url) == "ok", timeout=15, msg="the follower to be usable again")
     assert hit_ids(base, index) == {"only-b"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from .basics import REPO, free_port, kill_group, tcp_open
+from .basics import REPO, free_port, kill_group, tcp_open, wait_until
 
 DEMO_SERVER = REPO / "ops" / "demo-server"
 
@@ -46,6 +47,15 @@ class DemoServer:
     def _check_alive(self) -> None:
         if self.proc.poll() is not None:
             raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}: {self.log_tail()}")
+
+    def pause(self) -> None:
+        """SIGSTOP the server's process group and return once every thread of it is stopped: the signal is
+        delivered asynchronously, and a thread still running could answer one more request."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        wait_until(lambda: all(_stopped(t) for t in Path(f"/proc/{self.proc.pid}/task").iterdir()), timeout=5)
+
+    def resume(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGCONT)
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -142,3 +152,11 @@ class RecordingServer:
     def stop(self) -> None:
         self._srv.shutdown()
         self._srv.server_close()
+
+
+def _stopped(task: Path) -> bool:
+    try:
+        stat = (task / "stat").read_text()
+    except OSError:  # the thread is gone
+        return True
+    return stat[stat.rindex(")") + 2] in "Tt"
