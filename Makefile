@@ -23,7 +23,7 @@ status:
 	ops/ctl status
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 # The tests marked `real` against real engines (tests/engines): Apache Kafka, Elasticsearch 8 and OpenSearch 2,
 # JVMs whose jars Maven resolves into ~/.m2 (set ESPROXY_MAVEN_REPO for another place). Needs java (17+), javac
