@@ -254,6 +254,10 @@ class ElasticDestination:
         " this cluster (`http://127.0.0.1:2901`). Its lag decides whether reads may go to this cluster while it"
         " follows, and `esproxy switchover` waits on it (ours).",
     )
+    replayAdminHeader: dict[str, str] = setting(
+        {},
+        "Headers sent with every request to `replayAdmin`: what that replay's `admin.header` requires (ours).",
+    )
     maxLag: Duration = setting(
         Duration(5),
         "Proxy role: while this cluster follows, reads go to the leader instead when its replay lags more than"

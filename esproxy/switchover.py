@@ -95,8 +95,8 @@ class Plan:
     proxy: Endpoint
     old: ElasticDestination  # the leader now
     new: ElasticDestination  # the leader to be
-    into_new: str  # replayAdmin of the replay writing into the new leader ("" = not configured)
-    into_old: str  # ... into the old leader (it follows once switched)
+    into_new: Optional[Endpoint]  # admin of the replay writing into the new leader (None: replayAdmin not set)
+    into_old: Optional[Endpoint]  # ... into the old leader (it follows once switched)
     brokers: list[str]
     topics: list[str]
 
@@ -109,12 +109,13 @@ class Plan:
             ]
         pause = f"held up to {args.hold_for:g}s, then 503" if args.hold else "503 with Retry-After"
         verify = {"counts": "per index document counts", "full": "esproxy compare (every document)"}[args.verify]
+        unset = "its replay: replayAdmin not set"
         return [
             f"pause writes at the proxy {redact_url(self.proxy.url)} ({pause}); wait for writes in flight",
             f"wait until the spool is shipped to {','.join(self.topics)} and the replay into {new}"
-            f" ({self.into_new or 'replayAdmin not set'}) has applied everything",
+            f" ({_url(self.into_new, 'replayAdmin not set')}) has applied everything",
             f"verify {old} against {new} on indices {args.index!r}: {verify}",
-            f"make {new} the leader ({old} follows it through {self.into_old or 'its replay: replayAdmin not set'})",
+            f"make {new} the leader ({old} follows it through {_url(self.into_old, unset)})",
             "resume writes",
         ]
 
@@ -172,8 +173,8 @@ def make_plan(cfg: Config, leader_url: str, to: str = "") -> Plan:
         proxy_endpoint(cfg),
         old,
         new,
-        new.replayAdmin.rstrip("/"),
-        old.replayAdmin.rstrip("/"),
+        replay_endpoint(new),
+        replay_endpoint(old),
         list(kafkas[0].brokers),
         sorted({k.topic for k in kafkas}),
     )
@@ -237,12 +238,23 @@ class Offsets:
         self._clients.clear()
 
 
-def lag_rows(admin: str, topics: list[str]) -> list[dict[str, Any]]:
+def replay_endpoint(cluster: ElasticDestination) -> Optional[Endpoint]:
+    """The admin of the replay writing into ``cluster`` (``replayAdmin``, ``replayAdminHeader``); None when unset.
+    An https URL is checked against the system's CAs."""
+    url = cluster.replayAdmin.rstrip("/")
+    return Endpoint(url, dict(cluster.replayAdminHeader)) if url else None
+
+
+def _url(endpoint: Optional[Endpoint], unset: str) -> str:
+    return endpoint.url if endpoint is not None else unset
+
+
+def lag_rows(admin: Endpoint, topics: list[str]) -> list[dict[str, Any]]:
     """The consumer_lag rows (esproxy.source.kafka.KafkaReplay.lag) of the replay at ``admin`` for ``topics``."""
-    return [r for r in Endpoint(admin).get("/_esproxy/stats")["replay"]["consumer_lag"] if r["topic"] in topics]
+    return [r for r in admin.get("/_esproxy/stats")["replay"]["consumer_lag"] if r["topic"] in topics]
 
 
-def replay_groups(admin: str, topics: list[str]) -> list[str]:
+def replay_groups(admin: Endpoint, topics: list[str]) -> list[str]:
     """The consumer groups of the replay at ``admin`` that read ``topics``."""
     return sorted({r["group"] for r in lag_rows(admin, topics)})
 
@@ -295,25 +307,26 @@ class Run:
         finally:
             new.close()
         for role, admin in (("into the new leader", plan.into_new), ("into the old leader", plan.into_old)):
-            if not admin:
+            if admin is None:
                 problems.append(f"replayAdmin of the cluster the replay {role} writes to is not set")
                 continue
             try:
                 groups = replay_groups(admin, plan.topics)
             except (Failed, KeyError) as e:
-                problems.append(f"the replay {role} ({admin}) cannot be asked: {e}")
+                problems.append(f"the replay {role} ({admin.url}) cannot be asked: {e}")
                 continue
             if not groups:
-                problems.append(f"the replay {role} ({admin}) is assigned no partition of {','.join(plan.topics)}")
+                problems.append(f"the replay {role} ({admin.url}) is assigned no partition of {','.join(plan.topics)}")
             else:
-                self.say(f"check: replay {role} runs: {admin}, group(s) {', '.join(groups)}")
+                self.say(f"check: replay {role} runs: {admin.url}, group(s) {', '.join(groups)}")
         return problems
 
     def applied(self, plan: Plan, end: dict[tuple[str, int], int]) -> Optional[str]:
         """None once the replay into the new leader committed the end offsets and holds nothing unapplied."""
+        assert plan.into_new is not None  # checked before the pause
         groups = replay_groups(plan.into_new, plan.topics)
         if not groups:
-            return f"the replay at {plan.into_new} is assigned no partition (rebalancing?)"
+            return f"the replay at {plan.into_new.url} is assigned no partition (rebalancing?)"
         for group in groups:
             late = behind(end, self.offsets.committed(group, list(end)))
             if late:

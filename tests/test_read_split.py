@@ -54,19 +54,26 @@ def markers(es_a: str, es_b: str, index: str) -> None:
 
 @pytest.fixture
 def split(esproxy, es_a, es_b, kafka, names, port):
-    """A replay A->B with an admin port, and a proxy in front of A with B as its follower."""
+    """A replay A->B with an admin port (which wants a header), and a proxy in front of A with B as its follower."""
 
     def start(replay: Optional[dict] = None, max_lag: str = "30s", follow: Optional[dict] = None, **proxy: object):
         """``follow``: the replay's follow section, given to the proxy too."""
         topic, group, admin = names.topic(), names.group(), free_port()
         create_topic(kafka, topic)
         replay_conf = replay_config(kafka, topic, group, es_b, **(replay or {}))
-        replay_conf["admin"] = {"port": admin}
+        token = {"X-Admin-Token": "replay-admin-token"}  # the proxy must send it to read the lag
+        replay_conf["admin"] = {"port": admin, "header": token}
         proxy_conf = proxy_config(port, es_a, kafka, topic)
         if follow is not None:
             replay_conf["follow"] = proxy_conf["follow"] = follow
         replayer = esproxy(replay_conf)
-        follower = {"url": es_b, "replayAdmin": f"http://127.0.0.1:{admin}", "maxLag": max_lag, "timeout": "5s"}
+        follower = {
+            "url": es_b,
+            "replayAdmin": f"http://127.0.0.1:{admin}",
+            "replayAdminHeader": token,
+            "maxLag": max_lag,
+            "timeout": "5s",
+        }
         esproxy(with_followers(proxy_conf, [follower], **proxy))
         wait_until(lambda: follower_state(port, es_b) == "ok", timeout=20, msg="the follower to be usable")
         return f"http://127.0.0.1:{port}", replayer

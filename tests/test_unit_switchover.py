@@ -130,7 +130,8 @@ def test_the_plan_goes_from_whichever_cluster_leads_to_the_other() -> None:
     cfg = _config(B)
     plan = make_plan(cfg, A)
     assert (plan.old.url, plan.new.url, plan.topics, plan.brokers) == (A, B, ["t"], ["k:9092"])
-    assert plan.into_new == "http://127.0.0.1:2901" and plan.into_old == "http://127.0.0.1:2902"
+    assert plan.into_new is not None and plan.into_old is not None
+    assert plan.into_new.url == "http://127.0.0.1:2901" and plan.into_old.url == "http://127.0.0.1:2902"
     assert plan.proxy.url == "http://127.0.0.1:9000"
     back = make_plan(cfg, B + "/")
     assert (back.old.url, back.new.url) == (B, A)

@@ -233,7 +233,9 @@ class Follower:
         self.since = time.time()
         self._probe = Elastic(_short(self.cfg, self.cfg.url), "follower")
         self._admin = (
-            Elastic(_short(self.cfg, self.cfg.replayAdmin, {}), "replay-admin") if self.cfg.replayAdmin else None
+            Elastic(_short(self.cfg, self.cfg.replayAdmin, dict(self.cfg.replayAdminHeader)), "replay-admin")
+            if self.cfg.replayAdmin
+            else None
         )
         self._loop: Optional[gevent.Greenlet] = None
 
