@@ -370,14 +370,21 @@ class Run:
 
     # ------------------------------------------------------------------ switchover
 
-    def switchover(self) -> int:
+    def _start(self) -> Optional[tuple[Endpoint, dict[str, Any], Plan]]:
+        """The proxy's admin, its state and the plan from its leader; None (said why) when they cannot be had."""
         proxy = proxy_endpoint(self.cfg)
         try:
             state = self.status(proxy)
-            plan = make_plan(self.cfg, state["leader"], self.args.to)
+            return proxy, state, make_plan(self.cfg, state["leader"], self.args.to)
         except Failed as e:
             self.say(f"cannot start: {e}")
+            return None
+
+    def switchover(self) -> int:
+        started = self._start()
+        if started is None:
             return EXIT_ABORTED
+        proxy, state, plan = started
         if state.get("paused"):
             self.say("writes are paused already (another switchover running, or one that died?); nothing done")
             return EXIT_ABORTED
@@ -471,13 +478,10 @@ class Run:
     # ------------------------------------------------------------------ failover
 
     def failover(self) -> int:
-        proxy = proxy_endpoint(self.cfg)
-        try:
-            state = self.status(proxy)
-            plan = make_plan(self.cfg, state["leader"], self.args.to)
-        except Failed as e:
-            self.say(f"cannot start: {e}")
+        started = self._start()
+        if started is None:
             return EXIT_ABORTED
+        proxy, state, plan = started
         for i, step in enumerate(plan.describe("failover", self.args), 1):
             self.say(f"  {i}. {step}")
         if not self.args.force and _answers(plan.old):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, event, given
 from hypothesis import strategies as st
+from support.beans import reassembled
 from support.fuzz import MAX_INPUT, costly, memory_bound, peak_memory
 
 from esproxy.bean import DOCS_KIND, Bean, BeanError
@@ -212,21 +213,6 @@ def test_any_message_is_a_bean_a_chunk_an_abort_or_a_bean_error(value) -> None:
         assert isinstance(item, (Bean, Abort))
 
 
-def reassemble(values: list[bytes], assembler: Assembler) -> list[Bean]:
-    """What the replay gets out of these messages of one partition, in order."""
-    out = []
-    for offset, value in enumerate(values):
-        item = decode(value)
-        if isinstance(item, Bean):
-            out.append(item)
-        elif isinstance(item, Chunk):
-            complete = assembler.add(item, offset, 0)
-            if complete is not None:
-                out.append(Bean.from_json(complete.bean_json()))
-                assembler.release(complete.id)
-    return out
-
-
 max_message_bytes = st.integers(MIN_MAX_MESSAGE_BYTES, 4 * MIN_MAX_MESSAGE_BYTES)
 
 
@@ -238,7 +224,7 @@ def test_messages_put_together_give_back_the_bean(bean, max_bytes) -> None:
     messages = encode(bean, max_bytes)
     assert all(len(m.key) + len(m.value) + RECORD_OVERHEAD <= max_bytes for m in messages)
     assembler = Assembler()
-    out = reassemble([m.value for m in messages], assembler)
+    out = reassembled([m.value for m in messages], assembler)
     event(f"{bean.kind or 'raw'} bean: {'one message' if len(messages) == 1 else 'several'}, {len(out)} out")
     assert assembler.low_water() is None and not assembler.sets
     if len(out) == 1:
@@ -277,7 +263,7 @@ def test_interleaved_and_repeated_chunks_give_each_bean_once(bean_list, rnd, rep
         k = rnd.choice([k for k, s in enumerate(streams) if positions[k] < len(s)])
         mixed.append(streams[k][positions[k]])
         positions[k] += 1
-    out = reassemble(mixed, Assembler())
+    out = reassembled(mixed, Assembler())
     assert sorted(b.to_json() for b in out) == sorted(_canonical(b).to_json() for b in bean_list)
 
 

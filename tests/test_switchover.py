@@ -28,19 +28,13 @@ class StatusWriter(Writer):
         self.refusals: list[tuple[int, str, str]] = []  # status, Retry-After, error type
         self.refused_at: list[float] = []
 
-    def write(self, s: requests.Session, i: int) -> bool:
-        if i % 5 == 4:
-            r = s.post(f"{self.base}/{self.index}/_update/{i - 1}", json={"doc": {"u": i}}, timeout=30)
-        else:
-            r = s.put(f"{self.base}/{self.index}/_doc/{i}", json={"n": i}, timeout=30)
-        if 200 <= r.status_code < 300:
-            self.acked.append(i)
-            return True
+    timeout = 30.0
+
+    def refused(self, r: requests.Response, i: int) -> None:
         if not (r.status_code == 404 and i % 5 == 4):  # an update of a write refused just before
             kind = (r.json().get("error") or {}).get("type", "") if r.content else ""
             self.refusals.append((r.status_code, r.headers.get("Retry-After", ""), kind))
             self.refused_at.append(time.monotonic())
-        return False
 
 
 def _setup(

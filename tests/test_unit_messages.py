@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from support.beans import reassembled
 
 from esproxy.bean import DOCS_KIND, Bean, BeanError
 from esproxy.bulk import DocOp, split_actions
@@ -49,16 +50,8 @@ def record_size(key: bytes, value: bytes) -> int:
 
 def reassemble(values: list[bytes]) -> list[Bean]:
     """What the replay gets out of these messages, in order (one partition, one reader)."""
-    assembler, out = Assembler(), []
-    for offset, value in enumerate(values):
-        item = decode(value)
-        if isinstance(item, Bean):
-            out.append(item)
-        elif isinstance(item, Chunk):
-            complete = assembler.add(item, offset, 0)
-            if complete is not None:
-                out.append(Bean.from_json(complete.bean_json()))
-                assembler.release(complete.id)
+    assembler = Assembler()
+    out = reassembled(values, assembler)
     assert assembler.low_water() is None
     return out
 

@@ -161,16 +161,22 @@ class Elastic:
                 data = r.read()  # the whole body, as sent (compressed or not); the connection goes back
             finally:
                 r.release()
-        except socket.timeout as e:  # connect or read (gevent's socket timeout is a TimeoutError)
-            raise UpstreamError(self.target(uri), f"timed out: {e or 'no answer'}", timeout=True) from None
-        except ssl.SSLCertVerificationError as e:
-            reason = f"TLS certificate not trusted ({getattr(e, 'verify_message', '') or e})"
-            raise UpstreamError(self.target(uri), reason, timeout=False, refused=True, untrusted=True) from None
-        except ConnectionRefusedError as e:
-            raise UpstreamError(self.target(uri), f"cannot connect: {e}", timeout=False, refused=True) from None
-        except (HTTPParseError, OSError, ValueError) as e:  # reset, closed, unparsable, unusable target
-            raise UpstreamError(self.target(uri), str(e) or type(e).__name__, timeout=False) from None
+        except (HTTPParseError, OSError, ValueError) as e:
+            raise self._failure(uri, e) from None
         return Response(r.status_code, r.status_message or "", list(r.items()), data)
+
+    def _failure(self, uri: str, e: BaseException) -> UpstreamError:
+        """The UpstreamError for what sending ``uri`` raised: a timeout (connect or read; gevent's socket
+        timeout is a TimeoutError), an untrusted certificate, a refused connection, or else a reset, closed,
+        unparsable answer or an unusable target."""
+        if isinstance(e, socket.timeout):
+            return UpstreamError(self.target(uri), f"timed out: {e or 'no answer'}", timeout=True)
+        if isinstance(e, ssl.SSLCertVerificationError):
+            reason = f"TLS certificate not trusted ({getattr(e, 'verify_message', '') or e})"
+            return UpstreamError(self.target(uri), reason, timeout=False, refused=True, untrusted=True)
+        if isinstance(e, ConnectionRefusedError):
+            return UpstreamError(self.target(uri), f"cannot connect: {e}", timeout=False, refused=True)
+        return UpstreamError(self.target(uri), str(e) or type(e).__name__, timeout=False)
 
     def _read(self, method: str, uri: str, headers: dict[str, str], stream_over: Optional[int]) -> Response:
         """A bodiless GET or HEAD through esproxy.dest.lean: what request() answers, for less CPU."""
@@ -201,15 +207,8 @@ class Elastic:
                 answer.finish(reusable=False)
                 raise
             answer.finish(reusable=keep and framing != "close")
-        except socket.timeout as e:
-            raise UpstreamError(self.target(uri), f"timed out: {e or 'no answer'}", timeout=True) from None
-        except ssl.SSLCertVerificationError as e:
-            reason = f"TLS certificate not trusted ({getattr(e, 'verify_message', '') or e})"
-            raise UpstreamError(self.target(uri), reason, timeout=False, refused=True, untrusted=True) from None
-        except ConnectionRefusedError as e:
-            raise UpstreamError(self.target(uri), f"cannot connect: {e}", timeout=False, refused=True) from None
-        except (OSError, ValueError) as e:  # reset, closed, unparsable, unusable target
-            raise UpstreamError(self.target(uri), str(e) or type(e).__name__, timeout=False) from None
+        except (OSError, ValueError) as e:
+            raise self._failure(uri, e) from None
         return Response(status, reason, items, data)
 
     def _pieces(self, answer: lean.Answer, framing: str, length: int, uri: str, keep: bool) -> Iterator[bytes]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from esproxy.bean import Bean
+from esproxy.messages import Assembler, Chunk, decode
+
 
 def make_bean(method: str, uri: str, body: str = "", content_type: str = "application/json", **extra: Any) -> bytes:
     """A bean as the Go original writes it (raw JSON bytes)."""
@@ -47,3 +50,18 @@ def writes_of(bean: dict) -> list[tuple]:
 
 def doc_writes(beans: list) -> list[tuple]:
     return [w for b in beans for w in writes_of(b)]
+
+
+def reassembled(values: list[bytes], assembler: Assembler) -> list[Bean]:
+    """What the replay gets out of these messages of one partition, in order."""
+    out = []
+    for offset, value in enumerate(values):
+        item = decode(value)
+        if isinstance(item, Bean):
+            out.append(item)
+        elif isinstance(item, Chunk):
+            complete = assembler.add(item, offset, 0)
+            if complete is not None:
+                out.append(Bean.from_json(complete.bean_json()))
+                assembler.release(complete.id)
+    return out

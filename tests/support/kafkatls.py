@@ -9,11 +9,7 @@ metadata names, not to the bootstrap address).
 
 from __future__ import annotations
 
-import select
-import socket
-import ssl
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,80 +17,7 @@ from typing import Any, Optional
 
 from .basics import free_port, kill_group
 from .certs import Pki
-
-
-class TlsTerminator:
-    """Accepts TLS on 127.0.0.1:<port> and relays the plain bytes to 127.0.0.1:<backend_port>, one thread per
-    connection (one thread touches an SSL socket: OpenSSL's are not for two)."""
-
-    def __init__(self, pki: Pki, backend_port: int, port: int = 0, client_certificates: bool = False) -> None:
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(pki.server_cert, pki.server_key)
-        if client_certificates:
-            self.ctx.verify_mode = ssl.CERT_REQUIRED
-            self.ctx.load_verify_locations(pki.ca)
-        self.backend_port = backend_port
-        self.handshakes_failed = 0
-        self._server = socket.create_server(("127.0.0.1", port))
-        self.port = self._server.getsockname()[1]
-        self._open: set = set()
-        self._lock = threading.Lock()
-        self._stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._stopped:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
-
-    def _relay(self, conn: socket.socket) -> None:
-        try:
-            conn.settimeout(10)
-            tls = self.ctx.wrap_socket(conn, server_side=True)
-            tls.settimeout(None)
-        except (OSError, ssl.SSLError):
-            with self._lock:
-                self.handshakes_failed += 1
-            conn.close()
-            return
-        try:
-            backend = socket.create_connection(("127.0.0.1", self.backend_port))
-        except OSError:
-            tls.close()
-            return
-        with self._lock:
-            self._open.update((tls, backend))
-        try:
-            while not self._stopped:
-                ready = [tls] if tls.pending() else select.select([tls, backend], [], [], 1.0)[0]
-                for sock in ready:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    (backend if sock is tls else tls).sendall(data)
-        except (OSError, ssl.SSLError, ValueError):
-            return
-        finally:
-            with self._lock:
-                self._open.difference_update((tls, backend))
-            for sock in (tls, backend):
-                try:
-                    sock.close()
-                except OSError:
-                    pass
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._server.close()
-        with self._lock:
-            for sock in list(self._open):
-                try:
-                    sock.close()
-                except OSError:
-                    pass
+from .tls import TlsTerminator
 
 
 def tansu_binary() -> str:
@@ -117,7 +40,10 @@ class SecureTansu:
 
     def __post_init__(self) -> None:
         backend = free_port()
-        self.terminator = TlsTerminator(self.pki, backend, client_certificates=self.client_certificates)
+        client_ca = self.pki.ca if self.client_certificates else None
+        self.terminator = TlsTerminator(
+            f"tcp://127.0.0.1:{backend}", self.pki.server_cert, self.pki.server_key, client_ca
+        )
         self.addr = f"127.0.0.1:{self.terminator.port}"
         self.log_path = Path(self.log_dir) / f"tansu-tls-{self.terminator.port}.log"
         args = [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{backend}"]

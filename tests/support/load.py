@@ -44,15 +44,21 @@ class Writer(WriterThread):
         super().__init__(base, index, count, pause)
         self.acked: list[int] = []
 
+    timeout = 10.0  # seconds per request
+
     def write(self, s: requests.Session, i: int) -> bool:
         if i % 5 == 4:
-            r = s.post(f"{self.base}/{self.index}/_update/{i - 1}", json={"doc": {"u": i}}, timeout=10)
+            r = s.post(f"{self.base}/{self.index}/_update/{i - 1}", json={"doc": {"u": i}}, timeout=self.timeout)
         else:
-            r = s.put(f"{self.base}/{self.index}/_doc/{i}", json={"n": i}, timeout=10)
+            r = s.put(f"{self.base}/{self.index}/_doc/{i}", json={"n": i}, timeout=self.timeout)
         if 200 <= r.status_code < 300:
             self.acked.append(i)
             return True
+        self.refused(r, i)
         return False
+
+    def refused(self, r: requests.Response, i: int) -> None:
+        """Write ``i`` was answered ``r``, not 2xx (a hook)."""
 
 
 class Churn(threading.Thread):
