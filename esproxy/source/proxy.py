@@ -22,7 +22,6 @@ from http import HTTPStatus
 from typing import Any, Iterable, Optional
 
 import gevent
-from gevent import Timeout
 from gevent.pywsgi import Input, WSGIHandler, WSGIServer, format_date_time
 
 from .. import readonly, routing
@@ -159,7 +158,9 @@ class RawPathHandler(WSGIHandler):
         env = super().get_environ()
         env["RAW_URI"] = self.path
         if isinstance(self.wsgi_input, Input):  # not for a connection upgrade (not Elasticsearch's)
-            self.wsgi_input = env["wsgi.input"] = LimitedInput(self.wsgi_input, self.server.limits)
+            self.wsgi_input = env["wsgi.input"] = LimitedInput(
+                self.wsgi_input, self.server.limits, self.server.deadlines
+            )
         return env
 
     def handle_one_response(self) -> None:
@@ -239,19 +240,25 @@ class RawPathHandler(WSGIHandler):
         """gevent's, with the limits: None closes the connection, True reads the next request."""
         if self.rfile.closed:
             return None
-        limits = self.server.limits
-        if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout):
+        server = self.server
+        limits, deadlines = server.limits, server.deadlines
+        # While a request is awaited and its head read, the deadlines time the reads (not the socket's
+        # timeout: a gevent.Timeout for each wait); the socket's timeout is for the answer's sends.
+        self.socket.settimeout(None)
+        if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout, deadlines):
             return None  # nothing came (idle, or a connection that never asked): closed without an answer
         self.served += 1
         started = time.perf_counter()
         self.command = ""
         try:
+            deadlines.arm(limits.read_timeout)
             try:
-                with Timeout(limits.read_timeout or None, TimedOut):
-                    if not self._read_head(limits):
-                        return None
+                if not self._read_head(limits):
+                    return None
             except TimedOut:
                 raise RequestTimeout("the request line and headers", limits) from None
+            finally:
+                deadlines.disarm()
         except Refused as e:
             self.server.refusals.note(e, client_name(self.client_address))
             STATS.observe_request(self.command or "OTHER", e.status, time.perf_counter() - started)
@@ -261,8 +268,9 @@ class RawPathHandler(WSGIHandler):
             return None
         except Exception as e:  # malformed: gevent's 400
             return self._handle_client_error(e)
+        self.socket.settimeout(server.patience)
         self.environ = self.get_environ()
-        self.application = self.server.application
+        self.application = server.application
         self.handle_one_response()
         if isinstance(self.wsgi_input, LimitedInput) and self.wsgi_input.unfinished:
             self.close_connection = True  # the body's end was never read: the next request cannot be found
