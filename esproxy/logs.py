@@ -188,7 +188,7 @@ class LazyFlushHandler(logging.StreamHandler):
         entries = [p for p in pending if type(p) is tuple]
         if not entries:
             return "".join(pending)  # type: ignore[arg-type]  # only str here
-        texts = ["access log: " + _access_line(*entry[2:]) for entry in entries]
+        texts = ["access log: " + _entry_line(entry) for entry in entries]
         joined = "\n".join(texts)
         if any(_may_hold_secret(joined)) or mask(joined) is not joined:  # rare: line by line, as redact() would
             texts = [redact(t) for t in texts]
@@ -294,6 +294,15 @@ def _access_line(
         f'"Duration":{_string(format_duration(seconds))},"StatusCode":{int(status)},'
         f'"ResponseBody":{_body_json(response_body)}}}'
     )
+
+
+def _entry_line(entry: AccessEntry) -> str:
+    """An access entry's JSON; one that cannot be formatted (a bug) is said so in its place, and the
+    group's other lines are written all the same."""
+    try:
+        return _access_line(*entry[2:])
+    except Exception as e:  # noqa: BLE001 - formatted in the flush, away from the request that logged it
+        return f"{{}} (not formatted: {type(e).__name__}: {e}; {entry[3]!r} {entry[4]!r} -> {entry[8]!r})"
 
 
 def _direct_handler() -> Optional[LazyFlushHandler]:

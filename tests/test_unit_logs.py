@@ -219,3 +219,14 @@ def test_access_entries_holding_large_answers_are_written_at_once():
     assert stream.getvalue() == ""
     handler.add_access((1.0, 1, "r:1", "GET", "/a", "t", "primary", 0.1, 200, body))
     assert stream.getvalue().count("access log: ") == 2
+
+
+def test_an_access_entry_that_cannot_be_formatted_loses_no_other_line():
+    handler, stream, _ = _handler()
+    handler.add_access((1.0, 1, "r:1", "GET", "/a", "t", "primary", 0.1, 200, b"{}"))
+    handler.add_access((1.0, 1, "r:1", "GET", "/b", "t", "primary", 0.1, "x", b"{}"))  # type: ignore[arg-type]
+    handler.add_access((1.0, 1, "r:1", "GET", "/c", "t", "primary", 0.1, 200, b"{}"))
+    handler.flush()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3 and '"Path":"/a"' in lines[0] and '"Path":"/c"' in lines[2]
+    assert "not formatted: ValueError" in lines[1] and "'/b'" in lines[1]
