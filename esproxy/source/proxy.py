@@ -259,6 +259,7 @@ class RawPathHandler(WSGIHandler):
                 raise RequestTimeout("the request line and headers", limits) from None
             finally:
                 deadlines.disarm()
+                self.socket.settimeout(server.patience)  # for what is sent next: an answer, a refusal, a 400
         except Refused as e:
             self.server.refusals.note(e, client_name(self.client_address))
             STATS.observe_request(self.command or "OTHER", e.status, time.perf_counter() - started)
@@ -268,7 +269,6 @@ class RawPathHandler(WSGIHandler):
             return None
         except Exception as e:  # malformed: gevent's 400
             return self._handle_client_error(e)
-        self.socket.settimeout(server.patience)
         self.environ = self.get_environ()
         self.application = server.application
         self.handle_one_response()
