@@ -56,14 +56,16 @@ class SeedFormatter(logging.Formatter):
             text += "\n" + self.formatException(record.exc_info)
         return self.head(record.created, int(record.msecs), level) + redact(text)
 
-    def head(self, created: float, msecs: int, level: str) -> str:
-        """A line's start: local time to the millisecond, level, pid, greenlet."""
+    def head(self, created: float, msecs: int, level: str, greenlet: Optional[int] = None) -> str:
+        """A line's start: local time to the millisecond, level, pid, greenlet (default: the current one)."""
         second, when = self._stamp
         if int(created) != second:
             second = int(created)
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
             self._stamp = (second, when)
-        return f"{when}.{msecs:03d} [{level}] {_pid} --- [{_greenlet_id():<5}] [-]  : "
+        if greenlet is None:
+            greenlet = _greenlet_id()
+        return f"{when}.{msecs:03d} [{level}] {_pid} --- [{greenlet:<5}] [-]  : "
 
 
 _SECRETS = (
@@ -111,17 +113,27 @@ def redact(text: str) -> str:
     return mask(text)
 
 
+# An access log line's fields as access_log() took them, formatted when its group is written.
+AccessEntry = tuple[float, int, str, str, str, str, str, float, int, bytes]
+
+# Answer bytes that access log lines not yet written may hold before they are written at once.
+HELD_BODIES = 1 << 20
+
+
 class LazyFlushHandler(logging.StreamHandler):
     """Writes lines in groups: at once from WARNING up (with every line before them), otherwise at
     most ``interval`` seconds after the first unwritten line, and at exit (logging.shutdown).
 
-    A flush per line was a write(2) per line: under load, a good part of the proxy's CPU.
+    A flush per line was a write(2) per line: under load, a good part of the proxy's CPU. Access log
+    lines come as their fields (:meth:`add_access`) and are formatted with their group, in one pass
+    that also looks for secrets to redact once for the whole group rather than once per line.
     """
 
     def __init__(self, stream: Any, interval: float = 0.2) -> None:
         super().__init__(stream)
         self.interval = interval
-        self._pending: list[str] = []
+        self._pending: list[str | AccessEntry] = []
+        self._held = 0  # bytes of answers in the access entries of _pending
         self._timer: Optional[threading.Timer] = None
         os.register_at_fork(after_in_child=self._forget)
 
@@ -139,9 +151,22 @@ class LazyFlushHandler(logging.StreamHandler):
         if levelno >= logging.WARNING:
             self.flush()
         elif self._timer is None:
-            self._timer = threading.Timer(self.interval, self.flush)
-            self._timer.daemon = True
-            self._timer.start()
+            self._start_timer()
+
+    def add_access(self, entry: AccessEntry) -> None:
+        """An access log line (INFO), formatted and written with the next group; at once when the
+        answers the group's lines hold pass HELD_BODIES (large answers are not kept for long)."""
+        self._pending.append(entry)
+        self._held += len(entry[-1])
+        if self._held > HELD_BODIES:
+            self.flush()
+        elif self._timer is None:
+            self._start_timer()
+
+    def _start_timer(self) -> None:
+        self._timer = threading.Timer(self.interval, self.flush)
+        self._timer.daemon = True
+        self._timer.start()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # set by Handler.__init__
@@ -149,16 +174,36 @@ class LazyFlushHandler(logging.StreamHandler):
                 self._timer.cancel()  # a no-op when this is the timer's own call
                 self._timer = None
             if self._pending:
-                text, self._pending = "".join(self._pending), []
+                pending, self._pending, self._held = self._pending, [], 0
                 try:
+                    text = self._text(pending)
                     self.stream.write(text)
                 except Exception:  # like StreamHandler.emit: a closed stdout must not kill the caller
                     pass
             super().flush()
 
+    def _text(self, pending: list[str | AccessEntry]) -> str:
+        """The group as written: lines as they came, access entries formatted (and redacted) as
+        ``log.info("access log: %s", line)`` through this handler would have written them."""
+        entries = [p for p in pending if type(p) is tuple]
+        if not entries:
+            return "".join(pending)  # type: ignore[arg-type]  # only str here
+        texts = ["access log: " + _entry_line(entry) for entry in entries]
+        joined = "\n".join(texts)
+        if any(_may_hold_secret(joined)) or mask(joined) is not joined:  # rare: line by line, as redact() would
+            texts = [redact(t) for t in texts]
+        formatter = self.formatter
+        if not isinstance(formatter, SeedFormatter):
+            formatter = SeedFormatter()
+        info, end = _LEVELS["INFO"], self.terminator
+        heads = [formatter.head(e[0], int((e[0] - int(e[0])) * 1000), info, e[1]) for e in entries]
+        lines = iter(head + text + end for head, text in zip(heads, texts))
+        return "".join(p if type(p) is str else next(lines) for p in pending)  # type: ignore[misc]
+
     def _forget(self) -> None:
         # A forked child: its parent writes these lines; the timer thread did not survive the fork.
         self._pending = []
+        self._held = 0
         self._timer = None
 
 
@@ -220,24 +265,44 @@ def access_log(
     """One ``access log: {...}`` line with the original's fields."""
     if not log.isEnabledFor(logging.INFO):
         return
+    direct = _direct_handler()
+    if direct is None:
+        line = _access_line(remote_addr, method, path, target, direction, seconds, status, response_body)
+        log.info("access log: %s", line)
+        return
+    # What log.info would write through that handler, without a LogRecord and the Logger's calls, and
+    # formatted later with the other lines of its group (add_access): once per proxied request.
+    entry = (time.time(), _greenlet_id(), remote_addr, method, path, target, direction, seconds, status, response_body)
+    with direct.lock:  # type: ignore[union-attr]  # set by Handler.__init__
+        direct.add_access(entry)
+
+
+def _access_line(
+    remote_addr: str,
+    method: str,
+    path: str,
+    target: str,
+    direction: str,
+    seconds: float,
+    status: int,
+    response_body: bytes,
+) -> str:
     # What json.dumps(entry, ensure_ascii=False, separators=(",", ":")) writes, without building the dict
-    line = (
+    return (
         f'{{"RemoteAddr":{_string(remote_addr)},"Method":{_string(method)},"Path":{_string(path)},'
         f'"Target":{_string(redact_url(target))},"Direction":{_string(direction)},'
         f'"Duration":{_string(format_duration(seconds))},"StatusCode":{int(status)},'
         f'"ResponseBody":{_body_json(response_body)}}}'
     )
-    direct = _direct_handler()
-    if direct is None:
-        log.info("access log: %s", line)
-        return
-    # What log.info would write through that handler, without a LogRecord and the Logger's calls
-    # (a third of this function's cost, once per proxied request).
-    created = time.time()
-    assert isinstance(direct.formatter, SeedFormatter)
-    head = direct.formatter.head(created, int((created - int(created)) * 1000), _LEVELS["INFO"])
-    with direct.lock:  # type: ignore[union-attr]  # set by Handler.__init__
-        direct.add(head + redact("access log: " + line), logging.INFO)
+
+
+def _entry_line(entry: AccessEntry) -> str:
+    """An access entry's JSON; one that cannot be formatted (a bug) is said so in its place, and the
+    group's other lines are written all the same."""
+    try:
+        return _access_line(*entry[2:])
+    except Exception as e:  # noqa: BLE001 - formatted in the flush, away from the request that logged it
+        return f"{{}} (not formatted: {type(e).__name__}: {e}; {entry[3]!r} {entry[4]!r} -> {entry[8]!r})"
 
 
 def _direct_handler() -> Optional[LazyFlushHandler]:

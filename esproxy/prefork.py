@@ -15,6 +15,7 @@ it read from ``jj.cpu`` and merges their ``cpu.profile.<pid>`` into ``cpu.profil
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import pickle
@@ -91,7 +92,7 @@ class WorkerPool:
         mine, theirs = socket.socketpair()
         fds = [theirs.fileno()] + [per_slot[slot].fileno() for per_slot in self.listeners]
         argv = [sys.executable, "-m", "esproxy", "-c", self.conf_path, "--worker", ",".join(map(str, fds))]
-        proc = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL, **_own_session(os.getpid()))
         theirs.close()
         worker = WorkerProcess(slot, proc, Channel(mine))
         self.workers[slot] = worker
@@ -296,6 +297,43 @@ class WorkerPool:
             if path is not None and path.exists():
                 paths.append(path)
         return paths
+
+
+def _libc_prctl() -> Optional[Callable[..., int]]:
+    """libc's prctl (Linux), loaded before any fork: a forked child should not load libraries."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl = _libc_prctl()
+PR_SET_PDEATHSIG = 1
+
+
+def _own_session(master: int) -> dict[str, Any]:
+    """Popen's arguments that start a worker in a session of its own, killed by the kernel whenever its
+    master dies (PR_SET_PDEATHSIG), or nothing where that cannot be set (not Linux).
+
+    In its own session a worker is its own scheduling group where the kernel groups a session's
+    processes (``sched_autogroup``): master and workers no longer share one group's CPU share, which
+    (measured on a busy 2-core machine) gave the workers more CPU and a shorter tail. They are then out
+    of the master's process group, so a signal to that group (supervisord's stopasgroup, a terminal's
+    Ctrl-C) reaches the master only: it stops them (TERM, as it always did), and if the master is
+    killed instead (killasgroup's SIGKILL, an OOM kill), the kernel kills them with it.
+    """
+    prctl = _prctl
+    if prctl is None:
+        return {}
+
+    def die_with_master() -> None:  # in the child, between fork and exec
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != master:  # the master died before that took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return {"start_new_session": True, "preexec_fn": die_with_master}
 
 
 def _signal(w: WorkerProcess, signum: int) -> None:

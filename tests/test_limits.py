@@ -227,6 +227,18 @@ def test_idle_keep_alive_connection_is_closed(proxy):
     assert quiet.recv(1) == b""
 
 
+def test_idle_timeout_0_keeps_a_connection_past_read_timeout(esproxy, es_a, port):
+    """idleTimeout: 0 is never, whatever readTimeout: a kept-alive connection quiet for longer than
+    readTimeout (0.3s) is still served (the socket's own timeout no longer closed it)."""
+    esproxy(limited(port, es_a, readTimeout="300ms", idleTimeout="0"))
+    s = connect(port)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_answer(s, then_closed=False).status == 200
+    time.sleep(1.0)  # nothing to wait for: the point is that nothing happens meanwhile
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_answer(s, then_closed=False).status == 200
+
+
 def test_connections_over_max_get_503_and_the_others_are_served(esproxy, es_a, port):
     esproxy(limited(port, es_a, maxConnections=2, idleTimeout="60s", readTimeout="60s"))
     held = [connect(port), connect(port)]

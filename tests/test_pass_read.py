@@ -60,3 +60,24 @@ def test_pass_read_when_the_primary_is_down(esproxy, port):
     passed, wsgi = both_paths(port, "GET", "/i/_doc/1")
     assert passed.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
     assert passed == wsgi
+
+
+def test_pass_read_with_a_header_check(esproxy, es_a, port, names):
+    """With ``header`` required, a plain GET is checked on pass_read as on the WSGI path: the same 401
+    without it (or with a wrong value, or twice), the same answer with it."""
+    conf = proxy_config(port, es_a)
+    conf["source"]["proxies"][0]["header"] = {"X-Proxy-Token": "t0ken"}
+    esproxy(conf)
+    index = names.index()
+    requests.put(f"{es_a}/{index}/_doc/1?refresh=true", json={"n": 1}, timeout=10)
+    cases = [
+        ("", b"HTTP/1.1 401 Unauthorized\r\n"),
+        ("X-Proxy-Token: wrong\r\n", b"HTTP/1.1 401 Unauthorized\r\n"),
+        ("X-Proxy-Token: t0ken\r\nX-Proxy-Token: t0ken\r\n", b"HTTP/1.1 401 Unauthorized\r\n"),
+        ("X-Proxy-Token: t0ken\r\n", b"HTTP/1.1 200 OK\r\n"),
+        ("x-proxy-token:  t0ken \r\n", b"HTTP/1.1 200 OK\r\n"),
+    ]
+    for extra, start in cases:
+        passed, wsgi = both_paths(port, "GET", f"/{index}/_doc/1", extra)
+        assert passed.startswith(start), (extra, passed[:200])
+        assert passed == wsgi, extra

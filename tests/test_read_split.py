@@ -235,3 +235,29 @@ def test_a_stopped_or_slow_follower_gets_no_reads(esproxy, own_server, es_a, nam
     assert s["proxy"]["reads"].get(b.url) == reads.get(b.url)  # no more reads went to it
     assert s["proxy"]["read_fallbacks"]["timeout"] >= 1 and s["proxy"]["read_fallbacks"]["down"] >= 4
     assert requests.get(f"{base}/_esproxy/health", timeout=10).status_code == 200  # reads still work
+
+
+def test_routed_reads_answer_the_same_bytes_without_the_environ(split, es_a, es_b, names, port):
+    """A plain GET/HEAD (ProxyApp.pass_read, no environ) is routed as the same request on the WSGI path
+    (sent with ``Content-Length: 0``): the follower's answer, the leader's when asked for it, the same
+    bytes, counted alike."""
+    from test_pass_read import both_paths
+
+    split(accesslog=True)
+    index = names.index()
+    markers(es_a, es_b, index)
+    cases = [
+        ("GET", f"/{index}/_doc/only-b", ""),  # B's document: found on the follower only
+        ("HEAD", f"/{index}/_doc/only-b", ""),
+        ("GET", f"/{index}/_doc/only-a", ""),  # not on B: B's 404
+        ("GET", f"/{index}/_doc/only-a", "X-Esproxy-Read: leader\r\n"),  # A's answer
+        ("GET", f"/{index}/_doc/only-b", "X-Esproxy-Read: Leader \r\n"),
+    ]
+    for method, path, extra in cases:
+        passed, wsgi = both_paths(port, method, path, extra)
+        assert passed == wsgi, (method, path, extra)
+    assert b'"found":true' in both_paths(port, "GET", f"/{index}/_doc/only-b")[0]
+    assert b'"found":true' in both_paths(port, "GET", f"/{index}/_doc/only-a", "X-Esproxy-Read: leader\r\n")[0]
+    s = stats(port)
+    # both_paths sends each request twice: 4 to B and 3 forced to A, each twice
+    assert (s["proxy"]["reads"], s["proxy"]["read_fallbacks"]) == ({es_b: 8, es_a: 6}, {"forced": 6})

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import ssl
+import time
 
+import gevent
 import pytest
+from gevent import socket as gsocket
 
 from esproxy.config import ConfigError, parse
 from esproxy.schema import format_size, parse_size
 from esproxy.source.httpheaders import HeadersTooLarge, read_headers
-from esproxy.source.limits import Limits, Refused, content_too_long
+from esproxy.source.limits import Deadlines, Limits, Refused, content_too_long, wait_for_bytes
 
 CONF = """
 source:
@@ -148,3 +151,38 @@ def test_a_tls_handshake_that_never_comes_is_dropped_after_read_timeout(tmp_path
             assert client.recv(1) == b""  # closed, no handshake sent
     finally:
         server.stop()
+
+
+def _limits(read: float, idle: float) -> Limits:
+    return Limits(1 << 20, 4096, 8192, 100, read, idle, 0)
+
+
+def test_deadlines_throw_into_a_waiting_greenlet_past_its_deadline_only():
+    """One timer for all: the armed greenlet gets TimedOut about its seconds later, a disarmed
+    one (its bytes came) goes on waiting, and a later wait is timed afresh."""
+    deadlines = Deadlines(_limits(0.3, 0.3))
+    assert deadlines.period == pytest.approx(0.03)
+    late, fed = gsocket.socketpair(), gsocket.socketpair()
+    try:
+        late_file, fed_file = late[0].makefile("rb"), fed[0].makefile("rb")
+        waits = [gevent.spawn(wait_for_bytes, f, 0.3, deadlines) for f in (late_file, fed_file)]
+        fed[1].sendall(b"G")
+        assert waits[1].get(timeout=5) is True  # came in time
+        started = time.monotonic()
+        assert waits[0].get(timeout=5) is False  # timed out
+        assert 0.0 < time.monotonic() - started < 0.3 + 0.2
+        assert deadlines.armed == {}
+
+        def disarmed_then_waits() -> bytes:  # armed and disarmed: a later plain read is not thrown into
+            assert wait_for_bytes(fed_file, 0.1, deadlines)
+            gevent.sleep(0.3)
+            return fed_file.read(1)
+
+        waiting = gevent.spawn(disarmed_then_waits)
+        waiting.join(0.2)
+        assert waiting.get(timeout=5) == b"G"
+    finally:
+        deadlines.close()
+        for a, b in (late, fed):
+            a.close()
+            b.close()

@@ -190,3 +190,43 @@ def test_access_lines_written_past_the_logger_read_as_through_it():
     direct, through = [line.split(" [INFO ] ", 1) for line in stream.getvalue().splitlines()]
     assert direct[1] == through[1] and "secret-1" not in direct[1] and "u:***@h" in direct[1]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}", direct[0])
+
+
+def test_access_entries_keep_their_place_and_their_own_redaction():
+    """Access lines are formatted with their group: in the order they came among other lines, each
+    redacted as its own line (a secret in one does not touch the others), as through the Logger."""
+    handler, stream, logger = _handler()
+    quiet = b'{"found":true}'
+    secret = b'{"user":"u","password":"secret-2"}'
+    handler.add_access((1.5, 7, "10.0.0.1:5", "GET", "/a", "http://h:9200/a", "primary", 0.25, 200, quiet))
+    logger.info("between")
+    handler.add_access((2.0, 8, "10.0.0.1:5", "GET", "/b", "http://u:p@h:9200/b", "primary", 0.5, 200, secret))
+    handler.flush()
+    first, middle, last = stream.getvalue().splitlines()
+    assert "[7    ]" in first and first.endswith(
+        'access log: {"RemoteAddr":"10.0.0.1:5","Method":"GET","Path":"/a",'
+        '"Target":"http://h:9200/a","Direction":"primary","Duration":"250ms","StatusCode":200,"ResponseBody":{"found":true}}'
+    )
+    assert middle.endswith(" : between")
+    assert "[8    ]" in last and "secret-2" not in last and '"password":"***"' in last and "u:***@h" in last
+    assert first[:23] != last[:23]  # each line's own time
+
+
+def test_access_entries_holding_large_answers_are_written_at_once():
+    handler, stream, _ = _handler()
+    body = b'"' + b"x" * (logs.HELD_BODIES // 2) + b'"'
+    handler.add_access((1.0, 1, "r:1", "GET", "/a", "t", "primary", 0.1, 200, body))
+    assert stream.getvalue() == ""
+    handler.add_access((1.0, 1, "r:1", "GET", "/a", "t", "primary", 0.1, 200, body))
+    assert stream.getvalue().count("access log: ") == 2
+
+
+def test_an_access_entry_that_cannot_be_formatted_loses_no_other_line():
+    handler, stream, _ = _handler()
+    handler.add_access((1.0, 1, "r:1", "GET", "/a", "t", "primary", 0.1, 200, b"{}"))
+    handler.add_access((1.0, 1, "r:1", "GET", "/b", "t", "primary", 0.1, "x", b"{}"))  # type: ignore[arg-type]
+    handler.add_access((1.0, 1, "r:1", "GET", "/c", "t", "primary", 0.1, 200, b"{}"))
+    handler.flush()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3 and '"Path":"/a"' in lines[0] and '"Path":"/c"' in lines[2]
+    assert "not formatted: ValueError" in lines[1] and "'/b'" in lines[1]

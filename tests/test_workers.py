@@ -214,3 +214,20 @@ def test_a_port_in_use_is_refused_with_workers(esproxy, es_a, port):
     assert second.proc.wait(timeout=30) != 0
     assert "in use" in second.log().lower(), second.log_tail()
     assert first.proc.poll() is None
+
+
+def test_workers_have_sessions_of_their_own_and_die_with_a_killed_master(esproxy, es_a, port):
+    """Each worker is a session of its own (its own scheduling group under sched_autogroup), out of the
+    master's process group: a master killed outright (killasgroup's SIGKILL, the OOM killer) takes them
+    along all the same (PR_SET_PDEATHSIG), nothing is left serving the port."""
+    conf = proxy_config(port, es_a)
+    conf["workers"] = 2
+    proc = esproxy(conf)
+    base = f"http://127.0.0.1:{port}"
+    pids = worker_pids(base)
+    assert len(pids) == 2
+    for pid in pids:
+        assert os.getsid(pid) == pid and os.getsid(pid) != os.getsid(proc.pid)
+    proc.proc.send_signal(signal.SIGKILL)
+    proc.proc.wait(timeout=10)
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=10, msg="the workers die with their master")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Optional
 
-from gevent import Timeout
+from gevent import Timeout, get_hub, getcurrent
 from gevent.pywsgi import Input
 
 from ..config import ProxySource
@@ -78,7 +78,7 @@ class Refused(Exception):
 
 
 class TimedOut(Exception):
-    """Raised by a readTimeout timer (made cheaply, once per request); answered as a :class:`RequestTimeout`."""
+    """Thrown by :class:`Deadlines` into a greenlet past its readTimeout or idleTimeout."""
 
 
 class RequestTimeout(Refused):
@@ -110,13 +110,60 @@ def too_many_connections(limits: Limits) -> Refused:
     return Refused(503, "esproxy_too_many_connections_exception", reason)
 
 
-def wait_for_bytes(rfile: Any, seconds: float) -> bool:
+class Deadlines:
+    """The readTimeout and idleTimeout of a server's connections: a deadline per greenlet reading a
+    request, all checked by one repeating timer of the hub; a greenlet past its deadline gets
+    :class:`TimedOut` thrown in, as a ``gevent.Timeout`` would throw it, without a timer started and
+    stopped for each wait of each request (two or three per request, a good part of its CPU).
+
+    The timer ticks every tenth of the shortest timeout (at most every second, at least every
+    10 ms): a deadline is met that much late at most. A greenlet is armed only while it waits for
+    the client's bytes, so that is where TimedOut can arrive.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        shortest = min((t for t in (limits.read_timeout, limits.idle_timeout) if t > 0), default=1.0)
+        self.period = min(1.0, max(0.01, shortest / 10))
+        self.armed: dict[Any, float] = {}  # greenlet -> monotonic deadline
+        self._timer: Any = None
+
+    def arm(self, seconds: float) -> None:
+        """The current greenlet gets TimedOut if it is still armed ``seconds`` from now (0: never)."""
+        if seconds > 0:
+            self.armed[getcurrent()] = time.monotonic() + seconds
+            if self._timer is None:
+                self._timer = get_hub().loop.timer(self.period, self.period, ref=False)
+                self._timer.start(self._sweep)
+
+    def disarm(self) -> None:
+        self.armed.pop(getcurrent(), None)
+
+    def _sweep(self) -> None:
+        # Runs in the hub, as a gevent.Timeout's expiry does: the greenlets it throws into wait.
+        now = time.monotonic()
+        late = [g for g, deadline in self.armed.items() if deadline <= now]
+        for g in late:
+            del self.armed[g]
+            if not g.dead:
+                g.throw(TimedOut)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.close()
+            self._timer = None
+        self.armed.clear()
+
+
+def wait_for_bytes(rfile: Any, seconds: float, deadlines: Deadlines) -> bool:
     """Whether a byte arrives within ``seconds`` (0: however long it takes); False at EOF too."""
-    if seconds <= 0:
+    deadlines.arm(seconds)
+    try:
         return bool(rfile.peek(1))
-    with Timeout(seconds, False):
-        return bool(rfile.peek(1))
-    return False
+    except TimedOut:
+        return False
+    finally:
+        deadlines.disarm()
 
 
 def answer_and_close(sock: socket.socket, refused: Refused) -> None:
@@ -138,9 +185,10 @@ class LimitedInput:
     """A request's ``wsgi.input``: gevent's Input, read CHUNK at a time, each within readTimeout, and no
     more than maxContentLength in all (a chunked body's size is known only as it comes)."""
 
-    def __init__(self, raw: Input, limits: Limits) -> None:
+    def __init__(self, raw: Input, limits: Limits, deadlines: Deadlines) -> None:
         self.raw = raw
         self.limits = limits
+        self.deadlines = deadlines
         self.position = 0
         self.unfinished = False  # refused or timed out: the body was not read to its end
 
@@ -163,12 +211,14 @@ class LimitedInput:
         return self._read_within(self.raw.readline, n)
 
     def _read_within(self, reader: Any, n: int) -> bytes:
+        self.deadlines.arm(self.limits.read_timeout)
         try:
-            with Timeout(self.limits.read_timeout or None, TimedOut):
-                data = reader(n)
+            data = reader(n)
         except TimedOut:
             self.unfinished = True
             raise RequestTimeout("the request body", self.limits) from None
+        finally:
+            self.deadlines.disarm()
         self.position += len(data)
         if self.position > self.limits.max_content_length:
             self.unfinished = True
@@ -222,6 +272,9 @@ class ProxyServer(HttpsServer):
             self.handshake_timeout = min(self.handshake_timeout, limits.read_timeout)
         self.connections = 0
         self.refusals = RefusalLog()
+        self.deadlines = Deadlines(limits)
+        # A client that reads no answer cannot hold a connection forever either: each send waits this long at most.
+        self.patience = max(limits.read_timeout, limits.idle_timeout) or None
 
     def handle(self, sock: socket.socket, address: Any) -> None:
         limit = self.limits.max_connections
@@ -233,12 +286,14 @@ class ProxyServer(HttpsServer):
             return
         self.connections += 1
         try:
-            # A client that reads no answer cannot hold a connection forever either: each send waits this long at most.
-            patience = max(self.limits.read_timeout, self.limits.idle_timeout)
-            sock.settimeout(patience or None)
+            sock.settimeout(self.patience)
             super().handle(sock, address)
         finally:
             self.connections -= 1
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        super().stop(timeout)
+        self.deadlines.close()
 
 
 def client_name(address: Any) -> str:

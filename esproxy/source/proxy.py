@@ -22,7 +22,6 @@ from http import HTTPStatus
 from typing import Any, Iterable, Optional
 
 import gevent
-from gevent import Timeout
 from gevent.pywsgi import Input, WSGIHandler, WSGIServer, format_date_time
 
 from .. import readonly, routing
@@ -57,7 +56,7 @@ from .limits import (
     line_too_long,
     wait_for_bytes,
 )
-from .readroute import UPSTREAM_ENVIRON, Follower, ReadRouter
+from .readroute import FORCE_ENVIRON, UPSTREAM_ENVIRON, Follower, ReadRouter
 
 log = logging.getLogger("esproxy.proxy")
 
@@ -159,7 +158,9 @@ class RawPathHandler(WSGIHandler):
         env = super().get_environ()
         env["RAW_URI"] = self.path
         if isinstance(self.wsgi_input, Input):  # not for a connection upgrade (not Elasticsearch's)
-            self.wsgi_input = env["wsgi.input"] = LimitedInput(self.wsgi_input, self.server.limits)
+            self.wsgi_input = env["wsgi.input"] = LimitedInput(
+                self.wsgi_input, self.server.limits, self.server.deadlines
+            )
         return env
 
     def handle_one_response(self) -> None:
@@ -239,19 +240,26 @@ class RawPathHandler(WSGIHandler):
         """gevent's, with the limits: None closes the connection, True reads the next request."""
         if self.rfile.closed:
             return None
-        limits = self.server.limits
-        if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout):
+        server = self.server
+        limits, deadlines = server.limits, server.deadlines
+        # While a request is awaited and its head read, the deadlines time the reads (not the socket's
+        # timeout: a gevent.Timeout for each wait); the socket's timeout is for the answer's sends.
+        self.socket.settimeout(None)
+        if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout, deadlines):
             return None  # nothing came (idle, or a connection that never asked): closed without an answer
         self.served += 1
         started = time.perf_counter()
         self.command = ""
         try:
+            deadlines.arm(limits.read_timeout)
             try:
-                with Timeout(limits.read_timeout or None, TimedOut):
-                    if not self._read_head(limits):
-                        return None
+                if not self._read_head(limits):
+                    return None
             except TimedOut:
                 raise RequestTimeout("the request line and headers", limits) from None
+            finally:
+                deadlines.disarm()
+                self.socket.settimeout(server.patience)  # for what is sent next: an answer, a refusal, a 400
         except Refused as e:
             self.server.refusals.note(e, client_name(self.client_address))
             STATS.observe_request(self.command or "OTHER", e.status, time.perf_counter() - started)
@@ -262,7 +270,7 @@ class RawPathHandler(WSGIHandler):
         except Exception as e:  # malformed: gevent's 400
             return self._handle_client_error(e)
         self.environ = self.get_environ()
-        self.application = self.server.application
+        self.application = server.application
         self.handle_one_response()
         if isinstance(self.wsgi_input, LimitedInput) and self.wsgi_input.unfinished:
             self.close_connection = True  # the body's end was never read: the next request cannot be found
@@ -335,9 +343,14 @@ class ProxyApp:
         self.check = header_check(cfg.header) if cfg.header else None
         names = list(FORWARDED) + [h for h in cfg.passHeaders if h not in FORWARDED]
         self.forwarded = [(f"HTTP_{h.upper().replace('-', '_')}", h) for h in names]
-        # For pass_read: a request header's environ key (as pywsgi makes it) -> the name forwarded
+        # For pass_read: the environ keys of the request headers it reads (forwarded, checked, routing's)
         ignored = ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")  # pywsgi gives these no HTTP_ key
-        self.forwarded_keys = {key: name for key, name in self.forwarded if key not in ignored}
+        read = (
+            [key for key, _ in self.forwarded]
+            + [FORCE_ENVIRON]
+            + [f"HTTP_{k.upper().replace('-', '_')}" for k in cfg.header]
+        )
+        self.header_keys = frozenset(key for key in read if key not in ignored)
         self.inflight = 0
         self.draining = False
         # Read/write splitting (readroute.py): reads may go to these; switchover may replace the list.
@@ -363,9 +376,7 @@ class ProxyApp:
         path = handler.path
         if handler.command not in PASSED or handler.request_version != "HTTP/1.1":
             return False
-        if self.check is not None or self.draining or not path.startswith("/") or path.startswith(LOCAL_PATHS):
-            return False
-        if self.followers:  # readroute decides from the environ (read-your-writes, the leader header...)
+        if self.draining or not path.startswith("/") or path.startswith(LOCAL_PATHS):
             return False
         headers = handler.headers
         return (
@@ -377,33 +388,31 @@ class ProxyApp:
 
     def pass_read(self, handler: RawPathHandler) -> None:
         """A read that :meth:`passes`, answered as the WSGI path would answer it, byte for byte,
-        without building its environ or going through WSGI."""
+        without building its environ or going through WSGI: the header check, the read routing and
+        the access log are given the few environ entries they read (:meth:`_header_environ`)."""
         started = time.perf_counter()
         method, uri = handler.command, handler.path
         self.inflight += 1
         streaming = False
         try:
-            headers: dict[str, str] = {}
-            seen = self.forwarded_keys
-            for name, value in handler.headers._headers:
-                if "_" in name:  # pywsgi leaves such headers out of the environ
-                    continue
-                key = "HTTP_" + name.replace("-", "_").upper()
-                if key in seen:
-                    forwarded = seen[key]
-                    value = value.strip()
-                    if forwarded in headers:  # repeated: joined as pywsgi joins them
-                        value = headers[forwarded] + ("; " if "COOKIE" in key else ",") + value
-                    headers[forwarded] = value
+            environ = self._header_environ(handler)
+            if self.check is not None:
+                challenge = self.check(environ)
+                if challenge is not None:
+                    headers_401, payload = unauthorized(challenge, PROXY_CREDENTIALS)
+                    STATS.observe_request(method, 401, time.perf_counter() - started)
+                    handler.send_answer(f"401 {_phrase(401)}", headers_401, payload)
+                    return
+            headers = {name: environ[key] for key, name in self.forwarded if key in environ}
             content_type = handler.headers.get("content-type")
             if content_type:
                 headers["Content-Type"] = content_type
             address = handler.client_address
             remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
-            headers["X-Forwarded-For"] = remote
+            headers["X-Forwarded-For"] = environ["REMOTE_ADDR"] = remote
             primary = self.primary  # the leader this read goes to, even if a switchover swaps it meanwhile
             try:
-                r = self._forward(primary, None, headers, method, uri, b"", False)
+                r = self._forward(primary, environ, headers, method, uri, b"", False)
             except UpstreamError as e:
                 answer = self._error(e, method, uri)
                 self._log_access(f"{remote}:{port}", primary, method, uri, started, answer.status, answer.body)
@@ -411,10 +420,11 @@ class ProxyApp:
                 status = f"{answer.status} {_phrase(answer.status)}"
                 handler.send_answer(status, [JSON_TYPE, *answer.headers], answer.body)
                 return
+            upstream = environ.get(UPSTREAM_ENVIRON, primary)  # a follower, if one answered
             status = f"{r.status} {r.reason or _phrase(r.status)}"
             out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
             if r.stream is not None:
-                self._log_access(f"{remote}:{port}", primary, method, uri, started, r.status, _streamed(r))
+                self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, _streamed(r))
                 if r.length is not None:
                     out.append(("Content-Length", str(r.length)))
                 STATS.observe_request(method, r.status, time.perf_counter() - started)
@@ -424,7 +434,7 @@ class ProxyApp:
                 finally:
                     self.inflight -= 1
                 return
-            self._log_access(f"{remote}:{port}", primary, method, uri, started, r.status, r.body)
+            self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, r.body)
             if method == "HEAD":  # no body to measure: keep the primary's length
                 out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
             STATS.observe_request(method, r.status, time.perf_counter() - started)
@@ -432,6 +442,21 @@ class ProxyApp:
         finally:
             if not streaming:
                 self.inflight -= 1
+
+    def _header_environ(self, handler: RawPathHandler) -> Environ:
+        """The environ entries of the request headers pass_read's choices read, as pywsgi would make them."""
+        environ: Environ = {}
+        wanted = self.header_keys
+        for name, value in handler.headers._headers:
+            if "_" in name:  # pywsgi leaves such headers out of the environ
+                continue
+            key = "HTTP_" + name.replace("-", "_").upper()
+            if key in wanted:
+                value = value.strip()
+                if key in environ:  # repeated: joined as pywsgi joins them
+                    value = environ[key] + ("; " if "COOKIE" in key else ",") + value
+                environ[key] = value
+        return environ
 
     def _until_sent(self, chunks: Iterable[bytes]) -> Iterable[bytes]:
         """A streamed answer is in flight (a graceful stop waits for it) until its last chunk is sent."""
@@ -532,7 +557,7 @@ class ProxyApp:
     def _forward(
         self,
         primary: Elastic,
-        environ: Optional[Environ],
+        environ: Environ,
         headers: dict[str, str],
         method: str,
         uri: str,
@@ -540,11 +565,10 @@ class ProxyApp:
         capturing: bool,
     ) -> Response:
         """The primary's (or a follower's) answer, a read's long answer streamed; UpstreamError when
-        it gives none. pass_read has no environ: it leaves reads to the WSGI path while followers are
-        set (one it passed as they were set goes to the leader)."""
+        it gives none."""
         stream_over = None if capturing else STREAM_OVER
         followers = self.followers
-        if followers and environ is not None:
+        if followers:
             return self.reads.forward(primary, followers, environ, method, uri, headers, body, stream_over)
         return primary.request(method, uri, headers, body, stream_over=stream_over)
 
