@@ -422,11 +422,9 @@ class ProxyApp:
                 return
             upstream = environ.get(UPSTREAM_ENVIRON, primary)  # a follower, if one answered
             status = f"{r.status} {r.reason or _phrase(r.status)}"
-            out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
+            out = _relayed_headers(r, method)
             if r.stream is not None:
                 self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, _streamed(r))
-                if r.length is not None:
-                    out.append(("Content-Length", str(r.length)))
                 STATS.observe_request(method, r.status, time.perf_counter() - started)
                 streaming = True
                 try:
@@ -435,8 +433,6 @@ class ProxyApp:
                     self.inflight -= 1
                 return
             self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, r.body)
-            if method == "HEAD":  # no body to measure: keep the primary's length
-                out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
             STATS.observe_request(method, r.status, time.perf_counter() - started)
             handler.send_answer(status, out, r.body)
         finally:
@@ -636,16 +632,12 @@ class ProxyApp:
         self, start_response: StartResponse, environ: Environ, method: str, uri: str, started: float, r: Response
     ) -> Iterable[bytes]:
         """The primary's answer to the client: its status, headers (but hop-by-hop ones) and body."""
-        out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
+        out = _relayed_headers(r, method)
         if r.stream is not None:
             self._access(environ, method, uri, started, r.status, _streamed(r))
-            if r.length is not None:
-                out.append(("Content-Length", str(r.length)))
             start_response(f"{r.status} {r.reason or _phrase(r.status)}", self._closing(out))
             return r.stream
         self._access(environ, method, uri, started, r.status, r.body)
-        if method == "HEAD":  # no body to measure: keep the primary's length
-            out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
         return self._reply(start_response, r.status, out, r.body, reason=r.reason)
 
     def _reply(
@@ -745,6 +737,18 @@ def _follower_refusal(rules: Rules, environ: Environ, method: str, uri: str, bod
     except ErrorAnswer:
         return readonly.Refusal("a compressed body that does not decompress: cannot tell what it writes")
     return readonly.refusal(rules, method, uri, plain)
+
+
+def _relayed_headers(r: Response, method: str) -> list[tuple[str, str]]:
+    """The headers of the primary's answer that the client gets: all but the hop-by-hop ones, plus the
+    length of a streamed body, or a HEAD's length as the primary said it (there is no body to measure)."""
+    out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
+    if r.stream is not None:
+        if r.length is not None:
+            out.append(("Content-Length", str(r.length)))
+    elif method == "HEAD":
+        out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
+    return out
 
 
 def _plain_body(environ: Environ, body: bytes) -> bytes:
