@@ -66,24 +66,57 @@ class Item:
         return 200 <= self.status < 300
 
 
+class UnparsableAnswer(ValueError):
+    """A `_bulk` answer not shaped as Elasticsearch's: its items cannot be read (the message says why)."""
+
+
 def parse_response(body: bytes) -> list[Item]:
-    data = json.loads(body)
-    items = []
-    for entry in data.get("items", []):
-        verb, r = next(iter(entry.items()))
-        items.append(
-            Item(
-                verb=verb,
-                status=int(r.get("status", 0)),
-                index=str(r.get("_index", "")),
-                id=str(r.get("_id", "")),
-                seq_no=r.get("_seq_no"),
-                version=r.get("_version"),
-                result=str(r.get("result", "")),
-                error=r.get("error"),
-            )
-        )
-    return items
+    """The items of a `_bulk` answer, in the order of the actions; raises UnparsableAnswer for an answer
+    not shaped as Elasticsearch's (not JSON, not an object, no ``items`` list, an item without a status...)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
+        raise _unparsable("is not JSON", body) from None
+    if not isinstance(data, dict):
+        raise _unparsable(f"is a JSON {type(data).__name__}, not an object", body)
+    entries = data.get("items")
+    if not isinstance(entries, list):
+        raise _unparsable("has no items list", body)
+    return [_item(n, entry, body) for n, entry in enumerate(entries, 1)]
+
+
+def _item(n: int, entry: Any, body: bytes) -> Item:
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise _unparsable(f"item {n} is not an object of one action", body)
+    verb, r = next(iter(entry.items()))
+    if verb not in ACTIONS or not isinstance(r, dict):
+        raise _unparsable(f"item {n} is not an index, create, update or delete result", body)
+    status = r.get("status")
+    if not _is_int(status) or not 100 <= status <= 599:
+        raise _unparsable(f"item {n} has no HTTP status ({status!r})", body)
+    seq_no, version = r.get("_seq_no"), r.get("_version")
+    if not (seq_no is None or _is_int(seq_no)) or not (version is None or _is_int(version)):
+        raise _unparsable(f"item {n} has a _seq_no or _version that is not a number", body)
+    return Item(
+        verb=verb,
+        status=status,
+        index=str(r.get("_index", "")),
+        id=str(r.get("_id", "")),
+        seq_no=seq_no,
+        version=version,
+        result=str(r.get("result", "")),
+        error=r.get("error"),
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _unparsable(what: str, body: bytes) -> UnparsableAnswer:
+    start = body[:200].decode("utf-8", "replace")
+    more = f"... ({len(body)} bytes)" if len(body) > 200 else ""
+    return UnparsableAnswer(f"_bulk answer {what}: {start!r}{more}")
 
 
 @dataclass

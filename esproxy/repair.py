@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Optional, TextIO
 
-from .bulk import DocOp, Item, parse_response
+from .bulk import DocOp, Item, UnparsableAnswer, parse_response
 from .capture import doc_version
 from .compare import add_cluster_arguments, call, cluster, command_failed, digest, hits, indices, refresh
 from .config import ConfigError
@@ -328,6 +328,8 @@ class Repair:
                 items = self._bulk(todo)
             except UpstreamError as e:
                 items, reason = None, str(e)
+            except UnparsableAnswer as e:  # a mangled or truncated answer: which writes B applied is unknown
+                items, reason = None, f"{self.target.target('/_bulk')}: {e}"
             if items is not None and len(items) != len(todo):
                 items, reason = None, f"{len(todo)} actions but {len(items)} items in the _bulk response"
             if items is None:

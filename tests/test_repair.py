@@ -17,9 +17,12 @@ from support.configs import proxy_config, replay_config
 from support.elastic import compare_until_equal
 from support.kafka import create_topic
 from support.load import Writer
+from support.mangled import MangledB
 
+from esproxy import repair as repair_module
+from esproxy.bulk import DocOp
 from esproxy.compare import cluster
-from esproxy.repair import IndexResult, Progress, Repair, delete_action
+from esproxy.repair import IndexResult, Planned, Progress, Repair, delete_action
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
@@ -248,3 +251,29 @@ def test_repair_while_the_live_stream_runs_converges(esproxy, osmem_factory, kaf
     writer.join(timeout=60)
     assert writer.failed == 0 and len(writer.acked) == 1000
     assert "no differences" in compare_until_equal(a, b, names.pattern())
+
+
+def test_a_bulk_answer_the_target_mangles_fails_that_batch_with_the_reason(monkeypatch):
+    """The target's 2xx `_bulk` answers cannot be read (a proxy in front of it cutting or rewriting them):
+    the batch is retried, then counted failed with the reason, and the repair goes on with the next."""
+    monkeypatch.setattr(repair_module, "FIRST_PAUSE", 0.01)
+    target = MangledB()
+    try:
+        r = Repair(cluster("http://127.0.0.1:1"), cluster(target.url), out=io.StringIO())
+        planned = [
+            Planned("copy", "i", str(n), None, DocOp("index", "i", str(n), 7, b'{"n":1}').lines()) for n in range(3)
+        ]
+        result = IndexResult("i")
+        r.apply(planned, result)
+        assert len(target.bulks) == repair_module.RETRIES + 1
+        assert (result.copied, result.failed) == (0, 3)
+        (error,) = result.errors
+        assert error.startswith(f"3 write(s) still failing after {repair_module.RETRIES} retries, last: "), error
+        assert f"{target.url}/_bulk: _bulk answer" in error or "items for 3 actions" in error, error
+
+        target.heal()
+        again = IndexResult("i")
+        r.apply(planned, again)
+        assert (again.copied, again.failed) == (3, 0)
+    finally:
+        target.stop()

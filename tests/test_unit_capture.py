@@ -146,3 +146,21 @@ def test_version_is_the_larger_of_seq_no_and_version() -> None:
         _template("POST", "/_bulk", b'{"index":{"_index":"i","_id":"2"}}\n{"n":2}\n'), bulk.encode(), no_fetch
     )
     assert _actions(bean)[0][0]["index"]["version"] == 9
+
+
+def test_a_bulk_answer_that_cannot_be_read_replays_the_bulk_as_sent(caplog) -> None:
+    """A's 2xx answer mangled (by a proxy in front of A, a server that is not Elasticsearch): nothing
+    says which actions A applied, so the client's `_bulk` is replayed as it was sent, and that is logged."""
+    body = b'{"index":{"_index":"i","_id":"1"}}\n{"v":1}\n{"delete":{"_index":"i","_id":"2"}}\n'
+    for answer in (
+        b"<html>OK</html>",
+        b'[{"index": {"status": 201}}]',
+        b'{"items": [{"index": {"status": "201"}}, {"delete": {"status": 200}}]}',
+        b'{"items": [{"index": {"_index": "i", "_id": "1", "_seq_no": 1, "status": 201}}]}',  # too few items
+        # `?filter_path=items.*._id`: no status says what A applied (it was read as "none", and nothing captured)
+        b'{"items": [{"index": {"_id": "1"}}, {"delete": {"_id": "2"}}]}',
+    ):
+        caplog.clear()
+        (bean,) = capture(_template("POST", "/_bulk", body), answer, no_fetch)
+        assert bean.kind == "" and bean.requestUri == "/_bulk" and bean.body == body
+        assert "POST /_bulk: replaying as sent" in caplog.text

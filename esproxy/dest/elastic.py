@@ -30,7 +30,7 @@ from geventhttpclient.response import HTTPParseError
 
 from .. import labels, mediatype
 from ..bean import Bean
-from ..bulk import Item, parse_response
+from ..bulk import Item, UnparsableAnswer, parse_response
 from ..config import ElasticDestination
 from ..logs import access_log, redact_url
 from ..retry import Backoff
@@ -410,19 +410,35 @@ def replay_docs(dest: Elastic, chunks: list[bytes], stopping: Callable[[], bool]
                 item = Item("bulk", r.status, error=r.body[:1000].decode("utf-8", "replace"))
                 return failed + [(chunk, item) for chunk in pending]
             else:
-                items = parse_response(r.body)
-                for chunk, item in zip(pending, items):
+                items, problem = _items(r, len(pending))
+                if items is None:
+                    retry = pending  # the answer does not say which actions B applied: all of them again
+                for chunk, item in zip(pending, items or ()):
                     if item.ok or item.status == 409 or (item.verb == "delete" and item.status == 404):
                         continue
                     if is_retriable(item.status):
                         retry.append(chunk)
                     else:
                         failed.append((chunk, item))
-                problem = f"{len(retry)} of {len(pending)} actions answered 429/5xx"
+                if items is not None:
+                    problem = f"{len(retry)} of {len(pending)} actions answered 429/5xx"
         pending = retry
         if pending:
             _retry_later(dest, waits, "POST", "/_bulk", problem)
     return failed
+
+
+def _items(r: Response, sent: int) -> tuple[Optional[list[Item]], str]:
+    """The items of B's 2xx `_bulk` answer, one per action sent; else None and why (a truncated or
+    mangled answer, from a proxy in front of B or a server that is not Elasticsearch)."""
+    try:
+        items = parse_response(r.body)
+    except UnparsableAnswer as e:
+        return None, f"status {r.status}, but {e}"
+    if len(items) != sent:
+        start = r.body[:200].decode("utf-8", "replace")
+        return None, f"status {r.status}, but the _bulk answer has {len(items)} items for {sent} actions: {start!r}"
+    return items, ""
 
 
 def _retry_later(dest: Elastic, waits: Backoff, method: str, uri: str, problem: str) -> None:
