@@ -89,9 +89,11 @@ def run_wrk(
     duration: float = 10.0,
     quota: int = 0,
     timeout: str = "30s",
+    think_ms: int = 0,
 ) -> LoadResult:
     """One wrk run against ``base_url + path``. With ``quota`` (total answers), ``duration`` is only
-    the upper bound of the run."""
+    the upper bound of the run. With ``think_ms``, each connection waits that long after an answer
+    before its next request (a paced load rather than as fast as the server answers)."""
     wrk = ensure_wrk()
     threads = max(1, min(threads, connections))
     out = workdir / f"wrk-{label}.json"
@@ -107,6 +109,7 @@ def run_wrk(
         BENCH_QUOTA=str(-(-quota // threads) if quota else 0),
         BENCH_THREADS=str(threads),
         BENCH_OUT=str(out),
+        BENCH_THINK_MS=str(think_ms),
     )
     argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", f"--timeout={timeout}"]
     argv += ["-s", str(LUA), base_url]

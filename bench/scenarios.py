@@ -289,6 +289,13 @@ class Bench:
             two = self.start_proxy("proxy-2workers", self.topic, workers=2)
             procs = {"esproxy (master + workers)": two, "osmem A": self.a}
             out["proxy_2_workers"] = self.measured("s2-proxy-2w", procs, base=two.url, **kw)
+            # The same paced load on both: what a client sees of the workers when the cores are not
+            # all taken (above, wrk, osmem A and the workers want more than this machine's 2 cores).
+            think = paced_think_ms(self.opts.connections, out["proxy"].load.rps)
+            one = {"esproxy": self.proxy, "osmem A": self.a}
+            out["paced_1_worker"] = self.measured("s2-paced-1w", one, base=self.proxy.url, think_ms=think, **kw)
+            out["paced_2_workers"] = self.measured("s2-paced-2w", procs, base=two.url, think_ms=think, **kw)
+            out["paced_think_ms"] = think
             out["worker_rows"] = _worker_rows(two.url)
             self.stack.stop(two)
         else:
@@ -348,6 +355,18 @@ class Bench:
                 getattr(self, name.lower())()
                 self.results.setdefault("timings", {})[name] = time.monotonic() - t0
                 print(f"bench: {name} done in {time.monotonic() - t0:.0f}s", flush=True)
+
+
+# The paced runs' load: this share of what one worker answered flat out.
+PACED_SHARE = 0.5
+
+
+def paced_think_ms(connections: int, ceiling_rps: float) -> int:
+    """The wait after each answer that has ``connections`` ask about PACED_SHARE of ``ceiling_rps``
+    (a little less: each answer's own latency adds to the wait)."""
+    if ceiling_rps <= 0:
+        return 100
+    return max(1, round(1000 * connections / (PACED_SHARE * ceiling_rps)))
 
 
 def _worker_rows(base: str) -> list[dict[str, Any]]:

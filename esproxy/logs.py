@@ -321,6 +321,7 @@ def _direct_handler() -> Optional[LazyFlushHandler]:
 
 
 _string = json.encoder.encode_basestring  # a str as json.dumps(ensure_ascii=False) writes it (C)
+_scan_json = json.decoder.JSONDecoder().scan_once  # (value, end) of the JSON value at an index (C)
 
 
 def _body_json(body: bytes) -> str:
@@ -329,7 +330,12 @@ def _body_json(body: bytes) -> str:
         return '""'
     try:
         text = body.decode("utf-8")
-        value = json.loads(text)
+        try:
+            value, end = _scan_json(text, 0)  # json.loads without its Python around the C scanner
+        except StopIteration:  # no value at 0 (a blank first, or no JSON)
+            end = -1
+        if end != len(text):  # json.loads decides: it takes blanks around the value
+            value = json.loads(text)
     except ValueError:  # UnicodeDecodeError included
         return json.dumps(body.decode("utf-8", "replace"), ensure_ascii=False)
     if "\n" in text or "\r" in text or "\\u" in text:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
+from gevent import socket as gsocket
 
 from esproxy.config import ElasticDestination
+from esproxy.deadlines import Deadlines
 from esproxy.dest import lean
 from esproxy.dest.elastic import Elastic, UpstreamError
 
@@ -136,3 +139,33 @@ def test_a_kept_alive_connection_closed_meanwhile_is_retried_once():
 def test_unparsable_heads_are_refused(head):
     with pytest.raises(lean.Unparsable):
         lean.parse_head(head)
+
+
+def test_waits_are_timed_by_deadlines_and_the_socket_gets_its_timeout_back():
+    """time_waits: the wait for an answer that does not come ends in socket.timeout after about the
+    socket's own timeout (without a gevent.Timeout per wait: the socket has none meanwhile), and the
+    connection goes back to its pool with its timeout as it was."""
+
+    class Pool:
+        def __init__(self) -> None:
+            self.released: list = []
+
+        def release_socket(self, sock) -> None:
+            self.released.append((sock, sock.gettimeout()))
+
+    ours, theirs = gsocket.socketpair()
+    ours.settimeout(0.3)
+    pool, deadlines = Pool(), Deadlines(0.3)
+    answer = lean.Answer(pool, ours, "GET")
+    answer.time_waits(deadlines)
+    assert ours.gettimeout() is None
+    started = time.monotonic()
+    with pytest.raises(socket.timeout):
+        answer.read_head()
+    assert 0.25 < time.monotonic() - started < 0.3 + 0.2
+    assert deadlines.armed == {}
+    answer.finish(reusable=False)
+    assert pool.released == [(ours, 0.3)]
+    deadlines.close()
+    ours.close()
+    theirs.close()

@@ -11,9 +11,10 @@ import pytest
 from gevent import socket as gsocket
 
 from esproxy.config import ConfigError, parse
+from esproxy.deadlines import Deadlines
 from esproxy.schema import format_size, parse_size
 from esproxy.source.httpheaders import HeadersTooLarge, read_headers
-from esproxy.source.limits import Deadlines, Limits, Refused, content_too_long, wait_for_bytes
+from esproxy.source.limits import Limits, Refused, content_too_long, wait_for_bytes
 
 CONF = """
 source:
@@ -160,7 +161,7 @@ def _limits(read: float, idle: float) -> Limits:
 def test_deadlines_throw_into_a_waiting_greenlet_past_its_deadline_only():
     """One timer for all: the armed greenlet gets TimedOut about its seconds later, a disarmed
     one (its bytes came) goes on waiting, and a later wait is timed afresh."""
-    deadlines = Deadlines(_limits(0.3, 0.3))
+    deadlines = Deadlines(0.3, 0.3)
     assert deadlines.period == pytest.approx(0.03)
     late, fed = gsocket.socketpair(), gsocket.socketpair()
     try:

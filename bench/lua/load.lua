@@ -5,11 +5,19 @@
 --   BENCH_CTYPE   Content-Type of the bodies     BENCH_QUOTA  answers per thread, then stop (0: run -d)
 --   BENCH_OUT     where done() writes its JSON: status counts, bytes, latency percentiles
 --   BENCH_THREADS the -t given to wrk (bodies are dealt out round-robin over the threads)
+--   BENCH_THINK_MS a connection waits this long after each answer before its next request (0: none):
+--                 a paced load, the same for every side whatever each side's ceiling
 local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
 local ctype = os.getenv("BENCH_CTYPE") or "application/json"
 local quota = tonumber(os.getenv("BENCH_QUOTA") or "0")
 local threads = {}
+local think = tonumber(os.getenv("BENCH_THINK_MS") or "0")
+
+if think > 0 then
+  -- only defined when wanted: wrk adds a timer per request to every script that has delay()
+  function delay() return think end
+end
 
 function setup(thread)
   table.insert(threads, thread)

@@ -32,6 +32,7 @@ from .. import labels, mediatype
 from ..bean import Bean
 from ..bulk import Item, UnparsableAnswer, parse_response
 from ..config import ElasticDestination
+from ..deadlines import Deadlines
 from ..logs import access_log, redact_url
 from ..retry import Backoff
 from ..tls import client_context
@@ -109,6 +110,7 @@ class Elastic:
             network_timeout=cfg.timeout,
         )
         self._host = _host_header(self._client.host, self._client.port)
+        self._deadlines = Deadlines(cfg.timeout)  # the waits of the answers read through lean
         pool = getattr(self._client, "_connection_pool", None)
         if hasattr(pool, "_is_socket_alive"):
             pool._is_socket_alive = _idle_and_open  # type: ignore[union-attr]
@@ -189,6 +191,7 @@ class Elastic:
                 answer = lean.Answer(pool, sock, method)
                 try:
                     lean.send_all(sock, head)
+                    answer.time_waits(self._deadlines)
                     status, reason, items, keep = answer.read_head()
                     break
                 except (OSError, lean.Unparsable) as e:
@@ -278,6 +281,7 @@ class Elastic:
         return found
 
     def close(self) -> None:
+        self._deadlines.close()
         self._client.close()
 
 

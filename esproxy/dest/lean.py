@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
+
+from ..deadlines import Deadlines, TimedOut
 
 # geventhttpclient's own checks of what it sends (2.6; older versions checked less)
 _TOKEN_RE = re.compile(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -110,9 +112,29 @@ class Answer:
         self.pool, self.sock, self.method = pool, sock, method
         self.buffer = bytearray()
         self.got_bytes = False
+        self.deadlines: Optional[Deadlines] = None
+        self.timeout: Optional[float] = None  # the socket's own, while deadlines time its waits
+
+    def time_waits(self, deadlines: Deadlines) -> None:
+        """From now until :meth:`finish`, each wait for the answer's bytes is timed by ``deadlines``
+        (the socket's own timeout, without a gevent.Timeout started for each wait)."""
+        timeout = self.sock.gettimeout()
+        if timeout:
+            self.deadlines, self.timeout = deadlines, timeout
+            self.sock.settimeout(None)
 
     def _fill(self) -> bool:
-        data = self.sock.recv(RECV)
+        deadlines = self.deadlines
+        if deadlines is None:
+            data = self.sock.recv(RECV)
+        else:
+            deadlines.arm(self.timeout)  # type: ignore[arg-type]  # set with deadlines
+            try:
+                data = self.sock.recv(RECV)
+            except TimedOut:
+                raise socket.timeout("timed out") from None
+            finally:
+                deadlines.disarm()
         if not data:
             return False
         self.got_bytes = True
@@ -216,6 +238,9 @@ class Answer:
         sock, self.sock = self.sock, None
         if sock is None:
             return
+        if self.deadlines is not None:
+            sock.settimeout(self.timeout)  # back as the pool gave it
+            self.deadlines = None
         if reusable and not self.buffer:
             self.pool.return_socket(sock)
         else:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Optional
 
-from gevent import Timeout, get_hub, getcurrent
+from gevent import Timeout
 from gevent.pywsgi import Input
 
 from ..config import ProxySource
+from ..deadlines import Deadlines, TimedOut
 from ..schema import format_duration, format_size
 from ..stats import STATS
 from ..tls import HttpsServer
@@ -77,10 +78,6 @@ class Refused(Exception):
         return head.encode("latin-1") + self.body
 
 
-class TimedOut(Exception):
-    """Thrown by :class:`Deadlines` into a greenlet past its readTimeout or idleTimeout."""
-
-
 class RequestTimeout(Refused):
     def __init__(self, what: str, limits: Limits) -> None:
         reason = f"{what} did not arrive within {format_duration(limits.read_timeout)} (readTimeout)"
@@ -108,51 +105,6 @@ def headers_too_large(why: str, too_many: bool) -> Refused:
 def too_many_connections(limits: Limits) -> Refused:
     reason = f"{limits.max_connections} client connections are open already (maxConnections); retry later"
     return Refused(503, "esproxy_too_many_connections_exception", reason)
-
-
-class Deadlines:
-    """The readTimeout and idleTimeout of a server's connections: a deadline per greenlet reading a
-    request, all checked by one repeating timer of the hub; a greenlet past its deadline gets
-    :class:`TimedOut` thrown in, as a ``gevent.Timeout`` would throw it, without a timer started and
-    stopped for each wait of each request (two or three per request, a good part of its CPU).
-
-    The timer ticks every tenth of the shortest timeout (at most every second, at least every
-    10 ms): a deadline is met that much late at most. A greenlet is armed only while it waits for
-    the client's bytes, so that is where TimedOut can arrive.
-    """
-
-    def __init__(self, limits: Limits) -> None:
-        shortest = min((t for t in (limits.read_timeout, limits.idle_timeout) if t > 0), default=1.0)
-        self.period = min(1.0, max(0.01, shortest / 10))
-        self.armed: dict[Any, float] = {}  # greenlet -> monotonic deadline
-        self._timer: Any = None
-
-    def arm(self, seconds: float) -> None:
-        """The current greenlet gets TimedOut if it is still armed ``seconds`` from now (0: never)."""
-        if seconds > 0:
-            self.armed[getcurrent()] = time.monotonic() + seconds
-            if self._timer is None:
-                self._timer = get_hub().loop.timer(self.period, self.period, ref=False)
-                self._timer.start(self._sweep)
-
-    def disarm(self) -> None:
-        self.armed.pop(getcurrent(), None)
-
-    def _sweep(self) -> None:
-        # Runs in the hub, as a gevent.Timeout's expiry does: the greenlets it throws into wait.
-        now = time.monotonic()
-        late = [g for g, deadline in self.armed.items() if deadline <= now]
-        for g in late:
-            del self.armed[g]
-            if not g.dead:
-                g.throw(TimedOut)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer.close()
-            self._timer = None
-        self.armed.clear()
 
 
 def wait_for_bytes(rfile: Any, seconds: float, deadlines: Deadlines) -> bool:
@@ -272,7 +224,7 @@ class ProxyServer(HttpsServer):
             self.handshake_timeout = min(self.handshake_timeout, limits.read_timeout)
         self.connections = 0
         self.refusals = RefusalLog()
-        self.deadlines = Deadlines(limits)
+        self.deadlines = Deadlines(limits.read_timeout, limits.idle_timeout)
         # A client that reads no answer cannot hold a connection forever either: each send waits this long at most.
         self.patience = max(limits.read_timeout, limits.idle_timeout) or None
 

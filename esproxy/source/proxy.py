@@ -120,6 +120,18 @@ class ErrorAnswer(Exception):
         self.headers = list(headers)
 
 
+_date = (-1, b"")  # (a second, its Date header line): formatted once a second
+
+
+def _date_header() -> bytes:
+    """``Date: ...\\r\\n`` as pywsgi writes it, for the current second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, b"Date: " + format_date_time(now) + b"\r\n")
+    return _date[1]
+
+
 class RawPathHandler(WSGIHandler):
     """Keeps the request target as the client sent it: PATH_INFO is percent-decoded, which would
     turn a document id like ``a%2Fb`` into a path. Sets TCP_NODELAY on each client connection,
@@ -191,7 +203,7 @@ class RawPathHandler(WSGIHandler):
             length = length or lower == "content-length"
         out = "".join(head).encode("latin-1")
         if not date:
-            out += b"Date: " + format_date_time(time.time()) + b"\r\n"
+            out += _date_header()
         if not length and code not in ("204", "304"):
             out += b"Content-Length: %d\r\n" % len(body)
         out += b"\r\n"
@@ -221,7 +233,7 @@ class RawPathHandler(WSGIHandler):
         head = ["HTTP/1.1 ", status, "\r\n"] + [f"{name}: {value}\r\n" for name, value in headers]
         out = "".join(head).encode("latin-1")
         if not any(name.lower() == "date" for name, _ in headers):
-            out += b"Date: " + format_date_time(time.time()) + b"\r\n"
+            out += _date_header()
         chunked = length is None and self.code not in (204, 304)
         out += b"Transfer-Encoding: chunked\r\n\r\n" if chunked else b"\r\n"
         try:
