@@ -409,7 +409,8 @@ def replay_as_sent(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> R
     try:
         pending = [(action.lines(), action) for action in parse_request(bean.body)]
     except BulkFormatError:
-        # B took a body we cannot split (it should have refused it): its items stand or fall together
+        pending = []
+    if not pending:  # B will most likely refuse it; if it takes it, its items stand or fall together
         pending = [(bean.body, None)]
     bean = replace(bean, requestUri=_without_filter_path(bean.requestUri))
     done = Replayed()
@@ -430,30 +431,35 @@ def replay_as_sent(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> R
         retry: list[tuple[bytes, Optional[Action]]] = []
         if items is None:
             retry = pending  # the answer does not say which actions B applied: all of them again
-        elif not split:
-            outcomes = [_bulk_outcome(None, item) for item in items]
-            refused = [item for item, outcome in zip(items, outcomes) if outcome == "refused"]
-            if refused:
-                done.refused_actions.append((bean.body, refused[0]))
-            elif "retry" in outcomes:
-                retry = pending
-            else:
-                done.applied += len(items)
         else:
-            for (chunk, action), item in zip(pending, items):
-                outcome = _bulk_outcome(action, item)
-                if outcome == "done":
-                    done.applied += 1
-                elif outcome == "retry":
-                    retry.append((chunk, action))
+            outcomes = [_bulk_outcome(action, item) for action, item in zip(_actions_of(pending, len(items)), items)]
+            again = sorted({item.status for item, outcome in zip(items, outcomes) if outcome == "retry"})
+            problem = f"{outcomes.count('retry')} of {len(items)} actions answered {', '.join(map(str, again))}"
+            if not split:  # one body: applied, sent again or refused as a whole
+                refused = [item for item, outcome in zip(items, outcomes) if outcome == "refused"]
+                if refused:
+                    done.refused_actions.append((bean.body, refused[0]))
+                elif again:
+                    retry = pending
                 else:
-                    done.refused_actions.append((chunk, item))
-        if items is not None:
-            problem = f"{len(retry)} of {len(pending)} actions answered 429/5xx or a transient 409"
+                    done.applied += max(1, len(items))
+            else:
+                for (chunk, action), item, outcome in zip(pending, items, outcomes):
+                    if outcome == "done":
+                        done.applied += 1
+                    elif outcome == "retry":
+                        retry.append((chunk, action))
+                    else:
+                        done.refused_actions.append((chunk, item))
         pending = retry
         if pending:
             _retry_later(dest, waits, bean.method, bean.requestUri, problem)
     return done
+
+
+def _actions_of(pending: list[tuple[bytes, Optional[Action]]], count: int) -> list[Optional[Action]]:
+    """The action of each of ``count`` items: one per chunk, or None for every item of a body not split."""
+    return [action for _, action in pending] if pending[0][1] is not None else [None] * count
 
 
 def _bulk_outcome(action: Optional[Action], item: Item) -> str:
