@@ -231,7 +231,8 @@ class Fanout:
         for rest in self.rests:
             if rest.matches(bean.labels):
                 try:
-                    outcome = replay_as_sent(rest, bean, lambda: self.stopping)
+                    # a backup may be any HTTP server: a `_bulk` answer not shaped as Elasticsearch's is only logged
+                    outcome = replay_as_sent(rest, bean, lambda: self.stopping, retry_unreadable=False)
                 except Aborted as e:
                     log.error("backup %s: %s", rest.target(""), e)
                     continue

@@ -390,7 +390,7 @@ class Replayed:
     refused_actions: list[tuple[bytes, Item]] = field(default_factory=list)  # `_bulk` actions refused for good
 
 
-def replay_as_sent(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Replayed:
+def replay_as_sent(dest: Elastic, bean: Bean, stopping: Callable[[], bool], retry_unreadable: bool = True) -> Replayed:
     """Apply a write replayed as sent (not a document bean) with replay()'s retries; a `_bulk` has its items read.
 
     A `_bulk` B answers 2xx may still have refused some actions: each item is read against its action
@@ -400,7 +400,8 @@ def replay_as_sent(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> R
     unconditional update (a concurrent write on B), are sent again, alone, after a backoff. A 409 to a
     client's ``if_seq_no``/``if_primary_term`` or internal ``version`` is refused: those numbers are A's
     and mean nothing on B, so B may well not hold the write; so is any other 4xx. An answer that cannot
-    be read, or with a wrong item count, sends the same actions again. Raises Aborted if ``stopping()``.
+    be read, or with a wrong item count, sends the same actions again (unless not ``retry_unreadable``:
+    then it is logged, and nothing more is sent). Raises Aborted if ``stopping()``.
     """
     if not is_bulk_uri(bean.requestUri):
         r = replay(dest, bean, stopping)
@@ -429,7 +430,11 @@ def replay_as_sent(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> R
         split = pending[0][1] is not None
         items, problem = _items(r, len(pending) if split else -1)
         retry: list[tuple[bytes, Optional[Action]]] = []
-        if items is None:
+        if items is None and not retry_unreadable:
+            log.warning(
+                "%s %s %s: %s; its items not read", dest.direction, bean.method, dest.target(bean.requestUri), problem
+            )
+        elif items is None:
             retry = pending  # the answer does not say which actions B applied: all of them again
         else:
             outcomes = [_bulk_outcome(action, item) for action, item in zip(_actions_of(pending, len(items)), items)]
