@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from esproxy.bulk import Item, is_bulk_uri, parse_request
+from esproxy.bulk import Action, Item, is_bulk_uri, parse_request
 from esproxy.dest.elastic import _bulk_outcome, _without_filter_path
 
 BODY = (
@@ -55,9 +55,8 @@ def test_filter_path_is_left_out_of_the_query(uri: str, sent: str) -> None:
     assert _without_filter_path(uri) == sent
 
 
-def _action(line: bytes):
-    action = parse_request(line + b"\n{}\n" if b"delete" not in line else line)[0]
-    return action
+def _action(line: bytes) -> Action:
+    return parse_request(line + b"\n{}\n" if b"delete" not in line else line)[0]
 
 
 @pytest.mark.parametrize(
@@ -73,7 +72,9 @@ def _action(line: bytes):
         (b'{"index":{"_id":"1","if_seq_no":7,"if_primary_term":1}}', "index", 409, "refused"),
         (b'{"update":{"_id":"1","if_seq_no":7,"if_primary_term":1}}', "update", 409, "refused"),
         (b'{"index":{"_id":"1","version":3}}', "index", 409, "refused"),
+        (b'{"index":{"_id":"1","op_type":"create"}}', "index", 409, "done"),
         (b'{"update":{"_id":"1"}}', "update", 409, "retry"),  # a concurrent write on B: again
+        (b'{"index":{"_id":"1"}}', "index", 409, "refused"),  # no reason to expect it: not held up for it
         (b'{"index":{"_id":"1"}}', "index", 429, "retry"),
         (b'{"index":{"_id":"1"}}', "index", 503, "retry"),
         (b'{"index":{"_id":"1"}}', "index", 400, "refused"),

@@ -394,14 +394,14 @@ def replay_as_sent(dest: Elastic, bean: Bean, stopping: Callable[[], bool], retr
     """Apply a write replayed as sent (not a document bean) with replay()'s retries; a `_bulk` has its items read.
 
     A `_bulk` B answers 2xx may still have refused some actions: each item is read against its action
-    (``filter_path`` is left out of the query: it could hide the items' status). Applied, a ``create``
+    (``filter_path`` is left out of the query: it could hide the items' status). Applied, a create
     answered 409 (the document exists: a redelivery), a 409 to an externally versioned action (B has
     that version or a newer one), a ``delete`` answered 404: done. 429 and 5xx items, and a 409 to an
-    unconditional update (a concurrent write on B), are sent again, alone, after a backoff. A 409 to a
-    client's ``if_seq_no``/``if_primary_term`` or internal ``version`` is refused: those numbers are A's
-    and mean nothing on B, so B may well not hold the write; so is any other 4xx. An answer that cannot
-    be read, or with a wrong item count, sends the same actions again (unless not ``retry_unreadable``:
-    then it is logged, and nothing more is sent). Raises Aborted if ``stopping()``.
+    update without conditions (a concurrent write on B), are sent again, alone, after a backoff. A 409
+    to a client's ``if_seq_no``/``if_primary_term`` or internal ``version`` is refused: those numbers
+    are A's and mean nothing on B, so B may well not hold the write; so is any other 4xx. An answer
+    that cannot be read, or with a wrong item count, sends the same actions again (unless not
+    ``retry_unreadable``: then it is logged, and nothing more is sent). Raises Aborted if ``stopping()``.
     """
     if not is_bulk_uri(bean.requestUri):
         r = replay(dest, bean, stopping)
@@ -468,17 +468,18 @@ def _actions_of(pending: list[tuple[bytes, Optional[Action]]], count: int) -> li
 
 
 def _bulk_outcome(action: Optional[Action], item: Item) -> str:
-    """ "done", "retry" or "refused": what B's ``item`` means for ``action`` of a `_bulk` replayed as sent."""
+    """What B's ``item`` means for ``action`` of a `_bulk` replayed as sent: "done", "retry" or "refused"."""
     if item.ok or (item.verb == "delete" and item.status == 404):
         return "done"
     if item.status == 409:
         meta = action.meta if action is not None else {}
         version_type = str(meta.get("version_type", meta.get("_version_type", "")))
-        if item.verb == "create" or version_type.startswith("external"):
+        if item.verb == "create" or meta.get("op_type") == "create" or version_type.startswith("external"):
             return "done"
-        if any(key in meta for key in ("if_seq_no", "if_primary_term", "version", "_version")) or action is None:
-            return "refused"
-        return "retry"
+        conditions = ("if_seq_no", "if_primary_term", "version", "_version")
+        if item.verb == "update" and action is not None and not any(key in meta for key in conditions):
+            return "retry"  # no condition of the client's: it met a concurrent write on B
+        return "refused"
     return "retry" if is_retriable(item.status) else "refused"
 
 
