@@ -20,6 +20,17 @@ class Action:
     verb: str
     meta: dict[str, Any]
     source: Optional[bytes] = None  # the raw line, exactly as the client sent it
+    head: bytes = b""  # the metadata line, exactly as the client sent it
+
+    def lines(self) -> bytes:
+        """The action as the client sent it: its metadata line and, but for delete, its source line."""
+        return self.head + b"\n" + (b"" if self.source is None else self.source + b"\n")
+
+
+def is_bulk_uri(uri: str) -> bool:
+    """Whether ``uri`` is a `_bulk` request: ``/_bulk``, ``/{index}/_bulk`` or ``/{index}/{type}/_bulk``, any query."""
+    segments = uri.split("?", 1)[0].strip("/").split("/")
+    return segments[-1] == "_bulk" and len(segments) <= 3
 
 
 def parse_request(body: bytes) -> list[Action]:
@@ -38,12 +49,12 @@ def parse_request(body: bytes) -> list[Action]:
         if verb not in ACTIONS or not isinstance(meta, dict):
             raise BulkFormatError(f"line {i + 1}: unknown action {verb!r}")
         if verb == "delete":
-            actions.append(Action(verb, meta))
+            actions.append(Action(verb, meta, head=lines[i].strip()))
             i += 1
             continue
         if i + 1 >= len(lines):
             raise BulkFormatError(f"line {i + 1}: {verb} without a source line")
-        actions.append(Action(verb, meta, lines[i + 1].strip()))
+        actions.append(Action(verb, meta, lines[i + 1].strip(), lines[i].strip()))
         i += 2
     return actions
 

@@ -30,7 +30,7 @@ from gevent.event import Event
 from gevent.queue import Channel, Empty, Queue
 
 from .bean import Bean
-from .dest.elastic import Elastic, replay
+from .dest.elastic import Elastic, replay_as_sent
 from .dest.kafka import KafkaDest
 from .dest.refusals import ProxyDeadLetters
 from .recorder import NotRecorded
@@ -231,13 +231,26 @@ class Fanout:
         for rest in self.rests:
             if rest.matches(bean.labels):
                 try:
-                    r = replay(rest, bean, lambda: self.stopping)
+                    # a backup may be any HTTP server: a `_bulk` answer not shaped as Elasticsearch's is only logged
+                    outcome = replay_as_sent(rest, bean, lambda: self.stopping, retry_unreadable=False)
                 except Aborted as e:
                     log.error("backup %s: %s", rest.target(""), e)
                     continue
                 self._backed_up_at = time.monotonic()
-                if r.status >= 300:
+                r = outcome.refused
+                if r is not None:
                     log.warning("backup %s answered %d: %s", rest.target(bean.requestUri), r.status, r.body[:300])
+                for chunk, item in outcome.refused_actions:  # a backup has no dead letters: said, as a refused write
+                    log.warning(
+                        "backup %s refused %s %s/%s (%d): %s: %s",
+                        rest.target(bean.requestUri),
+                        item.verb,
+                        item.index,
+                        item.id,
+                        item.status,
+                        str(item.error)[:300],
+                        chunk[:300],
+                    )
 
     def stop(self, timeout: float) -> None:
         """Ship what is held (the client requests are finished), then close.

@@ -20,7 +20,7 @@ import select
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urlsplit
 
@@ -30,7 +30,7 @@ from geventhttpclient.response import HTTPParseError
 
 from .. import labels, mediatype
 from ..bean import Bean
-from ..bulk import Item, UnparsableAnswer, parse_response
+from ..bulk import Action, BulkFormatError, Item, UnparsableAnswer, is_bulk_uri, parse_request, parse_response
 from ..config import ElasticDestination
 from ..deadlines import Deadlines
 from ..logs import access_log, redact_url
@@ -330,11 +330,12 @@ def is_retriable(status: int) -> bool:
     return status in (401, 403, 429) or status >= 500
 
 
-def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
+def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool], waits: Optional[Backoff] = None) -> Response:
     """Apply ``bean`` to ``dest``, retrying connection errors, 5xx and 429 with capped backoff.
 
     Returns the final response (2xx, or a 4xx the cluster will answer again: the caller decides);
-    raises Aborted if ``stopping()`` turns true while waiting.
+    raises Aborted if ``stopping()`` turns true while waiting. Only the HTTP status is read: a
+    `_bulk` goes through replay_as_sent, which reads its items.
     """
     content_type = next((v[0] for k, v in bean.header.items() if k.lower() == "content-type" and v), "")
     headers = {"Content-Type": content_type or "application/json"}
@@ -343,7 +344,7 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
         headers["Content-Type"] = plain
     elif plain:
         headers["Accept"] = mediatype.accept_for(headers["Content-Type"])
-    waits = Backoff(stopping=stopping)
+    waits = waits or Backoff(stopping=stopping)
     while True:
         started = time.perf_counter()
         r: Optional[Response] = None
@@ -378,6 +379,117 @@ def replay(dest: Elastic, bean: Bean, stopping: Callable[[], bool]) -> Response:
                 return r
             problem = _status_text(r)
         _retry_later(dest, waits, bean.method, bean.requestUri, problem)
+
+
+@dataclass
+class Replayed:
+    """What a cluster did with a write replayed as sent."""
+
+    refused: Optional[Response] = None  # the answer when the write as a whole was refused (a 4xx)
+    applied: int = 0  # how many writes it applied (or already had): 1, or the `_bulk` actions
+    refused_actions: list[tuple[bytes, Item]] = field(default_factory=list)  # `_bulk` actions refused for good
+
+
+def replay_as_sent(dest: Elastic, bean: Bean, stopping: Callable[[], bool], retry_unreadable: bool = True) -> Replayed:
+    """Apply a write replayed as sent (not a document bean) with replay()'s retries; a `_bulk` has its items read.
+
+    A `_bulk` B answers 2xx may still have refused some actions: each item is read against its action
+    (``filter_path`` is left out of the query: it could hide the items' status). Applied, a create
+    answered 409 (the document exists: a redelivery), a 409 to an externally versioned action (B has
+    that version or a newer one), a ``delete`` answered 404: done. 429 and 5xx items, and a 409 to an
+    update without conditions (a concurrent write on B), are sent again, alone, after a backoff. A 409
+    to a client's ``if_seq_no``/``if_primary_term`` or internal ``version`` is refused: those numbers
+    are A's and mean nothing on B, so B may well not hold the write; so is any other 4xx. An answer
+    that cannot be read, or with a wrong item count, sends the same actions again (unless not
+    ``retry_unreadable``: then it is logged, and nothing more is sent). Raises Aborted if ``stopping()``.
+    """
+    if not is_bulk_uri(bean.requestUri):
+        r = replay(dest, bean, stopping)
+        return Replayed(refused=r) if r.status >= 300 else Replayed(applied=1)
+    pending: list[tuple[bytes, Optional[Action]]]
+    try:
+        pending = [(action.lines(), action) for action in parse_request(bean.body)]
+    except BulkFormatError:
+        pending = []
+    if not pending:  # B will most likely refuse it; if it takes it, its items stand or fall together
+        pending = [(bean.body, None)]
+    bean = replace(bean, requestUri=_without_filter_path(bean.requestUri))
+    done = Replayed()
+    waits = Backoff(stopping=stopping)
+    first = True
+    while pending:
+        sent = replace(bean, body=b"".join(chunk for chunk, _ in pending)) if not first else bean
+        r = replay(dest, sent, stopping, waits)
+        if r.status >= 300:
+            if first:
+                return Replayed(refused=r)
+            item = Item("bulk", r.status, error=r.body[:1000].decode("utf-8", "replace"))
+            done.refused_actions += [(chunk, item) for chunk, _ in pending]
+            return done
+        first = False
+        split = pending[0][1] is not None
+        items, problem = _items(r, len(pending) if split else -1)
+        retry: list[tuple[bytes, Optional[Action]]] = []
+        if items is None and not retry_unreadable:
+            log.warning(
+                "%s %s %s: %s; its items not read", dest.direction, bean.method, dest.target(bean.requestUri), problem
+            )
+        elif items is None:
+            retry = pending  # the answer does not say which actions B applied: all of them again
+        else:
+            outcomes = [_bulk_outcome(action, item) for action, item in zip(_actions_of(pending, len(items)), items)]
+            again = sorted({item.status for item, outcome in zip(items, outcomes) if outcome == "retry"})
+            problem = f"{outcomes.count('retry')} of {len(items)} actions answered {', '.join(map(str, again))}"
+            if not split:  # one body: applied, sent again or refused as a whole
+                refused = [item for item, outcome in zip(items, outcomes) if outcome == "refused"]
+                if refused:
+                    done.refused_actions.append((bean.body, refused[0]))
+                elif again:
+                    retry = pending
+                else:
+                    done.applied += max(1, len(items))
+            else:
+                for (chunk, action), item, outcome in zip(pending, items, outcomes):
+                    if outcome == "done":
+                        done.applied += 1
+                    elif outcome == "retry":
+                        retry.append((chunk, action))
+                    else:
+                        done.refused_actions.append((chunk, item))
+        pending = retry
+        if pending:
+            _retry_later(dest, waits, bean.method, bean.requestUri, problem)
+    return done
+
+
+def _actions_of(pending: list[tuple[bytes, Optional[Action]]], count: int) -> list[Optional[Action]]:
+    """The action of each of ``count`` items: one per chunk, or None for every item of a body not split."""
+    return [action for _, action in pending] if pending[0][1] is not None else [None] * count
+
+
+def _bulk_outcome(action: Optional[Action], item: Item) -> str:
+    """What B's ``item`` means for ``action`` of a `_bulk` replayed as sent: "done", "retry" or "refused"."""
+    if item.ok or (item.verb == "delete" and item.status == 404):
+        return "done"
+    if item.status == 409:
+        meta = action.meta if action is not None else {}
+        version_type = str(meta.get("version_type", meta.get("_version_type", "")))
+        if item.verb == "create" or meta.get("op_type") == "create" or version_type.startswith("external"):
+            return "done"
+        conditions = ("if_seq_no", "if_primary_term", "version", "_version")
+        if item.verb == "update" and action is not None and not any(key in meta for key in conditions):
+            return "retry"  # no condition of the client's: it met a concurrent write on B
+        return "refused"
+    return "retry" if is_retriable(item.status) else "refused"
+
+
+def _without_filter_path(uri: str) -> str:
+    """``uri`` without ``filter_path``: it shapes only the answer, and could leave out what the items say."""
+    path, sep, query = uri.partition("?")
+    if not sep:
+        return uri
+    kept = [p for p in query.split("&") if p and p.split("=", 1)[0] != "filter_path"]
+    return path + ("?" + "&".join(kept) if kept else "")
 
 
 def replay_docs(dest: Elastic, chunks: list[bytes], stopping: Callable[[], bool]) -> list[tuple[bytes, Item]]:
@@ -433,13 +545,14 @@ def replay_docs(dest: Elastic, chunks: list[bytes], stopping: Callable[[], bool]
 
 
 def _items(r: Response, sent: int) -> tuple[Optional[list[Item]], str]:
-    """The items of B's 2xx `_bulk` answer, one per action sent; else None and why (a truncated or
-    mangled answer, from a proxy in front of B or a server that is not Elasticsearch)."""
+    """The items of B's 2xx `_bulk` answer, one per action sent (any number when ``sent`` is -1); else
+    None and why (a truncated or mangled answer, from a proxy in front of B or a server that is not
+    Elasticsearch)."""
     try:
         items = parse_response(r.body)
     except UnparsableAnswer as e:
         return None, f"status {r.status}, but {e}"
-    if len(items) != sent:
+    if sent >= 0 and len(items) != sent:
         start = r.body[:200].decode("utf-8", "replace")
         return None, f"status {r.status}, but the _bulk answer has {len(items)} items for {sent} actions: {start!r}"
     return items, ""

@@ -28,9 +28,9 @@ from kafka.structs import OffsetAndMetadata
 
 from .. import kafkasecurity
 from ..bean import DOCS_KIND, Bean, BeanError
-from ..bulk import split_actions
+from ..bulk import Item, split_actions
 from ..config import KafkaSource
-from ..dest.elastic import Elastic, replay, replay_docs
+from ..dest.elastic import Elastic, replay_as_sent, replay_docs
 from ..follow import Rules
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
 from ..ratelimit import RateLimit
@@ -555,36 +555,41 @@ class KafkaReplay:
             for bean in batch.beans:
                 STATS.replayed(bean.index, len(bean.body), ok=True)
             for chunk, item in refused:
-                STATS.replayed(item.index, len(chunk), ok=False)
-                STATS.follow_failed(item.index)
-                error = _error_text(item.error)
-                record = batch.origin[id(chunk)]
-                log.warning(
-                    "replay %s into %s refused %s %s/%s (%d): %s; to the dead letters: %s",
-                    _where(record),
-                    primary.target(""),
-                    item.verb,
-                    item.index,
-                    item.id,
-                    item.status,
-                    error[:1000],
-                    chunk[:1000].decode("utf-8", "replace"),
-                )
-                self.dead_letters.write(
-                    record,
-                    f"{item.verb} {item.index}/{item.id} refused ({item.status}): {error}",
-                    stop,
-                    target=primary.target(""),
-                    status=item.status,
-                    body=chunk,
-                    error=item.error,
-                )
+                self._refused_action(batch.origin[id(chunk)], primary, chunk, item, stop)
         for target, source, rule, docs, nbytes, timestamp in batch.followed:
             STATS.follow_applied(target, source, rule, docs, nbytes, timestamp)
         batch.applied()
         last = batch.records[-1].offset
         batch.clear()
         return last
+
+    def _refused_action(
+        self, record: Any, primary: Elastic, chunk: bytes, item: Item, stop: Callable[[], bool]
+    ) -> None:
+        """One `_bulk` action B refused for good: its own dead letter (a bean holding just that action)."""
+        STATS.replayed(item.index, len(chunk), ok=False)
+        STATS.follow_failed(item.index)
+        error = _error_text(item.error)
+        log.warning(
+            "replay %s into %s refused %s %s/%s (%d): %s; to the dead letters: %s",
+            _where(record),
+            primary.target(""),
+            item.verb,
+            item.index,
+            item.id,
+            item.status,
+            error[:1000],
+            chunk[:1000].decode("utf-8", "replace"),
+        )
+        self.dead_letters.write(
+            record,
+            f"{item.verb} {item.index}/{item.id} refused ({item.status}): {error}",
+            stop,
+            target=primary.target(""),
+            status=item.status,
+            body=chunk,
+            error=item.error,
+        )
 
     def _follow_docs(
         self, record: Any, bean: Bean, chunks: list[bytes], stop: Callable[[], bool]
@@ -655,9 +660,15 @@ class KafkaReplay:
     def _replay_one(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
         for primary in self._targets(record, bean):
             self._throttle(1, len(bean.body), stop)
-            r = replay(primary, bean, stop)
-            STATS.replayed(bean.index_key(), len(bean.body), r.status < 300)
-            if r.status >= 300:
+            outcome = replay_as_sent(primary, bean, stop)
+            if outcome.applied:
+                refused_bytes = sum(len(chunk) for chunk, _ in outcome.refused_actions)
+                STATS.replayed(bean.index_key(), len(bean.body) - refused_bytes, ok=True)
+            for chunk, item in outcome.refused_actions:
+                self._refused_action(record, primary, chunk, item, stop)
+            r = outcome.refused
+            if r is not None:
+                STATS.replayed(bean.index_key(), len(bean.body), ok=False)
                 answer = r.body[:4000].decode("utf-8", "replace")
                 log.warning(
                     "replay %s %s %s answered %d, to the dead letters: %s",
