@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -121,6 +122,33 @@ def test_replay_stops_promptly_with_kafka_unreachable(esproxy, es_b, names):
     conf = replay_config(f"127.0.0.1:{free_port()}", names.topic(), names.group(), es_b)
     proc = esproxy(conf, ready=[("ECONNREFUSED", 1)])  # bootstrapping
     rc = _stopped_within(proc, 6)  # its bootstrap alone waits 30 s for a broker
+    assert rc == 0, proc.log_tail()
+    assert proc.log().rstrip().splitlines()[-1].endswith("esproxy stopped"), proc.log_tail()
+
+
+def test_replay_stops_promptly_when_kafka_went_away_with_a_commit_pending(esproxy, own_server, names):
+    """Kafka gone while the replay applies a message: the commit of it cannot be made, and the stop gives it
+    up after a few seconds (the next owner replays the message again) rather than looking for a coordinator
+    for kafka-python's 30 s, past the stop's own deadline."""
+    broker, b = own_server("tansu"), own_server("osmem")
+    topic, group, index = names.topic(), names.group(), names.index()
+    create_topic(broker.addr, topic, partitions=1)
+    admin = free_port()
+    proc = esproxy({**replay_config(broker.addr, topic, group, b.url), "admin": {"port": admin}})
+
+    def consumed() -> int:
+        return requests.get(f"http://127.0.0.1:{admin}/_esproxy/stats", timeout=5).json()["replay"]["messages"]
+
+    os.kill(b.proc.pid, signal.SIGSTOP)  # the replay's write of it waits for B
+    produce_raw(broker.addr, topic, [make_bean("PUT", f"/{index}/_doc/pending", '{"v":1}')])
+    wait_until(lambda: consumed() == 1, timeout=20, msg="the message consumed")
+    broker.stop()
+    os.kill(b.proc.pid, signal.SIGCONT)
+    wait_until(lambda: es_doc(b.url, index, "pending"), timeout=20, msg="the message applied to B")
+    # a commit of it tried and given up: within COMMIT_TIMEOUT (3 s), not kafka-python's 30 s
+    proc.wait_log("kafka commit failed", timeout=20)
+
+    rc = _stopped_within(proc, 15)  # not the 25 s of GRACEFUL_TIMEOUT
     assert rc == 0, proc.log_tail()
     assert proc.log().rstrip().splitlines()[-1].endswith("esproxy stopped"), proc.log_tail()
 
