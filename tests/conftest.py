@@ -217,12 +217,14 @@ def port() -> int:
 
 
 @pytest.fixture
-def esproxy(tmp_path):
+def esproxy(tmp_path, own_server):
     """Start esproxy processes: `p = esproxy(config_dict, wait=True)` (`env=`: variables added to its environment).
 
     Writes the config as YAML into tmp_path, runs `python -m esproxy -c <file>` with cwd=tmp_path,
     and (wait=True) waits for the spec's readiness lines: `proxy listening on` per enabled proxy,
     `assigned partitions` per enabled Kafka source. Teardown: SIGTERM, 15 s, then SIGKILL.
+    It uses own_server so that the test's own servers outlive its esproxy processes: stopped while its
+    broker is still there, a replay commits and leaves its group at once, instead of waiting on a dead one.
     """
     started: list = []
 
