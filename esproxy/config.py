@@ -455,6 +455,14 @@ class Config:
         "write is recorded through it before the client gets its answer, so order and durability are those of one "
         "process. Use up to the number of cores left to spare (ours).",
     )
+    stopTimeout: Duration = setting(
+        Duration(25),
+        "How long a graceful stop (TERM, INT) may take in all: requests in flight, shipping `durability: none`'s"
+        " queue to Kafka (what it did not take is then lost), the replay's last commit. Keep it under what the"
+        " supervisor waits before it kills: supervisord's `stopwaitsecs` (30 in ops/), Kubernetes'"
+        " `terminationGracePeriodSeconds` (30 by default). At least 5s: a pre-fork master gives its workers all"
+        " but 3s of it (ours).",
+    )
     admin: AdminListener = setting(AdminListener(), "Stats and metrics listener (ours).")
     source: Source = setting(Source(), "Where requests come from.")
     spool: SpoolSettings = setting(SpoolSettings(), "The proxy's write-ahead spool (`durability: spool`) (ours).")
@@ -536,6 +544,8 @@ def _check(cfg: Config) -> list[str]:
         raise ConfigError("chanSize", f"{cfg.chanSize} must be 0 or more")
     if cfg.workers < 1:
         raise ConfigError("workers", f"{cfg.workers} must be at least 1")
+    if cfg.stopTimeout < 5:
+        raise ConfigError("stopTimeout", "must be at least 5s")
     if cfg.workers > 1 and not cfg.proxies():
         warnings.append("workers: applies to the proxy role only; this config has no proxy, so it is ignored")
 

@@ -16,8 +16,6 @@ from support.configs import proxy_config, replay_config
 from support.elastic import es_doc
 from support.kafka import count_messages, create_topic, produce_raw
 
-from esproxy.signals import GRACEFUL_TIMEOUT
-
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
 WRITES = 300
@@ -93,7 +91,7 @@ def _stopped_within(proc, seconds: float) -> int:
 def test_spool_proxy_stops_promptly_with_kafka_unreachable_and_ships_at_next_start(
     esproxy, es_a, es_b, kafka, names, port
 ):
-    """Kafka down: the spool keeps what was captured, so a stop does not wait for Kafka (GRACEFUL_TIMEOUT);
+    """Kafka down: the spool keeps what was captured, so a stop does not wait for Kafka (stopTimeout);
     the next start, with Kafka back, ships it."""
     topic, index = names.topic(), names.index()
     create_topic(kafka, topic, partitions=1)
@@ -148,7 +146,7 @@ def test_replay_stops_promptly_when_kafka_went_away_with_a_commit_pending(esprox
     # a commit of it tried and given up: within COMMIT_TIMEOUT (3 s), not kafka-python's 30 s
     proc.wait_log("kafka commit failed", timeout=20)
 
-    rc = _stopped_within(proc, 15)  # not the 25 s of GRACEFUL_TIMEOUT
+    rc = _stopped_within(proc, 15)  # not the 25 s of stopTimeout
     assert rc == 0, proc.log_tail()
     assert proc.log().rstrip().splitlines()[-1].endswith("esproxy stopped"), proc.log_tail()
 
@@ -159,15 +157,19 @@ def test_in_memory_queue_with_kafka_unreachable_is_tried_to_the_end_then_reporte
     index = names.index()
     conf = proxy_config(port, es_a, f"127.0.0.1:{free_port()}", names.topic(), chan_size=100)
     conf["source"]["proxies"][0]["durability"] = "none"
+    conf["stopTimeout"] = "5s"  # the shortest allowed; the default (25 s) is the same code waiting longer
     proc = esproxy(conf)
     for i in range(3):
         r = requests.put(f"http://127.0.0.1:{port}/{index}/_doc/{i}", json={"i": i}, timeout=10)
         assert r.status_code in (200, 201), r.text
 
-    rc = _stopped_within(proc, GRACEFUL_TIMEOUT + 10)
+    started = time.monotonic()
+    rc = _stopped_within(proc, 5 + 10)
+    assert time.monotonic() - started >= 5, proc.log_tail()  # it tried to the end of its timeout
     assert rc == 0, proc.log_tail()
     log = proc.log()
     assert "stopping: 3 captured write(s) are only in memory (durability: none)" in log, proc.log_tail()
+    assert "shipping them to Kafka for up to 5s" in log, proc.log_tail()
     lost = [line for line in log.splitlines() if "message lost: " in line]
     assert len(lost) == 3, proc.log_tail()
     assert all(index in line for line in lost), lost

@@ -155,6 +155,7 @@ MINIMAL = "source: {proxies: [{port: 2900}]}\ndestination: {primaries: [{url: 'h
             "one of",
         ),
         (MINIMAL.replace("[{port: 2900}]", "[{port: 2900, header: [a]}]"), "source.proxies[0].header", "mapping"),
+        ("stopTimeout: 2s\n" + MINIMAL, "stopTimeout", "at least 5s"),
     ],
 )
 def test_config_errors_name_the_key(text: str, path: str, reason: str) -> None:
