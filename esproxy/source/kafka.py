@@ -32,6 +32,7 @@ from ..bulk import split_actions
 from ..config import KafkaSource
 from ..dest.elastic import Elastic, replay, replay_docs
 from ..follow import Rules
+from ..kafkaconnect import connect_kwargs
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
 from ..ratelimit import RateLimit
 from ..retry import Aborted, interruptible, retry
@@ -182,6 +183,7 @@ class KafkaReplay:
             # batch, KIP-74); they only bound how much one fetch brings.
             "max_partition_fetch_bytes": max(1024 * 1024, self.cfg.batchBytes),
             "fetch_max_bytes": max(50 * 1024 * 1024, self.cfg.batchBytes),
+            **connect_kwargs(self.cfg, KafkaConsumer),
         }
 
     def start(self) -> None:
