@@ -179,6 +179,10 @@ _SECURITY_PROTOCOL_DOC = (
 _TLS_DOC = "TLS to the brokers, with `securityProtocol` `SSL` or `SASL_SSL` (ours)."
 _SASL_DOC = "SASL authentication, with `securityProtocol` `SASL_PLAINTEXT` or `SASL_SSL` (ours)."
 _SECURITY_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
+_CONNECT_TIMEOUT_DOC = (
+    "How long a Kafka client waits for its first answer from the brokers (connection, TLS, SASL, metadata)"
+    " before esproxy logs them `unreachable`, with the reason, and tries again after a backoff (ours)."
+)
 
 
 @dataclass
@@ -231,6 +235,7 @@ class KafkaSource:
     securityProtocol: str = setting("plaintext", _SECURITY_PROTOCOL_DOC, choices=_SECURITY_PROTOCOLS)
     tls: KafkaTls = setting(KafkaTls(), _TLS_DOC)
     sasl: KafkaSasl = setting(KafkaSasl(), _SASL_DOC)
+    connectTimeout: Duration = setting(Duration(30), _CONNECT_TIMEOUT_DOC)
 
     def dead_letter_topic(self, topic: str) -> str:
         return self.deadLetterTopic.replace("{topic}", topic)
@@ -298,6 +303,7 @@ class KafkaDestination:
     securityProtocol: str = setting("plaintext", _SECURITY_PROTOCOL_DOC, choices=_SECURITY_PROTOCOLS)
     tls: KafkaTls = setting(KafkaTls(), _TLS_DOC)
     sasl: KafkaSasl = setting(KafkaSasl(), _SASL_DOC)
+    connectTimeout: Duration = setting(Duration(30), _CONNECT_TIMEOUT_DOC)
 
     @property
     def synchronous(self) -> bool:
@@ -455,6 +461,14 @@ class Config:
         "write is recorded through it before the client gets its answer, so order and durability are those of one "
         "process. Use up to the number of cores left to spare (ours).",
     )
+    stopTimeout: Duration = setting(
+        Duration(25),
+        "How long a graceful stop (TERM, INT) may take in all: requests in flight, shipping `durability: none`'s"
+        " queue to Kafka (what it did not take is then lost), the replay's last commit. Keep it under what the"
+        " supervisor waits before it kills: supervisord's `stopwaitsecs` (30 in ops/), Kubernetes'"
+        " `terminationGracePeriodSeconds` (30 by default). At least 5s: a pre-fork master gives its workers all"
+        " but 3s of it (ours).",
+    )
     admin: AdminListener = setting(AdminListener(), "Stats and metrics listener (ours).")
     source: Source = setting(Source(), "Where requests come from.")
     spool: SpoolSettings = setting(SpoolSettings(), "The proxy's write-ahead spool (`durability: spool`) (ours).")
@@ -521,6 +535,8 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(f"destination.kafkas[{i}].maxMessageBytes", least)
         if not k.disabled:
             warnings.extend(kafkasecurity.check(k, f"destination.kafkas[{i}]"))
+        if k.connectTimeout < 1:
+            raise ConfigError(f"destination.kafkas[{i}].connectTimeout", "must be at least 1s")
         module = _CODEC_MODULES.get(k.codec)
         if module and not k.disabled and importlib.util.find_spec(module[0]) is None:
             raise ConfigError(
@@ -536,6 +552,8 @@ def _check(cfg: Config) -> list[str]:
         raise ConfigError("chanSize", f"{cfg.chanSize} must be 0 or more")
     if cfg.workers < 1:
         raise ConfigError("workers", f"{cfg.workers} must be at least 1")
+    if cfg.stopTimeout < 5:
+        raise ConfigError("stopTimeout", "must be at least 5s")
     if cfg.workers > 1 and not cfg.proxies():
         warnings.append("workers: applies to the proxy role only; this config has no proxy, so it is ignored")
 
@@ -576,6 +594,8 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError(f"{path}.chunkTimeout", "must be more than 0s")
         if k.sessionTimeout < 1:
             raise ConfigError(f"{path}.sessionTimeout", "must be at least 1s")
+        if k.connectTimeout < 1:
+            raise ConfigError(f"{path}.connectTimeout", "must be at least 1s")
         if not k.deadLetterFile:
             for topic in k.topics:
                 dlq = k.dead_letter_topic(topic)

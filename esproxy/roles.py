@@ -28,7 +28,6 @@ from .followcontrol import FollowControl
 from .listeners import Listeners, bind_per_worker, matching_indexes, wait_for_cluster_id
 from .prefork import WorkerPool
 from .profiling import Profiler
-from .signals import GRACEFUL_TIMEOUT
 from .source.kafka import KafkaReplay
 from .spool import Spool
 from .tls import server_context
@@ -219,7 +218,7 @@ class Roles:
             self.replays.append(replay)
 
     def _stop(self) -> None:
-        deadline = time.monotonic() + GRACEFUL_TIMEOUT
+        deadline = time.monotonic() + self.cfg.stopTimeout
         if self.pool is not None:
             self.profiler.stop_cpu()  # before the workers go: their profiles are merged in
             self.pool.stop(deadline - 3)  # they finish their requests; the master then ships the spool

@@ -12,8 +12,6 @@ from typing import Callable, Mapping
 
 import gevent
 
-GRACEFUL_TIMEOUT = 25.0  # seconds; under supervisord's stopwaitsecs (30) so a stop never turns into a kill
-
 
 @dataclass(frozen=True)
 class Signal:
@@ -29,7 +27,7 @@ SIGNALS: tuple[Signal, ...] = (
         "stop",
         "Graceful stop: stop accepting, finish requests in flight, ship captured writes to Kafka (the spool's"
         " while Kafka takes them, the rest stays in the spool for the next start; `durability: none`'s queue"
-        f" for up to {GRACEFUL_TIMEOUT:.0f} s, then lost), commit replayed offsets, exit 0; a second TERM or"
+        " for up to `stopTimeout` (25 s), then lost), commit replayed offsets, exit 0; a second TERM or"
         " INT exits at once with code 1. A pre-fork master first sends TERM to its workers and waits for"
         " them. supervisord sends it.",
         "finishes its requests in flight and exits (send it to the master instead)",

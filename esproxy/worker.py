@@ -26,7 +26,6 @@ from .config import Config
 from .listeners import Listeners
 from .profiling import Profiler
 from .recorder import NotRecorded, Unavailable
-from .signals import GRACEFUL_TIMEOUT
 from .stats import STATS
 from .wsgi import JSON_TYPE, Check, StartResponse
 
@@ -114,7 +113,7 @@ class Worker:
         reporter = gevent.spawn(self._report_loop)
         gevent.spawn(self._stop_with_master)
         self.stop_event.wait()
-        self.listeners.drain(time.monotonic() + GRACEFUL_TIMEOUT - 2)  # under the master's own deadline
+        self.listeners.drain(time.monotonic() + self.cfg.stopTimeout - 2)  # under the master's own deadline
         reporter.kill()
         self._report()
         self.profiler.stop_cpu()

@@ -146,24 +146,40 @@ def kafka(servers_dir, real_engines):
     srv.stop()
 
 
+class OwnServers:
+    """`own_server(kind)` starts a DemoServer of this test's own; resume() and stop() act on all of them."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[DemoServer] = []
+
+    def __call__(self, kind: str) -> DemoServer:
+        srv = DemoServer(kind, self.tmp_path)
+        self.started.append(srv)
+        return srv
+
+    def resume(self) -> None:
+        """SIGCONT each server a test may have left paused."""
+        for srv in self.started:
+            try:
+                os.killpg(srv.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        self.resume()
+        for srv in self.started:
+            srv.stop()
+
+
 @pytest.fixture
 def own_server(tmp_path):
     """Start servers of this test's own, which it may pause (SIGSTOP) without disturbing other tests:
-    `srv = own_server("tansu")` (or "osmem"); resumed and killed at teardown."""
-    started: list = []
-
-    def start(kind: str) -> DemoServer:
-        srv = DemoServer(kind, tmp_path)
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        try:
-            os.killpg(srv.proc.pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-        srv.stop()
+    `srv = own_server("tansu")` (or "osmem"); resumed and killed at teardown, after the esproxy processes
+    (see the esproxy fixture)."""
+    servers = OwnServers(tmp_path)
+    yield servers
+    servers.stop()
 
 
 @pytest.fixture
@@ -217,12 +233,15 @@ def port() -> int:
 
 
 @pytest.fixture
-def esproxy(tmp_path):
+def esproxy(tmp_path, own_server):
     """Start esproxy processes: `p = esproxy(config_dict, wait=True)` (`env=`: variables added to its environment).
 
     Writes the config as YAML into tmp_path, runs `python -m esproxy -c <file>` with cwd=tmp_path,
     and (wait=True) waits for the spec's readiness lines: `proxy listening on` per enabled proxy,
     `assigned partitions` per enabled Kafka source. Teardown: SIGTERM, 15 s, then SIGKILL.
+    It uses own_server so that the test's own servers outlive its esproxy processes, resumed first if the
+    test left them paused: stopped while its broker and clusters answer, a replay finishes, commits and
+    leaves its group at once, instead of waiting on a dead or paused one.
     """
     started: list = []
 
@@ -235,6 +254,7 @@ def esproxy(tmp_path):
         return proc
 
     yield start
+    own_server.resume()
     for proc in started:
         proc.terminate()
 

@@ -206,9 +206,11 @@ def test_wrong_password_refused_and_never_logged(esproxy, es_a, es_b, real_engin
     try:
         broker.settings["sasl"]["password"] = password_file(tmp_path, PASSWORD_MARK)
         conf = both_roles(broker, port, es_a, es_b, names)
+        for entry in conf["source"]["kafkas"] + conf["destination"]["kafkas"]:
+            entry["connectTimeout"] = "2s"  # the clients give up (and esproxy logs why) after 2 s, not 30
         conf["logLevel"] = "debug"  # even kafka-python's and ours at their most talkative
         proc = esproxy(conf, wait=False)
-        proc.wait_log("unreachable", timeout=90)  # after kafka-python's own bootstrap timeout (30 s)
+        proc.wait_log("unreachable", count=2, timeout=60)  # the proxy's producer and the replay's consumer
         assert proc.proc.poll() is None, proc.log_tail()  # it keeps trying
         assert PASSWORD_MARK not in proc.log()
         assert "assigned partitions" not in proc.log()

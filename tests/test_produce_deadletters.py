@@ -92,6 +92,9 @@ class SchemaTansu:
 
 @pytest.fixture
 def schema_broker(tmp_path):
+    """Start SchemaTansu brokers: `srv = schema_broker(topic, max_body)`; killed at teardown. A test names it
+    before `esproxy`: fixtures are torn down in reverse, so its esproxy processes stop while their broker is
+    still there (a replay would otherwise wait for a coordinator that is gone)."""
     started: list[SchemaTansu] = []
 
     def start(topic: str, max_body: int) -> SchemaTansu:
@@ -172,7 +175,7 @@ def write_big_then_small(proxy: str, index: str, other: str) -> None:
 
 @pytest.mark.parametrize("refusal", ["topic-size-limit", "schema-validation"])
 def test_refused_record_is_a_dead_letter_the_rest_flows_and_requeue_delivers_it(
-    refusal, esproxy, osmem_factory, kafka, schema_broker, names, port, tmp_path
+    refusal, schema_broker, esproxy, osmem_factory, kafka, names, port, tmp_path
 ):
     a, b = osmem_factory(), osmem_factory()
     topic, index, other = names.topic(), names.index(), names.index("other")
@@ -251,7 +254,7 @@ def test_refused_record_is_a_dead_letter_the_rest_flows_and_requeue_delivers_it(
 
 
 @pytest.mark.parametrize("durability", ["kafka", "none"])
-def test_other_durability_modes_dead_letter_too(durability, esproxy, es_a, es_b, schema_broker, names, port, tmp_path):
+def test_other_durability_modes_dead_letter_too(durability, schema_broker, esproxy, es_a, es_b, names, port, tmp_path):
     topic, index, other = names.topic(), names.index(), names.index("other")
     srv = schema_broker(topic, LIMIT)
     esproxy(replay_config(srv.addr, topic, names.group(), es_b))
@@ -272,7 +275,7 @@ def test_other_durability_modes_dead_letter_too(durability, esproxy, es_a, es_b,
 
 
 def test_a_dead_letter_that_cannot_be_written_holds_the_spool(
-    esproxy, es_a, es_b, schema_broker, names, port, tmp_path
+    schema_broker, esproxy, es_a, es_b, names, port, tmp_path
 ):
     """The spool is acknowledged past a refused write only once its dead letter is on disk."""
     topic, index, other = names.topic(), names.index(), names.index("other")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -14,8 +15,6 @@ from support.beans import make_bean
 from support.configs import proxy_config, replay_config
 from support.elastic import es_doc
 from support.kafka import count_messages, create_topic, produce_raw
-
-from esproxy.signals import GRACEFUL_TIMEOUT
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
@@ -92,7 +91,7 @@ def _stopped_within(proc, seconds: float) -> int:
 def test_spool_proxy_stops_promptly_with_kafka_unreachable_and_ships_at_next_start(
     esproxy, es_a, es_b, kafka, names, port
 ):
-    """Kafka down: the spool keeps what was captured, so a stop does not wait for Kafka (GRACEFUL_TIMEOUT);
+    """Kafka down: the spool keeps what was captured, so a stop does not wait for Kafka (stopTimeout);
     the next start, with Kafka back, ships it."""
     topic, index = names.topic(), names.index()
     create_topic(kafka, topic, partitions=1)
@@ -125,21 +124,52 @@ def test_replay_stops_promptly_with_kafka_unreachable(esproxy, es_b, names):
     assert proc.log().rstrip().splitlines()[-1].endswith("esproxy stopped"), proc.log_tail()
 
 
+def test_replay_stops_promptly_when_kafka_went_away_with_a_commit_pending(esproxy, own_server, names):
+    """Kafka gone while the replay applies a message: the commit of it cannot be made, and the stop gives it
+    up after a few seconds (the next owner replays the message again) rather than looking for a coordinator
+    for kafka-python's 30 s, past the stop's own deadline."""
+    broker, b = own_server("tansu"), own_server("osmem")
+    topic, group, index = names.topic(), names.group(), names.index()
+    create_topic(broker.addr, topic, partitions=1)
+    admin = free_port()
+    proc = esproxy({**replay_config(broker.addr, topic, group, b.url), "admin": {"port": admin}})
+
+    def consumed() -> int:
+        return requests.get(f"http://127.0.0.1:{admin}/_esproxy/stats", timeout=5).json()["replay"]["messages"]
+
+    os.kill(b.proc.pid, signal.SIGSTOP)  # the replay's write of it waits for B
+    produce_raw(broker.addr, topic, [make_bean("PUT", f"/{index}/_doc/pending", '{"v":1}')])
+    wait_until(lambda: consumed() == 1, timeout=20, msg="the message consumed")
+    broker.stop()
+    os.kill(b.proc.pid, signal.SIGCONT)
+    wait_until(lambda: es_doc(b.url, index, "pending"), timeout=20, msg="the message applied to B")
+    # a commit of it tried and given up: within COMMIT_TIMEOUT (3 s), not kafka-python's 30 s
+    proc.wait_log("kafka commit failed", timeout=20)
+
+    rc = _stopped_within(proc, 15)  # not the 25 s of stopTimeout
+    assert rc == 0, proc.log_tail()
+    assert proc.log().rstrip().splitlines()[-1].endswith("esproxy stopped"), proc.log_tail()
+
+
 def test_in_memory_queue_with_kafka_unreachable_is_tried_to_the_end_then_reported_lost(esproxy, es_a, names, port):
     """durability: none — the queue is lost on exit: the stop says so when it starts, keeps trying for its
     whole timeout (the writes' only chance), and logs each write it could not ship with `message lost:`."""
     index = names.index()
     conf = proxy_config(port, es_a, f"127.0.0.1:{free_port()}", names.topic(), chan_size=100)
     conf["source"]["proxies"][0]["durability"] = "none"
+    conf["stopTimeout"] = "5s"  # the shortest allowed; the default (25 s) is the same code waiting longer
     proc = esproxy(conf)
     for i in range(3):
         r = requests.put(f"http://127.0.0.1:{port}/{index}/_doc/{i}", json={"i": i}, timeout=10)
         assert r.status_code in (200, 201), r.text
 
-    rc = _stopped_within(proc, GRACEFUL_TIMEOUT + 10)
+    started = time.monotonic()
+    rc = _stopped_within(proc, 5 + 10)
+    assert time.monotonic() - started >= 5, proc.log_tail()  # it tried to the end of its timeout
     assert rc == 0, proc.log_tail()
     log = proc.log()
     assert "stopping: 3 captured write(s) are only in memory (durability: none)" in log, proc.log_tail()
+    assert "shipping them to Kafka for up to 5s" in log, proc.log_tail()
     lost = [line for line in log.splitlines() if "message lost: " in line]
     assert len(lost) == 3, proc.log_tail()
     assert all(index in line for line in lost), lost

@@ -155,6 +155,12 @@ MINIMAL = "source: {proxies: [{port: 2900}]}\ndestination: {primaries: [{url: 'h
             "one of",
         ),
         (MINIMAL.replace("[{port: 2900}]", "[{port: 2900, header: [a]}]"), "source.proxies[0].header", "mapping"),
+        ("stopTimeout: 2s\n" + MINIMAL, "stopTimeout", "at least 5s"),
+        (
+            MINIMAL.replace("/'}]}", "/'}], kafkas: [{topic: t, brokers: b, connectTimeout: 0s}]}"),
+            "destination.kafkas[0].connectTimeout",
+            "at least 1s",
+        ),
     ],
 )
 def test_config_errors_name_the_key(text: str, path: str, reason: str) -> None:
@@ -203,3 +209,15 @@ def test_replay_retries_what_b_may_accept_later(status: int, retried: bool) -> N
     from esproxy.dest.elastic import is_retriable
 
     assert is_retriable(status) is retried
+
+
+@pytest.mark.parametrize("client", ["KafkaProducer", "KafkaConsumer"])
+def test_connect_timeout_is_an_argument_of_the_installed_kafka_python(client: str) -> None:
+    import kafka
+
+    from esproxy.kafkaconnect import connect_kwargs
+
+    cls = getattr(kafka, client)
+    entry = config.parse(MINIMAL.replace("/'}]}", "/'}], kafkas: [{topic: t, brokers: b, connectTimeout: 2s}]}"))
+    kwargs = connect_kwargs(entry.destination.kafkas[0], cls)
+    assert list(kwargs.values()) == [2000] and set(kwargs) <= set(cls.DEFAULT_CONFIG)

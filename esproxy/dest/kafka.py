@@ -15,6 +15,7 @@ from kafka.errors import KafkaError
 from .. import kafkasecurity, labels
 from ..bean import Bean
 from ..config import KafkaDestination
+from ..kafkaconnect import connect_kwargs
 from ..messages import Message, abort_messages, encode
 from ..retry import interruptible, retry
 from ..stats import STATS
@@ -59,6 +60,7 @@ class KafkaDest:
             "max_block_ms": 10000,  # a broker outage surfaces in 10 s; the spool keeps what waits
             # messages.encode keeps every record batch within it (a bigger bean is split)
             "max_request_size": self.cfg.maxMessageBytes,
+            **connect_kwargs(self.cfg, KafkaProducer),
         }
         if "metrics_enabled" in KafkaProducer.DEFAULT_CONFIG:
             conf["metrics_enabled"] = False  # kafka-python's own, per message; esproxy counts its own

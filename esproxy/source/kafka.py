@@ -23,7 +23,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from .. import kafkasecurity
@@ -32,6 +32,7 @@ from ..bulk import Item, split_actions
 from ..config import KafkaSource
 from ..dest.elastic import Elastic, replay_as_sent, replay_docs
 from ..follow import Rules
+from ..kafkaconnect import connect_kwargs
 from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
 from ..ratelimit import RateLimit
 from ..retry import Aborted, interruptible, retry
@@ -73,6 +74,12 @@ PAUSE_HOLD_SECONDS = 5.0
 
 # A stop waits no longer than this for the group coordinator to take our leaving (seconds).
 LEAVE_GROUP_TIMEOUT = 3.0
+
+# A commit waits no longer than this (seconds): a coordinator that answers does so in milliseconds. With
+# Kafka gone, kafka-python would look for one for its request_timeout_ms (30 s), holding up the replay loop
+# and a stop past its own deadline. A commit that timed out is made again at the loop's next turn; what a
+# stop could not commit is replayed again by the next owner (at-least-once).
+COMMIT_TIMEOUT = 3.0
 
 # An incomplete chunk set is given up after this many records of its partition (see chunkTimeout).
 CHUNK_MAX_RECORDS = 1_000_000
@@ -176,6 +183,7 @@ class KafkaReplay:
             # batch, KIP-74); they only bound how much one fetch brings.
             "max_partition_fetch_bytes": max(1024 * 1024, self.cfg.batchBytes),
             "fetch_max_bytes": max(50 * 1024 * 1024, self.cfg.batchBytes),
+            **connect_kwargs(self.cfg, KafkaConsumer),
         }
 
     def start(self) -> None:
@@ -366,11 +374,17 @@ class KafkaReplay:
         if not offsets or self._consumer is None:
             return False
         try:
-            self._consumer.commit(offsets)
+            self._consumer.commit(offsets, timeout_ms=int(COMMIT_TIMEOUT * 1000))
             return True
         except CommitFailedError as e:
             # The group rebalanced under us; the new owner replays from the last commit (at-least-once).
             log.warning("kafka commit failed, messages will be replayed again: %s", e)
+        except KafkaTimeoutError:
+            log.warning(
+                "kafka commit failed: group %s's coordinator did not answer within %.0fs",
+                self.cfg.group,
+                COMMIT_TIMEOUT,
+            )
         except KafkaError as e:
             log.warning("kafka commit failed: %s", e)
         return False

@@ -14,6 +14,7 @@ from kafka.errors import KafkaError
 from .. import kafkasecurity
 from ..config import KafkaSource
 from ..deadletters import LetterFile, make_record
+from ..kafkaconnect import connect_kwargs
 from ..messages import DEFAULT_MAX_MESSAGE_BYTES, encode_value
 from ..retry import retry
 from ..stats import STATS
@@ -107,6 +108,7 @@ class DeadLetters:
                     client_id="esproxy-deadletter",
                     linger_ms=0,
                     max_request_size=DEFAULT_MAX_MESSAGE_BYTES,
+                    **connect_kwargs(self.cfg, KafkaProducer),
                     **kafkasecurity.client_kwargs(self.cfg),
                 )
         # A dead letter bigger than a stock broker takes is carried in chunks (`esproxy dlq` reads them).
