@@ -150,8 +150,8 @@ class Elastic:
         self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes], stream_over: Optional[int]
     ) -> Response:
         merged = {**headers, **self.header} if self.header else headers
-        if not body and method in lean.READS:
-            return self._read(method, uri, merged, stream_over)
+        if (body is None or type(body) is bytes) and lean.takes(merged):
+            return self._exchange(method.upper(), uri, merged, body or b"", stream_over)
         try:
             r = self._client.request(method, self._prefix + uri, body=body or b"", headers=merged)
             length = r.get("content-length")
@@ -180,25 +180,31 @@ class Elastic:
             return UpstreamError(self.target(uri), f"cannot connect: {e}", timeout=False, refused=True)
         return UpstreamError(self.target(uri), str(e) or type(e).__name__, timeout=False)
 
-    def _read(self, method: str, uri: str, headers: dict[str, str], stream_over: Optional[int]) -> Response:
-        """A bodiless GET or HEAD through esproxy.dest.lean: what request() answers, for less CPU."""
+    def _exchange(
+        self, method: str, uri: str, headers: dict[str, str], body: bytes, stream_over: Optional[int]
+    ) -> Response:
+        """A request through esproxy.dest.lean: what request() answered through geventhttpclient, for less CPU."""
         pool = self._client._connection_pool
         try:
-            head = lean.build_head(method, self._prefix + uri, headers, self._host)
+            request = lean.build_head(method, self._prefix + uri, headers, self._host, len(body)) + body
             for attempt in (1, 2):
                 pooled = pool._socket_queue.qsize() > 0  # get_socket() takes an idle one first
                 sock = pool.get_socket()
                 answer = lean.Answer(pool, sock, method)
                 try:
-                    lean.send_all(sock, head)
+                    try:
+                        lean.send_all(sock, request)
+                    except (ConnectionResetError, BrokenPipeError):
+                        pass  # the cluster may have answered before it closed (a 413 to a large body): read it
                     answer.time_waits(self._deadlines)
                     status, reason, items, keep = answer.read_head()
                     break
                 except (OSError, lean.Unparsable) as e:
                     answer.finish(reusable=False)
-                    # A kept-alive connection the cluster closed meanwhile: once more on a new one.
+                    # A kept-alive connection the cluster closed meanwhile: once more on a new one, unless the
+                    # cluster may have applied the request (not idempotent).
                     stale = isinstance(e, (lean.Closed, ConnectionResetError, BrokenPipeError))
-                    if attempt == 2 or not pooled or answer.got_bytes or not stale:
+                    if attempt == 2 or not pooled or answer.got_bytes or not stale or method not in lean.IDEMPOTENT:
                         raise
             framing, length = answer.framing(status, items)
             known = length if framing == "length" else None

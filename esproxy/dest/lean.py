@@ -1,19 +1,23 @@
-"""Bodiless GET and HEAD requests on geventhttpclient's connection pool, with a response parser of
-our own.
+"""Requests on geventhttpclient's connection pool with a request builder and a response parser of
+our own: every request whose body is bytes (or none) and that asks for no ``100-continue`` and no
+chunked upload, that is all the proxy and the replay send.
 
 geventhttpclient's response parser is C (llhttp), but it calls back into Python for every header
 name, value and body piece; with the request builder and its Headers class that was about a
-quarter of the proxy's CPU per proxied GET. Reads are the requests a proxy relays most, so
+quarter of the proxy's CPU per proxied GET, and ~15 % per captured write. So
 :meth:`esproxy.dest.elastic.Elastic.request` sends them here: the request head is built like
-geventhttpclient's (same headers, same order, same checks), the response head is read in one piece
-and split with bytes methods, and the body is framed by its Content-Length or chunked encoding (or
-the connection's end). The answer is the :class:`~esproxy.dest.elastic.Response` the client built
-before: headers as sent (names' case kept, same-name lines grouped where the first one stood,
-values without leading blanks), the body as sent (chunked framing removed).
+geventhttpclient's (same headers, same order, same checks, the same Content-Length), head and body
+go in one send as there, the response head is read in one piece and split with bytes methods, and
+the body is framed by its Content-Length or chunked encoding (or the connection's end). The answer
+is the :class:`~esproxy.dest.elastic.Response` the client built before: headers as sent (names'
+case kept, same-name lines grouped where the first one stood, values without leading blanks), the
+body as sent (chunked framing removed).
 
-Connections come from and go back to the same pool (its ``maxConns`` bound holds for both paths);
-a kept-alive connection the cluster closed meanwhile is retried once on a new one, as
-geventhttpclient does for these idempotent methods.
+Connections come from and go back to the same pool (its ``maxConns`` bound holds for both paths).
+A kept-alive connection the cluster closed meanwhile is retried once on a new one for the methods
+geventhttpclient retries (the idempotent ones: GET, HEAD, PUT, DELETE...), never for a POST, which
+the cluster may have applied; a connection that broke while the body was sent is first read for
+the answer the cluster may have sent before closing (a 413 to a body too large), as there.
 """
 
 from __future__ import annotations
@@ -29,9 +33,13 @@ _TOKEN_RE = re.compile(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _FIELD_VALUE_RE = re.compile(r"\A[\t\x20-\x7e\x80-\xff]*\Z")
 _REQUEST_TARGET_RE = re.compile(r"\A[^\x00-\x20\x7f]*\Z")
 
+# geventhttpclient's: retried on a connection that broke (RFC 9110 9.2.2), and the methods sent with
+# "Content-Length: 0" when they have no body (RFC 9112 6.3)
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
+BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+
 MAX_HEAD = 1024 * 1024  # a response head larger than this is refused (llhttp's default limit is 80 KB)
 RECV = 64 * 1024
-READS = frozenset({"GET", "HEAD"})
 
 
 def send_all(sock: socket.socket, data: bytes) -> None:
@@ -50,9 +58,22 @@ class Closed(OSError):
     """The connection ended before a whole answer arrived."""
 
 
-def build_head(method: str, uri: str, headers: dict[str, str], host: str) -> bytes:
-    """The request head geventhttpclient would send for a bodiless ``method``: its User-Agent, the
-    given headers, then Host (unless given)."""
+def takes(headers: dict[str, str]) -> bool:
+    """Whether a request with these headers (and a bytes body or none) is sent here: not one that
+    asks for ``Expect: 100-continue`` or names a Transfer-Encoding (geventhttpclient sends those)."""
+    for name, value in headers.items():
+        key = name.lower()
+        if key == "transfer-encoding" or (key == "expect" and "100-continue" in str(value).lower()):
+            return False
+    return True
+
+
+def build_head(method: str, uri: str, headers: dict[str, str], host: str, length: int = 0) -> bytes:
+    """The request head geventhttpclient would send for ``method`` and a body of ``length`` bytes:
+    its User-Agent, the given headers, then Host and Content-Length (each unless given; the length
+    of an empty body only for the methods that carry one)."""
+    if not _TOKEN_RE.fullmatch(method):
+        raise ValueError(f"invalid HTTP method {method!r}")
     if not _REQUEST_TARGET_RE.fullmatch(uri) or uri.startswith("//"):
         raise ValueError(f"invalid request URI {uri!r}")
     if not uri.startswith("/"):
@@ -62,6 +83,8 @@ def build_head(method: str, uri: str, headers: dict[str, str], host: str) -> byt
     for name, value in headers.items():
         fields[name.lower()] = (name, value)
     fields.setdefault("host", ("Host", host))
+    if "content-length" not in fields and (length or method in BODY_METHODS):
+        fields["content-length"] = ("Content-Length", str(length))
     for name, value in fields.values():
         if not _TOKEN_RE.fullmatch(name):
             raise ValueError(f"invalid header field name {name!r}")
