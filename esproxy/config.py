@@ -266,7 +266,7 @@ class ElasticDestination:
     replayAdminTls: ClientTls = setting(
         ClientTls(),
         "TLS to an https:// `replayAdmin`, as `tls` (e.g. `ca`: the CA that signed that replay's `admin.tls.cert`);"
-        " the system's CAs when unset (ours).",
+        " when unset, this cluster's `tls` (ours).",
     )
     maxLag: Duration = setting(
         Duration(5),

@@ -241,14 +241,16 @@ class Offsets:
 
 def replay_endpoint(cluster: ElasticDestination) -> Optional[Endpoint]:
     """The admin of the replay writing into ``cluster`` (``replayAdmin``, ``replayAdminHeader``); None when unset.
-    An https URL is checked as ``replayAdminTls`` says (the system's CAs when unset); ConfigError for its
-    files that cannot be used."""
+    An https URL is checked as ``replayAdminTls`` says, else as the cluster's ``tls`` says, else against the
+    system's CAs; ConfigError for files that cannot be used."""
     url = cluster.replayAdmin.rstrip("/")
     if not url:
         return None
     tls = None
     if urlsplit(url).scheme == "https" and cluster.replayAdminTls:
         tls = client_context(cluster.replayAdminTls, f"replayAdminTls of {redact_url(cluster.url)}")
+    elif urlsplit(url).scheme == "https" and cluster.tls:  # as the proxy's lag watch: the cluster's own
+        tls = client_context(cluster.tls, f"tls of {redact_url(cluster.url)}")
     return Endpoint(url, dict(cluster.replayAdminHeader), tls)
 
 

@@ -232,9 +232,11 @@ class Follower:
         self.state = "starting"
         self.since = time.time()
         self._probe = Elastic(_short(self.cfg, self.cfg.url), "follower")
+        cfg = self.cfg
         self._admin = (
             Elastic(
-                _short(self.cfg, self.cfg.replayAdmin, dict(self.cfg.replayAdminHeader), self.cfg.replayAdminTls),
+                # replayAdminTls, else the cluster's tls (what this watch used before replayAdminTls existed)
+                _short(cfg, cfg.replayAdmin, dict(cfg.replayAdminHeader), cfg.replayAdminTls or None),
                 "replay-admin",
             )
             if self.cfg.replayAdmin
@@ -357,7 +359,7 @@ def _short(
     cfg: ElasticDestination, url: str, header: Optional[dict[str, str]] = None, tls: Optional[ClientTls] = None
 ) -> ElasticDestination:
     """A client config for the watch: a few connections, a short timeout. ``header``/``tls`` replace the
-    cluster's for another server (the replay's admin must not get the cluster's credentials or CA)."""
+    cluster's for another server (the replay's admin must not get the cluster's credentials)."""
     timeout = Duration(min(float(cfg.timeout), PROBE_TIMEOUT))
     return dataclasses.replace(
         cfg,
