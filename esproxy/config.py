@@ -263,6 +263,11 @@ class ElasticDestination:
         {},
         "Headers sent with every request to `replayAdmin`: what that replay's `admin.header` requires (ours).",
     )
+    replayAdminTls: ClientTls = setting(
+        ClientTls(),
+        "TLS to an https:// `replayAdmin`, as `tls` (e.g. `ca`: the CA that signed that replay's `admin.tls.cert`);"
+        " when unset, this cluster's `tls` (ours).",
+    )
     maxLag: Duration = setting(
         Duration(5),
         "Proxy role: while this cluster follows, reads go to the leader instead when its replay lags more than"
@@ -522,7 +527,11 @@ def _check(cfg: Config) -> list[str]:
             if e.maxConns < 1:
                 raise ConfigError(f"destination.{kind}[{i}].maxConns", f"{e.maxConns} must be at least 1")
             if not e.disabled:
-                warnings.extend(_check_client_tls(e, f"destination.{kind}[{i}]"))
+                where = f"destination.{kind}[{i}]"
+                warnings.extend(_check_client_tls(e.tls, e.url, f"{where}.tls"))
+                warnings.extend(
+                    _check_client_tls(e.replayAdminTls, e.replayAdmin, f"{where}.replayAdminTls", "replayAdmin")
+                )
     for i, p in enumerate(cfg.source.proxies):
         if not p.disabled:
             _check_server_tls(p.tls, f"source.proxies[{i}].tls")
@@ -632,13 +641,13 @@ def fingerprint_hex(text: str) -> str:
     return digits
 
 
-def _check_client_tls(e: ElasticDestination, path: str) -> list[str]:
-    """The files of a cluster's TLS settings exist and can be read (their contents: esproxy --check)."""
-    t, path = e.tls, f"{path}.tls"
+def _check_client_tls(t: ClientTls, url: str, path: str, url_key: str = "url") -> list[str]:
+    """The files of a client TLS block (a cluster's ``tls``, ``replayAdminTls``) exist and can be read (their
+    contents: esproxy --check)."""
     if not t:
         return []
-    if urlsplit(e.url).scheme != "https":
-        return [f"{path}: the url is not https://, so TLS settings are not used"]
+    if urlsplit(url).scheme != "https":
+        return [f"{path}: the {url_key} is not https://, so TLS settings are not used"]
     if t.fingerprint:
         try:
             fingerprint_hex(t.fingerprint)
@@ -652,7 +661,7 @@ def _check_client_tls(e: ElasticDestination, path: str) -> list[str]:
     if t.ca:
         _readable(t.ca, f"{path}.ca", directory=True)
     if not t.verify:
-        return [f"{path}.verify: false: the certificate of {redact_url(e.url)} is not checked (anyone can pose as it)"]
+        return [f"{path}.verify: false: the certificate of {redact_url(url)} is not checked (anyone can pose as it)"]
     return []
 
 

@@ -35,6 +35,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 from kafka.errors import KafkaError
 
@@ -46,7 +47,7 @@ from .dest.elastic import Elastic, UpstreamError
 from .leadership import same_url
 from .logs import redact_url
 from .schema import Duration, parse_duration
-from .tls import admin_base
+from .tls import admin_base, client_context
 
 EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_PAUSED = 0, 1, 2, 3
 POLL = 0.2  # seconds between two looks at a condition
@@ -240,9 +241,17 @@ class Offsets:
 
 def replay_endpoint(cluster: ElasticDestination) -> Optional[Endpoint]:
     """The admin of the replay writing into ``cluster`` (``replayAdmin``, ``replayAdminHeader``); None when unset.
-    An https URL is checked against the system's CAs."""
+    An https URL is checked as ``replayAdminTls`` says, else as the cluster's ``tls`` says, else against the
+    system's CAs; ConfigError for files that cannot be used."""
     url = cluster.replayAdmin.rstrip("/")
-    return Endpoint(url, dict(cluster.replayAdminHeader)) if url else None
+    if not url:
+        return None
+    tls = None
+    if urlsplit(url).scheme == "https" and cluster.replayAdminTls:
+        tls = client_context(cluster.replayAdminTls, f"replayAdminTls of {redact_url(cluster.url)}")
+    elif urlsplit(url).scheme == "https" and cluster.tls:  # as the proxy's lag watch: the cluster's own
+        tls = client_context(cluster.tls, f"tls of {redact_url(cluster.url)}")
+    return Endpoint(url, dict(cluster.replayAdminHeader), tls)
 
 
 def _url(endpoint: Optional[Endpoint], unset: str) -> str:

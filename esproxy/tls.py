@@ -173,6 +173,8 @@ def check_contexts(cfg: Config) -> None:
         for i, e in enumerate(getattr(cfg.destination, kind)):
             if not e.disabled and e.tls and urlsplit(e.url).scheme == "https":
                 client_context(e.tls, f"destination.{kind}[{i}].tls")
+            if not e.disabled and e.replayAdminTls and urlsplit(e.replayAdmin).scheme == "https":
+                client_context(e.replayAdminTls, f"destination.{kind}[{i}].replayAdminTls")
     for i, p in enumerate(cfg.source.proxies):
         if not p.disabled and p.tls:
             server_context(p.tls, f"source.proxies[{i}].tls")

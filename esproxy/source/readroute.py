@@ -32,7 +32,7 @@ import gevent
 
 from .. import routing
 from ..bulk import BulkFormatError, parse_request
-from ..config import ElasticDestination
+from ..config import ClientTls, ElasticDestination
 from ..dest.elastic import Elastic, Response, UpstreamError
 from ..follow import Rules
 from ..logs import redact_url
@@ -232,8 +232,13 @@ class Follower:
         self.state = "starting"
         self.since = time.time()
         self._probe = Elastic(_short(self.cfg, self.cfg.url), "follower")
+        cfg = self.cfg
         self._admin = (
-            Elastic(_short(self.cfg, self.cfg.replayAdmin, dict(self.cfg.replayAdminHeader)), "replay-admin")
+            Elastic(
+                # replayAdminTls, else the cluster's tls (what this watch used before replayAdminTls existed)
+                _short(cfg, cfg.replayAdmin, dict(cfg.replayAdminHeader), cfg.replayAdminTls or None),
+                "replay-admin",
+            )
             if self.cfg.replayAdmin
             else None
         )
@@ -303,7 +308,8 @@ class Follower:
         try:
             r = self._admin.request("GET", "/_esproxy/stats", {}, None)
         except UpstreamError as e:
-            return None, f"replay admin: {e}"
+            hint = " (replayAdminTls.ca: the CA of that replay's admin.tls.cert)" if e.untrusted else ""
+            return None, f"replay admin: {e}{hint}"
         if r.status != 200:
             return None, f"replay admin answered {r.status}"
         rows = r.json().get("replay", {}).get("consumer_lag")
@@ -349,11 +355,19 @@ class Follower:
         }
 
 
-def _short(cfg: ElasticDestination, url: str, header: Optional[dict[str, str]] = None) -> ElasticDestination:
-    """A client config for the watch: a few connections, a short timeout."""
+def _short(
+    cfg: ElasticDestination, url: str, header: Optional[dict[str, str]] = None, tls: Optional[ClientTls] = None
+) -> ElasticDestination:
+    """A client config for the watch: a few connections, a short timeout. ``header``/``tls`` replace the
+    cluster's for another server (the replay's admin must not get the cluster's credentials)."""
     timeout = Duration(min(float(cfg.timeout), PROBE_TIMEOUT))
     return dataclasses.replace(
-        cfg, url=Url(url), timeout=timeout, maxConns=2, header=cfg.header if header is None else header
+        cfg,
+        url=Url(url),
+        timeout=timeout,
+        maxConns=2,
+        header=cfg.header if header is None else header,
+        tls=cfg.tls if tls is None else tls,
     )
 
 
