@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import struct
 import threading
 import time
 from typing import Optional
@@ -304,3 +305,38 @@ def test_workers_apply_the_same_limits(esproxy, es_a, port):
         return len(pids) == 2
 
     wait_until(refusing_workers, timeout=30, interval=0, msg="both workers refusing")  # whichever accepts
+
+
+def reset(s: socket.socket) -> None:
+    """Close with a TCP reset rather than a FIN, as wrk at its end and load balancers do."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def test_client_resets_are_ordinary_closes(esproxy, es_a, port, names):
+    """A client that resets its connection between requests, in the middle of a head or a body, or before it
+    read its answer leaves no traceback in the log (at most a DEBUG line), and the proxy goes on serving."""
+    p = esproxy(limited(port, es_a, maxContentLength="1mb", idleTimeout="60s", readTimeout="60s"))
+    index = names.index()
+    for _ in range(3):
+        s = connect(port)  # between requests, on a kept-alive connection
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(s, then_closed=False).status == 200
+        reset(s)
+        s = connect(port)  # within a head
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.05)
+        reset(s)
+        s = connect(port)  # within a body
+        s.sendall(f"PUT /{index}/_doc/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode())
+        s.sendall(b'Content-Length: 100000\r\n\r\n{"a":')
+        time.sleep(0.05)
+        reset(s)
+        s = connect(port)  # before its answer was read
+        s.sendall(b"GET /_cat/indices HTTP/1.1\r\nHost: x\r\n\r\n")
+        reset(s)
+    time.sleep(0.5)
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+    log_text = p.log()
+    assert "Traceback" not in log_text, log_text[-4000:]
+    assert "ConnectionResetError" not in log_text, log_text[-4000:]

@@ -108,11 +108,15 @@ def too_many_connections(limits: Limits) -> Refused:
 
 
 def wait_for_bytes(rfile: Any, seconds: float, deadlines: Deadlines) -> bool:
-    """Whether a byte arrives within ``seconds`` (0: however long it takes); False at EOF too."""
+    """Whether a byte arrives within ``seconds`` (0: however long it takes); False at EOF too, and when the
+    client resets the connection (wrk at its end, load balancers routinely): between requests an ordinary close."""
     deadlines.arm(seconds)
     try:
         return bool(rfile.peek(1))
     except TimedOut:
+        return False
+    except OSError as e:
+        log.debug("connection closed by the client between requests: %s", e)
         return False
     finally:
         deadlines.disarm()
@@ -166,7 +170,7 @@ class LimitedInput:
         self.deadlines.arm(self.limits.read_timeout)
         try:
             data = reader(n)
-        except TimedOut:
+        except (TimedOut, TimeoutError):  # the deadline, or the socket's own timeout when it expires first
             self.unfinished = True
             raise RequestTimeout("the request body", self.limits) from None
         finally:
