@@ -244,7 +244,11 @@ class KafkaSource:
 @dataclass
 class ElasticDestination:
     url: Url = setting(doc="Base URL of the cluster, e.g. `http://127.0.0.1:9200/`.", required=True)
-    timeout: Duration = setting(Duration(60), "Time to wait for the cluster's answer (connect: at most 5s).")
+    timeout: Duration = setting(
+        Duration(60),
+        "Time to wait for the cluster's answer (connect: at most 5s); checked every tenth of it (at most every"
+        " second), so it fires up to a tenth late.",
+    )
     header: dict[str, str] = setting({}, "Headers added to every request to the cluster (credentials).")
     labelEval: str = setting("", "Label expression (`SRC==PROXY || SRC==KAFKA`); empty matches all.")
     accesslog: bool = setting(False, "Log one `access log: {...}` JSON line per request to this cluster.")

@@ -15,8 +15,8 @@ switchover: checks (read-only; all that ``--dry-run`` does), then
   4. make the follower the leader (kept in the proxy's state file);  5. resume writes.
 A failed step aborts: writes resume to the original leader.
 
-failover: the new leader at once, then what was captured but is not in it yet (the proxy's spool,
-the replay's lag), which the running replay goes on applying.
+failover: the new leader once the old one has not answered for 3 s, then what was captured but is not in
+it yet (the proxy's spool, the replay's lag), which the running replay goes on applying.
 
 Exit codes: 0 done (dry-run: every check passed); 1 a check failed or a step timed out: nothing
 switched, writes resumed in the original direction; 2 bad usage or config; 3 the proxy did not
@@ -104,8 +104,12 @@ class Plan:
     def describe(self, kind: str, args: argparse.Namespace) -> list[str]:
         old, new = redact_url(self.old.url), redact_url(self.new.url)
         if kind == "failover":
+            probe = f"{OLD_LEADER_PROBE:g}s at most; one that answers stops here"
+            if getattr(args, "force", False):
+                probe = "skipped: --force"
             return [
-                f"promote {new} at once (the proxy's writes go there; {old} is taken as down)",
+                f"check that {old} does not answer ({probe})",
+                f"promote {new} (the proxy's writes go there; {old} is taken as down)",
                 "report what was captured but is not in it yet: the proxy's spool, the replay's lag",
             ]
         pause = f"held up to {args.hold_for:g}s, then 503" if args.hold else "503 with Retry-After"
