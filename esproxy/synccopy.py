@@ -9,9 +9,9 @@ document the copy read before A deleted it: the stream's delete may reach B firs
 tombstone lasts only ``index.gc_deletes``. A verification pass (repair's: A's documents against
 B's, every extra re-read on A right before a conditional delete) and a final compare close it.
 
-Documents are read with a point in time + ``search_after`` (Elasticsearch 7.10+, OpenSearch 2.4+),
-sorted on ``_shard_doc`` or, where the engine lacks it (OpenSearch before 3.3), on ``_doc`` one
-shard (slice) at a time; else by scroll (Elasticsearch 6.8, OpenSearch 1.x). A checkpoint file
+Documents are read with a point in time + ``search_after``, sorted on ``_shard_doc``
+(Elasticsearch 7.12+, OpenSearch 3.3+) or, where the engine lacks it (OpenSearch 2.x), on ``_doc``
+one shard (slice) at a time; else by scroll (Elasticsearch 6.8-7.9, OpenSearch 1.x). A checkpoint file
 records each index's state and position after every batch B accepted: a copy killed or
 interrupted resumes there (a scroll, or a point in time that has expired by then, cannot be
 resumed: that index alone is read again from its start, which the versions make harmless).
