@@ -9,11 +9,12 @@ document the copy read before A deleted it: the stream's delete may reach B firs
 tombstone lasts only ``index.gc_deletes``. A verification pass (repair's: A's documents against
 B's, every extra re-read on A right before a conditional delete) and a final compare close it.
 
-Documents are read with a point in time + ``search_after`` (OpenSearch 2.x, Elasticsearch 7.12+),
-else by scroll (Elasticsearch 6.8). A checkpoint file records each index's state and position
-after every batch B accepted: a copy killed or interrupted resumes there (a scroll, or a point in
-time that has expired by then, cannot be resumed: that index alone is read again from its start,
-which the versions make harmless).
+Documents are read with a point in time + ``search_after``, sorted on ``_shard_doc``
+(Elasticsearch 7.12+, OpenSearch 3.3+) or, where the engine lacks it (OpenSearch 2.x), on ``_doc``
+one shard (slice) at a time; else by scroll (Elasticsearch 6.8-7.9, OpenSearch 1.x). A checkpoint file
+records each index's state and position after every batch B accepted: a copy killed or
+interrupted resumes there (a scroll, or a point in time that has expired by then, cannot be
+resumed: that index alone is read again from its start, which the versions make harmless).
 
 With ``-c replay.yml`` the replay's sync rules (``follow.rules[]`` with ``copyExisting: true``)
 choose the indices, their B names, settings and aliases (:func:`from_rules`).
@@ -303,9 +304,13 @@ class Reader:
     """A's documents of one index in pages, by point in time + search_after or by scroll; the
     position after each page can be saved and, for a point in time, resumed by another process."""
 
+    # The orders a point in time is paged in, the first the engine takes: see _pit_pages.
+    ORDERS: tuple[str, ...] = ("shard_doc", "doc")
+
     def __init__(self, cluster: Elastic, index: str, page: int, state: dict) -> None:
         self.cluster, self.index, self.page = cluster, index, page
-        self.state = state  # kind ("pit" or "scroll"), flavor, id, after: resumed when present
+        # kind ("pit" or "scroll"), flavor, id, order, slice, slices, after: resumed when present
+        self.state = state
         self.restarted = False
 
     def pages(self) -> Iterator[list[dict]]:
@@ -320,11 +325,14 @@ class Reader:
             self.restarted = bool(self.state.get("after") is not None or self.state.get("kind") == "scroll")
             self.state = {}
         if self._open_pit():
-            try:
-                yield from self._pit_pages()
-                return
-            except _Unsupported:  # Elasticsearch 7.10/7.11: a point in time, but no _shard_doc to sort by
-                self.close()
+            for order in self.ORDERS:
+                self.state.update(order=order, slice=0, slices=self._slices() if order == "doc" else 0)
+                try:
+                    yield from self._pit_pages()
+                    return
+                except _Unsupported:  # the point in time cannot be paged in this order: the next one
+                    pass
+            self.close()  # a point in time the engine pages in neither order: scroll
         yield from self._scroll_pages()
 
     def close(self) -> None:
@@ -365,16 +373,32 @@ class Reader:
                 return True
         return False
 
+    def _slices(self) -> int:
+        """How many slices of the point in time the ``doc`` order reads one after the other: one per
+        shard (a slice's ``max`` equal to the shard count makes slice N exactly shard N), as a Lucene
+        doc id is unique only within a shard; none for an index of one shard."""
+        settings = call(self.cluster, "GET", f"/{self.index}/_settings/index.number_of_shards")
+        shards = int(next(iter(settings.values()))["settings"]["index"]["number_of_shards"])
+        return shards if shards > 1 else 0
+
     def _pit_pages(self) -> Iterator[list[dict]]:
+        """Pages in ``_shard_doc`` order (Elasticsearch 7.12+, OpenSearch 3.3+) or, where the engine
+        has no ``_shard_doc`` (OpenSearch 2.x/3.0-3.2), in ``_doc`` order one shard at a time: either
+        way ``after`` (with ``slice``) is a position another process can go on from while the point in
+        time lives. A checkpoint of before the order was recorded used ``_shard_doc``."""
+        paged = self.state.get("after") is not None
         while True:
+            order = self.state.get("order", "shard_doc")
             body: dict = {
                 "size": self.page,
-                "sort": [{"_shard_doc": "asc"}],
+                "sort": [{"_shard_doc": "asc"}] if order == "shard_doc" else ["_doc"],
                 "pit": {"id": self.state["id"], "keep_alive": KEEP_ALIVE},
                 "seq_no_primary_term": True,
                 "version": True,
                 "track_total_hits": False,
             }
+            if self.state.get("slices"):
+                body["slice"] = {"id": self.state["slice"], "max": self.state["slices"]}
             if self.state.get("after") is not None:
                 body["search_after"] = self.state["after"]
             r = self.cluster.request(
@@ -382,7 +406,7 @@ class Reader:
             )
             if r.status == 404 or (r.status >= 400 and b"search_context_missing" in r.body):
                 raise _Expired()
-            if r.status == 400 and self.state.get("after") is None:
+            if r.status == 400 and not paged:
                 raise _Unsupported()
             if r.status >= 300:
                 raise UpstreamError(
@@ -390,9 +414,13 @@ class Reader:
                 )
             data = json.loads(r.body)
             hits = data.get("hits", {}).get("hits", [])
-            if not hits:
-                return
             self.state["id"] = data.get("pit_id") or data.get("id") or self.state["id"]
+            if not hits:
+                if self.state.get("slice", 0) + 1 >= self.state.get("slices", 0):
+                    return
+                self.state.update(slice=self.state["slice"] + 1, after=None)  # the next shard
+                continue
+            paged = True
             yield hits
 
     def _scroll_pages(self) -> Iterator[list[dict]]:
@@ -563,7 +591,7 @@ class SyncCopy:
             reader.page_done(hits)
             self.checkpoint.update(
                 plan.source,
-                reader=reader.state,
+                reader=dict(reader.state),  # a copy: the reader goes on changing its own
                 read=outcome.read,
                 written=outcome.written + result.copied,
                 bytes=outcome.bytes,
