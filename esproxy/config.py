@@ -444,11 +444,38 @@ class FollowRule:
 
 
 @dataclass
+class FollowSource:
+    url: Url = setting(
+        "",
+        "Base URL of cluster A (the proxy's primary). Set: when a write reaches an index B does not have"
+        " yet, the replay first creates it as `esproxy sync copy` would (A's mappings, the rule's settings"
+        " and aliases), so that B never maps a followed index dynamically. Empty: B creates it from the"
+        " write with dynamic mappings (with rules, a warning once per index) (ours).",
+    )
+    header: dict[str, str] = setting(
+        {}, "Headers added to every request to A (credentials that may read its indices) (ours)."
+    )
+    timeout: Duration = setting(Duration(30), "Time to wait for A's answer (connect: at most 5s) (ours).")
+    tls: ClientTls = setting(ClientTls(), "TLS to an https:// A, as `destination.primaries[].tls` (ours).")
+
+    def destination(self) -> ElasticDestination:
+        """The cluster entry the replay reaches A with (a few connections: it only reads index definitions)."""
+        return ElasticDestination(
+            url=self.url, timeout=self.timeout, header=dict(self.header), tls=self.tls, maxConns=4
+        )
+
+
+@dataclass
 class FollowSettings:
     rules: list[FollowRule] = setting(
         [],
         "Sync rules: which indices the replay writes into B, under which name. None (or no `follow`"
         " section): every write is replayed as it is. See docs/operations.md, Follower sync.",
+    )
+    source: FollowSource = setting(
+        FollowSource(),
+        "Replay role: cluster A, read (`GET /<index>`) to create a followed index B lacks before its first"
+        " write (see docs/operations.md, Follower sync, Indices B does not have yet) (ours).",
     )
 
 
@@ -623,6 +650,12 @@ def _check(cfg: Config) -> list[str]:
             raise ConfigError("admin.port", f"{cfg.admin.port} is not a TCP port")
         if cfg.admin.port in ports:
             raise ConfigError("admin.port", f"{cfg.admin.port} is already used by {ports[cfg.admin.port]}")
+    if cfg.follow.source.url:
+        warnings.extend(_check_client_tls(cfg.follow.source.tls, cfg.follow.source.url, "follow.source.tls"))
+        if not cfg.kafka_sources():
+            warnings.append("follow.source: applies to the replay role only; this config has no source.kafkas[]")
+    elif cfg.follow.source.tls:
+        warnings.append("follow.source.tls: follow.source.url is not set, so TLS settings are not used")
     if cfg.follow.rules:
         Rules.from_config(cfg.follow)
         if not cfg.kafka_sources() and not cfg.followers() and not any(p.followerReadOnly for p in cfg.proxies()):

@@ -213,7 +213,11 @@ class Roles:
             for primary in primaries:  # needed before replaying: it says which beans to skip
                 if not wait_for_cluster_id(primary, self.stop_event, self.unstarted):
                     raise _Stopped()
-            replay = KafkaReplay(k, primaries, self.follow.rules if self.follow is not None else None)
+            source = None
+            if self.cfg.follow.source.url:  # A: where a followed index B lacks is created from (followcreate.py)
+                source = Elastic(self.cfg.follow.source.destination(), "follow source")
+                self.replay_elastics.append(source)
+            replay = KafkaReplay(k, primaries, self.follow.rules if self.follow is not None else None, source)
             replay.start()
             self.replays.append(replay)
 

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator, Optional, TextIO
 from .compare import call, cluster, command_failed, compare_index, digest, indices, refresh
 from .config import ConfigError
 from .dest.elastic import Elastic, Response, UpstreamError
+from .indexcopy import Definition, SettingsChoice, create, definition, mapping_conflicts, matching
 from .ratelimit import RateLimit
 from .repair import IndexResult, Planned, Progress, Repair, _duration, _positive, megabytes, versioned_write
 from .retry import Aborted
@@ -50,25 +51,6 @@ from .tls import admin_base
 
 TEMPLATE_VARIABLE = "{{remote_index}}"
 KEEP_ALIVE = "10m"  # of the point in time or scroll between two batches: how long a killed copy can still resume
-# Index settings A computed or that name A's nodes: never copied (number_of_replicas only when asked).
-# Elasticsearch's and OpenSearch's answer to an index setting they do not know.
-UNKNOWN_SETTING = re.compile(r"unknown setting \[([^\]]+)\]")
-COMPUTED_SETTINGS = (
-    "index.uuid",
-    "index.creation_date",
-    "index.creation_date_string",
-    "index.provided_name",
-    "index.version.*",
-    "index.routing.*",
-    "index.resize.*",
-    "index.shrink.*",
-    "index.blocks.*",
-    "index.history.uuid",
-    "index.verified_before_close",
-    "index.frozen",
-    "index.search.throttled",
-    "index.downsample.*",
-)
 _INVALID_NAME = re.compile(r'[\\/*?"<>| ,#:A-Z]')
 
 
@@ -93,62 +75,8 @@ def split_patterns(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def matching(patterns: list[str], name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-# ---------------------------------------------------------------------------------------- settings
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-@dataclass
-class SettingsChoice:
-    """Which of A's index settings B gets: include/exclude patterns over flat keys (``index.analysis.*``)."""
-
-    include: list[str] = field(default_factory=lambda: ["index.*"])
-    exclude: list[str] = field(default_factory=list)
-    replicas: bool = False  # number_of_replicas too (B's cluster has its own nodes)
-    synced: Optional[Callable[[str], bool]] = None  # a sync rule's choice (follow.Rule.setting_synced) instead
-
-    def choose(self, settings: dict) -> dict[str, Any]:
-        if self.synced is not None:
-            return {
-                k: v
-                for k, v in sorted(flatten(settings).items())
-                if self.synced(k) and not matching(COMPUTED_SETTINGS, k)
-            }
-        dropped = list(COMPUTED_SETTINGS) + list(self.exclude)
-        if not self.replicas:
-            dropped += ["index.number_of_replicas", "index.auto_expand_replicas"]
-        return {
-            key: value
-            for key, value in sorted(flatten(settings).items())
-            if matching(self.include, key) and not matching(dropped, key)
-        }
-
-
-def mapping_conflicts(ours: Any, theirs: Any, path: str = "") -> list[str]:
-    """Fields both mappings define, differently. A field only one side has is no conflict: B may
-    lack fields A added since (PUT _mapping adds them) or hold fields the stream mapped first."""
-    if not isinstance(ours, dict) or not isinstance(theirs, dict):
-        return [] if ours == theirs else [path or "(mapping)"]
-    conflicts = []
-    for key in sorted(ours.keys() & theirs.keys()):
-        if key == "properties" or key == "fields" or isinstance(ours[key], dict) and "type" not in ours[key]:
-            conflicts += mapping_conflicts(ours[key], theirs[key], f"{path}.{key}" if path else key)
-        elif ours[key] != theirs[key]:
-            conflicts.append(f"{path}.{key}" if path else key)
-    return conflicts
+# SettingsChoice, mapping_conflicts and the index creation live in indexcopy.py: the replay creates a
+# followed index B lacks the same way (source/followcreate.py), so that the copy adopts it.
 
 
 # ---------------------------------------------------------------------------------------- the plan
@@ -207,15 +135,9 @@ def plan_indices(
     for index in chosen:
         meta = call(source, "GET", f"/{index}")[index]
         choice, with_aliases = options.per_index(index) if options.per_index else (options.settings, options.aliases)
-        aliases = {alias_rename(a): d for a, d in (meta.get("aliases") or {}).items()} if with_aliases else {}
-        plan = IndexPlan(
-            index,
-            rename(index) or index,
-            call(source, "GET", f"/{index}/_count").get("count", 0),
-            meta.get("mappings") or {},
-            choice.choose(meta.get("settings") or {}),
-            aliases,
-        )
+        d = definition(meta, choice, with_aliases, alias_rename)
+        count = call(source, "GET", f"/{index}/_count").get("count", 0)
+        plan = IndexPlan(index, rename(index) or index, count, d.mappings, d.settings, d.aliases)
         existing = target.request("GET", f"/{plan.target}/_mapping", {}, None)
         if existing.status == 200:
             plan.exists = True
@@ -663,20 +585,12 @@ class SyncCopy:
                 raise _Refused(f"the target refused the aliases of {plan.target}: {r.body[:300]!r}")
 
     def _put_index(self, target: Elastic, plan: IndexPlan) -> Response:
-        """Create B's index; a setting B does not know (one of another engine or plugin, such as
-        OpenSearch's ``index.replication.type`` on Elasticsearch) is left out, with a line saying so."""
-        while True:
-            body: dict = {"settings": plan.settings, "mappings": plan.mappings}
-            if plan.aliases:
-                body["aliases"] = plan.aliases
-            r = target.request(
-                "PUT", f"/{plan.target}", {"Content-Type": "application/json"}, json.dumps(body).encode()
-            )
-            unknown = UNKNOWN_SETTING.search(r.body.decode("utf-8", "replace")) if r.status == 400 else None
-            if unknown is None or unknown.group(1) not in plan.settings:
-                return r
-            del plan.settings[unknown.group(1)]
-            print(f"{plan.target}: left out setting {unknown.group(1)}: the target does not know it", file=self.out)
+        """Create B's index (indexcopy.create: a setting B does not know is left out, with a line saying so)."""
+
+        def left_out(setting: str) -> None:
+            print(f"{plan.target}: left out setting {setting}: the target does not know it", file=self.out)
+
+        return create(target, plan.target, Definition(plan.mappings, plan.settings, plan.aliases), left_out)
 
     def verify(self, plan: IndexPlan) -> tuple[IndexResult, int]:
         """Repair's pass over what was copied, then a compare. Under a live load B lags A by what the

@@ -175,6 +175,9 @@ def check_contexts(cfg: Config) -> None:
                 client_context(e.tls, f"destination.{kind}[{i}].tls")
             if not e.disabled and e.replayAdminTls and urlsplit(e.replayAdmin).scheme == "https":
                 client_context(e.replayAdminTls, f"destination.{kind}[{i}].replayAdminTls")
+    source = cfg.follow.source
+    if source.tls and urlsplit(source.url).scheme == "https":
+        client_context(source.tls, "follow.source.tls")
     for i, p in enumerate(cfg.source.proxies):
         if not p.disabled and p.tls:
             server_context(p.tls, f"source.proxies[{i}].tls")

@@ -11,7 +11,14 @@ from esproxy.bulk import DocOp, split_actions
 from esproxy.config import ConfigError, FollowRule, FollowSettings, parse
 from esproxy.follow import Rules, covers, intersect, matches, name_problem
 from esproxy.followcontrol import FollowControl
-from esproxy.source.followed import TEMPLATES, flatten_settings, follow_docs, follow_raw
+from esproxy.source.followed import (
+    TEMPLATES,
+    deletes_index,
+    document_indices,
+    flatten_settings,
+    follow_docs,
+    follow_raw,
+)
 
 
 def rules(*specs: dict) -> Rules:
@@ -439,3 +446,49 @@ def test_control_without_rules_keeps_todays_behaviour(tmp_path):
     control = FollowControl(FollowSettings(), tmp_path / "follow-state.json")
     assert not control.rules.active
     assert not (tmp_path / "follow-state.json").exists()
+
+
+# --------------------------------------------------------------------------- indices a write may create in B
+
+
+@pytest.mark.parametrize(
+    "method,uri,body,expected",
+    [
+        ("PUT", "/logs-1/_doc/7?refresh=true", {"a": 1}, ["logs-1"]),
+        ("POST", "/logs-1/_doc", {"a": 1}, ["logs-1"]),
+        ("PUT", "/logs-1/_create/7", {"a": 1}, ["logs-1"]),
+        ("POST", "/logs-1/_update/7", {"doc": {"a": 1}, "doc_as_upsert": True}, ["logs-1"]),
+        ("PUT", "/logs-1/doc/7", {"a": 1}, ["logs-1"]),  # Elasticsearch 6.x typed paths
+        ("POST", "/logs-1/doc/7/_update", {"doc": {"a": 1}}, ["logs-1"]),
+        ("POST", "/logs-1/doc", {"a": 1}, ["logs-1"]),
+        ("DELETE", "/logs-1/_doc/7", None, []),  # a delete creates nothing
+        ("PUT", "/logs-1", {"mappings": {}}, []),  # index creation: replayed as it is
+        ("PUT", "/logs-1/_mapping", {"properties": {}}, []),
+        ("POST", "/logs-1/_update_by_query", {}, []),
+        ("PUT", "/logs-1/_doc", {"a": 1}, []),  # PUT without an id is no document write
+        ("POST", "/logs-*/_doc", {"a": 1}, []),
+        ("PUT", "/_cluster/settings", {}, []),
+    ],
+)
+def test_document_indices_of_a_write_replayed_as_sent(method, uri, body, expected):
+    assert document_indices(raw(method, uri, body)) == expected
+
+
+def test_document_indices_of_a_bulk_are_its_actions_indices_but_deletes():
+    body = (
+        b'{"index":{"_index":"logs-1","_id":"1"}}\n{"a":1}\n'
+        b'{"delete":{"_index":"gone","_id":"1"}}\n'
+        b'{"create":{"_id":"2"}}\n{"a":2}\n'
+        b'{"update":{"_index":"logs-1","_id":"3"}}\n{"doc":{"a":3}}\n'
+    )
+    bean = Bean(method="POST", requestUri="/users/_bulk", body=body)
+    assert document_indices(bean) == ["logs-1", "users"]
+    assert document_indices(Bean(method="POST", requestUri="/_bulk", body=b"not ndjson")) == []
+
+
+def test_deletes_index():
+    assert deletes_index(raw("DELETE", "/logs-1-sync"))
+    assert deletes_index(raw("DELETE", "/logs-1,logs-2?ignore_unavailable=true"))
+    assert not deletes_index(raw("DELETE", "/logs-1/_doc/1"))
+    assert deletes_index(raw("POST", "/_aliases", {"actions": [{"remove_index": {"index": "logs-1"}}]}))
+    assert not deletes_index(raw("POST", "/_aliases", {"actions": [{"add": {"index": "l", "alias": "a"}}]}))

@@ -21,7 +21,12 @@ PROXY = {
     "esproxy.dest.kafka",
     "esproxy.dest.refusals",
 }
-REPLAY = {"esproxy.source.kafka", "esproxy.source.lanes", "esproxy.source.kafka_deadletters"}
+REPLAY = {
+    "esproxy.source.kafka",
+    "esproxy.source.lanes",
+    "esproxy.source.kafka_deadletters",
+    "esproxy.source.followcreate",
+}
 # What both import: the message contract and the common modules, which import neither role.
 SHARED = {
     "esproxy.bean",

@@ -158,6 +158,46 @@ def _follow_raw(rules: Rules, bean: Bean) -> Outcome:
     return Outcome([replace(bean, requestUri=uri, body=body)], skipped)
 
 
+def document_indices(bean: Bean) -> list[str]:
+    """The indices a write replayed as sent puts documents into (which B creates if it lacks them):
+    the actions' of a `_bulk` (else the path's index), the path's index of a single-document write;
+    none for any other write, and no wildcard, date math or list."""
+    path = bean.requestUri.split("?", 1)[0]
+    segments = [unquote(s) for s in path.strip("/").split("/")]
+    first, rest = segments[0], segments[1:]
+    if first == "_bulk" or (rest and rest[-1] == "_bulk" and len(rest) <= 2):
+        default = None if first == "_bulk" else first
+        try:
+            actions = parse_request(bean.body)
+        except BulkFormatError:
+            return []
+        found = (str(a.meta.get("_index") or default or "") for a in actions if a.verb != "delete")
+        return _plain(dict.fromkeys(found))
+    if first.startswith("_") or not rest or bean.method not in ("PUT", "POST"):
+        return []
+    api = rest[0]
+    if len(rest) == 1 and (api == "_doc" or not api.startswith("_")):  # POST /idx/_doc, /idx/type (6.x)
+        return _plain([first]) if bean.method == "POST" else []
+    if len(rest) == 2 and api in ("_doc", "_create", "_update"):
+        return _plain([first])
+    if len(rest) in (2, 3) and not api.startswith("_") and (len(rest) == 2 or rest[2] in ("_create", "_update")):
+        return _plain([first])  # Elasticsearch 6.x typed paths
+    return []
+
+
+def _plain(names: Any) -> list[str]:
+    return [n for n in names if n and "*" not in n and "," not in n and not n.startswith(("<", "_", "-"))]
+
+
+def deletes_index(bean: Bean) -> bool:
+    """Whether a write may delete an index (``DELETE /idx``, an `_aliases` ``remove_index``): after it,
+    what the replay knows of B's indices may be wrong."""
+    path = bean.requestUri.split("?", 1)[0].strip("/")
+    if bean.method == "DELETE":
+        return "/" not in path
+    return path == "_aliases" and b"remove_index" in bean.body
+
+
 def _expression(rules: Rules, expression: str) -> tuple[list[tuple[str, Target]], list[str]]:
     """The followed indices of a comma-separated index expression, with their targets, and the
     unfollowed names; raises _Unfaithful for a wildcard or date math part that may match a followed index."""

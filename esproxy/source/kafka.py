@@ -37,7 +37,8 @@ from ..messages import Abort, Assembler, Chunk, ChunkSet, decode
 from ..ratelimit import RateLimit
 from ..retry import Aborted, interruptible, retry
 from ..stats import STATS
-from .followed import follow_docs, follow_raw
+from .followcreate import IndexCreator
+from .followed import deletes_index, document_indices, follow_docs, follow_raw
 from .kafka_deadletters import DeadLetters
 from .lanes import Lane
 
@@ -148,10 +149,18 @@ def _names(partitions: Any) -> str:
 
 
 class KafkaReplay:
-    def __init__(self, cfg: KafkaSource, primaries: list[Elastic], rules: Optional[Rules] = None) -> None:
+    def __init__(
+        self,
+        cfg: KafkaSource,
+        primaries: list[Elastic],
+        rules: Optional[Rules] = None,
+        source: Optional[Elastic] = None,
+    ) -> None:
         self.cfg = cfg
         self.primaries = primaries
         self.rules = rules if rules is not None else Rules([])  # none: every write replayed as it is
+        # follow.source (cluster A): a followed index B lacks is created from A before its first write
+        self.creator = IndexCreator(source, self.rules)
         self._paused_at: dict[str, tuple[str, int, int]] = {}  # rule -> where it last held a partition
         # (topic, partition) -> (time.monotonic(), rule) a paused rule last held it: not a stall for health
         self._held_by_pause: dict[tuple[str, int], tuple[float, str]] = {}
@@ -440,7 +449,11 @@ class KafkaReplay:
                         continue
                     if batch.records and not batch.fits(len(chunks), len(bean.body), self.cfg):
                         last = self._flush(batch, stop)
-                    batch.add(record, bean, chunks, self._targets(record, bean))
+                    targets = self._targets(record, bean)
+                    if self.creator.wanted and bean.index:  # a document bean's actions are all of its index
+                        for primary in targets:
+                            self.creator.ensure(primary, bean.index, stop)
+                    batch.add(record, bean, chunks, targets)
                     if self.rules.active:
                         self._note_followed(batch, record, bean.index_key(), len(chunks), sum(map(len, chunks)))
                     if complete is not None:
@@ -639,8 +652,9 @@ class KafkaReplay:
 
     def _replay_raw(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> str:
         """Replay a bean as sent (under the sync rules); the paused rule it waits for, else ""."""
+        creates = document_indices(bean) if self.creator.wanted else []  # A's indices it writes documents into
         if not self.rules.active:
-            self._replay_one(record, bean, stop)
+            self._replay_one(record, bean, stop, creates)
             return ""
         outcome = follow_raw(self.rules, bean)
         if outcome.paused:
@@ -653,7 +667,7 @@ class KafkaReplay:
             self.dead_letters.write(record, reason, stop)
             return ""
         for followed in outcome.beans:
-            self._replay_one(record, followed, stop)
+            self._replay_one(record, followed, stop, creates)
         for source in bean.index_key().split(",") if outcome.beans else ():
             target = self.rules.target(source) if "*" not in source and source[:1] not in ("_", "") else None
             if target is not None:
@@ -671,10 +685,18 @@ class KafkaReplay:
         if self.rate.limited:
             STATS.replay_throttled_seconds += self.rate.take(docs, nbytes, stop)
 
-    def _replay_one(self, record: Any, bean: Bean, stop: Callable[[], bool]) -> None:
+    def _replay_one(
+        self, record: Any, bean: Bean, stop: Callable[[], bool], creates: Optional[list[str]] = None
+    ) -> None:
+        """Replay a bean as sent into each target; ``creates``: A's indices it puts documents into (B gets
+        each of them from A first if it lacks it: followcreate.py)."""
         for primary in self._targets(record, bean):
+            for index in creates or ():
+                self.creator.ensure(primary, index, stop)
             self._throttle(1, len(bean.body), stop)
             outcome = replay_as_sent(primary, bean, stop)
+            if outcome.applied and deletes_index(bean):
+                self.creator.forget()
             if outcome.applied:
                 refused_bytes = sum(len(chunk) for chunk, _ in outcome.refused_actions)
                 STATS.replayed(bean.index_key(), len(bean.body) - refused_bytes, ok=True)
