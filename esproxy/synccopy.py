@@ -204,7 +204,7 @@ class Throttle:
     one waits at a time, so together they keep the rate; ``throttled`` is the time spent waiting."""
 
     def __init__(self, rate: Optional[float], bytes_rate: Optional[float]) -> None:
-        self.limit = RateLimit(rate or 0, bytes_rate or 0, burst=0)
+        self.limit = RateLimit(rate or 0, bytes_rate or 0)
         self._lock = threading.Lock()
 
     @property
@@ -217,6 +217,19 @@ class Throttle:
                 self.limit.take(docs, size, stopping)
             except Aborted:
                 raise Interrupted() from None
+
+    def sends(self, planned: list[Planned], read: int, stopping: Callable[[], bool]) -> Iterator[list[Planned]]:
+        """A page's writes in sends of at most the limits' burst, each paid for before it is handed out
+        (all at once when unlimited). ``read``: the page's documents; those not written (no version to
+        write them with) are paid for with the first send."""
+        if not self.limit.limited:
+            yield planned
+            return
+        extra = read - len(planned)
+        for send in self.limit.split(planned, lambda p: len(p.lines)) if planned else [planned]:
+            self.take(len(send) + extra, sum(len(p.lines) for p in send), stopping)
+            extra = 0
+            yield send
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -450,7 +463,7 @@ class SyncCopy:
         self.connect, self.options, self.checkpoint, self.out = connect, options, checkpoint, out
         self.throttle = Throttle(options.rate, options.max_bytes_per_second)
         self.progress = progress or Progress(0, sys.stderr, label="sync copy")
-        # a batch is paid for after it went (RateLimit): batches of a tenth of a second keep --rate within 10 %
+        # under --rate, pages of a tenth of a second: a checkpoint after each, little read again after a stop
         self.page = options.batch if not options.rate else max(1, min(options.batch, int(options.rate / 10)))
         self.stopping = False  # Ctrl-C or SIGTERM: every index stops after its current batch
         self.rules: Optional[RuleWatch] = None  # -c: the replay's rules, as they change at runtime
@@ -496,9 +509,9 @@ class SyncCopy:
                 break
             planned, unversioned = self._writes(hits, plan)
             size = sum(len(p.lines) for p in planned)
-            self.throttle.take(len(hits), size, lambda: self.stopping)
             failed_before = result.failed
-            writer.apply(planned, result)
+            for send in self.throttle.sends(planned, len(hits), lambda: self.stopping):
+                writer.apply(send, result)
             outcome.read += len(hits)
             outcome.bytes += size
             self.progress.step(read=len(hits), size=size)

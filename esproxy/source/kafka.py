@@ -407,9 +407,10 @@ class KafkaReplay:
     def _replay_partition(self, records: list[Any], stop: Callable[[], bool]) -> Optional[int]:
         """Replay records in offset order; return the offset of the last one done (None if none).
 
-        Consecutive document beans are sent as one `_bulk` (up to batchSize actions / batchBytes);
-        any other bean is a barrier, replayed on its own once the batch before it is applied. A bean
-        carried in chunks (messages.py) is replayed at its last chunk's offset.
+        Consecutive document beans are sent as one `_bulk` (up to batchSize actions / batchBytes; under a
+        rate limit, as several of at most its burst: _flush); any other bean is a barrier, replayed on
+        its own once the batch before it is applied. A bean carried in chunks (messages.py) is replayed
+        at its last chunk's offset.
         """
         last: Optional[int] = None
         assembler = self._assembler(records[0].topic, records[0].partition)
@@ -577,12 +578,13 @@ class KafkaReplay:
         for primary, chunks in batch.chunks.items():
             if not chunks:
                 continue
-            self._throttle(len(chunks), sum(len(c) for c in chunks), stop)
-            refused = replay_docs(primary, chunks, stop)
+            # Rate-limited: in sends of at most the limit's burst, each paid for before it goes (ratelimit.py).
+            for send in self.rate.split(chunks, len) if self.rate.limited else (chunks,):
+                self._throttle(len(send), sum(map(len, send)), stop)
+                for chunk, item in replay_docs(primary, send, stop):
+                    self._refused_action(batch.origin[id(chunk)], primary, chunk, item, stop)
             for bean in batch.beans:
                 STATS.replayed(bean.index, len(bean.body), ok=True)
-            for chunk, item in refused:
-                self._refused_action(batch.origin[id(chunk)], primary, chunk, item, stop)
         for target, source, rule, docs, nbytes, timestamp in batch.followed:
             STATS.follow_applied(target, source, rule, docs, nbytes, timestamp)
         batch.applied()
