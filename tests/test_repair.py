@@ -209,10 +209,7 @@ def test_an_extra_is_deleted_only_as_it_was_read(es_a, es_b, names):
     assert put_versioned(es_b, index, "raced", {"n": 1002}, 9) == 200  # the live stream got there since
 
     result = IndexResult(index)
-    r.apply(
-        [delete_action(index, "gone", read["gone"]), _current_version, delete_action(index, "raced", read["raced"])],
-        result,
-    )
+    r.apply([delete_action(index, "gone", read["gone"]), delete_action(index, "raced", read["raced"])], result)
     assert (result.deleted, result.skipped, result.failed) == (1, 1, 0)
     assert get(es_b, index, "raced")["_source"] == {"n": 1002}
     assert not get(es_b, index, "gone")["found"]
