@@ -3,8 +3,13 @@
 Index by index, as `esproxy compare` sees them: B's ids, hashes and sequence numbers are read
 first (held in memory), then A is scrolled with its documents' `_seq_no`. A document missing in B
 or different there is written with A's version, exactly as the live replay writes it
-(``version=max(A's _seq_no, _version), version_type=external_gte``, routing kept; capture.doc_version):
-a 409 means B already holds a newer copy, so it is skipped, never overwritten. A document only B
+(``version=max(A's _seq_no, _version), version_type=external_gte``, routing kept; capture.doc_version).
+A 409 means B holds a higher version of it: a copy, or a tombstone B keeps of a delete. Both sides
+are read again: when B's version is one A gave (the live replay got there), the document is
+skipped, or written again as A holds it now. When B's version is above all A gave it, B was changed
+by hand (a delete or a write with internal versions); A's document is then written at B's version,
+passing it, if no later write of A can carry a lower one (see Repair._settle); otherwise it is
+left and reported. A document only B
 holds is re-read on A right before it goes (if A has it by now, it is written instead) and deleted with ``if_seq_no`` /
 ``if_primary_term`` of the copy B had when it was read: a live write that got there since wins.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import threading
 import time
@@ -50,7 +56,25 @@ class Planned:
     lines: bytes  # its `_bulk` action
 
 
-_COUNTERS = {"copy": "copied", "update": "updated", "delete": "deleted"}
+class Conflict(NamedTuple):
+    """A write of A's version that B refused (409): settled once the copies are read again."""
+
+    id: str
+    routing: Optional[str]
+    kind: str  # the refused write's: "copy" or "update"
+    version: Optional[int]  # B's version, as its refusal gave it (a tombstone's can be read nowhere else)
+
+
+# "restore": missing in B, written past B's tombstone of a delete made there by hand;
+# "overwrite": written over a copy B holds at a version A never gave it (written there by hand)
+_COUNTERS = {
+    "copy": "copied",
+    "update": "updated",
+    "delete": "deleted",
+    "restore": "restored",
+    "overwrite": "overwritten",
+}
+_CURRENT_VERSION = re.compile(r"current version \[(\d+)\]")
 
 
 @dataclass
@@ -59,15 +83,19 @@ class IndexResult:
     copied: int = 0
     updated: int = 0
     deleted: int = 0
+    restored: int = 0  # missing in B: written past B's tombstone of a delete made there by hand
+    overwritten: int = 0  # written over a copy B holds at a version A never gave it
     skipped: int = 0  # B had a newer copy (409): left as it is
     failed: int = 0
     unresolved: int = 0  # still different after the run (failed, or skipped and B still differs)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was written past B's own versions
     skipped_docs: list[tuple[str, Optional[str]]] = field(default_factory=list)  # (id, routing) to verify
+    conflicts: list[Conflict] = field(default_factory=list)  # refused writes of A's version, to settle
 
     @property
     def planned(self) -> int:
-        return self.copied + self.updated + self.deleted
+        return self.copied + self.updated + self.deleted + self.restored + self.overwritten
 
     def add(self, kind: str) -> None:
         counter = _COUNTERS[kind]
@@ -153,15 +181,15 @@ def _doc_type(hit: dict) -> Optional[str]:
     return t if t not in (None, "_doc") else None
 
 
-def versioned_write(hit: dict, kind: str, index: Optional[str] = None) -> Planned:
+def versioned_write(hit: dict, kind: str, index: Optional[str] = None, version: Optional[int] = None) -> Planned:
     """A's document (a search or get hit with its `_seq_no` and `_version`) as the live replay writes it
-    (versioned as capture.doc_version says), into ``index`` (default: the hit's own)."""
+    (versioned as capture.doc_version says, unless ``version`` is given), into ``index`` (default: the hit's own)."""
     source = json.dumps(hit.get("_source"), ensure_ascii=False, separators=(",", ":")).encode()
     op = DocOp(
         "index",
         index or hit["_index"],
         hit["_id"],
-        doc_version(int(hit["_seq_no"]), hit.get("_version")),
+        version if version is not None else doc_version(int(hit["_seq_no"]), hit.get("_version")),
         source,
         hit.get("_routing"),
         None,
@@ -267,7 +295,7 @@ class Repair:
                 since = time.monotonic()
             pending.append(p)
             if len(pending) >= self.batch or time.monotonic() - since >= FLUSH_AFTER:
-                self.apply(pending, result)
+                self.apply(pending, result, settle_later=True)
                 pending.clear()
 
         def unversioned(doc_id: str) -> None:
@@ -286,7 +314,7 @@ class Repair:
                 elif other.digest != digest(hit.get("_source")):
                     plan(versioned_write(hit, "update", target_index))
         if pending:
-            self.apply(pending, result)
+            self.apply(pending, result, settle_later=True)
             pending.clear()
         extras = list(theirs.items())
         del theirs
@@ -305,14 +333,19 @@ class Repair:
                 elif t.digest != digest(doc.get("_source")):
                     pending.append(versioned_write(doc, "update", target_index))  # written on A since B was read
             if pending:
-                self.apply(pending, result)
+                self.apply(pending, result, settle_later=True)
                 pending.clear()
+        if result.conflicts:
+            self._settle(index, target_index, result)
         if result.skipped_docs and not self.dry_run:
             self._verify(index, target_index, result)
         result.unresolved += result.failed
         return result
 
-    def apply(self, planned: list[Planned], result: IndexResult) -> None:
+    def apply(self, planned: list[Planned], result: IndexResult, settle_later: bool = False) -> None:
+        """Write ``planned`` to B, counting each in ``result``. A write of A's version B refuses (409) is
+        skipped and verified at the end; with ``settle_later``, a copy or update refused so is kept in
+        ``result.conflicts`` for _settle instead."""
         if self.dry_run:
             for p in planned:
                 result.add(p.kind)
@@ -339,6 +372,8 @@ class Repair:
                     if item.ok:
                         result.add(p.kind)
                         self.progress.step(written=1)
+                    elif item.status == 409 and settle_later and p.kind in ("copy", "update"):
+                        result.conflicts.append(Conflict(p.id, p.routing, p.kind, _current_version(item.error)))
                     elif item.status == 409:
                         result.skipped += 1
                         result.skipped_docs.append((p.id, p.routing))
@@ -366,6 +401,112 @@ class Repair:
             return [_whole_failure(r.status, r.body)] * len(planned)
         return parse_response(r.body)
 
+    def _settle(self, index: str, target_index: str, result: IndexResult) -> None:
+        """Writes of A's version that B refused (409): B holds that document, or a tombstone of it, at a
+        higher version. Both sides are read again, A's shard statistics first:
+
+        - A no longer holds it, or B's version is one A gave (B's version is at most A's now, so the
+          live replay wrote it): written again as A holds it now, at A's version, or skipped;
+        - B's version is above every version A gave the document: B was changed by hand (a delete leaves
+          a tombstone one version above the copy it removed, and Elasticsearch keeps it
+          ``index.gc_deletes``, 60 s by default; a write with internal versions adds one too). A's
+          document is written at B's version (``external_gte`` passes an equal one) when no write A
+          takes from now on can carry a lower version: A's next version of the document is above its
+          current one, and above its shard's highest sequence number (a write's version is at least
+          its sequence number), so B's version must be at most the larger of A's version + 1 and the
+          lowest of A's shards' max_seq_no + 1. Above that, writing it would make B refuse A's next
+          writes of the document as older (and the replay takes such a 409 for "B has it"): it is
+          left and reported.
+        """
+        conflicts, result.conflicts = result.conflicts, []
+        for start in range(0, len(conflicts), self.batch):
+            chunk = conflicts[start : start + self.batch]
+            wanted = [(c.id, c.routing) for c in chunk]
+            floor = self._next_version_floor(index)  # read before A: a write that A's read misses is above it
+            ours, theirs = self._mget(self.source, index, wanted), self._mget(self.target, target_index, wanted)
+            planned = []
+            for c in chunk:
+                p = self._settle_one(index, target_index, c, ours.get(c.id), theirs.get(c.id), floor, result)
+                if p is not None:
+                    planned.append(p)
+            if planned:
+                self.apply(planned, result)  # refused again (a live write got there meanwhile): skipped, verified
+                # verified too: a write A took after the read above, replayed to B before this one at the same
+                # version (possible only at exactly the floor), was overwritten by it
+                result.skipped_docs += [(p.id, p.routing) for p in planned if p.kind in ("restore", "overwrite")]
+
+    def _settle_one(
+        self,
+        index: str,
+        target_index: str,
+        c: Conflict,
+        a: Optional[dict],
+        b: Optional[dict],
+        floor: Optional[int],
+        result: IndexResult,
+    ) -> Optional[Planned]:
+        if a is None or a.get("_seq_no") is None:  # deleted on A since: the replay brings the delete
+            result.skipped += 1
+            result.skipped_docs.append((c.id, c.routing))
+            return None
+        ours = doc_version(int(a["_seq_no"]), a.get("_version"))
+        theirs = int(b["_version"]) if b is not None and b.get("_version") is not None else c.version
+        if b is None and theirs is None:
+            result.skipped += 1
+            result.unresolved += 1
+            result.errors.append(
+                f"{index}/{c.id}: the target holds no copy, yet refused the source's version {ours} without saying"
+                " which version it holds"
+            )
+            return None
+        if b is not None and digest(b.get("_source")) == digest(a.get("_source")):
+            result.skipped += 1  # B holds what A holds
+            return None
+        if theirs is None or theirs <= ours:  # B's version is one A gave: the replay's write
+            return versioned_write(a, c.kind, target_index)  # as A holds it now
+        bound = max(ours + 1, floor if floor is not None else 0)
+        what = "tombstone of a delete" if b is None else "copy"
+        if theirs > bound:
+            result.skipped += 1
+            result.unresolved += 1
+            result.errors.append(
+                f"{index}/{c.id}: the target holds a {what} at version {theirs}, above any the source gave it"
+                f" ({ours}) and above {bound}, the lowest the source's next write of it may carry: not written"
+                " (the target would refuse the source's next writes of it as older); "
+                + (
+                    "run repair again once the target forgot the tombstone (index.gc_deletes, 60 s by default)"
+                    if b is None
+                    else "delete it on the target, then run repair again once it forgot the tombstone"
+                    " (index.gc_deletes, 60 s by default)"
+                )
+            )
+            return None
+        if b is None:
+            result.notes.append(f"{index}/{c.id}: restored at version {theirs}, past the target's tombstone")
+            return versioned_write(a, "restore", target_index, version=theirs)
+        result.notes.append(f"{index}/{c.id}: written at version {theirs}, over the target's copy of that version")
+        return versioned_write(a, "overwrite", target_index, version=theirs)
+
+    def _next_version_floor(self, index: str) -> Optional[int]:
+        """The lowest version a write A takes from now on in ``index`` can be replayed with: each primary shard's
+        next sequence number is above its ``max_seq_no``, and a replayed version is at least the write's
+        sequence number (capture.doc_version). None when A's shard statistics cannot be read (a user without
+        the monitor privilege, a shard without a started primary)."""
+        try:
+            r = self.source.request("GET", f"/{index}/_stats/docs?level=shards", {}, None)
+            if r.status != 200:
+                return None
+            shards = json.loads(r.body)["indices"][index]["shards"]
+            highest = []
+            for copies in shards.values():
+                primary = [int(s["seq_no"]["max_seq_no"]) for s in copies if (s.get("routing") or {}).get("primary")]
+                if not primary:
+                    return None
+                highest.append(primary[0])
+        except (UpstreamError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return min(highest) + 1 if highest else None
+
     def _verify(self, index: str, target_index: str, result: IndexResult) -> None:
         """A skipped document is fine when B's newer copy is what A holds now (the live stream got there)."""
         docs = result.skipped_docs
@@ -374,11 +515,16 @@ class Repair:
             ours, theirs = self._mget(self.source, index, chunk), self._mget(self.target, target_index, chunk)
             for doc_id, _ in chunk:
                 a, b = ours.get(doc_id), theirs.get(doc_id)
-                if (a is None) != (b is None) or (a and b and digest(a.get("_source")) != digest(b.get("_source"))):
-                    result.unresolved += 1
-                    result.errors.append(
-                        f"{index}/{doc_id}: the target holds a newer copy that differs from the source"
-                    )
+                if a is not None and b is None:
+                    problem = "the target holds no copy of it"
+                elif a is None and b is not None:
+                    problem = "the source no longer holds it, the target still does"
+                elif a and b and digest(a.get("_source")) != digest(b.get("_source")):
+                    problem = "the target holds a newer copy that differs from the source"
+                else:
+                    continue
+                result.unresolved += 1
+                result.errors.append(f"{index}/{doc_id}: {problem}")
 
     # ------------------------------------------------------------------ all of it
 
@@ -403,7 +549,14 @@ class Repair:
                     f"copied {r.copied}, updated {r.updated}, deleted {r.deleted},"
                     f" skipped {r.skipped} (newer on target), failed {r.failed}"
                 )
+                if r.restored or r.overwritten:
+                    state += f"; {_past_target(r.restored, r.overwritten)}"
             print(f"{r.index}: {state}", file=self.out)
+        notes = [n for r in results for n in r.notes]
+        for n in notes[: self.show]:
+            print(f"  {n}", file=self.out)
+        if len(notes) > self.show:
+            print(f"  ... and {len(notes) - self.show} more", file=self.out)
         errors = [e for r in results for e in r.errors]
         for e in errors[: self.show]:
             print(f"  error: {e}", file=self.out)
@@ -419,12 +572,31 @@ class Repair:
         unresolved = sum(r.unresolved for r in results)
         skipped = sum(r.skipped for r in results)
         verdict = "the target matches the source" if unresolved == 0 else f"{unresolved} document(s) still differ"
+        restored, overwritten = sum(r.restored for r in results), sum(r.overwritten for r in results)
+        past = f" ({_past_target(restored, overwritten)})" if restored or overwritten else ""
         print(
-            f"repaired {len(results)} index(es): {planned} written, {skipped} skipped, "
+            f"repaired {len(results)} index(es): {planned} written{past}, {skipped} skipped, "
             f"{sum(r.failed for r in results)} failed: {verdict}",
             file=self.out,
         )
         return 0 if unresolved == 0 else 1
+
+
+def _past_target(restored: int, overwritten: int) -> str:
+    """How many writes passed versions B gave itself (changed there by hand)."""
+    said = []
+    if restored:
+        said.append(f"{restored} restored past a tombstone on target")
+    if overwritten:
+        said.append(f"{overwritten} written over a copy changed on target")
+    return ", ".join(said)
+
+
+def _current_version(error: Any) -> Optional[int]:
+    """B's version of a document, from its refusal of a versioned write ("version conflict, current version [7]
+    is higher than the one provided [5]", Elasticsearch 6-8 and OpenSearch alike); None if it gives none."""
+    found = _CURRENT_VERSION.search(error if isinstance(error, str) else json.dumps(error))
+    return int(found.group(1)) if found else None
 
 
 def _whole_failure(status: int, body: bytes) -> Item:

@@ -711,7 +711,7 @@ def summary(outcomes: list[IndexOutcome], copy: SyncCopy, elapsed: float, out: T
         resumed = f", resumed at {o.resumed_at}" if o.resumed_at else ""
         restarted = ", read again from the start (its cursor had expired)" if o.restarted else ""
         v = o.verified
-        fixed = f", verify: {v.copied + v.updated} rewritten, {v.deleted} deleted" if v else ""
+        fixed = f", verify: {v.planned - v.deleted} rewritten, {v.deleted} deleted" if v else ""
         state = "equal" if o.differences == 0 else f"{o.differences} difference(s)"
         print(
             f"{p.source} -> {p.target}: {o.read} read, {o.written} written, {o.skipped} skipped (newer on target),"

@@ -1,5 +1,6 @@
 """`esproxy repair` brings B back to A: missing and different documents written with A's version,
-extras deleted conditionally, a newer copy on B never overwritten, safe while the live stream runs."""
+extras deleted conditionally, a newer copy on B never overwritten, documents deleted or changed on B
+by hand brought back past B's versions when that is safe, safe while the live stream runs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import requests
 import yaml
 from support.basics import free_port, wait_until
-from support.configs import proxy_config, replay_config
+from support.configs import expected_ready_lines, proxy_config, replay_config
 from support.elastic import compare_until_equal
 from support.kafka import create_topic
 from support.load import Writer
@@ -22,7 +23,7 @@ from support.mangled import MangledB
 from esproxy import repair as repair_module
 from esproxy.bulk import DocOp
 from esproxy.compare import cluster
-from esproxy.repair import IndexResult, Planned, Progress, Repair, delete_action
+from esproxy.repair import IndexResult, Planned, Progress, Repair, _current_version, delete_action
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
@@ -137,6 +138,62 @@ def test_a_newer_copy_on_the_target_is_not_overwritten(es_a, es_b, names):
     assert "1 document(s) still differ" in result.stdout
     doc = get(es_b, index, "1")
     assert doc["_source"] == {"n": 1000} and doc["_version"] == 1_000_000
+
+
+def written_on_a(base: str, index: str, doc_id: str, source: dict) -> int:
+    """Write on A; returns the version the live replay carries to B (max of `_seq_no` and `_version`)."""
+    r = put(base, index, doc_id, source)
+    return max(r["_seq_no"], r["_version"])
+
+
+def delete_by_hand(base: str, index: str, doc_id: str) -> None:
+    r = requests.delete(f"{base}/{index}/_doc/{doc_id}", timeout=10)
+    assert r.status_code == 200, r.text
+
+
+def test_documents_deleted_or_changed_on_the_target_by_hand_are_brought_back_past_its_versions(es_a, es_b, names):
+    """B's delete by hand leaves a tombstone one version above A's (kept 60 s by Elasticsearch, for good by
+    osmem), and a write by hand a copy one above: A's version is refused. Repair writes A's document at B's
+    version when A's next writes are sure to carry one at least as high, and not when they might not."""
+    index = names.index()
+    versions = {d: written_on_a(es_a, index, d, {"n": d}) for d in ("edited", "deleted", "kept", "last")}
+    for d, v in versions.items():
+        assert put_versioned(es_b, index, d, {"n": d}, v) == 201  # replicated
+    put(es_b, index, "edited", {"by": "hand"})  # B's version: A's + 1
+    delete_by_hand(es_b, index, "deleted")  # tombstone at A's + 1
+    put(es_b, index, "last", {"by": "hand"})
+    delete_by_hand(es_b, index, "last")  # tombstone at A's + 2: above A's shard's next sequence number
+    assert compare(es_a, es_b, index).returncode == 1
+
+    result = repair(es_a, es_b, index)
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr  # "last" is left, and said so
+    assert (
+        f"{index}: copied 0, updated 0, deleted 0, skipped 1 (newer on target), failed 0;"
+        " 1 restored past a tombstone on target, 1 written over a copy changed on target"
+    ) in out, out
+    assert f"{index}/deleted: restored at version {versions['deleted'] + 1}, past the target's tombstone" in out
+    assert f"{index}/edited: written at version {versions['edited'] + 1}, over the target's copy" in out
+    assert f"{index}/last: the target holds a tombstone of a delete at version {versions['last'] + 2}" in out, out
+    assert "newer copy that differs" not in out, out
+    assert "1 document(s) still differ" in out
+    for d in ("deleted", "edited"):
+        doc = get(es_b, index, d)
+        assert doc["_source"] == {"n": d} and doc["_version"] == versions[d] + 1, doc
+        # A's next write of it carries a version at least as high: B takes it, as the replay writes it
+        assert put_versioned(es_b, index, d, {"n": "again"}, written_on_a(es_a, index, d, {"n": "again"})) == 200
+    assert not get(es_b, index, "last")["found"]
+    assert compare(es_a, es_b, index).stdout.count("missing: ") == 1
+
+
+def test_the_version_b_holds_is_read_from_its_refusal():
+    elastic = {
+        "type": "version_conflict_engine_exception",
+        "reason": "[7]: version conflict, current version [43] is higher than the one provided [42]",
+    }
+    assert _current_version(elastic) == 43
+    assert _current_version("[_doc][7]: version conflict, current version [5] is higher or equal to the one") == 5
+    assert _current_version({"type": "version_conflict_engine_exception", "reason": "seqNo [3] mismatch"}) is None
 
 
 def test_an_extra_is_deleted_only_as_it_was_read(es_a, es_b, names):
@@ -277,3 +334,49 @@ def test_a_bulk_answer_the_target_mangles_fails_that_batch_with_the_reason(monke
         assert (again.copied, again.failed) == (3, 0)
     finally:
         target.stop()
+
+
+def test_documents_deleted_on_the_target_by_hand_are_restored_while_the_live_stream_runs(
+    esproxy, osmem_factory, kafka, names, port
+):
+    """Issue 22 item 7: documents replicated to B, some deleted on B by hand and extras added there, repair
+    under a live writer through the proxy: the deleted ones come back past B's tombstones at once (no
+    waiting for index.gc_deletes, which osmem never applies), and A's later writes of them still reach B."""
+    a, b = osmem_factory(), osmem_factory()
+    topic, index = names.topic(), names.index()
+    create_topic(kafka, topic, partitions=3)
+    started = {
+        esproxy(conf, wait=False): conf
+        for conf in (replay_config(kafka, topic, names.group(), b), proxy_config(port, a, kafka, topic))
+    }
+    for proc, conf in started.items():  # started together: the replay's group join is the long part
+        for needle, count in expected_ready_lines(conf):
+            proc.wait_log(needle, count=count, timeout=30)
+    proxy = f"http://127.0.0.1:{port}"
+    bulk_load(proxy, index, 1500, prefix="d-")  # through the proxy: replicated to B with A's versions
+    compare_until_equal(a, b, names.pattern(), timeout=30)
+    deleted = [f"d-{i}" for i in range(0, 1500, 25)]  # 60
+    for d in deleted:
+        delete_by_hand(b, index, d)
+    for i in range(30):
+        put(b, index, f"extra-{i}", {"extra": i})
+
+    writer = Writer(proxy, index, 100_000, pause=0.01)  # ids 0, 1...: other documents of the same index
+    writer.start()
+    wait_until(lambda: len(writer.acked) >= 50, timeout=30, msg="writes flowing")
+    result = repair(a, b, index, "--batch", "50", "--rate", "1000")
+    assert writer.is_alive() and not writer.failed, "the writer stopped before repair finished"
+    out = result.stdout
+    assert result.returncode in (0, 1), out + result.stderr  # 1: B lagging A on some of the writer's documents
+    assert f"{len(deleted)} restored past a tombstone on target" in out, out
+    assert "deleted 30, " in out and "failed 0" in out, out
+    errors = [line for line in out.splitlines() if line.startswith("  error: ")]
+    assert not any(f"{index}/{d}: " in line for line in errors for d in deleted), out
+    for d in deleted[:3]:  # restored at B's tombstone's version; A's next write of it still passes
+        put(proxy, index, d, {"rewritten": d})
+    writer.stop = True
+    writer.join(timeout=30)
+    assert not writer.is_alive() and writer.failed == 0 and writer.acked, (writer.failed, len(writer.acked))
+    # well within index.gc_deletes' 60 s on Elasticsearch: B's tombstones are all still there
+    assert "no differences" in compare_until_equal(a, b, names.pattern(), timeout=30)
+    assert get(b, index, deleted[0])["_source"] == {"rewritten": deleted[0]}
