@@ -61,3 +61,23 @@ def test_the_budget_holds_twice_the_largest_body():
     assert parse(CONF % ("100mb", "0")).maxInFlightBytes == 0
     with pytest.raises(ConfigError, match="maxInFlightBytes"):
         parse(CONF % ("100mb", "199mb"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"x" * 3_000_000,
+        ('{"a":"\u00e9\\\\"\t\x01"}\n' * 200_000).encode(),
+        b"\n" * 2_000_000,
+        ("x" * 1_048_570 + "\n\u00e9").encode(),
+        os.urandom(2_000_000),  # not UTF-8: base64, made whole
+    ],
+    ids=["plain", "escapes", "newlines", "cut-near-a-character", "binary"],
+)
+def test_a_large_beans_json_made_in_pieces_is_the_json_made_whole(body):
+    from esproxy.bean import Bean
+
+    bean = Bean("POST", "/_bulk", body, labels={"k": "v"}, index="i", kind="docs")
+    whole = json.dumps(bean.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+    assert b"".join(bean.json_pieces()) == whole
+    assert bean.to_json() == whole
