@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol
 
 from gevent.pywsgi import WSGIServer
 
-from . import __version__
+from . import __version__, inflight
 from .health import Problem, problems
 from .logs import redact_url
 from .secretrefs import mask_bytes
@@ -236,6 +236,11 @@ class Admin:
                 "latency_seconds": {"count": s.latency_count, "sum": round(s.latency_sum, 6), "le": buckets},
                 "writes_captured": s.writes_captured,
                 "connections": s.connections,
+                "in_flight": {
+                    "bytes": inflight.BUDGET.in_flight(),
+                    "limit": inflight.BUDGET.limit,
+                    "refused": s.inflight_refused,
+                },
                 **({"workers": workers.rows()} if workers is not None else {}),
                 "reads": dict(sorted(s.reads.items())),
                 "read_fallbacks": dict(sorted(s.read_fallbacks.items())),
@@ -418,6 +423,24 @@ METRICS: tuple[Metric, ...] = (
         "counter",
         "Proxy requests a pre-fork worker answered (since that worker started).",
         _workers("requests"),
+    ),
+    Metric(
+        "esproxy_inflight_bytes",
+        "gauge",
+        "Request bytes in flight reserved against maxInFlightBytes (twice each body), all workers.",
+        _one(lambda s: s["proxy"]["in_flight"]["bytes"]),
+    ),
+    Metric(
+        "esproxy_inflight_limit_bytes",
+        "gauge",
+        "maxInFlightBytes (0: no budget).",
+        _one(lambda s: s["proxy"]["in_flight"]["limit"]),
+    ),
+    Metric(
+        "esproxy_inflight_refused_total",
+        "counter",
+        "Requests answered 429 (circuit_breaking_exception) because they would pass maxInFlightBytes.",
+        _one(lambda s: s["proxy"]["in_flight"]["refused"]),
     ),
     Metric(
         "esproxy_writes_captured_total",

@@ -19,10 +19,10 @@ import os
 import re
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 from urllib.parse import parse_qs, unquote
 
-from .bulk import ACTIONS
+from .bulk import ACTIONS, lines
 from .capture import write_kind
 
 
@@ -103,24 +103,26 @@ def assign_ids(
 
 def _bulk_with_ids(body: bytes, default_index: Optional[str], new_id: Callable[[], str]) -> Optional[bytes]:
     """The body with an `_id` in each index/create action that has none; None if none changed or
-    the body is not a valid bulk body (the primary rejects it as sent: nothing to name)."""
-    lines = body.split(b"\n")
-    changed = False
+    the body is not a valid bulk body (the primary rejects it as sent: nothing to name).
+
+    The body is read in place (bulk.lines) and a new one made in one join of its unchanged stretches
+    (views) and the ids: a large body is in memory twice at most, and only when an id is added."""
+    view = memoryview(body)
+    parts: list[Union[bytes, memoryview]] = []
+    copied = 0  # body[:copied] is in parts
     expect_action = True
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
+    for start, end in lines(body):
         if not expect_action:  # the source line of the action before
             expect_action = True
             continue
-        opening = _ACTION_OPEN.match(line)
+        opening = _ACTION_OPEN.match(body, start, end)
         if opening is None:
             return None
-        if b'"_id"' in line and opening.group(1) in _VERBS:  # names its document: no need to parse it
+        if body.find(b'"_id"', start, end) >= 0 and opening.group(1) in _VERBS:  # names its document: no parse
             expect_action = opening.group(1) == b"delete"
             continue
         try:
-            header = json.loads(line)
+            header = json.loads(body[start:end])
         except ValueError:
             return None
         if not isinstance(header, dict) or len(header) != 1:
@@ -133,7 +135,10 @@ def _bulk_with_ids(body: bytes, default_index: Optional[str], new_id: Callable[[
             continue  # names its document, or fails on the primary anyway (no index)
         if CONDITIONS.intersection(meta):
             continue
-        field = b'"_id":"' + new_id().encode("ascii") + (b'",' if meta else b'"')
-        lines[i] = line[: opening.end()] + field + line[opening.end() :]
-        changed = True
-    return b"\n".join(lines) if changed else None
+        at = opening.end()
+        parts += (view[copied:at], b'"_id":"' + new_id().encode("ascii") + (b'",' if meta else b'"'))
+        copied = at
+    if not parts:
+        return None
+    parts.append(view[copied:])
+    return b"".join(parts)

@@ -20,6 +20,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 from urllib.parse import unquote
 
+# Bodies over LARGE bytes are turned into JSON PIECE bytes at a time (Bean.json_pieces).
+LARGE = 1 << 20
+PIECE = 1 << 20
+_MARK = "\x00esproxy-body\x00"  # stands for the body in the JSON json_pieces cuts in two
+_MARK_JSON = json.dumps(_MARK)
+_encode_string = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes a string as
+
 # A bean of this kind holds versioned document actions in a `_bulk` body (see capture.py).
 DOCS_KIND = "docs"
 NDJSON = "application/x-ndjson"
@@ -62,15 +69,7 @@ class Bean:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "labels": self.labels or None,
-            "host": self.host,
-            "remoteAddr": self.remoteAddr,
-            "method": self.method,
-            "requestUri": self.requestUri,
-            "header": self.header,
-            "clusterIds": self.clusterIds,
-        }
+        out = self.to_dict_without_body()
         try:
             out["body"] = self.body.decode("utf-8")
         except UnicodeDecodeError:
@@ -82,10 +81,58 @@ class Bean:
             out["kind"] = self.kind
         return out
 
+    def to_dict_without_body(self) -> dict[str, Any]:
+        """to_dict() up to the body, which comes next (then ``index`` and ``kind``), for json_pieces."""
+        out: dict[str, Any] = {
+            "labels": self.labels or None,
+            "host": self.host,
+            "remoteAddr": self.remoteAddr,
+            "method": self.method,
+            "requestUri": self.requestUri,
+            "header": self.header,
+            "clusterIds": self.clusterIds,
+        }
+        return out
+
     def to_json(self) -> bytes:
         if self._json is None:
-            self._json = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            if len(self.body) > LARGE:
+                self._json = b"".join(self.json_pieces())
+            else:
+                self._json = json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return self._json
+
+    def json_pieces(self) -> list[bytes]:
+        """to_json() in pieces, whose join it is: for a large UTF-8 body, its JSON string is made a slice
+        (about PIECE bytes, cut at a newline) at a time, so that the body is in memory about twice at
+        most (the body, its JSON) rather than four times (the body, its text, the JSON text, its bytes)."""
+        if self._json is not None or len(self.body) <= LARGE:
+            return [self.to_json()]
+        out = self.to_dict_without_body()
+        out["body"] = _MARK
+        if self.index:
+            out["index"] = self.index
+        if self.kind:
+            out["kind"] = self.kind
+        head, _, tail = json.dumps(out, ensure_ascii=False, separators=(",", ":")).partition(_MARK_JSON)
+        pieces = [head.encode("utf-8") + b'"']
+        body, start = self.body, 0
+        try:
+            while start < len(body):
+                cut = body.find(b"\n", start + PIECE)
+                end = len(body) if cut < 0 else cut + 1  # a newline is never inside a UTF-8 character
+                pieces.append(_encode_string(body[start:end].decode("utf-8"))[1:-1].encode("utf-8"))
+                start = end
+        except UnicodeDecodeError:  # base64, as to_dict writes it
+            return [json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")]
+        pieces.append(b'"' + tail.encode("utf-8"))
+        return pieces
+
+    def forget_json(self, over: int = 1 << 20) -> None:
+        """Drop the JSON to_json() keeps if it is larger than ``over`` bytes (to_json makes it again): a
+        large bean written to the spool is not kept in memory twice until it is shipped."""
+        if self._json is not None and len(self._json) > over:
+            self._json = None
 
     @classmethod
     def from_json(cls, data: bytes) -> Bean:

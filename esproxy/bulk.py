@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Union
 
+# A source line: bytes, or a memoryview of the body it was read from (parse_request(views=True)).
+Source = Union[bytes, memoryview]
 ACTIONS = ("index", "create", "update", "delete")
 
 
@@ -19,12 +21,12 @@ class Action:
 
     verb: str
     meta: dict[str, Any]
-    source: Optional[bytes] = None  # the raw line, exactly as the client sent it
+    source: Optional[Source] = None  # the raw line, exactly as the client sent it (parse_request(views=True): a view)
     head: bytes = b""  # the metadata line, exactly as the client sent it
 
     def lines(self) -> bytes:
         """The action as the client sent it: its metadata line and, but for delete, its source line."""
-        return self.head + b"\n" + (b"" if self.source is None else self.source + b"\n")
+        return self.head + b"\n" + (b"" if self.source is None else bytes(self.source) + b"\n")
 
 
 def is_bulk_uri(uri: str) -> bool:
@@ -33,29 +35,60 @@ def is_bulk_uri(uri: str) -> bool:
     return segments[-1] == "_bulk" and len(segments) <= 3
 
 
-def parse_request(body: bytes) -> list[Action]:
-    """Split a `_bulk` body into actions; raises BulkFormatError like Elasticsearch would reject it."""
-    lines = [line for line in body.split(b"\n") if line.strip()]
+_BLANKS = b" \t\n\r\x0b\x0c"  # what bytes.strip() strips
+
+
+def lines(body: bytes) -> Iterator[tuple[int, int]]:
+    """The (start, end) offsets of the lines of ``body`` that are not blank, each without the blanks
+    around it (as ``line.strip()``), read in place: no copy of the body or of its lines."""
+    start, size = 0, len(body)
+    while start < size:
+        end = body.find(b"\n", start)
+        if end < 0:
+            end = size
+        s, e = start, end
+        while s < e and body[s] in _BLANKS:
+            s += 1
+        while e > s and body[e - 1] in _BLANKS:
+            e -= 1
+        if s < e:
+            yield s, e
+        start = end + 1
+
+
+def parse_request(body: bytes, views: bool = False) -> list[Action]:
+    """Split a `_bulk` body into actions; raises BulkFormatError like Elasticsearch would reject it.
+
+    ``views``: each action's source is a memoryview of ``body`` rather than a copy of its line (for a
+    large body read once and dropped, as the proxy's capture does: the body is then not in memory twice)."""
+    view = memoryview(body) if views else None
     actions: list[Action] = []
-    i = 0
-    while i < len(lines):
+    pending: Optional[tuple[str, dict[str, Any], bytes, int]] = None  # an action waiting for its source line
+    n = 0
+    for start, end in lines(body):
+        n += 1
+        if pending is not None:
+            verb, meta, head, _ = pending
+            source: Source = view[start:end] if view is not None else body[start:end]
+            actions.append(Action(verb, meta, source, head))
+            pending = None
+            continue
+        line = body[start:end]
         try:
-            header = json.loads(lines[i])
+            header = json.loads(line)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
-            raise BulkFormatError(f"line {i + 1} is not JSON") from None
+            raise BulkFormatError(f"line {n} is not JSON") from None
         if not isinstance(header, dict) or len(header) != 1:
-            raise BulkFormatError(f"line {i + 1} is not an action")
+            raise BulkFormatError(f"line {n} is not an action")
         verb, meta = next(iter(header.items()))
         if verb not in ACTIONS or not isinstance(meta, dict):
-            raise BulkFormatError(f"line {i + 1}: unknown action {verb!r}")
+            raise BulkFormatError(f"line {n}: unknown action {verb!r}")
         if verb == "delete":
-            actions.append(Action(verb, meta, head=lines[i].strip()))
-            i += 1
-            continue
-        if i + 1 >= len(lines):
-            raise BulkFormatError(f"line {i + 1}: {verb} without a source line")
-        actions.append(Action(verb, meta, lines[i + 1].strip(), lines[i].strip()))
-        i += 2
+            actions.append(Action(verb, meta, head=line))
+        else:
+            pending = (verb, meta, line, n)
+    if pending is not None:
+        raise BulkFormatError(f"line {pending[3]}: {pending[0]} without a source line")
     return actions
 
 
@@ -143,12 +176,15 @@ class DocOp:
     index: str
     id: str
     version: int
-    source: Optional[bytes] = None
+    source: Optional[Source] = None
     routing: Optional[str] = None
     pipeline: Optional[str] = None
     type: Optional[str] = None  # custom mapping type of Elasticsearch 6 requests
 
     def lines(self) -> bytes:
+        return b"".join(self.parts())
+
+    def meta(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"_index": self.index, "_id": self.id}
         if self.type:
             meta["_type"] = self.type
@@ -158,18 +194,42 @@ class DocOp:
             meta["pipeline"] = self.pipeline
         meta["version"] = self.version
         meta["version_type"] = "external_gte"
-        head = json.dumps({self.verb: meta}, ensure_ascii=False, separators=(",", ":")).encode()
+        return meta
+
+    def parts(self) -> list[Source]:
+        """What lines() joins: its metadata line, then (but for delete) the source as it is, not copied."""
+        head = json.dumps({self.verb: self.meta()}, ensure_ascii=False, separators=(",", ":")).encode()
         if self.verb == "delete":
-            return head + b"\n"
-        return head + b"\n" + (self.source or b"{}") + b"\n"
+            return [head + b"\n"]
+        return [head + b"\n", self.source or b"{}", b"\n"]
 
 
 def split_actions(body: bytes) -> list[bytes]:
     """Cut a `_bulk` body into one chunk per action (its metadata line and, but for delete, its source)."""
-    lines = [line for line in body.split(b"\n") if line.strip()]
-    chunks, i = [], 0
-    while i < len(lines):
-        width = 1 if lines[i].lstrip().startswith(b'{"delete"') else 2
-        chunks.append(b"\n".join(lines[i : i + width]) + b"\n")
+    return [b"".join(parts) for parts in action_parts(body)]
+
+
+def action_parts(body: bytes) -> Iterator[list[Source]]:
+    """What split_actions joins into each chunk: its lines (views of ``body``, not copies) and newlines."""
+    view = memoryview(body)
+    spans: list[tuple[int, int]] = []  # the lines that are not blank, as they are (not stripped)
+    start, size = 0, len(body)
+    while start < size:
+        end = body.find(b"\n", start)
+        if end < 0:
+            end = size
+        first = start
+        while first < end and body[first] in _BLANKS:
+            first += 1
+        if first < end:
+            spans.append((start, end))
+        start = end + 1
+    i = 0
+    while i < len(spans):
+        s, e = spans[i]
+        width = 1 if body[s : min(e, s + 64)].lstrip().startswith(b'{"delete"') else 2
+        parts: list[Source] = []
+        for s, e in spans[i : i + width]:
+            parts += (view[s:e], b"\n")
+        yield parts
         i += width
-    return chunks

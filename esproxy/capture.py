@@ -25,7 +25,7 @@ from typing import Callable, Optional
 from urllib.parse import parse_qs, unquote
 
 from .bean import Bean, index_in_path
-from .bulk import Action, DocOp, Item, parse_request, parse_response
+from .bulk import Action, DocOp, Item, Source, parse_request, parse_response
 
 log = logging.getLogger("esproxy.capture")
 
@@ -117,7 +117,7 @@ def _single_op(
 def _bulk_ops(
     template: Bean, s: list[str], params: dict[str, str], response: bytes, fetch: Fetch
 ) -> Optional[list[DocOp]]:
-    actions = parse_request(template.body)
+    actions = parse_request(template.body, views=True)  # sources read in place: the body is not copied
     items = parse_response(response)
     if len(actions) != len(items):
         raise ValueError(f"{len(actions)} actions but {len(items)} response items")
@@ -166,7 +166,14 @@ def _resolve_updates(pending: list[tuple[DocOp, Item]], fetch: Fetch) -> list[Do
 
 
 def _beans(template: Bean, ops: list[DocOp]) -> list[Bean]:
-    by_index: dict[str, list[bytes]] = {}
+    by_index: dict[str, list[Source]] = {}
     for op in ops:
-        by_index.setdefault(op.index, []).append(op.lines())
-    return [template.documents(index, b"".join(lines)) for index, lines in by_index.items()]
+        by_index.setdefault(op.index, []).extend(op.parts())
+    ops.clear()  # the sources (views of the request's body) go with their parts
+    beans = []
+    while by_index:  # each index's body made in one join, its parts dropped at once
+        index, parts = by_index.popitem()
+        beans.append(template.documents(index, b"".join(parts)))
+        del parts
+    beans.reverse()
+    return beans

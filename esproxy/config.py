@@ -19,7 +19,7 @@ from . import kafkasecurity, labels, secretrefs
 from .follow import Rules
 from .logs import redact_url
 from .messages import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
-from .schema import ByteSize, ConfigError, Duration, Url, build, reference, setting, walk_compat
+from .schema import ByteSize, ConfigError, Duration, Url, build, format_size, reference, setting, walk_compat
 
 __all__ = ["Config", "ConfigError", "load", "parse", "reference_markdown"]
 
@@ -497,6 +497,14 @@ class Config:
         "write is recorded through it before the client gets its answer, so order and durability are those of one "
         "process. Use up to the number of cores left to spare (ours).",
     )
+    maxInFlightBytes: ByteSize = setting(
+        ByteSize(512 << 20),
+        "Budget of request bytes in flight, across connections and `workers` (Elasticsearch's in-flight"
+        " requests circuit breaker): a request with a body reserves twice its size (what it costs the proxy in"
+        " memory at its peak) until it is answered; one that would pass the budget is answered 429 with"
+        " Retry-After (`circuit_breaking_exception`), not forwarded. At least twice the largest"
+        " `maxContentLength`; 0 = no budget (ours).",
+    )
     stopTimeout: Duration = setting(
         Duration(25),
         "How long a graceful stop (TERM, INT) may take in all: requests in flight, shipping `durability: none`'s"
@@ -592,6 +600,16 @@ def _check(cfg: Config) -> list[str]:
         raise ConfigError("chanSize", f"{cfg.chanSize} must be 0 or more")
     if cfg.workers < 1:
         raise ConfigError("workers", f"{cfg.workers} must be at least 1")
+    if cfg.maxInFlightBytes < 0:
+        raise ConfigError("maxInFlightBytes", "must be 0 (no budget) or more")
+    if cfg.maxInFlightBytes and cfg.proxies():
+        largest = max(p.maxContentLength for p in cfg.proxies())
+        if cfg.maxInFlightBytes < 2 * largest:
+            raise ConfigError(
+                "maxInFlightBytes",
+                f"{format_size(cfg.maxInFlightBytes)} is less than twice the largest maxContentLength"
+                f" ({format_size(largest)}): a request of that size could never be taken",
+            )
     if cfg.stopTimeout < 5:
         raise ConfigError("stopTimeout", "must be at least 5s")
     if cfg.workers > 1 and not cfg.proxies():

@@ -17,7 +17,7 @@ import gevent
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
-from . import labels
+from . import inflight, labels
 from .bean import Bean
 from .config import Config, ElasticDestination, ProxySource
 from .dest.elastic import Elastic, UpstreamError
@@ -104,6 +104,7 @@ class Listeners:
         self, cfg: Config, fanout: Optional[Recorder], admin: AdminEndpoints, stop: Event, worker: bool = False
     ) -> None:
         self.cfg = cfg
+        inflight.configure(cfg.maxInFlightBytes)  # a worker: shared with its master's (a master shares it after)
         self.worker = worker  # a pre-fork worker: follows the master's switches, whose checks were made there
         self.fanout = fanout
         self.admin = admin

@@ -26,13 +26,14 @@ must be read again (``low_water``) while it holds a set, so a restart or a rebal
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from .bean import DOCS_KIND, Bean, BeanError, loads
-from .bulk import split_actions
+from .bulk import Source, action_parts
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 MIN_MAX_MESSAGE_BYTES = 16 * 1024
@@ -85,8 +86,14 @@ def value_room(key: bytes, max_bytes: int) -> int:
 
 def encode(bean: Bean, max_bytes: int) -> list[Message]:
     """The messages that carry ``bean``, in order; each within ``max_bytes`` (key and overhead included)."""
+    return list(iter_encode(bean, max_bytes))
+
+
+def iter_encode(bean: Bean, max_bytes: int) -> Iterator[Message]:
+    """encode() made as it is read: a large bean's messages need not all be in memory at once."""
     key = partition_key(bean)
-    return [m for value in _pieces(bean, value_room(key, max_bytes)) for m in encode_value(key, value, max_bytes)]
+    for value in _pieces(bean, value_room(key, max_bytes)):
+        yield from encode_value(key, value, max_bytes)
 
 
 def encode_value(key: bytes, value: bytes, max_bytes: int) -> list[Message]:
@@ -110,31 +117,47 @@ def abort_messages(bean: Bean, max_bytes: int, reason: str) -> list[Message]:
     ]
 
 
-def _pieces(bean: Bean, room: int) -> list[bytes]:
+def _pieces(bean: Bean, room: int) -> Iterator[bytes]:
     """The bean's JSON, or for a document bean too big for one message, the JSON of document beans
-    holding its actions in order, as many per bean as fit in ``room`` (a bigger action alone)."""
-    value = bean.to_json()
-    if len(value) <= room or bean.kind != DOCS_KIND:
-        return [value]
-    try:
-        bean.body.decode("utf-8")
-    except UnicodeDecodeError:
-        return [value]  # a base64 body: not cut (its actions are not what the JSON holds)
+    holding its actions in order, as many per bean as fit in ``room`` (a bigger action alone).
+
+    A document bean whose body alone exceeds ``room`` is cut without making its whole JSON first (a
+    JSON string is never shorter than its UTF-8 bytes), and its actions are read in place: a large
+    bean is then in memory about twice (its body, its messages), not four times."""
+    if bean.kind != DOCS_KIND or len(bean.body) <= room:
+        value = bean.to_json()
+        if len(value) <= room or bean.kind != DOCS_KIND:
+            yield value
+            return
+        del value
+    if not _is_utf8(bean.body):  # checked first: a piece once yielded cannot be taken back
+        yield bean.to_json()  # a base64 body: not cut (its actions are not what the JSON holds)
+        return
     base = len(replace(bean, body=b"").to_json())
-    pieces: list[bytes] = []
-    actions: list[bytes] = []
+    actions: list[Source] = []
     size = base
-    for action in split_actions(bean.body):
+    for parts in action_parts(bean.body):
         # The JSON of a string is the concatenation of its characters' JSON: sizes add up exactly.
-        width = len(_dumps(action.decode("utf-8"))) - 2
+        width = sum(len(_dumps(bytes(p).decode("utf-8"))) - 2 for p in parts)
         if actions and size + width > room:
-            pieces.append(replace(bean, body=b"".join(actions)).to_json())
+            yield replace(bean, body=b"".join(actions)).to_json()
             actions, size = [], base
-        actions.append(action)
+        actions += parts
         size += width
     if actions:
-        pieces.append(replace(bean, body=b"".join(actions)).to_json())
-    return pieces
+        yield replace(bean, body=b"".join(actions)).to_json()
+
+
+def _is_utf8(data: bytes, step: int = 1 << 20) -> bool:
+    """Whether ``data`` is UTF-8, read a slice at a time (not decoded whole into one more copy)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    try:
+        for start in range(0, len(data), step):
+            decoder.decode(view[start : start + step], final=start + step >= len(data))
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _chunk_id(value: bytes) -> str:

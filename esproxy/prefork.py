@@ -33,6 +33,8 @@ from gevent.pool import Group
 
 from .channel import Channel
 from .fanout import Fanout
+from .inflight import ENV as INFLIGHT_ENV
+from .inflight import Shared
 from .profiling import merge_profiles
 from .retry import backoff
 from .spool import intent_record
@@ -69,6 +71,7 @@ class WorkerPool:
         render_admin: Callable[[str, str, bytes], tuple[str, list, bytes]],
         settle: Callable[[list[dict[str, Any]]], None],
         leadership: Optional[Callable[[], Optional[dict[str, Any]]]] = None,
+        inflight: Optional[Shared] = None,
     ) -> None:
         self.count = count
         self.conf_path = conf_path
@@ -77,6 +80,7 @@ class WorkerPool:
         self.render_admin = render_admin
         self.settle = settle
         self.leadership = leadership  # the master's leader and write pause (esproxy.leadership.Leadership.gate)
+        self.inflight = inflight  # maxInFlightBytes, shared with the workers (esproxy.inflight)
         self._broadcasts = 0
         self.workers: dict[int, WorkerProcess] = {}  # slot -> worker
         self.stopping = False
@@ -92,7 +96,12 @@ class WorkerPool:
         mine, theirs = socket.socketpair()
         fds = [theirs.fileno()] + [per_slot[slot].fileno() for per_slot in self.listeners]
         argv = [sys.executable, "-m", "esproxy", "-c", self.conf_path, "--worker", ",".join(map(str, fds))]
-        proc = subprocess.Popen(argv, pass_fds=fds, stdin=subprocess.DEVNULL, **_own_session(os.getpid()))
+        env = None
+        if self.inflight is not None:
+            self.inflight.clear(slot)  # what a dead worker of this slot held is not in flight any more
+            env = {**os.environ, INFLIGHT_ENV: self.inflight.worker_env(slot)}
+        passed = fds + ([self.inflight.fd] if self.inflight is not None else [])
+        proc = subprocess.Popen(argv, pass_fds=passed, env=env, stdin=subprocess.DEVNULL, **_own_session(os.getpid()))
         theirs.close()
         worker = WorkerProcess(slot, proc, Channel(mine))
         self.workers[slot] = worker

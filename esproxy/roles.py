@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from gevent.event import Event
 
-from . import __version__, signals
+from . import __version__, inflight, signals
 from .admin import Admin, AdminView
 from .config import Config, ConfigError
 from .deadletters import proxy_file
@@ -180,6 +180,8 @@ class Roles:
             sockets = [bind_per_worker(p, self.cfg.workers) for p in self.cfg.proxies()]
             self.listeners.start(serve=False)  # the master's apps only settle writes of unknown outcome
             leadership = self.listeners.leadership
+            shared = inflight.Shared.create(self.cfg.workers) if self.cfg.maxInFlightBytes else None
+            inflight.configure(self.cfg.maxInFlightBytes, shared)
             self.pool = WorkerPool(
                 self.cfg.workers,
                 self.conf_path,
@@ -188,6 +190,7 @@ class Roles:
                 self.admin.answer,
                 self.listeners.settle,
                 leadership.gate if leadership is not None else None,
+                shared,
             )
             self.profiler.workers = self.pool
             self.pool.start()

@@ -2,7 +2,10 @@
 
 Segment files ``<dir>/NNNNNNNNNN.log`` hold records ``[length u32][crc32 u32][type u8][payload]``:
 
-- ``INTENT`` — a write is about to be forwarded (method, path, and for `_bulk` the body);
+- ``INTENT`` — a write is about to be forwarded (method, path, and for `_bulk` the body): JSON;
+- ``INTENT_BODY`` — the same, its JSON without the body, then a newline, then the body's bytes as they
+  are (written so since issue 22.6: a large body is written from the request's own buffer, not copied
+  into a JSON string first; an esproxy older than that does not read it);
 - ``DONE`` — its outcome is known (its beans, if any, are the records just before);
 - ``BEAN`` — a captured write to ship to Kafka, in order.
 
@@ -34,7 +37,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import gevent
 from gevent.event import AsyncResult, Event
@@ -44,8 +47,10 @@ from .stats import STATS
 
 log = logging.getLogger("esproxy.spool")
 
-BEAN, INTENT, DONE = 1, 2, 3
+BEAN, INTENT, DONE, INTENT_BODY = 1, 2, 3, 4
 _HEADER = struct.Struct(">IIB")
+SMALL = 64 * 1024  # records up to this size are joined into one buffer for the write; larger ones are not copied
+IOV_MAX = 1024  # buffers per writev(2)
 SEGMENT_BYTES = 64 * 1024 * 1024
 SHIP_EVERY = 0.1  # seconds: the shortest time between two takes of the shipper
 POSITION_INTERVAL = 1.0  # seconds; its rename(2) after every Kafka acknowledgement blocked the hub
@@ -61,6 +66,46 @@ def intent_record(intent_id: str, method: str, uri: str, body: bytes, sent: Opti
     if body:
         record["body"] = body.decode("utf-8", "replace")
     return record
+
+
+Payload = Union[bytes, tuple[bytes, ...]]  # a record's payload, or the pieces it is written from
+
+
+def _size(payload: Payload) -> int:
+    return len(payload) if isinstance(payload, bytes) else sum(len(p) for p in payload)
+
+
+def _json_payload(bean: Bean) -> Payload:
+    """A bean's JSON as a record's payload: a large one in pieces (Bean.json_pieces), never joined."""
+    pieces = bean.json_pieces()
+    return pieces[0] if len(pieces) == 1 else tuple(pieces)
+
+
+def _read_intent(kind: int, payload: bytes) -> dict[str, Any]:
+    """An INTENT record's JSON, or an INTENT_BODY's JSON with its body put back (as INTENT has it)."""
+    if kind == INTENT:
+        return json.loads(payload)
+    head, _, body = payload.partition(b"\n")
+    intent = json.loads(head)
+    if body:
+        intent["body"] = body.decode("utf-8", "replace")
+    return intent
+
+
+def _write_all(fd: int, buffers: list[bytes]) -> None:
+    """All of ``buffers``, in order, in as few writev(2) calls as the kernel allows."""
+    views = [memoryview(b) for b in buffers if len(b)]
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first : first + IOV_MAX])
+        while written:
+            n = views[first].nbytes
+            if written >= n:
+                written -= n
+                first += 1
+            else:
+                views[first] = views[first][written:]
+                written = 0
 
 
 class SpoolFull(Exception):
@@ -92,7 +137,7 @@ class Spool:
         self.fsync = fsync
         self.segment_bytes = segment_bytes
         self.commit_delay = commit_delay
-        self._pending: list[tuple[int, bytes, Optional[Bean], AsyncResult]] = []
+        self._pending: list[tuple[int, Payload, Optional[Bean], AsyncResult]] = []
         self._wake = Event()
         self._unshipped: deque[tuple[Position, Bean, int, float]] = deque()  # ..., size, time appended
         self._available = Event()
@@ -128,8 +173,8 @@ class Spool:
                     bean = Bean.from_json(payload)
                     self._unshipped.append((pos, bean, len(payload), appended))
                     self.backlog_bytes += len(payload)
-                elif kind == INTENT:
-                    intent = json.loads(payload)
+                elif kind in (INTENT, INTENT_BODY):
+                    intent = _read_intent(kind, payload)
                     intent["_segment"] = seg
                     intents[intent["id"]] = intent
                 elif kind == DONE:
@@ -172,14 +217,19 @@ class Spool:
             self._space.wait(1)
 
     def intent(self, method: str, uri: str, body: bytes) -> str:
-        """Durably note that a write is about to be forwarded; returns its id."""
+        """Durably note that a write is about to be forwarded; returns its id. A body is written as it is
+        (an INTENT_BODY record), from the caller's buffer: never copied, however large."""
         self._next_intent += 1
         intent_id = f"{self._pid}-{self._next_intent}"
-        record = intent_record(intent_id, method, uri, body)
+        record = intent_record(intent_id, method, uri, b"")
         self.open_intents[intent_id] = self._segment
         self._inflight.add(intent_id)
         try:
-            self._append([(INTENT, json.dumps(record).encode(), None)])
+            head = json.dumps(record).encode()
+            if body:
+                self._append([(INTENT_BODY, (head + b"\n", body), None)])
+            else:
+                self._append([(INTENT, head, None)])
         except BaseException:  # not recorded, so never forwarded: no done() will follow
             self._inflight.discard(intent_id)
             raise
@@ -187,7 +237,7 @@ class Spool:
 
     def done(self, intent_id: str, beans: list[Bean]) -> None:
         """Durably add the beans of a forwarded write and close its intent."""
-        records: list[tuple[int, bytes, Optional[Bean]]] = [(BEAN, b.to_json(), b) for b in beans]
+        records: list[tuple[int, Payload, Optional[Bean]]] = [(BEAN, _json_payload(b), b) for b in beans]
         records.append((DONE, b'{"id": "%s"}' % intent_id.encode(), None))  # our ids need no escaping
         try:
             self._append(records)
@@ -195,7 +245,7 @@ class Spool:
             self._inflight.discard(intent_id)  # an intent of an earlier run was never in it
         self.open_intents.pop(intent_id, None)
 
-    def _append(self, records: list[tuple[int, bytes, Optional[Bean]]]) -> None:
+    def _append(self, records: list[tuple[int, Payload, Optional[Bean]]]) -> None:
         result: AsyncResult = AsyncResult()
         self._pending.extend((kind, payload, bean, result) for kind, payload, bean in records)
         self._wake.set()
@@ -221,14 +271,8 @@ class Spool:
                     if not result.ready():
                         result.set_exception(e)
                 continue
-            now = time.time()
-            for (kind, payload, bean, _), pos in zip(batch, positions):
-                if kind == BEAN and bean is not None:
-                    self._unshipped.append((pos, bean, len(payload), now))
-                    self.backlog_bytes += len(payload)
-            for *_, result in batch:
-                if not result.ready():
-                    result.set(None)
+            self._committed(batch, positions)
+            del batch  # the payloads (a large bean's JSON) go now, not at the next commit
             self._publish()
             self._available.set()
             if self._size >= self.segment_bytes:
@@ -236,18 +280,45 @@ class Spool:
                 self._segment += 1
                 self._open_segment()
 
-    def _write(self, batch: list[tuple[int, bytes, Optional[Bean], AsyncResult]]) -> list[Position]:
-        chunks, positions, offset = [], [], self._size
+    def _committed(
+        self, batch: list[tuple[int, Payload, Optional[Bean], AsyncResult]], positions: list[Position]
+    ) -> None:
+        now = time.time()
+        for (kind, payload, bean, _), pos in zip(batch, positions):
+            if kind == BEAN and bean is not None:
+                size = _size(payload)
+                self._unshipped.append((pos, bean, size, now))
+                self.backlog_bytes += size
+                bean.forget_json()  # on disk: a large one is made again when shipped, not kept twice
+        for *_, result in batch:
+            if not result.ready():
+                result.set(None)
+
+    def _write(self, batch: list[tuple[int, Payload, Optional[Bean], AsyncResult]]) -> list[Position]:
+        """Append the records: small ones joined, a large payload written from its own buffer (writev)."""
+        buffers: list[bytes] = []
+        small: list[bytes] = []
+        positions, offset = [], self._size
         for kind, payload, _, _ in batch:
-            chunk = _HEADER.pack(len(payload), zlib.crc32(payload), kind) + payload
-            chunks.append(chunk)
-            offset += len(chunk)
+            pieces = (payload,) if isinstance(payload, bytes) else payload
+            size, crc = 0, 0
+            for piece in pieces:
+                size += len(piece)
+                crc = zlib.crc32(piece, crc)
+            header = _HEADER.pack(size, crc, kind)
+            if size <= SMALL:
+                small.append(header)
+                small.extend(pieces)
+            else:
+                small.append(header)
+                buffers.append(b"".join(small))
+                small = []
+                buffers.extend(pieces)
+            offset += _HEADER.size + size
             positions.append(Position(self._segment, offset))
-        data = b"".join(chunks)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        if small:
+            buffers.append(b"".join(small))
+        _write_all(self._fd, buffers)
         self._size = offset
         return positions
 

@@ -53,6 +53,7 @@ class Stats:
         self.latency_count = 0
         self.writes_captured = 0
         self.connections = 0  # client connections accepted
+        self.inflight_refused = 0  # requests refused 429 over maxInFlightBytes (esproxy.inflight)
         self.reads: dict[str, int] = {}  # cluster (URL, password redacted) -> reads it answered
         self.read_fallbacks: dict[str, int] = {}  # reason -> reads the leader answered instead of a follower
         self.kafka_produced: dict[str, int] = {}
@@ -196,6 +197,7 @@ class Stats:
             "latency_count": self.latency_count,
             "writes_captured": self.writes_captured,
             "connections": self.connections,
+            "inflight_refused": self.inflight_refused,
             "reads": dict(self.reads),
             "read_fallbacks": dict(self.read_fallbacks),
         }
@@ -215,6 +217,7 @@ class Stats:
             out.latency_count += r["latency_count"]
             out.writes_captured += r["writes_captured"]
             out.connections += r.get("connections", 0)
+            out.inflight_refused += r.get("inflight_refused", 0)
             for field in ("reads", "read_fallbacks"):
                 mine = getattr(out, field)
                 for key, n in r.get(field, {}).items():

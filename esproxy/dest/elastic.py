@@ -43,6 +43,7 @@ log = logging.getLogger("esproxy.elastic")
 CLUSTER_ID_PATH = "/meta.elasticproxy/_doc/clusterid"
 CONNECT_TIMEOUT = 5.0
 STREAM_CHUNK = 64 * 1024
+LARGE_BODY = 1 << 20  # request bodies over this are sent after their head, not joined to it
 _poll = get_original("select", "poll")  # the blocking one: with a 0 timeout it never blocks
 
 
@@ -186,14 +187,20 @@ class Elastic:
         """A request through esproxy.dest.lean: what request() answered through geventhttpclient, for less CPU."""
         pool = self._client._connection_pool
         try:
-            request = lean.build_head(method, self._prefix + uri, headers, self._host, len(body)) + body
+            head = lean.build_head(method, self._prefix + uri, headers, self._host, len(body))
+            # One send for a small request; a large body is sent from its own buffer, not copied after the head.
+            request = head + body if len(body) <= LARGE_BODY else None
             for attempt in (1, 2):
                 pooled = pool._socket_queue.qsize() > 0  # get_socket() takes an idle one first
                 sock = pool.get_socket()
                 answer = lean.Answer(pool, sock, method)
                 try:
                     try:
-                        lean.send_all(sock, request)
+                        if request is not None:
+                            lean.send_all(sock, request)
+                        else:
+                            lean.send_all(sock, head)
+                            sock.sendall(body)
                     except (ConnectionResetError, BrokenPipeError):
                         pass  # the cluster may have answered before it closed (a 413 to a large body): read it
                     answer.time_waits(self._deadlines)

@@ -16,12 +16,25 @@ from .. import kafkasecurity, labels
 from ..bean import Bean
 from ..config import KafkaDestination
 from ..kafkaconnect import connect_kwargs
-from ..messages import Message, abort_messages, encode
+from ..messages import Message, abort_messages, encode, iter_encode
 from ..retry import interruptible, retry
 from ..stats import STATS
 from .refusals import maybe_a_neighbour, refused_for_good
 
 log = logging.getLogger("esproxy.kafka")
+
+
+# ship() waits for the broker after handing the producer this many bytes: a bean of 90 MB is then not in
+# memory three times at once (in the spool, as messages, in the producer's buffers).
+SHIP_WINDOW = 16 << 20
+
+
+def _settled(future: Any, timeout: float) -> None:
+    """Wait for a produce future; its outcome is read (in order) by the caller later."""
+    try:
+        future.get(timeout=timeout)
+    except KafkaError:
+        pass
 
 
 class Shipped(NamedTuple):
@@ -164,12 +177,17 @@ class KafkaDest:
         assert self._producer is not None, "connect() first"
         sent: list[list[Any]] = []  # per bean, the futures of its messages
         refused: Optional[KafkaError] = None
+        window = 0  # bytes handed to the producer since the last wait
         for bean in beans:
             futures: list[Any] = []
             try:
-                for message in self.messages(bean):
+                for message in iter_encode(bean, self.cfg.maxMessageBytes):
                     self._log_write(message.value)
                     futures.append(self._producer.send(self.topic, value=message.value, key=message.key))
+                    window += len(message.value)
+                    if window >= SHIP_WINDOW:  # a large bean: its messages are not all buffered at once
+                        _settled(futures[-1], self.SHIP_TIMEOUT)
+                        window = 0
             except KafkaError as e:  # raised before that message was sent (over max_request_size...)
                 STATS.produce_failed(self.topic, reason=type(e).__name__)
                 if refused_for_good(e):

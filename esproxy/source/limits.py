@@ -11,6 +11,7 @@ can still read why (Apache's "lingering close").
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import time
@@ -21,6 +22,7 @@ from typing import Any, Optional
 from gevent import Timeout
 from gevent.pywsgi import Input
 
+from .. import inflight
 from ..config import ProxySource
 from ..deadlines import Deadlines, TimedOut
 from ..schema import format_duration, format_size
@@ -66,16 +68,33 @@ class Refused(Exception):
         self.status = status
         self.kind = kind
         self.body = error_body(status, kind, reason)
+        self.headers: list[tuple[str, str]] = []
 
     def response(self) -> bytes:
         """The whole answer, head and body, as sent on the socket."""
         head = (
             f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}\r\n"
             "Content-Type: application/json\r\n"
-            f"Content-Length: {len(self.body)}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+            + f"Content-Length: {len(self.body)}\r\n"
             "Connection: close\r\n\r\n"
         )
         return head.encode("latin-1") + self.body
+
+
+class OverBudget(Refused):
+    """A request that would take the bytes in flight over maxInFlightBytes (esproxy.inflight): 429, as
+    Elasticsearch's in-flight requests circuit breaker answers, with Retry-After."""
+
+    def __init__(self, wanted: int) -> None:
+        budget = inflight.BUDGET
+        used, limit = budget.in_flight(), budget.limit
+        super().__init__(
+            429, "circuit_breaking_exception", f"{wanted} more bytes in flight than maxInFlightBytes allows"
+        )
+        self.body = inflight.refusal_body(wanted, used, limit)
+        self.headers = [("Retry-After", str(inflight.RETRY_AFTER))]
+        inflight.note_refusal()
 
 
 class RequestTimeout(Refused):
@@ -147,9 +166,28 @@ class LimitedInput:
         self.deadlines = deadlines
         self.position = 0
         self.unfinished = False  # refused or timed out: the body was not read to its end
+        self.reserved = 0  # bytes of esproxy.inflight.BUDGET held for this request (the handler gives them back)
+        self.growing = False  # a body of unknown length: reserved as it arrives
+
+    def reserve(self, content_length: Optional[int]) -> None:
+        """Before the body is read: reserve its bytes in flight (a body of unknown length: as it comes);
+        OverBudget if the budget has no room for it."""
+        if content_length is None:
+            self.growing = True
+            return
+        wanted = inflight.OVERHEAD * content_length
+        if not inflight.BUDGET.take(wanted):
+            raise OverBudget(wanted)
+        self.reserved += wanted
+
+    def release(self) -> None:
+        inflight.BUDGET.give(self.reserved)
+        self.reserved = 0
 
     def read(self, length: Optional[int] = None) -> bytes:
-        chunks = []
+        # Gathered in a BytesIO, not a list joined at the end: its getvalue() hands over its own buffer,
+        # so a large body is in memory once, not twice (the pieces and their join).
+        gathered = io.BytesIO()
         left = -1 if length is None or length < 0 else length
         while left:
             room = self.limits.max_content_length - self.position + 1  # a byte over the limit is enough to refuse
@@ -157,9 +195,11 @@ class LimitedInput:
             data = self._read_within(self.raw.read, n)
             if not data:
                 break
-            chunks.append(data)
+            if len(data) == left and not gathered.tell():
+                return data  # the whole (small) body in one piece: no copy at all
+            gathered.write(data)
             left = left - len(data) if left > 0 else left
-        return b"".join(chunks)
+        return gathered.getvalue()
 
     def readline(self, size: Optional[int] = None) -> bytes:
         room = self.limits.max_content_length - self.position + 1
@@ -179,6 +219,12 @@ class LimitedInput:
         if self.position > self.limits.max_content_length:
             self.unfinished = True
             raise content_too_long(self.position, self.limits, known=False)
+        if self.growing and data:
+            wanted = inflight.OVERHEAD * len(data)
+            if not inflight.BUDGET.take(wanted):
+                self.unfinished = True
+                raise OverBudget(self.reserved + wanted)
+            self.reserved += wanted
         return data
 
     def _discard(self) -> None:

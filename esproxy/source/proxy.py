@@ -45,6 +45,7 @@ from .httpheaders import HeadersTooLarge, read_headers
 from .limits import (
     LimitedInput,
     Limits,
+    OverBudget,
     ProxyServer,
     Refused,
     RequestTimeout,
@@ -283,7 +284,11 @@ class RawPathHandler(WSGIHandler):
             return self._handle_client_error(e)
         self.environ = self.get_environ()
         self.application = server.application
-        self.handle_one_response()
+        try:
+            self.handle_one_response()
+        finally:
+            if isinstance(self.wsgi_input, LimitedInput):  # answered (and its capture recorded): its bytes in flight go
+                self.wsgi_input.release()
         if isinstance(self.wsgi_input, LimitedInput) and self.wsgi_input.unfinished:
             self.close_connection = True  # the body's end was never read: the next request cannot be found
         if self.close_connection or self.rfile.closed:
@@ -482,11 +487,20 @@ class ProxyApp:
                 return self._reply(start_response, 401, headers, payload)
         method = environ["REQUEST_METHOD"]
         uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
+        reading = method not in ("GET", "HEAD") or _has_body(environ)
         try:
-            body = environ["wsgi.input"].read() if method not in ("GET", "HEAD") or _has_body(environ) else b""
-        except Refused as e:  # over maxContentLength (a chunked body) or too slow: nothing forwarded
+            if reading and isinstance(environ["wsgi.input"], LimitedInput):
+                environ["wsgi.input"].reserve(_content_length(environ))
+        except OverBudget as e:  # maxInFlightBytes: not read (it is read and dropped after the answer), not forwarded
             self._access(environ, method, uri, started, e.status, e.body)
-            return self._reply(start_response, e.status, [JSON_TYPE, ("Connection", "close")], e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, *e.headers], e.body)
+        try:
+            body = environ["wsgi.input"].read() if reading else b""
+        except (
+            Refused
+        ) as e:  # over maxContentLength or maxInFlightBytes (a chunked body), or too slow: nothing forwarded
+            self._access(environ, method, uri, started, e.status, e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, *e.headers, ("Connection", "close")], e.body)
         except OSError as e:  # cut short by the connection's end, or chunks that are not chunks
             payload = error_body(400, "esproxy_bad_request_exception", f"the request body cannot be read: {e}")
             self._access(environ, method, uri, started, 400, payload)
@@ -499,11 +513,13 @@ class ProxyApp:
                 return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
         writing = routing.is_write(method, uri)
         gated = writing and self.leadership is not None
+        held = [body]  # the body in one place from here: a copy no longer needed is let go (_record)
+        del body
         try:
             if gated:
                 self._admit()
             try:
-                r = self._write_or_read(environ, method, uri, body, writing, started)
+                r = self._write_or_read(environ, method, uri, held, writing, started)
             finally:
                 if gated:
                     assert self.leadership is not None
@@ -524,24 +540,26 @@ class ProxyApp:
             raise ErrorAnswer(503, "esproxy_switchover_in_progress_exception", reason, headers=headers)
 
     def _write_or_read(
-        self, environ: Environ, method: str, uri: str, body: bytes, writing: bool, started: float
+        self, environ: Environ, method: str, uri: str, held: list[bytes], writing: bool, started: float
     ) -> Response:
+        """``held``: the request's body, the only reference to it (no local here keeps it: a large body
+        rewritten with ids, or captured, is let go as soon as its copy exists)."""
         primary = self.primary  # the leader this request goes to, even if a failover swaps it meanwhile
         capturing = self.fanout is not None and writing
         recording = capturing and self.records_intents
         if capturing:
-            _plain_body(environ, body)  # a body that is not the compression it names: refused, not forwarded
+            _plain_body(environ, held[0])  # a body that is not the compression it names: refused, not forwarded
         if recording and self.cfg.assignIds:
-            environ, uri, body = with_assigned_ids(environ, method, uri, body)
-        intent = self._begin(environ, method, uri, body) if recording else None
+            environ, uri, held[0] = with_assigned_ids(environ, method, uri, held[0])
+        intent = self._begin(environ, method, uri, held[0]) if recording else None
         try:
-            r = self._forward(primary, environ, self._upstream_headers(environ), method, uri, body, capturing)
+            r = self._forward(primary, environ, self._upstream_headers(environ), method, uri, held[0], capturing)
         except UpstreamError as e:
-            raise self._unanswered(primary, e, environ, method, uri, body, started, intent) from None
-        if capturing:
-            self._record(primary, environ, method, uri, body, r, intent)
+            raise self._unanswered(primary, e, environ, method, uri, held[0], started, intent) from None
         if self.followers:
-            self.reads.answered(environ, method, uri, body, r.status)
+            self.reads.answered(environ, method, uri, held[0], r.status)
+        if capturing:
+            self._record(primary, environ, method, uri, held, r, intent)
         return r
 
     def _begin(self, environ: Environ, method: str, uri: str, body: bytes) -> str:
@@ -612,15 +630,24 @@ class ProxyApp:
         return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
 
     def _record(
-        self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes, r: Response, intent: Optional[str]
+        self,
+        primary: Elastic,
+        environ: Environ,
+        method: str,
+        uri: str,
+        held: list[bytes],
+        r: Response,
+        intent: Optional[str],
     ) -> None:
         """A write the primary answered: its beans (if it succeeded) recorded before the client hears of it."""
         assert self.fanout is not None
         beans: list[Bean] = []
         if 200 <= r.status < 300:
-            template = self._bean(primary, environ, method, uri, body)
-            beans = capture(template, _decoded(r), primary.current_docs)
+            beans = capture(self._bean(primary, environ, method, uri, held[0]), _decoded(r), primary.current_docs)
             STATS.writes_captured += 1
+        # Sent and answered: what the beans need of the body they hold (a `_bulk`'s, a copy made by capture).
+        held[0] = b""
+        environ.pop(_PLAIN_BODY, None)
         try:
             if intent is not None:
                 self.fanout.done(intent, beans)  # on disk before the client hears of it
@@ -738,8 +765,8 @@ def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> t
     new_uri, new_body = assigned
     if new_body == plain:  # only the path changed: the body goes as sent
         return environ, new_uri, body
-    if "HTTP_CONTENT_ENCODING" in environ:
-        environ = {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
+    if "HTTP_CONTENT_ENCODING" in environ:  # (and the plain body kept for it: new_body replaces it)
+        environ = {k: v for k, v in environ.items() if k not in ("HTTP_CONTENT_ENCODING", _PLAIN_BODY)}
     return environ, new_uri, new_body
 
 
@@ -789,6 +816,12 @@ def _streamed(r: Response) -> bytes:
 
 def _remote(environ: Environ) -> str:
     return f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
+
+
+def _content_length(environ: Environ) -> Optional[int]:
+    """The request's Content-Length (pywsgi checked it is a number), None for a chunked body."""
+    length = environ.get("CONTENT_LENGTH")
+    return int(length) if length else None
 
 
 def _has_body(environ: Environ) -> bool:
