@@ -83,6 +83,9 @@ PAUSE_HOLD_SECONDS = 5.0
 # A stop waits no longer than this for the group coordinator to take our leaving (seconds).
 LEAVE_GROUP_TIMEOUT = 3.0
 
+# A stop during a group join gives the join this long to complete before leaving (seconds); see _finish_join.
+JOIN_FINISH_TIMEOUT = 5.0
+
 # A commit waits no longer than this (seconds): a coordinator that answers does so in milliseconds. With
 # Kafka gone, kafka-python would look for one for its request_timeout_ms (30 s), holding up the replay loop
 # and a stop past its own deadline. A commit that timed out is made again at the loop's next turn; what a
@@ -768,6 +771,7 @@ class KafkaReplay:
         if self.watch is not None:
             self.watch.stop()
         if self._consumer is not None:
+            self._finish_join(deadline)
             # Leaving the group waits for the coordinator: a few seconds at most (a coordinator that
             # answers does so in milliseconds; one that does not lets the group move on after sessionTimeout).
             leave = min(LEAVE_GROUP_TIMEOUT, max(0.1, deadline - time.monotonic()))
@@ -776,3 +780,38 @@ class KafkaReplay:
             except KafkaError as e:
                 log.warning("kafka consumer close: %s", e)
         self.dead_letters.close()
+
+    def _finish_join(self, deadline: float) -> None:
+        """A stop while a group join is under way (a restart right after a start or a deploy): let the join
+        complete, for up to JOIN_FINISH_TIMEOUT, before the consumer leaves the group.
+
+        Leaving between JoinGroup and SyncGroup is valid Kafka, and Apache Kafka rebalances without the member
+        at once; but a coordinator may mishandle it: Tansu (0.6, the demo's broker) keeps a leader that left
+        mid-join as the group's leader, so that no member ever gets partitions again. Once the join is complete
+        the leave is an ordinary one, which every coordinator handles; on Kafka it costs one SyncGroup, the
+        rebalance that follows the leave being the same. The records these polls bring are not replayed (the
+        lanes are closed) nor committed: the next owner reads them from the last commit."""
+        assert self._consumer is not None
+        if self._joined:
+            return
+        until = min(time.monotonic() + JOIN_FINISH_TIMEOUT, deadline - LEAVE_GROUP_TIMEOUT)
+        if until <= time.monotonic():
+            return
+        log.info(
+            "kafka consumer group %s: stopping during the group join; completing it first (up to %.0fs) so that"
+            " the group is left in order",
+            self.cfg.group,
+            until - time.monotonic(),
+        )
+        while not self._joined:
+            left = until - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "kafka consumer group %s: the join did not complete; leaving the group during it", self.cfg.group
+                )
+                return
+            try:
+                self._consumer.poll(timeout_ms=max(1, int(min(left, 0.5) * 1000)))
+            except KafkaError as e:
+                log.warning("kafka consumer group %s: completing the join before leaving: %s", self.cfg.group, e)
+                return
