@@ -5,8 +5,9 @@ cannot form (a broker that lost the group's leader, members that keep restarting
 member of the group gone, or a member holding partitions without consuming them — would have none, and
 its health would say 200 while writes pile up. The watch reads, every ``WATCH_INTERVAL`` seconds and for
 the partitions this replay does not hold only, the topic's end offsets and the group's committed offsets
-(from a client of its own that joins no group: a few small requests, nothing on the replay's path; none
-at all while the replay holds every partition). A partition counts as unconsumed from the first reading
+(from a client of its own that joins no group: a few small requests, nothing on the replay's path; no
+offset request while the replay holds every partition, only the client's metadata refresh every 5 min).
+A partition counts as unconsumed from the first reading
 that shows writes waiting (committed offset below the end offset), until a reading shows it caught up,
 held by this replay, or its committed offset moved: some replay of the group applies it, which is the
 case of several replay processes sharing the group (each holds some of the partitions).
