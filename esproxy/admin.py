@@ -84,6 +84,8 @@ class AdminView:
     sync: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
     # replays waiting for their cluster's id at start: (cluster, since time.monotonic(), the last error)
     unstarted: Callable[[], list[tuple[str, float, str]]] = lambda: []
+    # partitions no replay of the group applies, per replay: KafkaReplay.unassigned() (esproxy.source.groupwatch)
+    unassigned: Callable[[], list[dict[str, Any]]] = lambda: []
     # the proxy's followers, one row each (esproxy.source.readroute.Follower.row); none without followers
     followers: Callable[[], list[dict[str, Any]]] = lambda: []
     # /_esproxy/switchover[/...]: the same shape as sync; esproxy.leadership (the proxy role with followers)
@@ -155,8 +157,10 @@ class Admin:
         body = error_body(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats or metrics")
         return "404 Not Found", json_type, body
 
-    def problems(self, lags: Optional[list[dict[str, Any]]] = None) -> list[Problem]:
-        """What keeps health at 503 now; ``lags``: the replays' lag rows if already read."""
+    def problems(
+        self, lags: Optional[list[dict[str, Any]]] = None, unassigned: Optional[list[dict[str, Any]]] = None
+    ) -> list[Problem]:
+        """What keeps health at 503 now; ``lags``, ``unassigned``: the replays' rows if already read."""
         return problems(
             self.view.health,
             now=time.monotonic(),
@@ -166,6 +170,7 @@ class Admin:
             lags=self.view.lags() if lags is None else lags,
             dead_letter_times=self.stats.dead_letter_times,
             unstarted=self.view.unstarted(),
+            unassigned=self.view.unassigned() if unassigned is None else unassigned,
         )
 
     def health(self) -> tuple[str, dict[str, Any]]:
@@ -267,6 +272,7 @@ class Admin:
                 "followed": {i: e.as_dict() for i, e in sorted(s.followed.items())},
                 "dead_letters": s.dead_letters,
                 "consumer_lag": self.view.lags(),
+                "unassigned": self.view.unassigned(),
             },
         }
 
@@ -279,7 +285,7 @@ class Admin:
     def prometheus(self) -> str:
         """``/_esproxy/metrics``: :data:`METRICS`, read from one snapshot and the health verdict."""
         snap = self.snapshot()
-        found = self.problems(lags=snap["replay"]["consumer_lag"])
+        found = self.problems(lags=snap["replay"]["consumer_lag"], unassigned=snap["replay"]["unassigned"])
         reading = Reading(snap, found, healthy=not found and not self.view.stopping())
         lines: list[str] = []
         for m in METRICS:
@@ -658,6 +664,16 @@ METRICS: tuple[Metric, ...] = (
         "gauge",
         "How long records of a partition have waited with none applied (0: none waits).",
         _lags("stalled_seconds"),
+    ),
+    Metric(
+        "esproxy_replay_unassigned_seconds",
+        "gauge",
+        "How long a partition this replay does not hold has had writes waiting with no commit of its group"
+        " (health.maxUnassigned); absent while some replay of the group applies it.",
+        lambda r: [
+            ("", {"group": x["group"], "topic": x["topic"], "partition": str(x["partition"])}, x["waiting_seconds"])
+            for x in r.snap["replay"]["unassigned"]
+        ],
     ),
     Metric(
         "esproxy_healthy",

@@ -406,6 +406,13 @@ class HealthSettings:
         "503 while the oldest record a partition has fetched and not yet applied is older than this (its Kafka"
         " timestamp: the replay is that far behind); 0 = never (ours).",
     )
+    maxUnassigned: Duration = setting(
+        Duration(60),
+        "503 while partitions of the replay's topics have writes waiting (its group's committed offset below the"
+        " end offset), this replay does not hold them, and no replay of its group has committed on them for longer"
+        " than this (a group that no longer hands out its partitions, every other member gone...); read every 5s,"
+        " for the partitions this replay does not hold only; 0 = never (ours).",
+    )
     deadLetterWindow: Duration = setting(
         Duration(300),
         "503 while a dead letter was written within this long (by the replay, or by the proxy for a write the"

@@ -12,6 +12,9 @@ Each check compares one figure with its ``health.*`` setting (0 turns the check 
   (or is not trusted) when asked for its id;
 - ``replay_lag``: the oldest record a partition fetched and has not applied is older than
   ``maxReplayLag`` (by its Kafka timestamp);
+- ``replay_unassigned``: partitions of a replay's topics that it does not hold have had writes waiting,
+  with no replay of its group committing on them, for longer than ``maxUnassigned``
+  (esproxy.source.groupwatch);
 - ``dead_letters``: a dead letter was written within the last ``deadLetterWindow``.
 
 Pure logic: :mod:`esproxy.admin` gathers the figures.
@@ -44,6 +47,7 @@ def problems(
     lags: Iterable[dict[str, Any]],
     dead_letter_times: Iterable[float],
     unstarted: Iterable[tuple[str, float, str]] = (),
+    unassigned: Iterable[dict[str, Any]] = (),
 ) -> list[Problem]:
     """What is wrong now; empty when healthy. ``now`` is time.monotonic(), as the times given."""
     out: list[Problem] = []
@@ -88,6 +92,22 @@ def problems(
                     f" (health.maxReplayStall: {_secs(limit)})",
                 )
             )
+    limit = settings.maxUnassigned
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in unassigned:  # KafkaReplay.unassigned()
+        if limit and row["waiting_seconds"] > limit:
+            groups.setdefault(row["group"], []).append(row)
+    for group, rows in sorted(groups.items()):
+        names = ", ".join(f"{r['topic']}-{r['partition']} (lag {r['lag']})" for r in rows)
+        longest = max(r["waiting_seconds"] for r in rows)
+        out.append(
+            Problem(
+                "replay_unassigned",
+                f"partitions {names} have had writes waiting for {_secs(longest)} that no replay of group {group}"
+                f" applies: this replay is not assigned them and the group's committed offsets do not move"
+                f" (health.maxUnassigned: {_secs(limit)})",
+            )
+        )
     limit = settings.deadLetterWindow
     if limit:
         recent = [t for t in dead_letter_times if now - t <= limit]

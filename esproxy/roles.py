@@ -75,6 +75,7 @@ class Roles:
             elastics=lambda: self.elastics,
             workers=lambda: self.pool,
             lags=lambda: [row for replay in self.replays for row in replay.lag()],
+            unassigned=lambda: [row for replay in self.replays for row in replay.unassigned()],
             sync=self.follow.handle if self.follow is not None else None,
             unstarted=lambda: [(cluster, *since_why) for cluster, since_why in self.unstarted.items()],
             followers=self._follower_rows,
@@ -220,7 +221,8 @@ class Roles:
             if self.cfg.follow.source.url:  # A: where a followed index B lacks is created from (followcreate.py)
                 source = Elastic(self.cfg.follow.source.destination(), "follow source")
                 self.replay_elastics.append(source)
-            replay = KafkaReplay(k, primaries, self.follow.rules if self.follow is not None else None, source)
+            rules = self.follow.rules if self.follow is not None else None
+            replay = KafkaReplay(k, primaries, rules, source, watch_group=self.cfg.health.maxUnassigned > 0)
             replay.start()
             self.replays.append(replay)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 import requests
@@ -164,3 +165,115 @@ def test_dead_letters_make_health_503_for_the_window(esproxy, es_b, kafka, names
     assert metric(scrape(url), "esproxy_dead_letters_total") == 1
     wait_until(lambda: health(url)[0] == 200, timeout=15, msg="200 once the window passed")
     assert metric(scrape(url), "esproxy_dead_letters_total") == 1  # the counter stays
+
+
+def _holding_consumer(kafka: str, topic: str, group: str):
+    """A member of ``group`` that holds every partition of ``topic`` and consumes nothing: it polls until it is
+    assigned them, then only heartbeats. Its assignor (roundrobin) is not the replay's (range), so the replay
+    cannot join the group while it is there: no replay holds a partition, none is applied."""
+    from kafka import KafkaConsumer
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    c = KafkaConsumer(
+        bootstrap_servers=kafka,
+        group_id=group,
+        client_id="holder",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        partition_assignment_strategy=[RoundRobinPartitionAssignor],
+    )
+    c.subscribe([topic])
+    wait_until(lambda: c.poll(timeout_ms=200) is not None and len(c.assignment()) == 2, timeout=20, msg="held")
+    return c
+
+
+@pytest.mark.real
+def test_replay_unhealthy_while_no_member_of_its_group_consumes(esproxy, es_b, kafka, names):
+    """Writes wait in partitions that no replay applies (the group's other member holds them and consumes
+    nothing; the replay cannot join): 503 replay_unassigned naming them with their lag; 200 once that member
+    commits them (a member of the group consuming them is all the check asks for)."""
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    topic, group, index = names.topic(), names.group(), names.index()
+    create_topic(kafka, topic, partitions=2)
+    holder = _holding_consumer(kafka, topic, group)
+    try:
+        for partition in (0, 1):
+            beans = [make_bean("PUT", f"/{index}/_doc/{partition}-{i}", '{"n":1}') for i in range(3)]
+            produce_raw(kafka, topic, beans, partition=partition)
+        admin = free_port()
+        conf = {**replay_config(kafka, topic, group, es_b), "health": {"maxUnassigned": "3s"}, "admin": {"port": admin}}
+        replay = esproxy(conf, ready=[("subscribed to", 1)])
+        url = f"http://127.0.0.1:{admin}"
+        assert stats(url)["replay"]["consumer_lag"] == []  # it holds nothing: no figures of its own
+        wait_until(lambda: "replay_unassigned" in checks(url), timeout=30, interval=0.5, msg="503 replay_unassigned")
+        status, doc = health(url)
+        assert status == 503
+        assert_unhealthy_shape(doc, replay.pid)
+        reason = next(r["reason"] for r in doc["reasons"] if r["check"] == "replay_unassigned")
+        assert f"{topic}-0 (lag " in reason and f"{topic}-1 (lag " in reason, reason
+        assert f"group {group}" in reason and "health.maxUnassigned: 3.0s" in reason, reason
+        rows = stats(url)["replay"]["unassigned"]
+        assert [(r["topic"], r["partition"]) for r in rows] == [(topic, 0), (topic, 1)]
+        assert all(r["lag"] >= 1 and r["committed"] is None and r["waiting_seconds"] > 3 for r in rows), rows
+        samples = scrape(url)
+        assert metric(samples, "esproxy_replay_unassigned_seconds", group=group, topic=topic, partition="1") > 3
+        assert metric(samples, "esproxy_health_problem", check="replay_unassigned") == 1
+
+        tps = [TopicPartition(topic, p) for p in (0, 1)]
+        holder.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in holder.end_offsets(tps).items()})
+        wait_until(lambda: health(url)[0] == 200, timeout=20, interval=0.5, msg="200 once the holder committed")
+        assert stats(url)["replay"]["unassigned"] == []
+    finally:
+        holder.close()
+
+
+@pytest.mark.real
+def test_an_idle_replay_of_a_group_whose_other_member_consumes_stays_healthy(esproxy, es_b, kafka, names):
+    """Two replays of one group, one partition: the one that holds nothing sees writes wait in the partition it
+    does not hold for longer than health.maxUnassigned, but the group's committed offset moves: 200."""
+    from kafka import KafkaProducer
+
+    topic, group, index = names.topic(), names.group(), names.index()
+    create_topic(kafka, topic, partitions=1)
+    # the holder applies 10 writes a second, 16 a second come: the partition lags all along, its commits move
+    conf = replay_config(kafka, topic, group, es_b, maxDocsPerSecond=10, batchSize=5)
+    ports = [free_port(), free_port()]
+    for admin in ports:  # each logs `assigned partitions` (the idle one: []) once its join is complete
+        esproxy({**conf, "health": {"maxUnassigned": "3s"}, "admin": {"port": admin}})
+    urls = [f"http://127.0.0.1:{admin}" for admin in ports]
+
+    def idle_one() -> str:
+        """The admin URL of the replay that holds nothing, once the other holds the partition."""
+        idle = [url for url in urls if not stats(url)["replay"]["consumer_lag"]]
+        return idle[0] if len(idle) == 1 else ""
+
+    produce_raw(kafka, topic, [make_bean("PUT", f"/{index}/_doc/0", '{"n":0}')])
+    idle = wait_until(idle_one, timeout=30, interval=0.5, msg="one replay holding the partition")
+    wait_until(lambda: es_doc(es_b, index, "0"), timeout=20, msg="the first write replayed")
+    seen_waiting = False
+
+    def still_healthy() -> None:
+        nonlocal seen_waiting
+        status, doc = health(idle)
+        assert status == 200, doc
+        seen_waiting = seen_waiting or bool(stats(idle)["replay"]["unassigned"])
+
+    producer = KafkaProducer(bootstrap_servers=kafka, acks=1)
+    try:
+        n = 0
+        for _ in range(20):  # 10 s
+            for _ in range(8):
+                n += 1
+                producer.send(topic, make_bean("PUT", f"/{index}/_doc/{n}", '{"n":1}'), partition=0)
+            producer.flush(timeout=10)
+            still_healthy()
+            time.sleep(0.5)
+    finally:
+        producer.close()
+    while not es_doc(es_b, index, str(n)):
+        still_healthy()
+        time.sleep(0.3)
+    assert seen_waiting  # the idle replay did see writes wait in the partition it does not hold

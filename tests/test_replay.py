@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,31 @@ def test_auto_id_write_replayed_once(esproxy, es_a, es_b, kafka, names, port):
     found = hits()
     assert [h["_source"] for h in found] == [doc], found
     assert [h["_id"] for h in found] == [r.json()["_id"]], found
+
+
+def test_replay_stopped_during_its_group_join_leaves_a_group_the_next_member_joins(
+    esproxy, es_b, kafka, names, engine_kinds
+):
+    """SIGTERM while the replay's consumer is joining its group (a restart right after a start): the stop lets
+    the join complete, then leaves the group, so the next member gets every partition. (Leaving in the middle
+    of the join left the demo broker, Tansu, with a group leader that was gone: no member ever got partitions.)"""
+    from kafka import KafkaConsumer
+
+    topic, group = names.topic(), names.group()
+    create_topic(kafka, topic, partitions=3)
+    replay = esproxy(replay_config(kafka, topic, group, es_b), ready=[("subscribed to", 1)])
+    time.sleep(0.3)  # its JoinGroup is out (Tansu answers it after about 3 s)
+    assert replay.terminate() == 0, replay.log_tail()
+    if engine_kinds["kafka"][0] == "tansu":
+        assert "stopping during the group join; completing it first" in replay.log(), replay.log_tail()
+    assert "esproxy stopped" in replay.log()
+    consumer = KafkaConsumer(bootstrap_servers=kafka, group_id=group, enable_auto_commit=False, session_timeout_ms=6000)
+    try:
+        consumer.subscribe([topic])
+        wait_until(
+            lambda: consumer.poll(timeout_ms=200) is not None and len(consumer.assignment()) == 3,
+            timeout=20,
+            msg="the next member of the group assigned every partition",
+        )
+    finally:
+        consumer.close()

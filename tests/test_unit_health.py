@@ -16,6 +16,7 @@ from esproxy.dest.refusals import ProxyDeadLetters
 from esproxy.fanout import Fanout
 from esproxy.health import problems
 from esproxy.schema import Duration
+from esproxy.source.groupwatch import Unconsumed, observe
 from esproxy.spool import Spool
 from esproxy.stats import Stats
 
@@ -25,6 +26,7 @@ SETTINGS = HealthSettings(
     maxReplayStall=Duration(2),
     maxReplayLag=Duration(5),
     deadLetterWindow=Duration(10),
+    maxUnassigned=Duration(30),
 )
 
 
@@ -163,3 +165,50 @@ def test_lane_waiting_is_the_oldest_record_not_applied() -> None:
     gevent.sleep(0.01)
     assert lane.applied == 3 and lane.waiting is None
     lane.close()
+
+
+_BASE = dict(now=1000.0, ship_age=0.0, backlog=0, produce_failing={}, lags=[], dead_letter_times=[])
+
+
+def _unassigned(partition: int, waiting: float, lag: int = 4, group: str = "g") -> dict:
+    return {
+        "group": group,
+        "topic": "t",
+        "partition": partition,
+        "lag": lag,
+        "committed": 2,
+        "waiting_seconds": waiting,
+    }
+
+
+def test_replay_unassigned_names_every_partition_past_the_setting_with_its_lag() -> None:
+    assert _checks(unassigned=[_unassigned(0, 29.0)]) == []
+    found = problems(
+        SETTINGS,
+        now=1000.0,
+        ship_age=0.0,
+        backlog=0,
+        produce_failing={},
+        lags=[],
+        dead_letter_times=[],
+        unassigned=[_unassigned(0, 31.0, lag=5), _unassigned(1, 10.0), _unassigned(2, 45.0, lag=7)],
+    )
+    assert [p.check for p in found] == ["replay_unassigned"]
+    reason = found[0].reason
+    assert "t-0 (lag 5), t-2 (lag 7)" in reason and "t-1" not in reason
+    assert "45.0s" in reason and "group g" in reason and "health.maxUnassigned: 30.0s" in reason
+    off = dataclasses.replace(SETTINGS, maxUnassigned=Duration(0))
+    assert problems(off, **{**_BASE, "unassigned": [_unassigned(0, 999.0)]}) == []
+
+
+def test_unconsumed_partitions_age_while_their_committed_offset_stands_still() -> None:
+    end = {("t", 0): 10, ("t", 1): 5, ("t", 2): 7}
+    first = observe({}, 100.0, end, {("t", 0): 4, ("t", 1): 5, ("t", 2): None})
+    # t-1 caught up (committed >= end, as on a broker whose end offset counts batches); never committed = from 0
+    assert first == {("t", 0): Unconsumed(4, 100.0, 6), ("t", 2): Unconsumed(None, 100.0, 7)}
+    second = observe(first, 105.0, {**end, ("t", 0): 12}, {("t", 0): 4, ("t", 1): 5, ("t", 2): 3})
+    # t-0: more writes, nothing committed: it keeps its age; t-2: a replay of the group committed: age 0 again
+    assert second == {("t", 0): Unconsumed(4, 100.0, 8), ("t", 2): Unconsumed(3, 105.0, 4)}
+    # a partition this replay now holds is no longer read (not in end): forgotten
+    assert observe(second, 110.0, {("t", 2): 7}, {("t", 2): 3}) == {("t", 2): Unconsumed(3, 105.0, 4)}
+    assert observe(second, 110.0, {("t", 2): 7}, {("t", 2): 7}) == {}

@@ -39,6 +39,7 @@ from ..retry import Aborted, interruptible, retry
 from ..stats import STATS
 from .followcreate import IndexCreator
 from .followed import deletes_index, document_indices, follow_docs, follow_raw
+from .groupwatch import GroupWatch
 from .kafka_deadletters import DeadLetters
 from .lanes import Lane
 
@@ -53,17 +54,23 @@ ASSIGNORS = {
 
 
 class _Rebalances(ConsumerRebalanceListener):
-    def __init__(self, group: str, revoked: Callable[[Any], None]) -> None:
+    """Logs the rebalances, ends the lanes of revoked partitions, and tells whether a group join is under way:
+    kafka-python revokes (possibly nothing) when it starts a join and assigns (possibly nothing) when it is done."""
+
+    def __init__(self, group: str, revoked: Callable[[Any], None], joined: Callable[[bool], None]) -> None:
         self.group = group
         self.revoked = revoked
+        self.joined = joined
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        self.joined(False)
         if revoked:
             log.info("kafka consumer group %s revoked partitions %s", self.group, _names(revoked))
             self.revoked(revoked)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("kafka consumer group %s assigned partitions %s", self.group, _names(assigned))
+        self.joined(True)
 
 
 def _where(record: Any) -> str:
@@ -75,6 +82,9 @@ PAUSE_HOLD_SECONDS = 5.0
 
 # A stop waits no longer than this for the group coordinator to take our leaving (seconds).
 LEAVE_GROUP_TIMEOUT = 3.0
+
+# A stop during a group join gives the join this long to complete before leaving (seconds); see _finish_join.
+JOIN_FINISH_TIMEOUT = 5.0
 
 # A commit waits no longer than this (seconds): a coordinator that answers does so in milliseconds. With
 # Kafka gone, kafka-python would look for one for its request_timeout_ms (30 s), holding up the replay loop
@@ -155,6 +165,7 @@ class KafkaReplay:
         primaries: list[Elastic],
         rules: Optional[Rules] = None,
         source: Optional[Elastic] = None,
+        watch_group: bool = False,
     ) -> None:
         self.cfg = cfg
         self.primaries = primaries
@@ -175,6 +186,9 @@ class KafkaReplay:
         self._progress = Event()  # a lane finished a replay
         self._rebalances = 0
         self._fetch_from: dict[TopicPartition, int] = {}  # next offset the consumer fetches, once known
+        self._joined = False  # the consumer is a member of its group with its partitions (no join under way)
+        # the partitions of its topics that have writes waiting and that no replay of the group applies (health)
+        self.watch = GroupWatch(cfg, self._held) if watch_group else None
 
     def consumer_config(self) -> dict[str, Any]:
         session_ms = int(self.cfg.sessionTimeout * 1000)
@@ -197,6 +211,26 @@ class KafkaReplay:
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
+        if self.watch is not None:
+            self.watch.start()
+
+    def _held(self) -> set[tuple[str, int]]:
+        """The partitions the consumer holds now (none before it joined its group)."""
+        consumer = self._consumer
+        if consumer is None:
+            return set()
+        try:
+            return {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        except Exception:  # noqa: BLE001 - a consumer being closed
+            return set()
+
+    def unassigned(self) -> list[dict[str, Any]]:
+        """The partitions of its topics this replay does not hold, that have writes waiting and that no replay of
+        its group has committed on since (``waiting_seconds``); empty without the watch (health.maxUnassigned: 0)."""
+        return self.watch.rows() if self.watch is not None else []
+
+    def _set_joined(self, joined: bool) -> None:
+        self._joined = joined
 
     def _connect(self) -> bool:
         def subscribe() -> KafkaConsumer:
@@ -206,7 +240,8 @@ class KafkaReplay:
                 lambda: self.stopping,
                 "stopping before Kafka was reachable",
             )
-            consumer.subscribe(self.cfg.topics, listener=_Rebalances(self.cfg.group, self._revoked))
+            listener = _Rebalances(self.cfg.group, self._revoked, self._set_joined)
+            consumer.subscribe(self.cfg.topics, listener=listener)
             return consumer
 
         def unreachable(e: BaseException, attempts: int, delay: float) -> None:
@@ -733,7 +768,10 @@ class KafkaReplay:
         if self._greenlet is not None:
             self._greenlet.join(timeout=timeout)
             self._greenlet.kill(block=True, timeout=1)
+        if self.watch is not None:
+            self.watch.stop()
         if self._consumer is not None:
+            self._finish_join(deadline)
             # Leaving the group waits for the coordinator: a few seconds at most (a coordinator that
             # answers does so in milliseconds; one that does not lets the group move on after sessionTimeout).
             leave = min(LEAVE_GROUP_TIMEOUT, max(0.1, deadline - time.monotonic()))
@@ -742,3 +780,38 @@ class KafkaReplay:
             except KafkaError as e:
                 log.warning("kafka consumer close: %s", e)
         self.dead_letters.close()
+
+    def _finish_join(self, deadline: float) -> None:
+        """A stop while a group join is under way (a restart right after a start or a deploy): let the join
+        complete, for up to JOIN_FINISH_TIMEOUT, before the consumer leaves the group.
+
+        Leaving between JoinGroup and SyncGroup is valid Kafka, and Apache Kafka rebalances without the member
+        at once; but a coordinator may mishandle it: Tansu (0.6, the demo's broker) keeps a leader that left
+        mid-join as the group's leader, so that no member ever gets partitions again. Once the join is complete
+        the leave is an ordinary one, which every coordinator handles; on Kafka it costs one SyncGroup, the
+        rebalance that follows the leave being the same. The records these polls bring are not replayed (the
+        lanes are closed) nor committed: the next owner reads them from the last commit."""
+        assert self._consumer is not None
+        if self._joined:
+            return
+        until = min(time.monotonic() + JOIN_FINISH_TIMEOUT, deadline - LEAVE_GROUP_TIMEOUT)
+        if until <= time.monotonic():
+            return
+        log.info(
+            "kafka consumer group %s: stopping during the group join; completing it first (up to %.0fs) so that"
+            " the group is left in order",
+            self.cfg.group,
+            until - time.monotonic(),
+        )
+        while not self._joined:
+            left = until - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "kafka consumer group %s: the join did not complete; leaving the group during it", self.cfg.group
+                )
+                return
+            try:
+                self._consumer.poll(timeout_ms=max(1, int(min(left, 0.5) * 1000)))
+            except KafkaError as e:
+                log.warning("kafka consumer group %s: completing the join before leaving: %s", self.cfg.group, e)
+                return
