@@ -56,9 +56,12 @@ MOVES: dict[str, str] = {
     "readonly": "proxy.readonly",
     "leadership": "proxy.leadership",
     "channel": "proxy.channel",
+    "inflight": "proxy.inflight",  # maxInFlightBytes, shared by the workers
     # replay/: the replay role, Kafka -> cluster B, and the follower sync rules
     "source.kafka": "replay.consumer",  # the consumer group (KafkaReplay)
     "source.lanes": "replay.lanes",
+    "source.followcreate": "replay.followcreate",
+    "source.groupwatch": "replay.groupwatch",
     "source.followed": "replay.followed",
     "source.kafka_deadletters": "replay.deadletters",  # the replay's dead letters (topic or file)
     "follow": "replay.follow",
@@ -80,6 +83,7 @@ MOVES: dict[str, str] = {
     "dest.lean": "clients.lean",
     "dest.kafka": "clients.producer",  # the proxy's producer (KafkaDest)
     "dest.refusals": "clients.refusals",
+    "indexcopy": "clients.indexcopy",  # an index's definition read from A, created in B (copy and replay)
     "kafkaconnect": "clients.kafkaconnect",
     "kafkasecurity": "clients.kafkasecurity",
     "tls": "clients.tls",
