@@ -65,48 +65,48 @@ def main(argv: Optional[list[str]] = None) -> int:
     if argv[:1] == ["init"]:
         return _init(argv[1:])
     if argv[:1] == ["compare"]:
-        from .compare import main as compare
+        from esproxy.commands.compare import main as compare
 
         return compare(argv[1:])
     if argv[:1] == ["repair"]:
-        from .repair import main as repair
+        from esproxy.commands.repair import main as repair
 
         return repair(argv[1:])
     if argv[:1] == ["sync"]:
         if argv[1:2] == ["copy"]:
-            from .synccopy import main as sync_copy
+            from esproxy.commands.synccopy import main as sync_copy
 
             return sync_copy(argv[2:])
-        from .syncctl import main as sync
+        from esproxy.commands.syncctl import main as sync
 
         return sync(argv[1:])
     if argv[:1] in (["switchover"], ["failover"]):
-        from .switchover import main as switch
+        from esproxy.commands.switchover import main as switch
 
         return switch(argv[0], argv[1:])
     if argv[:1] == ["dlq"]:
-        from .dlq import main as dlq
+        from esproxy.commands.dlq import main as dlq
 
         return dlq(argv[1:])
     if argv[:1] == ["profile"]:
-        from .profiling import main as profile_main
+        from esproxy.admin.profiling import main as profile_main
 
         return profile_main(argv[1:])
     if argv[:1] == ["config-reference"]:
-        from .config import reference_markdown
+        from esproxy.core.config import reference_markdown
 
         print(reference_markdown())
         return 0
     args = _run_parser().parse_args(argv)
 
-    from .config import ConfigError, load
+    from esproxy.core.config import ConfigError, load
 
     try:
         cfg = load(args.conf)
     except ConfigError as e:
         return _config_error(e)
     if args.check:
-        from .tls import check_contexts  # imports ssl: only here, where no monkey-patching follows
+        from esproxy.clients.tls import check_contexts  # imports ssl: only here, where no monkey-patching follows
 
         try:
             check_contexts(cfg)
@@ -121,12 +121,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     monkey.patch_all()
 
-    from . import logs
+    from esproxy.core import logs
+
     from .roles import Roles
 
     logs.setup(cfg.logLevel)
     if args.worker:
-        from .worker import run
+        from esproxy.proxy.worker import run
 
         return run(cfg, args.worker)
     try:
@@ -138,7 +139,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _config_error(e: Exception) -> int:
     """Exit 2 with the error, a line per problem (one per unresolved ${ENV} or file: reference), no secret in it."""
-    from .secretrefs import mask
+    from esproxy.core.secretrefs import mask
 
     for line in str(e).splitlines():
         print(f"esproxy: config error: {mask(line)}", file=sys.stderr)

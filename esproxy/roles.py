@@ -1,8 +1,8 @@
 """The roles a config enables (proxy, replay, admin), run in one gevent process and stopped
 gracefully. With ``workers: N`` this process is the master of N proxy worker processes: it ships
-what they capture (esproxy/prefork.py's ``WorkerPool`` manages them, esproxy/worker.py runs in each).
+what they capture (esproxy/proxy/prefork.py's ``WorkerPool`` manages them, esproxy/proxy/worker.py runs in each).
 
-Signals: the table in esproxy/signals.py (registered from it, documented from it).
+Signals: the table in esproxy/core/signals.py (registered from it, documented from it).
 """
 
 from __future__ import annotations
@@ -16,21 +16,24 @@ from typing import Any, Optional
 
 from gevent.event import Event
 
-from . import __version__, inflight, signals
-from .admin import Admin, AdminView
-from .config import Config, ConfigError
-from .deadletters import proxy_file
-from .dest.elastic import Elastic
-from .dest.kafka import KafkaDest
-from .dest.refusals import ProxyDeadLetters
-from .fanout import Fanout
-from .followcontrol import FollowControl
-from .listeners import Listeners, bind_per_worker, matching_indexes, wait_for_cluster_id
-from .prefork import WorkerPool
-from .profiling import Profiler
-from .source.kafka import KafkaReplay
-from .spool import Spool
-from .tls import server_context
+from esproxy.admin.profiling import Profiler
+from esproxy.admin.server import Admin, AdminView
+from esproxy.clients.elastic import Elastic
+from esproxy.clients.producer import KafkaDest
+from esproxy.clients.refusals import ProxyDeadLetters
+from esproxy.clients.tls import server_context
+from esproxy.core import signals
+from esproxy.core.config import Config, ConfigError
+from esproxy.core.deadletters import proxy_file
+from esproxy.proxy import inflight
+from esproxy.proxy.fanout import Fanout
+from esproxy.proxy.listeners import Listeners, bind_per_worker, matching_indexes, wait_for_cluster_id
+from esproxy.proxy.prefork import WorkerPool
+from esproxy.proxy.spool import Spool
+from esproxy.replay.consumer import KafkaReplay
+from esproxy.replay.followcontrol import FollowControl
+
+from . import __version__
 
 log = logging.getLogger("esproxy")
 
@@ -83,7 +86,7 @@ class Roles:
         )
 
     def _switchover(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
-        """/_esproxy/switchover[/...] (esproxy.leadership), with what the proxy still has to ship."""
+        """/_esproxy/switchover[/...] (esproxy.proxy.leadership), with what the proxy still has to ship."""
         leadership = self.listeners.leadership if self.listeners is not None else None
         if leadership is None or (self.cfg.workers > 1 and self.pool is None):
             return 503, {

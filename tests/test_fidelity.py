@@ -20,7 +20,7 @@ from support.configs import proxy_config, replay_config
 from support.elastic import compare_until_equal, es_doc
 from support.kafka import create_topic, produce_raw, read_topic
 
-from esproxy import routing
+from esproxy.core import routing
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 

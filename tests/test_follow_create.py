@@ -19,10 +19,10 @@ from support.configs import proxy_config, replay_config
 from support.elastic import es_doc
 from support.kafka import create_topic
 
-from esproxy.config import ElasticDestination
-from esproxy.dest.elastic import Elastic
-from esproxy.follow import Rule, Rules
-from esproxy.source.followcreate import IndexCreator
+from esproxy.clients.elastic import Elastic
+from esproxy.core.config import ElasticDestination
+from esproxy.replay.follow import Rule, Rules
+from esproxy.replay.followcreate import IndexCreator
 
 # Explicit mappings a document's dynamic mapping would not give: `n` and `tag` as keyword (dynamic: long,
 # text + keyword), `at` as epoch_millis dates (dynamic: long).

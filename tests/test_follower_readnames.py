@@ -1,4 +1,4 @@
-"""readnames.py against real clusters: a read rewritten for B, and B's answer renamed, equal A's answer."""
+"""proxy/readnames.py against real clusters: a read rewritten for B, and B's answer renamed, equal A's answer."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import requests
 
-from esproxy.config import FollowRule, FollowSettings
-from esproxy.follow import Rules
-from esproxy.readnames import follower_request
+from esproxy.core.config import FollowRule, FollowSettings
+from esproxy.proxy.readnames import follower_request
+from esproxy.replay.follow import Rules
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 

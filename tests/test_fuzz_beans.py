@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from support.beans import reassembled
 from support.fuzz import MAX_INPUT, costly, memory_bound, peak_memory
 
-from esproxy.bean import DOCS_KIND, Bean, BeanError
-from esproxy.bulk import DocOp, split_actions
-from esproxy.messages import (
+from esproxy.core.bean import DOCS_KIND, Bean, BeanError
+from esproxy.core.bulk import DocOp, split_actions
+from esproxy.core.messages import (
     MIN_MAX_MESSAGE_BYTES,
     RECORD_OVERHEAD,
     Abort,
@@ -76,7 +76,7 @@ def beans(body=None, kind=ANY_KIND):
 
 @st.composite
 def docs_bodies(draw) -> bytes:
-    """A document bean's body: versioned actions as capture.py writes them, of any sizes."""
+    """A document bean's body: versioned actions as proxy/capture.py writes them, of any sizes."""
     out = b""
     for n in range(draw(st.integers(0, 12))):
         size = draw(st.one_of(st.integers(0, 100), st.integers(2_000, 30_000)))

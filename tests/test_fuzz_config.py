@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.fuzz import costly
 
-from esproxy import labels
-from esproxy.config import Config, ConfigError, parse
-from esproxy.schema import ByteSize, Duration, Url, build, key_of
+from esproxy.core import labels
+from esproxy.core.config import Config, ConfigError, parse
+from esproxy.core.schema import ByteSize, Duration, Url, build, key_of
 
 json_scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20), st.binary(max_size=8)

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.fuzz import MAX_INPUT, costly, memory_bound, peak_memory
 
-from esproxy.bulk import ACTIONS, BulkFormatError, parse_request, split_actions
-from esproxy.source.httpheaders import MAXHEADERS, MAXLINE, MalformedHead, read_headers
+from esproxy.core.bulk import ACTIONS, BulkFormatError, parse_request, split_actions
+from esproxy.proxy.httpheaders import MAXHEADERS, MAXLINE, MalformedHead, read_headers
 
 HEAD_ERRORS = (MalformedHead, client.HTTPException)
 

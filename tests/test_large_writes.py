@@ -1,4 +1,4 @@
-"""Writes of any size reach B: a bean bigger than one Kafka message is split or chunked (messages.py).
+"""Writes of any size reach B: a bean bigger than one Kafka message is split or chunked (core/messages.py).
 
 Tansu accepts messages of any size (checked: 20 MB), so on it the producer's limit
 (`destination.kafkas[].maxMessageBytes`, kafka-python's max_request_size) is what keeps messages
@@ -21,8 +21,8 @@ from support.elastic import compare_until_equal, es_doc
 from support.kafka import create_topic, produce_raw, read_topic
 from support.process import esproxy_cli
 
-from esproxy.bean import Bean
-from esproxy.messages import RECORD_OVERHEAD, abort_messages, encode
+from esproxy.core.bean import Bean
+from esproxy.core.messages import RECORD_OVERHEAD, abort_messages, encode
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 

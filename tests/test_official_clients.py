@@ -3,7 +3,7 @@
 elasticsearch-py 8 sends `Content-Type: application/vnd.elasticsearch+json; compatible-with=8` (`+x-ndjson` for
 `_bulk`), and elasticsearch-py 7 does so with `compatible-with=7` when ELASTIC_CLIENT_APIVERSIONING=true (the
 upgrade path to Elasticsearch 8). Elasticsearch 7.11+ understands those; OpenSearch, older Elasticsearch and osmem
-answer 406, so the replay into such a B sends the plain media type (esproxy/mediatype.py). The clients need a real
+answer 406, so the replay into such a B sends the plain media type (esproxy/core/mediatype.py). The clients need a real
 Elasticsearch 8 as A; the replay of such beans runs everywhere.
 """
 

@@ -12,7 +12,7 @@ from support.process import Esproxy
 from support.prometheus import metric, parse_prometheus
 from support.servers import DemoServer
 
-from esproxy.logs import redact
+from esproxy.core.logs import redact
 
 
 @pytest.fixture(scope="module")

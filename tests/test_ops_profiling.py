@@ -17,7 +17,7 @@ from support.basics import free_port, wait_until
 from support.process import Esproxy
 from support.servers import DemoServer
 
-from esproxy import profiling
+from esproxy.admin import profiling
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_cpu_profile_with_duration(proxy):
     assert (wd / "cpu.profile").exists()
     funcs = _functions(wd / "cpu.profile")
     # the request handler runs in the server's greenlets, not in the one that enabled the profiler
-    assert ("proxy.py", "_handle") in funcs, sorted(funcs)[:50]
+    assert ("handler.py", "_handle") in funcs, sorted(funcs)[:50]
     assert ("elastic.py", "request") in funcs
     # requests kept being served while profiling and while the profile was written
     assert served_during > 0
@@ -121,7 +121,7 @@ def test_cpu_profile_toggle(proxy):
     assert "cpu.profile collected" not in p.log()
     os.kill(p.pid, signal.SIGUSR1)  # no trigger file at all: toggles off
     p.wait_log("cpu.profile collected", timeout=10)
-    assert ("proxy.py", "_handle") in _functions(wd / "cpu.profile")
+    assert ("handler.py", "_handle") in _functions(wd / "cpu.profile")
 
 
 def test_mem_profile_window(proxy):

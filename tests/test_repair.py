@@ -20,10 +20,10 @@ from support.kafka import create_topic
 from support.load import Writer
 from support.mangled import MangledB
 
-from esproxy import repair as repair_module
-from esproxy.bulk import DocOp
-from esproxy.compare import cluster
-from esproxy.repair import IndexResult, Planned, Progress, Repair, _current_version, delete_action
+from esproxy.commands import repair as repair_module
+from esproxy.commands.compare import cluster
+from esproxy.commands.repair import IndexResult, Planned, Progress, Repair, _current_version, delete_action
+from esproxy.core.bulk import DocOp
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 

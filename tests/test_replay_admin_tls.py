@@ -15,9 +15,9 @@ from support.configs import proxy_config, replay_config
 from support.elastic import es_doc
 from support.kafka import create_topic
 
-from esproxy.config import ConfigError, ElasticDestination, parse
-from esproxy.schema import build
-from esproxy.switchover import Failed, replay_endpoint
+from esproxy.commands.switchover import Failed, replay_endpoint
+from esproxy.core.config import ConfigError, ElasticDestination, parse
+from esproxy.core.schema import build
 
 JSON = {"Content-Type": "application/json"}
 TOKEN = {"X-Admin-Token": "replay-admin-token"}

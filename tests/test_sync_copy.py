@@ -21,7 +21,7 @@ from support.elastic import bulk_load, compare_until_equal, es_doc
 from support.kafka import create_topic
 from support.load import Churn
 
-from esproxy.synccopy import Reader, SettingsChoice, SyncCopy, main, mapping_conflicts
+from esproxy.commands.synccopy import Reader, SettingsChoice, SyncCopy, main, mapping_conflicts
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 

@@ -21,7 +21,7 @@ from support.kafka import create_topic
 from support.process import esproxy_cli
 from support.tls import TlsTerminator
 
-from esproxy.config import ConfigError, parse
+from esproxy.core.config import ConfigError, parse
 
 
 @pytest.fixture(scope="module")

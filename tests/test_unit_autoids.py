@@ -1,4 +1,4 @@
-"""Proxy-assigned ids: the id format, and how auto-id writes are rewritten (autoids.py)."""
+"""Proxy-assigned ids: the id format, and how auto-id writes are rewritten (proxy/autoids.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from itertools import count
 
 import pytest
 
-from esproxy.autoids import IdGenerator, assign_ids
-from esproxy.bulk import parse_request
-from esproxy.source.proxy import with_assigned_ids
+from esproxy.core.bulk import parse_request
+from esproxy.proxy.autoids import IdGenerator, assign_ids
+from esproxy.proxy.handler import with_assigned_ids
 
 ID_CHARS = re.compile(r"^[A-Za-z0-9_-]{20}$")
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from esproxy.bulk import Item, UnparsableAnswer, parse_response
+from esproxy.core.bulk import Item, UnparsableAnswer, parse_response
 
 
 def _answer(*items: object) -> bytes:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from esproxy.bean import DOCS_KIND, Bean
-from esproxy.bulk import split_actions
-from esproxy.capture import capture
+from esproxy.core.bean import DOCS_KIND, Bean
+from esproxy.core.bulk import split_actions
+from esproxy.proxy.capture import capture
 
 
 def _template(method: str, uri: str, body: object = b"") -> Bean:

@@ -7,8 +7,8 @@ import json
 import pytest
 from support.beans import make_bean
 
-from esproxy.config import ConfigError, parse
-from esproxy.deadletters import make_record, original
+from esproxy.core.config import ConfigError, parse
+from esproxy.core.deadletters import make_record, original
 
 
 def test_record_of_a_bean_keeps_its_fields_and_requeues_without_dead_letter():

@@ -1,4 +1,4 @@
-"""follow.py (sync rules) and source/followed.py (what the replay sends B under them): pure logic."""
+"""replay/follow.py (sync rules) and replay/followed.py (what the replay sends B under them): pure logic."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from esproxy.bean import Bean
-from esproxy.bulk import DocOp, split_actions
-from esproxy.config import ConfigError, FollowRule, FollowSettings, parse
-from esproxy.follow import Rules, covers, intersect, matches, name_problem
-from esproxy.followcontrol import FollowControl
-from esproxy.source.followed import (
+from esproxy.core.bean import Bean
+from esproxy.core.bulk import DocOp, split_actions
+from esproxy.core.config import ConfigError, FollowRule, FollowSettings, parse
+from esproxy.replay.follow import Rules, covers, intersect, matches, name_problem
+from esproxy.replay.followcontrol import FollowControl
+from esproxy.replay.followed import (
     TEMPLATES,
     deletes_index,
     document_indices,

@@ -1,4 +1,4 @@
-"""The health verdict (esproxy.health) and the figures it reads: ages in the spool and the queue,
+"""The health verdict (esproxy.admin.health) and the figures it reads: ages in the spool and the queue,
 produce failures by reason, dead-letter times (pure logic, real files and greenlets, no servers)."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from pathlib import Path
 
 import gevent
 
-from esproxy.bean import Bean
-from esproxy.config import HealthSettings
-from esproxy.dest.refusals import ProxyDeadLetters
-from esproxy.fanout import Fanout
-from esproxy.health import problems
-from esproxy.schema import Duration
-from esproxy.source.groupwatch import Unconsumed, observe
-from esproxy.spool import Spool
-from esproxy.stats import Stats
+from esproxy.admin.health import problems
+from esproxy.clients.refusals import ProxyDeadLetters
+from esproxy.core.bean import Bean
+from esproxy.core.config import HealthSettings
+from esproxy.core.schema import Duration
+from esproxy.core.stats import Stats
+from esproxy.proxy.fanout import Fanout
+from esproxy.proxy.spool import Spool
+from esproxy.replay.groupwatch import Unconsumed, observe
 
 SETTINGS = HealthSettings(
     maxShipDelay=Duration(2),
@@ -143,7 +143,7 @@ def test_lane_waiting_is_the_oldest_record_not_applied() -> None:
     from gevent.event import Event
     from gevent.lock import Semaphore
 
-    from esproxy.source.lanes import Lane
+    from esproxy.replay.lanes import Lane
 
     Record = namedtuple("Record", "offset timestamp value")
     applies_up_to = [1]  # the cluster takes offsets up to this one, then stops short

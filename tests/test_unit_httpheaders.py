@@ -10,7 +10,7 @@ from http import client
 import pytest
 from gevent.pywsgi import headers_factory
 
-from esproxy.source.httpheaders import MalformedHead, parse_plain, read_headers
+from esproxy.proxy.httpheaders import MalformedHead, parse_plain, read_headers
 
 PLAIN = [
     b"Host: a\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\nbody follows",

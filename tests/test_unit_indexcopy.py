@@ -1,9 +1,9 @@
-"""indexcopy.py: which of A's settings B's copy gets, and when two mappings conflict (pure logic)."""
+"""clients/indexcopy.py: which of A's settings B's copy gets, and when two mappings conflict (pure logic)."""
 
 from __future__ import annotations
 
-from esproxy.follow import Rule
-from esproxy.indexcopy import SettingsChoice, definition, mapping_conflicts
+from esproxy.clients.indexcopy import SettingsChoice, definition, mapping_conflicts
+from esproxy.replay.follow import Rule
 
 
 def test_mappings_compare_in_a_normal_form():

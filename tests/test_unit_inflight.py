@@ -1,4 +1,4 @@
-"""esproxy.inflight: the budget of request bytes in flight, alone and shared between processes."""
+"""esproxy.proxy.inflight: the budget of request bytes in flight, alone and shared between processes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from esproxy.config import ConfigError, parse
-from esproxy.inflight import Budget, Shared, refusal_body
+from esproxy.core.config import ConfigError, parse
+from esproxy.proxy.inflight import Budget, Shared, refusal_body
 
 
 def test_a_budget_refuses_what_would_pass_it_and_takes_it_once_given_back():
@@ -75,7 +75,7 @@ def test_the_budget_holds_twice_the_largest_body():
     ids=["plain", "escapes", "newlines", "cut-near-a-character", "binary"],
 )
 def test_a_large_beans_json_made_in_pieces_is_the_json_made_whole(body):
-    from esproxy.bean import Bean
+    from esproxy.core.bean import Bean
 
     bean = Bean("POST", "/_bulk", body, labels={"k": "v"}, index="i", kind="docs")
     whole = json.dumps(bean.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()

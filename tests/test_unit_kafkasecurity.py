@@ -9,9 +9,9 @@ import yaml
 from support.certs import make_pki
 from support.process import esproxy_cli
 
-from esproxy import kafkasecurity
-from esproxy.config import ConfigError, KafkaDestination, KafkaSource, parse
-from esproxy.schema import build
+from esproxy.clients import kafkasecurity
+from esproxy.core.config import ConfigError, KafkaDestination, KafkaSource, parse
+from esproxy.core.schema import build
 
 SECRET = "s3cr3t-kafka-password"
 
@@ -246,5 +246,5 @@ def test_config_does_not_import_kafka():
     import subprocess
     import sys
 
-    code = "import sys, esproxy.config, esproxy.cli; sys.exit('kafka' in sys.modules)"
+    code = "import sys, esproxy.core.config, esproxy.cli; sys.exit('kafka' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0

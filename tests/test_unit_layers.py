@@ -11,32 +11,32 @@ import esproxy
 ROOT = Path(esproxy.__file__).parent
 
 PROXY = {
-    "esproxy.source.proxy",
-    "esproxy.source.httpheaders",
-    "esproxy.capture",
-    "esproxy.autoids",
-    "esproxy.settle",
-    "esproxy.spool",
-    "esproxy.fanout",
-    "esproxy.dest.kafka",
-    "esproxy.dest.refusals",
+    "esproxy.proxy.handler",
+    "esproxy.proxy.httpheaders",
+    "esproxy.proxy.capture",
+    "esproxy.proxy.autoids",
+    "esproxy.proxy.settle",
+    "esproxy.proxy.spool",
+    "esproxy.proxy.fanout",
+    "esproxy.clients.producer",
+    "esproxy.clients.refusals",
 }
 REPLAY = {
-    "esproxy.source.kafka",
-    "esproxy.source.lanes",
-    "esproxy.source.kafka_deadletters",
-    "esproxy.source.followcreate",
+    "esproxy.replay.consumer",
+    "esproxy.replay.lanes",
+    "esproxy.replay.deadletters",
+    "esproxy.replay.followcreate",
 }
 # What both import: the message contract and the common modules, which import neither role.
 SHARED = {
-    "esproxy.bean",
-    "esproxy.messages",
-    "esproxy.bulk",
-    "esproxy.deadletters",
-    "esproxy.retry",
-    "esproxy.config",
-    "esproxy.stats",
-    "esproxy.logs",
+    "esproxy.core.bean",
+    "esproxy.core.messages",
+    "esproxy.core.bulk",
+    "esproxy.core.deadletters",
+    "esproxy.core.retry",
+    "esproxy.core.config",
+    "esproxy.core.stats",
+    "esproxy.core.logs",
 }
 
 
@@ -80,6 +80,6 @@ def test_no_role_imports_the_other() -> None:
 
 
 def test_relative_imports_are_resolved() -> None:
-    replay = _imports(ROOT / "source" / "kafka.py")
-    assert {"esproxy.source.lanes", "esproxy.bean", "esproxy.dest.elastic"} <= replay
-    assert "esproxy.source.httpheaders" in _imports(ROOT / "source" / "proxy.py")
+    replay = _imports(ROOT / "replay" / "consumer.py")
+    assert {"esproxy.replay.lanes", "esproxy.core.bean", "esproxy.clients.elastic"} <= replay
+    assert "esproxy.proxy.httpheaders" in _imports(ROOT / "proxy" / "handler.py")

@@ -1,4 +1,4 @@
-"""esproxy.dest.lean (bodiless GET/HEAD) gives what geventhttpclient gave: the same request bytes
+"""esproxy.clients.lean (bodiless GET/HEAD) gives what geventhttpclient gave: the same request bytes
 and the same Response, for answers framed every way HTTP/1.1 allows, against a raw loopback server."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import time
 import pytest
 from gevent import socket as gsocket
 
-from esproxy.config import ElasticDestination
-from esproxy.deadlines import Deadlines
-from esproxy.dest import lean
-from esproxy.dest.elastic import Elastic, UpstreamError
+from esproxy.clients import lean
+from esproxy.clients.elastic import Elastic, UpstreamError
+from esproxy.core.config import ElasticDestination
+from esproxy.core.deadlines import Deadlines
 
 ANSWERS = {
     "length, duplicates, blanks": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-a: 1\r\n"

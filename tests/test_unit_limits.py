@@ -10,11 +10,11 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from esproxy.config import ConfigError, parse
-from esproxy.deadlines import Deadlines
-from esproxy.schema import format_size, parse_size
-from esproxy.source.httpheaders import HeadersTooLarge, read_headers
-from esproxy.source.limits import Limits, Refused, content_too_long, wait_for_bytes
+from esproxy.core.config import ConfigError, parse
+from esproxy.core.deadlines import Deadlines
+from esproxy.core.schema import format_size, parse_size
+from esproxy.proxy.httpheaders import HeadersTooLarge, read_headers
+from esproxy.proxy.limits import Limits, Refused, content_too_long, wait_for_bytes
 
 CONF = """
 source:
@@ -133,7 +133,7 @@ def test_a_tls_handshake_that_never_comes_is_dropped_after_read_timeout(tmp_path
     from gevent import socket as gsocket
     from support.certs import make_pki
 
-    from esproxy.source.limits import ProxyServer
+    from esproxy.proxy.limits import ProxyServer
 
     pki = make_pki(tmp_path)
     limits = Limits(1024, 1024, 1024, 10, read_timeout=0.3, idle_timeout=0.3, max_connections=10)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from esproxy import config, labels, routing
-from esproxy.bean import Bean, BeanError
-from esproxy.messages import partition_key
-from esproxy.schema import ConfigError, format_duration, parse_duration
+from esproxy.core import config, labels, routing
+from esproxy.core.bean import Bean, BeanError
+from esproxy.core.messages import partition_key
+from esproxy.core.schema import ConfigError, format_duration, parse_duration
 
 HERE = Path(__file__).parent
 
@@ -206,7 +206,7 @@ def test_generated_references_match_their_declarations() -> None:
     [(401, True), (403, True), (429, True), (500, True), (503, True), (400, False), (404, False), (409, False)],
 )
 def test_replay_retries_what_b_may_accept_later(status: int, retried: bool) -> None:
-    from esproxy.dest.elastic import is_retriable
+    from esproxy.clients.elastic import is_retriable
 
     assert is_retriable(status) is retried
 
@@ -215,7 +215,7 @@ def test_replay_retries_what_b_may_accept_later(status: int, retried: bool) -> N
 def test_connect_timeout_is_an_argument_of_the_installed_kafka_python(client: str) -> None:
     import kafka
 
-    from esproxy.kafkaconnect import connect_kwargs
+    from esproxy.clients.kafkaconnect import connect_kwargs
 
     cls = getattr(kafka, client)
     entry = config.parse(MINIMAL.replace("/'}]}", "/'}], kafkas: [{topic: t, brokers: b, connectTimeout: 2s}]}"))

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from esproxy import logs
-from esproxy.logs import _SECRETS, LazyFlushHandler, SeedFormatter, access_log, redact
+from esproxy.core import logs
+from esproxy.core.logs import _SECRETS, LazyFlushHandler, SeedFormatter, access_log, redact
 
 
 def _full_redact(text: str) -> str:

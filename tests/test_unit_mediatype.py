@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from esproxy import mediatype
+from esproxy.core import mediatype
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""messages.py: beans to Kafka messages within a size limit, and back."""
+"""core/messages.py: beans to Kafka messages within a size limit, and back."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 import pytest
 from support.beans import reassembled
 
-from esproxy.bean import DOCS_KIND, Bean, BeanError
-from esproxy.bulk import DocOp, split_actions
-from esproxy.messages import (
+from esproxy.core.bean import DOCS_KIND, Bean, BeanError
+from esproxy.core.bulk import DocOp, split_actions
+from esproxy.core.messages import (
     RECORD_OVERHEAD,
     Abort,
     Assembler,
@@ -212,8 +212,8 @@ destination:
 
 
 def test_max_message_bytes_is_the_producers_max_request_size() -> None:
-    from esproxy.config import ConfigError, parse
-    from esproxy.dest.kafka import KafkaDest
+    from esproxy.clients.producer import KafkaDest
+    from esproxy.core.config import ConfigError, parse
 
     cfg = parse(CONF % 2_000_000)
     assert KafkaDest(cfg.destination.kafkas[0]).producer_config()["max_request_size"] == 2_000_000

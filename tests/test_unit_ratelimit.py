@@ -1,11 +1,11 @@
-"""ratelimit.py: documents and bytes per second, paid before each send, on a fake clock."""
+"""replay/ratelimit.py: documents and bytes per second, paid before each send, on a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from esproxy.ratelimit import RateLimit
-from esproxy.retry import Aborted
+from esproxy.core.retry import Aborted
+from esproxy.replay.ratelimit import RateLimit
 
 
 class FakeTime:

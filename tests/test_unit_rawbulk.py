@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from esproxy.bulk import Action, Item, is_bulk_uri, parse_request
-from esproxy.dest.elastic import _bulk_outcome, _without_filter_path
+from esproxy.clients.elastic import _bulk_outcome, _without_filter_path
+from esproxy.core.bulk import Action, Item, is_bulk_uri, parse_request
 
 BODY = (
     b'{"index":{"_index":"i","_id":"1"}}\n{"n":1}\n'

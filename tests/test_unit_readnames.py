@@ -1,4 +1,4 @@
-"""readnames.py: a read in B's index names, and B's answer back in A's: faithful or None."""
+"""proxy/readnames.py: a read in B's index names, and B's answer back in A's: faithful or None."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esproxy.config import FollowRule, FollowSettings
-from esproxy.follow import Rules, name_problem
-from esproxy.readnames import Rewritten, follower_request
+from esproxy.core.config import FollowRule, FollowSettings
+from esproxy.proxy.readnames import Rewritten, follower_request
+from esproxy.replay.follow import Rules, name_problem
 
 LOGS = {"name": "logs", "indices": ["logs-*"], "exclude": ["logs-tmp-*"], "rename": "{{remote_index}}-replica"}
 USERS = {"name": "users", "indices": ["users"]}  # followed under its own name

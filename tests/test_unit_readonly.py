@@ -1,4 +1,4 @@
-"""follow.Rules.source (B's name back to A's) and readonly.py (the writes a follower's proxy refuses)."""
+"""follow.Rules.source (B's name back to A's) and proxy/readonly.py (the writes a follower's proxy refuses)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from esproxy.config import FollowRule, FollowSettings, parse
-from esproxy.follow import Rule, Rules
-from esproxy.readonly import refusal
+from esproxy.core.config import FollowRule, FollowSettings, parse
+from esproxy.proxy.readonly import refusal
+from esproxy.replay.follow import Rule, Rules
 
 LOGS = {"name": "logs", "indices": ["logs-*"], "exclude": ["logs-tmp-*"], "rename": "{{remote_index}}-replica"}
 USERS = {"name": "users", "indices": ["users"]}  # followed under its own name

@@ -1,5 +1,5 @@
 """Read/write splitting, pure logic: which requests a follower may answer, read-your-writes memory,
-follower state (esproxy/source/readroute.py)."""
+follower state (esproxy/proxy/readroute.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import json
 
 import pytest
 
-from esproxy import config
-from esproxy.config import ElasticDestination, FollowRule, FollowSettings
-from esproxy.dest.elastic import Elastic, UpstreamError
-from esproxy.follow import Rules
-from esproxy.schema import Duration, Url
-from esproxy.source.readroute import (
+from esproxy.clients.elastic import Elastic, UpstreamError
+from esproxy.core import config
+from esproxy.core.config import ElasticDestination, FollowRule, FollowSettings
+from esproxy.core.schema import Duration, Url
+from esproxy.proxy.readroute import (
     CLUSTER,
     WRITE,
     Follower,
@@ -26,6 +25,7 @@ from esproxy.source.readroute import (
     read_indices,
     written_indices,
 )
+from esproxy.replay.follow import Rules
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ import json
 import pytest
 from kafka import errors
 
-from esproxy.bean import Bean
-from esproxy.config import parse
-from esproxy.deadletters import LetterFile, original, proxy_file, proxy_record
-from esproxy.dest.refusals import maybe_a_neighbour, reason, refused_for_good
+from esproxy.clients.refusals import maybe_a_neighbour, reason, refused_for_good
+from esproxy.core.bean import Bean
+from esproxy.core.config import parse
+from esproxy.core.deadletters import LetterFile, original, proxy_file, proxy_record
 
 
 @pytest.mark.parametrize(

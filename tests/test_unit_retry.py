@@ -7,7 +7,7 @@ import time
 import gevent
 import pytest
 
-from esproxy.retry import Aborted, Backoff, backoff, interruptible, retry, sleep
+from esproxy.core.retry import Aborted, Backoff, backoff, interruptible, retry, sleep
 
 
 def test_backoff_grows_within_its_cap() -> None:

@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
-from esproxy import secretrefs
-from esproxy.config import ConfigError, parse
-from esproxy.deadletters import make_record
-from esproxy.logs import MaskedStream, SeedFormatter
-from esproxy.secretrefs import Unresolved, keep, mask, mask_bytes, resolve, resolve_tree
-from esproxy.wsgi import error_body, header_check
+from esproxy.core import secretrefs
+from esproxy.core.config import ConfigError, parse
+from esproxy.core.deadletters import make_record
+from esproxy.core.logs import MaskedStream, SeedFormatter
+from esproxy.core.secretrefs import Unresolved, keep, mask, mask_bytes, resolve, resolve_tree
+from esproxy.core.wsgi import error_body, header_check
 
 BASE = """
 source:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import gevent
 
-from esproxy.bean import Bean
-from esproxy.spool import Spool, SpoolFull
+from esproxy.core.bean import Bean
+from esproxy.proxy.spool import Spool, SpoolFull
 
 
 def _bean(i: int) -> Bean:

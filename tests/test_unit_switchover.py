@@ -1,5 +1,5 @@
-"""The switchover's logic without servers: the proxy's leader state and write gate (esproxy.leadership), the
-command's plan and its "applied everything" test (esproxy.switchover)."""
+"""The switchover's logic without servers: the proxy's leader state and write gate (esproxy.proxy.leadership), the
+command's plan and its "applied everything" test (esproxy.commands.switchover)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import gevent
 import pytest
 import yaml
 
-from esproxy.config import ConfigError, parse
-from esproxy.leadership import STATE_FILE, Leadership
-from esproxy.switchover import Failed, behind, config_problems, make_plan
+from esproxy.commands.switchover import Failed, behind, config_problems, make_plan
+from esproxy.core.config import ConfigError, parse
+from esproxy.proxy.leadership import STATE_FILE, Leadership
 
 A, B, C = "http://a:9200", "http://b:9200", "http://c:9200"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from esproxy.bean import Bean
-from esproxy.messages import Assembler, Chunk, decode
+from esproxy.core.bean import Bean
+from esproxy.core.messages import Assembler, Chunk, decode
 
 
 def make_bean(method: str, uri: str, body: str = "", content_type: str = "application/json", **extra: Any) -> bytes:

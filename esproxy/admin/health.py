@@ -1,0 +1,126 @@
+"""The verdict of ``/_esproxy/health``: what keeps captured writes from reaching the other cluster.
+
+Each check compares one figure with its ``health.*`` setting (0 turns the check off):
+
+- ``ship_delay``: the oldest captured write not yet taken by Kafka (spool or in-memory queue) has
+  waited longer than ``maxShipDelay``;
+- ``producer_failing``: a topic's produce requests have failed, with no message taken since, for
+  longer than ``maxProduceFailing`` — while writes still wait to be shipped or failures keep coming
+  (a write refused once and moved aside does not keep health at 503 by this check);
+- ``replay_stalled``: a replayed partition has had records waiting, none applied, for longer than
+  ``maxReplayStall``; or a replay has not started for that long because its cluster does not answer
+  (or is not trusted) when asked for its id;
+- ``replay_lag``: the oldest record a partition fetched and has not applied is older than
+  ``maxReplayLag`` (by its Kafka timestamp);
+- ``replay_unassigned``: partitions of a replay's topics that it does not hold have had writes waiting,
+  with no replay of its group committing on them, for longer than ``maxUnassigned``
+  (esproxy.replay.groupwatch);
+- ``dead_letters``: a dead letter was written within the last ``deadLetterWindow``.
+
+Pure logic: :mod:`esproxy.admin.server` gathers the figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from esproxy.core.config import HealthSettings
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"check": self.check, "reason": self.reason}
+
+
+def problems(
+    settings: HealthSettings,
+    *,
+    now: float,
+    ship_age: float,
+    backlog: int,
+    produce_failing: dict[str, tuple[float, float, str]],
+    lags: Iterable[dict[str, Any]],
+    dead_letter_times: Iterable[float],
+    unstarted: Iterable[tuple[str, float, str]] = (),
+    unassigned: Iterable[dict[str, Any]] = (),
+) -> list[Problem]:
+    """What is wrong now; empty when healthy. ``now`` is time.monotonic(), as the times given."""
+    out: list[Problem] = []
+    limit = settings.maxShipDelay
+    if limit and ship_age > limit:
+        out.append(
+            Problem(
+                "ship_delay",
+                f"captured writes wait to be shipped to Kafka: the oldest for {_secs(ship_age)}, {backlog} waiting"
+                f" (health.maxShipDelay: {_secs(limit)})",
+            )
+        )
+    limit = settings.maxProduceFailing
+    for topic, (first, last, reason) in sorted(produce_failing.items()):
+        failing = now - first
+        if limit and failing > limit and (backlog > 0 or now - last <= limit):
+            out.append(
+                Problem(
+                    "producer_failing",
+                    f"Kafka has taken no message for topic {topic} for {_secs(failing)} of failures"
+                    f" (last: {reason}, {_secs(now - last)} ago) (health.maxProduceFailing: {_secs(limit)})",
+                )
+            )
+    for row in lags:
+        replay = f"replay of {row['topic']}-{row['partition']} (group {row['group']})"
+        stalled, lag, offset = row["stalled_seconds"], row["lag_seconds"], row["oldest_offset"]
+        for check, value, limit, setting, what in (
+            ("replay_stalled", stalled, settings.maxReplayStall, "maxReplayStall",
+             f"applied nothing for {_secs(stalled)} while records wait from offset {offset}"),
+            ("replay_lag", lag, settings.maxReplayLag, "maxReplayLag",
+             f"is {_secs(lag)} behind: the oldest record not applied is offset {offset}"),
+        ):  # fmt: skip
+            if limit and value > limit:
+                out.append(Problem(check, f"{replay} {what} (health.{setting}: {_secs(limit)})"))
+    limit = settings.maxReplayStall
+    for cluster, since, reason in unstarted:  # (cluster, waiting since, why)
+        if limit and now - since > limit:
+            out.append(
+                Problem(
+                    "replay_stalled",
+                    f"replay into {cluster} has not started for {_secs(now - since)}: {reason}"
+                    f" (health.maxReplayStall: {_secs(limit)})",
+                )
+            )
+    limit = settings.maxUnassigned
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in unassigned:  # KafkaReplay.unassigned()
+        if limit and row["waiting_seconds"] > limit:
+            groups.setdefault(row["group"], []).append(row)
+    for group, rows in sorted(groups.items()):
+        names = ", ".join(f"{r['topic']}-{r['partition']} (lag {r['lag']})" for r in rows)
+        longest = max(r["waiting_seconds"] for r in rows)
+        out.append(
+            Problem(
+                "replay_unassigned",
+                f"partitions {names} have had writes waiting for {_secs(longest)} that no replay of group {group}"
+                f" applies: this replay is not assigned them and the group's committed offsets do not move"
+                f" (health.maxUnassigned: {_secs(limit)})",
+            )
+        )
+    limit = settings.deadLetterWindow
+    if limit:
+        recent = [t for t in dead_letter_times if now - t <= limit]
+        if recent:
+            out.append(
+                Problem(
+                    "dead_letters",
+                    f"{len(recent)} dead letter(s) written in the last {_secs(limit)}, the latest"
+                    f" {_secs(now - max(recent))} ago: see `esproxy dlq list` (health.deadLetterWindow)",
+                )
+            )
+    return out
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.1f}s"

@@ -1,0 +1,858 @@
+"""The proxy role's request handler: forward to the primary, capture successful writes.
+
+Requests go to the primary as sent, except that writes the primary would choose a document id for
+get one from the proxy first (``assignIds``, see proxy/autoids.py).
+
+One :class:`ProxyApp` (a WSGI app) per ``source.proxies[]`` entry, served by a gevent
+``WSGIServer``. Responses go back as the primary sent them (status, headers but hop-by-hop ones,
+body bytes, compressed or not). A 2xx answer to a write becomes a bean on the fanout queue before
+the client gets its answer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+import socket
+import sys
+import time
+import zlib
+from http import HTTPStatus
+from typing import Any, Iterable, Optional
+
+import gevent
+from gevent.pywsgi import Input, WSGIHandler, WSGIServer, format_date_time
+
+from esproxy.clients.elastic import Elastic, Response, UpstreamError
+from esproxy.clients.lean import send_all
+from esproxy.clients.tls import wsgi_server
+from esproxy.core import routing
+from esproxy.core.bean import Bean
+from esproxy.core.config import ProxySource
+from esproxy.core.logs import access_log
+from esproxy.core.retry import retry
+from esproxy.core.stats import STATS
+from esproxy.core.wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
+from esproxy.replay.follow import Rules
+
+from . import readonly
+from .autoids import assign_ids
+from .capture import capture, single_document
+from .httpheaders import HeadersTooLarge, read_headers
+from .leadership import Leadership
+from .limits import (
+    LimitedInput,
+    Limits,
+    OverBudget,
+    ProxyServer,
+    Refused,
+    RequestTimeout,
+    TimedOut,
+    answer_and_close,
+    client_name,
+    content_too_long,
+    headers_too_large,
+    line_too_long,
+    wait_for_bytes,
+)
+from .readroute import FORCE_ENVIRON, UPSTREAM_ENVIRON, Follower, ReadRouter
+from .recorder import NotRecorded, Recorder, Unavailable
+from .settle import settle
+from .spool import SpoolFull, intent_record
+
+log = logging.getLogger("esproxy.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",  # recomputed by the server from the body we return
+    }
+)
+# Request headers forwarded as they are; more with `passHeaders`.
+FORWARDED = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "Authorization", "X-Opaque-Id")
+
+PROXY_CREDENTIALS = "missing or wrong credentials for the proxy (source.proxies[].header)"
+
+# Seconds past a write's deadline (sent + the primary's timeout) before its outcome is read back from A.
+SETTLE_GRACE = 5.0
+
+# Requests pass_read may answer, and paths it leaves to the WSGI path (the admin endpoints'; a
+# percent-encoded start might decode to them).
+PASSED = frozenset({"GET", "HEAD"})
+LOCAL_PATHS = ("/_esproxy/", "/%")
+
+# Answers to requests that are not captured (reads) and are longer than this, or of unknown length,
+# are streamed to the client as they arrive instead of being held whole in memory.
+STREAM_OVER = 256 * 1024
+
+
+# The request line as RFC 9112 has it: method SP request-target SP version, the method a token, the target
+# a path (origin form) without blanks or control characters; bytes of UTF-8 characters (index names sent
+# unescaped, as curl does) are kept. Not "//...": the upstream client refuses to send it (a protocol-relative
+# URL), which would leave a write of unknown outcome to settle.
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(r"/(?!/)[^\x00-\x20\x7f]*")
+_VERSIONS = ("HTTP/1.0", "HTTP/1.1")
+# The request's plain body, once decompressed (see _plain_body).
+_PLAIN_BODY = "esproxy.plain_body"
+
+
+class BadRequestLine(ValueError):
+    """pywsgi answers a ValueError from read_request with a 400 and closes the connection."""
+
+
+class ErrorAnswer(Exception):
+    """An answer of the proxy's own instead of the primary's (an Elasticsearch-style error)."""
+
+    def __init__(
+        self, status: int, kind: str, reason: str, access_logged: bool = True, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.body = error_body(status, kind, reason)
+        self.access_logged = access_logged
+        self.headers = list(headers)
+
+
+_date = (-1, b"")  # (a second, its Date header line): formatted once a second
+
+
+def _date_header() -> bytes:
+    """``Date: ...\\r\\n`` as pywsgi writes it, for the current second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, b"Date: " + format_date_time(now) + b"\r\n")
+    return _date[1]
+
+
+class RawPathHandler(WSGIHandler):
+    """Keeps the request target as the client sent it: PATH_INFO is percent-decoded, which would
+    turn a document id like ``a%2Fb`` into a path. Sets TCP_NODELAY on each client connection,
+    sends an answer's head and body in one send, reads headers with httpheaders.read_headers, and
+    applies the listener's limits (esproxy.proxy.limits) while it reads a request."""
+
+    server: ProxyServer
+    served = 0  # requests read on this connection
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:
+        limits = self.server.limits
+        return read_headers(fp, *args, max_count=limits.max_header_count, max_bytes=limits.max_header_size)
+
+    def read_request(self, raw_requestline: str) -> bool:
+        """pywsgi's, on a request line checked first. pywsgi splits the line at any whitespace, and in
+        latin-1 that includes bytes of UTF-8 characters (\\x85, \\xa0): it is given the line with the target
+        as ``/``, and the target is put back after."""
+        parts = raw_requestline.rstrip("\r\n").split(" ")
+        if len(parts) != 3 or not _METHOD.fullmatch(parts[0]) or parts[2] not in _VERSIONS:
+            raise BadRequestLine(f"not an HTTP/1.x request line: {raw_requestline[:200]!r}")
+        method, target, version = parts
+        if not _TARGET.fullmatch(target):
+            raise BadRequestLine(f"not a path (no blanks or control characters): {target[:200]!r}")
+        ok = super().read_request(f"{method} / {version}")
+        self.path = target
+        self.requestline = raw_requestline.rstrip("\r\n")
+        return ok
+
+    passing = False  # this request takes ProxyApp.pass_read instead of the WSGI path
+
+    def get_environ(self) -> Environ:
+        self.passing = self.server.application.passes(self)
+        if self.passing:  # no environ to build (pywsgi's error logging reads one: an empty one)
+            self.wsgi_input = None  # no body: nothing to read or to finish
+            return {}
+        env = super().get_environ()
+        env["RAW_URI"] = self.path
+        if isinstance(self.wsgi_input, Input):  # not for a connection upgrade (not Elasticsearch's)
+            self.wsgi_input = env["wsgi.input"] = LimitedInput(
+                self.wsgi_input, self.server.limits, self.server.deadlines
+            )
+        return env
+
+    def handle_one_response(self) -> None:
+        if not self.passing:
+            super().handle_one_response()
+            return
+        self.status = None
+        self.response_length = 0
+        try:
+            self.server.application.pass_read(self)
+        except OSError as e:  # the client went away (as pywsgi's own path: close, say nothing)
+            self.close_connection = True
+            if e.args and e.args[0] not in self.ignored_socket_errors:
+                self.handle_error(*sys.exc_info())
+        except Exception:  # noqa: BLE001 - as pywsgi's own path: logged, a 500 if nothing was sent
+            self.handle_error(*sys.exc_info())
+
+    def send_answer(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        """What start_response + a one-piece body send through pywsgi, byte for byte: the head as
+        given, then Date (unless given) and Content-Length (unless given or a 204/304), in one send."""
+        code = status[:3]
+        head = ["HTTP/1.1 ", status, "\r\n"]
+        date = length = False
+        for name, value in headers:
+            head += (name, ": ", value, "\r\n")
+            lower = name.lower()
+            date = date or lower == "date"
+            length = length or lower == "content-length"
+        out = "".join(head).encode("latin-1")
+        if not date:
+            out += _date_header()
+        if not length and code not in ("204", "304"):
+            out += b"Content-Length: %d\r\n" % len(body)
+        out += b"\r\n"
+        self.status = status.encode("latin-1")
+        self.code = int(code)
+        if len(body) > 65536:
+            self._sendall(out)
+            self._sendall(body)
+        else:
+            self._send_small(out + body)
+
+    def _send_small(self, data: bytes) -> None:
+        """pywsgi's _sendall, through lean.send_all."""
+        try:
+            send_all(self.socket, data)
+        except OSError as ex:
+            self.status = f"socket error: {ex}"
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
+
+    def send_stream(self, status: str, headers: list[tuple[str, str]], length: Optional[int], chunks: Any) -> None:
+        """A streamed answer as pywsgi sends an iterable one: with its Content-Length, else chunked."""
+        self.status = status.encode("latin-1")
+        self.code = int(status[:3])
+        head = ["HTTP/1.1 ", status, "\r\n"] + [f"{name}: {value}\r\n" for name, value in headers]
+        out = "".join(head).encode("latin-1")
+        if not any(name.lower() == "date" for name, _ in headers):
+            out += _date_header()
+        chunked = length is None and self.code not in (204, 304)
+        out += b"Transfer-Encoding: chunked\r\n\r\n" if chunked else b"\r\n"
+        try:
+            self._sendall(out)
+            for chunk in chunks:
+                if chunk:
+                    self._sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked:
+                self._sendall(b"0\r\n\r\n")
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    def handle_one_request(self) -> Any:
+        """gevent's, with the limits: None closes the connection, True reads the next request."""
+        if self.rfile.closed:
+            return None
+        server = self.server
+        limits, deadlines = server.limits, server.deadlines
+        # While a request is awaited and its head read, the deadlines time the reads (not the socket's
+        # timeout: a gevent.Timeout for each wait); the socket's timeout is for the answer's sends.
+        self.socket.settimeout(None)
+        if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout, deadlines):
+            return None  # nothing came (idle, or a connection that never asked): closed without an answer
+        self.served += 1
+        started = time.perf_counter()
+        self.command = ""
+        try:
+            deadlines.arm(limits.read_timeout)
+            try:
+                if not self._read_head(limits):
+                    return None
+            except TimedOut:
+                raise RequestTimeout("the request line and headers", limits) from None
+            finally:
+                deadlines.disarm()
+                self.socket.settimeout(server.patience)  # for what is sent next: an answer, a refusal, a 400
+        except Refused as e:
+            self.server.refusals.note(e, client_name(self.client_address))
+            STATS.observe_request(self.command or "OTHER", e.status, time.perf_counter() - started)
+            answer_and_close(self.socket, e)
+            return None
+        except OSError:  # the client went away
+            return None
+        except Exception as e:  # malformed: gevent's 400
+            return self._handle_client_error(e)
+        self.environ = self.get_environ()
+        self.application = server.application
+        try:
+            self.handle_one_response()
+        finally:
+            if isinstance(self.wsgi_input, LimitedInput):  # answered (and its capture recorded): its bytes in flight go
+                self.wsgi_input.release()
+        if isinstance(self.wsgi_input, LimitedInput) and self.wsgi_input.unfinished:
+            self.close_connection = True  # the body's end was never read: the next request cannot be found
+        if self.close_connection or self.rfile.closed:
+            return None
+        return True
+
+    def _read_head(self, limits: Limits) -> bool:
+        """The request line and headers (False: the client closed); Refused over a limit."""
+        line = self.rfile.readline(limits.max_initial_line_length + 3)  # + CR LF, + 1 to tell it is longer
+        if not line:
+            return False
+        self.requestline = line.decode("latin-1")
+        if len(self.requestline.rstrip("\r\n")) > limits.max_initial_line_length:
+            raise line_too_long(limits)
+        self.response_length = 0
+        try:
+            if not self.read_request(self.requestline):
+                raise ValueError(f"bad request line {self.requestline!r}")
+        except HeadersTooLarge as e:
+            raise headers_too_large(str(e), e.too_many) from None
+        if self.content_length is not None and self.content_length > limits.max_content_length:
+            raise content_too_long(self.content_length, limits, known=True)
+        return True
+
+    def handle(self) -> None:
+        # pywsgi sends the status line + headers and the body in two writes; with Nagle on, the body
+        # waits for the client's delayed ACK: ~40 ms per answer on a kept-alive connection.
+        try:
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP
+            pass
+        STATS.connections += 1
+        super().handle()
+
+    def log_request(self) -> None:
+        pass  # make_server passes log=None: pywsgi would format each request's line for nothing
+
+    def _write_with_headers(self, data: bytes) -> None:
+        # pywsgi's own sends the head and the body in two sends; one send costs less CPU (on
+        # loopback a send also does the receiver's TCP work). The bytes on the wire are the same.
+        data = data or b""  # pywsgi's own 400 (bad chunks) writes the body "", a str
+        self.headers_sent = True
+        self.finalize_headers()
+        head = [b"HTTP/1.1 ", self.status, b"\r\n"]
+        for header, value in self.response_headers:
+            head += (header, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        if self.response_use_chunked or len(data) > 65536:
+            self._sendall(b"".join(head))
+            self._write(data)
+        else:
+            head.append(data)
+            self._sendall(b"".join(head))
+
+
+class ProxyApp:
+    admin: Optional[AdminEndpoints] = None  # answers /_esproxy/ paths (set by Listeners)
+    # In front of a follower (followerReadOnly): its followed indices refuse writes (proxy/readonly.py).
+    read_only: Optional[Rules] = None
+    leadership: Optional[Leadership] = None  # with followers: the switchover's write pause (set by Listeners)
+
+    def __init__(self, cfg: ProxySource, primary: Elastic, fanout: Optional[Recorder]) -> None:
+        self.cfg = cfg
+        self.primary = primary
+        self.fanout = fanout
+        # durability: spool, and a spool to record in: each write's intent is on disk before it is forwarded
+        self.records_intents = fanout is not None and fanout.records_intents and cfg.durability == "spool"
+        self.accesslog = cfg.accesslog and not cfg.noaccesslog
+        self.check = header_check(cfg.header) if cfg.header else None
+        names = list(FORWARDED) + [h for h in cfg.passHeaders if h not in FORWARDED]
+        self.forwarded = [(f"HTTP_{h.upper().replace('-', '_')}", h) for h in names]
+        # For pass_read: the environ keys of the request headers it reads (forwarded, checked, routing's)
+        ignored = ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")  # pywsgi gives these no HTTP_ key
+        read = (
+            [key for key, _ in self.forwarded]
+            + [FORCE_ENVIRON]
+            + [f"HTTP_{k.upper().replace('-', '_')}" for k in cfg.header]
+        )
+        self.header_keys = frozenset(key for key in read if key not in ignored)
+        self.inflight = 0
+        self.draining = False
+        # Read/write splitting (readroute.py): reads may go to these; switchover may replace the list.
+        self.followers: list[Follower] = []
+        self.reads = ReadRouter(cfg.readYourWrites)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self.admin is not None and environ.get("PATH_INFO", "").startswith("/_esproxy/"):
+            return self.admin.serve(environ, start_response, self.check)
+        self.inflight += 1
+        streaming = False
+        try:
+            result = STATS.track(self._handle, environ, start_response)
+            streaming = not isinstance(result, list)
+            return self._until_sent(result) if streaming else result
+        finally:
+            if not streaming:
+                self.inflight -= 1
+
+    def passes(self, handler: RawPathHandler) -> bool:
+        """Whether a request can take :meth:`pass_read`: a plain HTTP/1.1 GET or HEAD with no body,
+        which nothing captures, checks or answers here (the WSGI path would only forward it)."""
+        path = handler.path
+        if handler.command not in PASSED or handler.request_version != "HTTP/1.1":
+            return False
+        if self.draining or not path.startswith("/") or path.startswith(LOCAL_PATHS):
+            return False
+        headers = handler.headers
+        return (
+            handler.content_length is None
+            and headers.get("transfer-encoding") is None
+            and headers.get("expect") is None
+            and not handler._connection_upgrade_requested()
+        )
+
+    def pass_read(self, handler: RawPathHandler) -> None:
+        """A read that :meth:`passes`, answered as the WSGI path would answer it, byte for byte,
+        without building its environ or going through WSGI: the header check, the read routing and
+        the access log are given the few environ entries they read (:meth:`_header_environ`)."""
+        started = time.perf_counter()
+        method, uri = handler.command, handler.path
+        self.inflight += 1
+        streaming = False
+        try:
+            environ = self._header_environ(handler)
+            if self.check is not None:
+                challenge = self.check(environ)
+                if challenge is not None:
+                    headers_401, payload = unauthorized(challenge, PROXY_CREDENTIALS)
+                    STATS.observe_request(method, 401, time.perf_counter() - started)
+                    handler.send_answer(f"401 {_phrase(401)}", headers_401, payload)
+                    return
+            headers = {name: environ[key] for key, name in self.forwarded if key in environ}
+            content_type = handler.headers.get("content-type")
+            if content_type:
+                headers["Content-Type"] = content_type
+            address = handler.client_address
+            remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
+            headers["X-Forwarded-For"] = environ["REMOTE_ADDR"] = remote
+            primary = self.primary  # the leader this read goes to, even if a switchover swaps it meanwhile
+            try:
+                r = self._forward(primary, environ, headers, method, uri, b"", False)
+            except UpstreamError as e:
+                answer = self._error(e, method, uri)
+                self._log_access(f"{remote}:{port}", primary, method, uri, started, answer.status, answer.body)
+                STATS.observe_request(method, answer.status, time.perf_counter() - started)
+                status = f"{answer.status} {_phrase(answer.status)}"
+                handler.send_answer(status, [JSON_TYPE, *answer.headers], answer.body)
+                return
+            upstream = environ.get(UPSTREAM_ENVIRON, primary)  # a follower, if one answered
+            status = f"{r.status} {r.reason or _phrase(r.status)}"
+            out = _relayed_headers(r, method)
+            if r.stream is not None:
+                self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, _streamed(r))
+                STATS.observe_request(method, r.status, time.perf_counter() - started)
+                streaming = True
+                try:
+                    handler.send_stream(status, out, r.length, r.stream)
+                finally:
+                    self.inflight -= 1
+                return
+            self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, r.body)
+            STATS.observe_request(method, r.status, time.perf_counter() - started)
+            handler.send_answer(status, out, r.body)
+        finally:
+            if not streaming:
+                self.inflight -= 1
+
+    def _header_environ(self, handler: RawPathHandler) -> Environ:
+        """The environ entries of the request headers pass_read's choices read, as pywsgi would make them."""
+        environ: Environ = {}
+        wanted = self.header_keys
+        for name, value in handler.headers._headers:
+            if "_" in name:  # pywsgi leaves such headers out of the environ
+                continue
+            key = "HTTP_" + name.replace("-", "_").upper()
+            if key in wanted:
+                value = value.strip()
+                if key in environ:  # repeated: joined as pywsgi joins them
+                    value = environ[key] + ("; " if "COOKIE" in key else ",") + value
+                environ[key] = value
+        return environ
+
+    def _until_sent(self, chunks: Iterable[bytes]) -> Iterable[bytes]:
+        """A streamed answer is in flight (a graceful stop waits for it) until its last chunk is sent."""
+        try:
+            yield from chunks
+        finally:
+            self.inflight -= 1
+
+    def _handle(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        if self.check is not None:
+            challenge = self.check(environ)
+            if challenge is not None:
+                headers, payload = unauthorized(challenge, PROXY_CREDENTIALS)
+                return self._reply(start_response, 401, headers, payload)
+        method = environ["REQUEST_METHOD"]
+        uri = environ.get("RAW_URI") or environ.get("PATH_INFO", "/")
+        reading = method not in ("GET", "HEAD") or _has_body(environ)
+        try:
+            if reading and isinstance(environ["wsgi.input"], LimitedInput):
+                environ["wsgi.input"].reserve(_content_length(environ))
+        except OverBudget as e:  # maxInFlightBytes: not read (it is read and dropped after the answer), not forwarded
+            self._access(environ, method, uri, started, e.status, e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, *e.headers], e.body)
+        try:
+            body = environ["wsgi.input"].read() if reading else b""
+        except (
+            Refused
+        ) as e:  # over maxContentLength or maxInFlightBytes (a chunked body), or too slow: nothing forwarded
+            self._access(environ, method, uri, started, e.status, e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, *e.headers, ("Connection", "close")], e.body)
+        except OSError as e:  # cut short by the connection's end, or chunks that are not chunks
+            payload = error_body(400, "esproxy_bad_request_exception", f"the request body cannot be read: {e}")
+            self._access(environ, method, uri, started, 400, payload)
+            return self._reply(start_response, 400, [JSON_TYPE, ("Connection", "close")], payload)
+        if self.read_only is not None:
+            refused = _follower_refusal(self.read_only, environ, method, uri, body)
+            if refused is not None:
+                payload = error_body(readonly.STATUS, readonly.KIND, refused.reason)
+                self._access(environ, method, uri, started, readonly.STATUS, payload)
+                return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
+        writing = routing.is_write(method, uri)
+        gated = writing and self.leadership is not None
+        held = [body]  # the body in one place from here: a copy no longer needed is let go (_record)
+        del body
+        try:
+            if gated:
+                self._admit()
+            try:
+                r = self._write_or_read(environ, method, uri, held, writing, started)
+            finally:
+                if gated:
+                    assert self.leadership is not None
+                    self.leadership.write_done()
+        except ErrorAnswer as e:
+            if e.access_logged:
+                self._access(environ, method, uri, started, e.status, e.body)
+            return self._reply(start_response, e.status, [JSON_TYPE, *e.headers], e.body)
+        return self._relay(start_response, environ, method, uri, started, r)
+
+    def _admit(self) -> None:
+        """A write while a switchover pauses writes: held until the resume, or refused (503, Retry-After)."""
+        assert self.leadership is not None
+        retry_after = self.leadership.admit_write()
+        if retry_after is not None:
+            reason = "writes are paused while the leader cluster is switched over; retry shortly"
+            headers = [("Retry-After", str(retry_after))]
+            raise ErrorAnswer(503, "esproxy_switchover_in_progress_exception", reason, headers=headers)
+
+    def _write_or_read(
+        self, environ: Environ, method: str, uri: str, held: list[bytes], writing: bool, started: float
+    ) -> Response:
+        """``held``: the request's body, the only reference to it (no local here keeps it: a large body
+        rewritten with ids, or captured, is let go as soon as its copy exists)."""
+        primary = self.primary  # the leader this request goes to, even if a failover swaps it meanwhile
+        capturing = self.fanout is not None and writing
+        recording = capturing and self.records_intents
+        if capturing:
+            _plain_body(environ, held[0])  # a body that is not the compression it names: refused, not forwarded
+        if recording and self.cfg.assignIds:
+            environ, uri, held[0] = with_assigned_ids(environ, method, uri, held[0])
+        intent = self._begin(environ, method, uri, held[0]) if recording else None
+        try:
+            r = self._forward(primary, environ, self._upstream_headers(environ), method, uri, held[0], capturing)
+        except UpstreamError as e:
+            raise self._unanswered(primary, e, environ, method, uri, held[0], started, intent) from None
+        if self.followers:
+            self.reads.answered(environ, method, uri, held[0], r.status)
+        if capturing:
+            self._record(primary, environ, method, uri, held, r, intent)
+        return r
+
+    def _begin(self, environ: Environ, method: str, uri: str, body: bytes) -> str:
+        """durability: spool — the write's intent, on disk before it is forwarded; its id."""
+        assert self.fanout is not None
+        try:
+            settling = b"" if single_document(method, uri) else _plain_body(environ, body)
+            return self.fanout.begin(method, uri, settling)
+        except SpoolFull as e:
+            kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
+            raise ErrorAnswer(503, kind, f"write refused, not forwarded: {e}") from None
+
+    def _upstream_headers(self, environ: Environ) -> dict[str, str]:
+        """The request headers forwarded to the primary (pass_read makes the same ones without an environ)."""
+        headers = {name: environ[key] for key, name in self.forwarded if key in environ}
+        if "CONTENT_TYPE" in environ and environ["CONTENT_TYPE"]:
+            headers["Content-Type"] = environ["CONTENT_TYPE"]
+        headers["X-Forwarded-For"] = environ.get("REMOTE_ADDR", "")
+        return headers
+
+    def _forward(
+        self,
+        primary: Elastic,
+        environ: Environ,
+        headers: dict[str, str],
+        method: str,
+        uri: str,
+        body: bytes,
+        capturing: bool,
+    ) -> Response:
+        """The primary's (or a follower's) answer, a read's long answer streamed; UpstreamError when
+        it gives none."""
+        stream_over = None if capturing else STREAM_OVER
+        followers = self.followers
+        if followers:
+            return self.reads.forward(primary, followers, environ, method, uri, headers, body, stream_over)
+        return primary.request(method, uri, headers, body, stream_over=stream_over)
+
+    def _unanswered(
+        self,
+        primary: Elastic,
+        e: UpstreamError,
+        environ: Environ,
+        method: str,
+        uri: str,
+        body: bytes,
+        started: float,
+        intent: Optional[str],
+    ) -> ErrorAnswer:
+        """The primary gave no answer: the write's intent is closed (it never got there) or left to settle."""
+        if intent is not None:
+            assert self.fanout is not None
+            if e.refused:
+                self.fanout.done(intent, [])
+            else:  # A may have applied it: copy what A holds once it answers again
+                sent = time.time() - (time.perf_counter() - started)
+                record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
+                self.settle_later(record, self._bean(primary, environ, method, uri, body), primary)
+        return self._error(e, method, uri)
+
+    def _error(self, e: UpstreamError, method: str, uri: str) -> ErrorAnswer:
+        """The answer to a request the primary gave no answer to."""
+        if e.untrusted:  # logged by the Elastic once per change of state, not for each request
+            reason = f"request not forwarded: {e}; trust its CA (tls.ca) or pin it (tls.fingerprint)"
+            return ErrorAnswer(502, "esproxy_upstream_untrusted_exception", reason)
+        log.warning("primary %s %s failed: %s", method, uri, e)
+        kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
+        return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
+
+    def _record(
+        self,
+        primary: Elastic,
+        environ: Environ,
+        method: str,
+        uri: str,
+        held: list[bytes],
+        r: Response,
+        intent: Optional[str],
+    ) -> None:
+        """A write the primary answered: its beans (if it succeeded) recorded before the client hears of it."""
+        assert self.fanout is not None
+        beans: list[Bean] = []
+        if 200 <= r.status < 300:
+            beans = capture(self._bean(primary, environ, method, uri, held[0]), _decoded(r), primary.current_docs)
+            STATS.writes_captured += 1
+        # Sent and answered: what the beans need of the body they hold (a `_bulk`'s, a copy made by capture).
+        held[0] = b""
+        environ.pop(_PLAIN_BODY, None)
+        try:
+            if intent is not None:
+                self.fanout.done(intent, beans)  # on disk before the client hears of it
+            elif beans and self.cfg.durability == "kafka":
+                self.fanout.deliver_now(beans, deadline=time.monotonic() + primary.cfg.timeout)
+            else:
+                for bean in beans:
+                    self.fanout.put(bean)
+        except (NotRecorded, Unavailable, OSError) as e:  # OSError: the spool's disk failed
+            log.error(
+                "%s %s applied by the primary but not recorded for replication: %s; beans: %s",
+                method,
+                uri,
+                e,
+                [b.to_json().decode() for b in beans],
+            )
+            reason = f"applied by the primary cluster but not recorded for replication: {e}"
+            raise ErrorAnswer(503, "esproxy_not_recorded_exception", reason, access_logged=False) from None
+
+    def _relay(
+        self, start_response: StartResponse, environ: Environ, method: str, uri: str, started: float, r: Response
+    ) -> Iterable[bytes]:
+        """The primary's answer to the client: its status, headers (but hop-by-hop ones) and body."""
+        out = _relayed_headers(r, method)
+        if r.stream is not None:
+            self._access(environ, method, uri, started, r.status, _streamed(r))
+            start_response(f"{r.status} {r.reason or _phrase(r.status)}", self._closing(out))
+            return r.stream
+        self._access(environ, method, uri, started, r.status, r.body)
+        return self._reply(start_response, r.status, out, r.body, reason=r.reason)
+
+    def _reply(
+        self,
+        start_response: StartResponse,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        reason: str = "",
+    ) -> Iterable[bytes]:
+        start_response(f"{status} {reason or _phrase(status)}", self._closing(headers))
+        return [body]
+
+    def _closing(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        if not self.draining:
+            return headers
+        return [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
+
+    def settle_later(self, intent: dict[str, Any], template: Bean, primary: Optional[Elastic] = None) -> None:
+        """Copy A's state for a write of unknown outcome once A answers, then close its intent; ``primary``:
+        the cluster the write went to (default: the leader now)."""
+        gevent.spawn(self._settle, intent, template, primary or self.primary)
+
+    def _settle(self, intent: dict[str, Any], template: Bean, primary: Elastic) -> None:
+        assert self.fanout is not None and self.fanout.records_intents
+        # A keeps applying a write whose client (this proxy) is gone: read it back only once A has
+        # answered it or given up, or B would copy a state the write then changes.
+        wait = intent.get("time", 0) + primary.cfg.timeout + SETTLE_GRACE - time.time()
+        if wait > 0:
+            log.info("settling %s %s in %.0fs, once the primary is done with it", intent["method"], intent["uri"], wait)
+            gevent.sleep(wait)
+
+        def primary_down(e: BaseException, attempts: int, delay: float) -> None:
+            method, uri = intent["method"], intent["uri"]
+            log.warning("settling %s %s waits for the primary (%s); retrying in %.0fs", method, uri, e, delay)
+
+        beans = retry(lambda: settle(intent, primary, template), (UpstreamError,), primary_down, base=1, cap=30)
+        self.fanout.done(intent["id"], beans)
+
+    def _bean(self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
+        body = _plain_body(environ, body)
+        content_type = environ.get("CONTENT_TYPE") or "application/json"
+        return Bean(
+            method=method,
+            requestUri=uri,
+            body=body,
+            header={"Content-Type": [content_type]},
+            host=environ.get("HTTP_HOST", ""),
+            remoteAddr=_remote(environ),
+            labels=dict(self.cfg.labels) or None,
+            clusterIds=[self._cluster_id(primary)] if self._cluster_id(primary) else [],
+        )
+
+    def _cluster_id(self, primary: Elastic) -> str:
+        if not primary.cluster_id:  # the primary was down at start; it answered just now
+            try:
+                primary.ensure_cluster_id()
+            except UpstreamError as e:
+                log.warning("cluster id of %s still unknown: %s", primary.target(""), e)
+        return primary.cluster_id
+
+    def _access(self, environ: Environ, method: str, uri: str, started: float, status: int, body: bytes) -> None:
+        upstream = environ.get(UPSTREAM_ENVIRON, self.primary)
+        self._log_access(_remote(environ), upstream, method, uri, started, status, body)
+
+    def _log_access(
+        self, remote: str, upstream: Elastic, method: str, uri: str, started: float, status: int, body: bytes
+    ) -> None:
+        """The access log line of a request ``upstream`` answered (pass_read calls it without an environ)."""
+        if self.accesslog or upstream.accesslog:
+            seconds = time.perf_counter() - started
+            direction = "primary" if upstream is self.primary else upstream.direction
+            access_log(remote, method, uri, upstream.target(uri), direction, seconds, status, body)
+
+
+def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
+    """The request with ids given to the documents it would let the primary name (proxy/autoids.py).
+
+    A rewritten compressed body is forwarded plain: the environ returned has no Content-Encoding
+    (recompressing would cost the proxy CPU for bytes that mostly travel a LAN to the primary).
+    """
+    plain = _plain_body(environ, body)
+    assigned = assign_ids(method, uri, plain)
+    if assigned is None:
+        return environ, uri, body
+    new_uri, new_body = assigned
+    if new_body == plain:  # only the path changed: the body goes as sent
+        return environ, new_uri, body
+    if "HTTP_CONTENT_ENCODING" in environ:  # (and the plain body kept for it: new_body replaces it)
+        environ = {k: v for k, v in environ.items() if k not in ("HTTP_CONTENT_ENCODING", _PLAIN_BODY)}
+    return environ, new_uri, new_body
+
+
+def _follower_refusal(rules: Rules, environ: Environ, method: str, uri: str, body: bytes) -> Optional[readonly.Refusal]:
+    try:
+        plain = _plain_body(environ, body) if routing.is_write(method, uri) else b""
+    except ErrorAnswer:
+        return readonly.Refusal("a compressed body that does not decompress: cannot tell what it writes")
+    return readonly.refusal(rules, method, uri, plain)
+
+
+def _relayed_headers(r: Response, method: str) -> list[tuple[str, str]]:
+    """The headers of the primary's answer that the client gets: all but the hop-by-hop ones, plus the
+    length of a streamed body, or a HEAD's length as the primary said it (there is no body to measure)."""
+    out = [(k, v) for k, v in r.headers if k.lower() not in HOP_BY_HOP]
+    if r.stream is not None:
+        if r.length is not None:
+            out.append(("Content-Length", str(r.length)))
+    elif method == "HEAD":
+        out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
+    return out
+
+
+def _plain_body(environ: Environ, body: bytes) -> bytes:
+    """The request's body decompressed (once: kept in the environ); ErrorAnswer 400 if it does not decode."""
+    encoding = environ.get("HTTP_CONTENT_ENCODING", "").lower()
+    if encoding not in ("gzip", "deflate"):
+        return body
+    plain = environ.get(_PLAIN_BODY)
+    if plain is None:
+        try:
+            plain = environ[_PLAIN_BODY] = _decompress(body, encoding)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ErrorAnswer(400, "esproxy_bad_request_exception", f"the body is not {encoding}: {e}") from None
+    return plain
+
+
+def _decoded(r: Response) -> bytes:
+    encoding = next((v.lower() for k, v in r.headers if k.lower() == "content-encoding"), "")
+    return _decompress(r.body, encoding) if encoding in ("gzip", "deflate") else r.body
+
+
+def _streamed(r: Response) -> bytes:
+    """What the access log says of a streamed answer's body."""
+    return f"<streamed, {r.length or 'chunked'} bytes>".encode()
+
+
+def _remote(environ: Environ) -> str:
+    return f"{environ.get('REMOTE_ADDR', '')}:{environ.get('REMOTE_PORT', '')}"
+
+
+def _content_length(environ: Environ) -> Optional[int]:
+    """The request's Content-Length (pywsgi checked it is a number), None for a chunked body."""
+    length = environ.get("CONTENT_LENGTH")
+    return int(length) if length else None
+
+
+def _has_body(environ: Environ) -> bool:
+    return bool(environ.get("CONTENT_LENGTH")) or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    # The bean carries the body plain for any replayer.
+    return gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def make_server(app: ProxyApp, listener: Optional[socket.socket] = None) -> WSGIServer:
+    """The server of one proxy entry, on its host:port or on a socket already bound (pre-fork workers: each
+    builds its own here, so each applies the same limits); HTTPS with tls."""
+    return wsgi_server(
+        listener if listener is not None else (app.cfg.host, app.cfg.port),
+        app,
+        app.cfg.tls,
+        f"tls of the proxy on port {app.cfg.port}",
+        server_class=ProxyServer,
+        limits=Limits.of(app.cfg),
+        handler_class=RawPathHandler,
+        log=None,
+        error_log=logging.getLogger("esproxy.wsgi"),
+    )
