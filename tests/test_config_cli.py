@@ -103,6 +103,7 @@ destination:
         "destination.primaries[0].url",
         None,
     ),
+    "below-its-minimum": ("workers: 0\n" + GOOD_PROXY, "workers", "0 must be at least 1"),
     "bad-codec": (
         GOOD_PROXY.replace("codec: none", "codec: brotli"),
         "destination.kafkas[0].codec",

@@ -150,7 +150,9 @@ def test_an_integer_setting_takes_only_decimal_digits(text: str) -> None:
     """Found by the fuzz test: str.isdigit() let "²" and "--5" through to int(), whose ValueError escaped."""
     with pytest.raises(ConfigError, match="chanSize.*is not an integer"):
         build(Config, {"chanSize": text})
-    assert build(Config, {"chanSize": " 12 "}).chanSize == 12 and build(Config, {"workers": "-1"}).workers == -1
+    assert build(Config, {"chanSize": " 12 "}).chanSize == 12
+    with pytest.raises(ConfigError, match="workers: -1 must be at least 1"):  # read as -1, then its bound
+        build(Config, {"workers": "-1"})
 
 
 @pytest.mark.parametrize("text", ["9" * 400 + "pb", "9" * 400, "1e400", "-1kb", "1.5b", "kb"])

@@ -1,8 +1,13 @@
-"""Every esproxy setting, declared once: YAML key, type, default and meaning.
+"""What a config is: every esproxy setting, declared once (YAML key, type, default, meaning, bounds).
 
 The schema is the Go original's (``chanSize``, ``source.proxies[]``, ``source.kafkas[]``,
 ``destination.primaries[]``, ``destination.rests[]``, ``destination.kafkas[]``); keys match
 case-insensitively, as they did there. Settings esproxy adds are marked as ours in their doc.
+
+:class:`Config` composes the sections; the Kafka entries and the TLS blocks are declared in
+esproxy.core.settings_kafka and esproxy.core.settings_tls, and exported from here. A setting's own
+bounds (``minimum``, ``check``... see esproxy.core.schema.setting) are checked as it is read;
+:func:`_check` holds only the rules across settings.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -19,60 +23,51 @@ from esproxy.clients import kafkasecurity
 from esproxy.replay.follow import Rules
 
 from . import labels, secretrefs
-from .logs import redact_url
-from .messages import DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
-from .schema import ByteSize, ConfigError, Duration, Url, build, format_size, reference, setting, walk_compat
+from .schema import (
+    ByteSize,
+    ConfigError,
+    Duration,
+    Url,
+    build,
+    format_size,
+    reference,
+    setting,
+    tcp_port,
+    tcp_port_or_zero,
+    walk_compat,
+)
+from .settings_kafka import KafkaDestination, KafkaSource
+from .settings_tls import ClientTls, KafkaSasl, KafkaTls, ServerTls, check_client_tls, check_server_tls, fingerprint_hex
 
-__all__ = ["Config", "ConfigError", "load", "parse", "reference_markdown"]
-
-_VERSION_NOTE = "accepted and ignored: the Kafka protocol version is negotiated with the broker."
-
-
-@dataclass
-class ClientTls:
-    """How esproxy checks a cluster's certificate and which one it shows (an https:// `url` only)."""
-
-    ca: str = setting(
-        "",
-        "PEM file, or directory of PEM files, of the CAs trusted for this cluster instead of the system's"
-        " (ES 8: `config/certs/http_ca.crt`) (ours).",
-    )
-    cert: str = setting("", "Client certificate (PEM, leaf first) shown to the cluster, for PKI authentication (ours).")
-    key: str = setting("", "Private key (PEM, unencrypted) of `cert` (ours).")
-    verify: bool = setting(
-        True,
-        "false: accept any certificate (encryption without authentication of the cluster); logged as a warning"
-        " at start and by `--check` (ours).",
-    )
-    fingerprint: str = setting(
-        "",
-        "SHA-256 of a certificate (hex, colons optional), e.g. ES 8's HTTP CA fingerprint printed at its first"
-        " start: the cluster is trusted iff its chain holds that certificate; instead of `ca` (ours).",
-    )
-
-    def __bool__(self) -> bool:
-        return self != ClientTls()
-
-
-@dataclass
-class ServerTls:
-    """TLS on a listener: off unless `cert` is set."""
-
-    cert: str = setting("", "Certificate chain (PEM, leaf first) the listener shows; set = HTTPS only (ours).")
-    key: str = setting("", "Private key (PEM, unencrypted) of `cert` (ours).")
-    clientCa: str = setting(
-        "",
-        "PEM file or directory of CAs: clients must show a certificate one of them signed, else the TLS"
-        " handshake fails; empty = no client certificates asked for (ours).",
-    )
-
-    def __bool__(self) -> bool:
-        return bool(self.cert)
+__all__ = [
+    "AdminListener",
+    "ClientTls",
+    "Config",
+    "ConfigError",
+    "Destination",
+    "ElasticDestination",
+    "FollowRule",
+    "FollowSettings",
+    "FollowSource",
+    "HealthSettings",
+    "KafkaDestination",
+    "KafkaSasl",
+    "KafkaSource",
+    "KafkaTls",
+    "ProxySource",
+    "ServerTls",
+    "Source",
+    "SpoolSettings",
+    "fingerprint_hex",
+    "load",
+    "parse",
+    "reference_markdown",
+]
 
 
 @dataclass
 class ProxySource:
-    port: int = setting(doc="TCP port the proxy listens on.", required=True)
+    port: int = setting(doc="TCP port the proxy listens on.", required=True, check=tcp_port, shown="1–65535")
     host: str = setting("0.0.0.0", "Address the proxy binds (ours).")
     disabled: bool = setting(False, "Skip this entry.")
     accesslog: bool = setting(False, "Log one `access log: {...}` JSON line per request.")
@@ -109,138 +104,49 @@ class ProxySource:
         Duration(0),
         "With `destination.followers`: after a client's successful write to an index, its reads of that index go"
         " to the leader for this long (a client: its Authorization header, else its IP address); 0 = off (ours).",
+        minimum=0,
+        zero="off",
     )
     maxContentLength: ByteSize = setting(
         ByteSize(100 << 20),
         "Largest request body (Elasticsearch's `http.max_content_length`): a bigger one is answered 413 and"
         " the connection closed, before it is read when its Content-Length says so (ours).",
+        minimum=1,
     )
     maxInitialLineLength: ByteSize = setting(
         ByteSize(4 << 10),
         "Longest request line, method and URL (Elasticsearch's `http.max_initial_line_length`); longer: 414 (ours).",
+        minimum=1,
     )
     maxHeaderSize: ByteSize = setting(
         ByteSize(16 << 10),
         "Most bytes of request headers, all lines together (Elasticsearch's `http.max_header_size`); more: 431 (ours).",
+        minimum=1,
     )
-    maxHeaderCount: int = setting(100, "Most request header lines; more: 431 (ours).")
+    maxHeaderCount: int = setting(100, "Most request header lines; more: 431 (ours).", minimum=1)
     readTimeout: Duration = setting(
         Duration(60),
         "A request's line and headers must arrive within this from its first byte, and its body must keep"
         " coming (each 64kb of it, or its rest, within this); else 408 and the connection is closed. A new"
         " connection must start its first request within this too, else it is closed without an answer;"
         " 0 = no limit (ours).",
+        minimum=0,
+        zero="no limit",
     )
     idleTimeout: Duration = setting(
         Duration(300),
         "A kept-alive connection with no request for this long is closed (Elasticsearch keeps them open);"
         " 0 = never (ours).",
+        minimum=0,
+        zero="no limit",
     )
     maxConnections: int = setting(
         1000,
         "Most client connections served at once (per worker with `workers`); one more is answered 503 and"
         " closed; 0 = unbounded (ours).",
+        minimum=0,
+        zero="no limit",
     )
-
-
-@dataclass
-class KafkaTls:
-    ca: str = setting(
-        "",
-        "PEM file, or directory of PEM files, of the CAs the brokers' certificates must chain to; empty = the"
-        " system's trusted CAs (ours).",
-    )
-    cert: str = setting("", "Client certificate (PEM, leaf first), for brokers that require one (ours).")
-    key: str = setting("", "Private key of `cert` (PEM, not encrypted); empty when `cert` holds it too (ours).")
-    verify: bool = setting(
-        True,
-        "Check the broker's certificate. false turns every check off (a warning at each start: anyone in"
-        " between can read and change the traffic) (ours).",
-    )
-    checkHostname: bool = setting(
-        True, "Check that the broker's certificate names the host it is reached by (with `verify`) (ours)."
-    )
-
-
-@dataclass(repr=False)
-class KafkaSasl:
-    mechanism: str = setting(
-        "", "SASL mechanism, required with `SASL_*`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (ours)."
-    )
-    username: str = setting("", "SASL user name, required with `SASL_*` (ours).")
-    password: str = setting("", "SASL password, required with `SASL_*`; never logged (ours).")
-
-    def __repr__(self) -> str:  # the password stays out of any repr that reaches a log
-        return f"KafkaSasl(mechanism={self.mechanism!r}, username={self.username!r}, password=<hidden>)"
-
-
-_SECURITY_PROTOCOL_DOC = (
-    "How to reach the brokers: `PLAINTEXT`, `SSL` (TLS, see `tls`), `SASL_PLAINTEXT` or `SASL_SSL` (see `sasl`);"
-    " Kafka's own `security.protocol` (ours)."
-)
-_TLS_DOC = "TLS to the brokers, with `securityProtocol` `SSL` or `SASL_SSL` (ours)."
-_SASL_DOC = "SASL authentication, with `securityProtocol` `SASL_PLAINTEXT` or `SASL_SSL` (ours)."
-_SECURITY_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
-_CONNECT_TIMEOUT_DOC = (
-    "How long a Kafka client waits for its first answer from the brokers (connection, TLS, SASL, metadata)"
-    " before esproxy logs them `unreachable`, with the reason, and tries again after a backoff (ours)."
-)
-
-
-@dataclass
-class KafkaSource:
-    brokers: list[str] = setting([], "Bootstrap brokers, `host:port`.", required=True)
-    topics: list[str] = setting([], "Topics to consume.", required=True)
-    group: str = setting(doc="Consumer group id; offsets are committed only after a replay succeeded.", required=True)
-    newest: bool = setting(False, "A group with no committed offset starts at the end (true) or the beginning.")
-    assignor: str = setting("range", "Partition assignment strategy.", choices=("range", "roundrobin", "rr", "sticky"))
-    labels: dict[str, str] = setting({}, "Labels given to every consumed write (replace the bean's labels).")
-    concurrency: int = setting(8, "Partitions replayed in parallel, each in offset order (ours).")
-    batchSize: int = setting(1000, "Most document actions sent to the cluster in one `_bulk` request (ours).")
-    batchBytes: int = setting(5 * 1024 * 1024, "Most bytes in one `_bulk` request (ours).")
-    linger: Duration = setting(
-        Duration(0), "Wait this long for more messages when a poll returned fewer than `batchSize` (ours)."
-    )
-    sessionTimeout: Duration = setting(
-        Duration(10), "Consumer group session timeout; heartbeats every third of it, at most 3s (ours)."
-    )
-    warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
-    maxDocsPerSecond: int = setting(
-        0,
-        "Most writes (document actions, other writes count one) the replay sends B per second, all partitions"
-        " together; the time it waits is counted (`replay.throttled_seconds`); 0 = unbounded (ours).",
-    )
-    maxBytesPerSecond: int = setting(0, "Most bytes the replay sends B per second; 0 = unbounded (ours).")
-    chunkTimeout: Duration = setting(
-        Duration(600),
-        "A write carried in chunks (see `destination.kafkas[].maxMessageBytes`) whose chunks stop coming is"
-        " given up once a message of its partition is this much newer (Kafka timestamps) than its first"
-        " chunk, or a million messages after it: what was read of it goes to the dead letters. Until then"
-        " the partition's committed offset stays at its first chunk (ours).",
-    )
-    deadLetterTopic: str = setting(
-        "{topic}.dlq",
-        "Topic (on the same brokers) that messages which can never apply go to: not a bean, or refused by the "
-        "cluster with a 4xx (a mapping conflict...); `{topic}` is the topic they were read from. The offset is "
-        "committed only once the broker acknowledged the dead letter. See `esproxy dlq` (ours).",
-    )
-    deadLetterFile: str = setting(
-        "",
-        "Write dead letters to this file instead (JSON lines, appended and fsynced before the commit; "
-        "relative to the working directory); empty = the topic (ours).",
-    )
-    version: str = setting("", "Kafka version.", compat=_VERSION_NOTE)
-    disabled: bool = setting(False, "Skip this entry.")
-    noaccesslog: bool = setting(
-        False, "Accepted for Go configs; the replay's access log is `destination.primaries[].accesslog`."
-    )
-    securityProtocol: str = setting("plaintext", _SECURITY_PROTOCOL_DOC, choices=_SECURITY_PROTOCOLS)
-    tls: KafkaTls = setting(KafkaTls(), _TLS_DOC)
-    sasl: KafkaSasl = setting(KafkaSasl(), _SASL_DOC)
-    connectTimeout: Duration = setting(Duration(30), _CONNECT_TIMEOUT_DOC)
-
-    def dead_letter_topic(self, topic: str) -> str:
-        return self.deadLetterTopic.replace("{topic}", topic)
 
 
 @dataclass
@@ -252,10 +158,12 @@ class ElasticDestination:
         " second), so it fires up to a tenth late.",
     )
     header: dict[str, str] = setting({}, "Headers added to every request to the cluster (credentials).")
-    labelEval: str = setting("", "Label expression (`SRC==PROXY || SRC==KAFKA`); empty matches all.")
+    labelEval: str = setting(
+        "", "Label expression (`SRC==PROXY || SRC==KAFKA`); empty matches all.", check=labels.parse
+    )
     accesslog: bool = setting(False, "Log one `access log: {...}` JSON line per request to this cluster.")
     noaccesslog: bool = setting(False, "Go original's spelling: true turns the access log off.")
-    maxConns: int = setting(256, "Upper bound of kept-alive connections to the cluster (ours).")
+    maxConns: int = setting(256, "Upper bound of kept-alive connections to the cluster (ours).", minimum=1)
     tls: ClientTls = setting(
         ClientTls(), "TLS to an https:// cluster; the system's CAs when unset (docs/operations.md, Security) (ours)."
     )
@@ -278,51 +186,10 @@ class ElasticDestination:
         Duration(5),
         "Proxy role: while this cluster follows, reads go to the leader instead when its replay lags more than"
         " this, or when the lag cannot be read from `replayAdmin`; 0 = ignore the lag (ours).",
+        minimum=0,
+        zero="ignore the lag",
     )
     disabled: bool = setting(False, "Skip this entry.")
-
-
-@dataclass
-class KafkaDestination:
-    topic: str = setting(doc="Topic the captured writes are produced to.", required=True)
-    brokers: list[str] = setting([], "Bootstrap brokers, `host:port`.", required=True)
-    codec: str = setting("none", "Compression.", choices=("none", "gzip", "snappy", "lz4", "zstd"))
-    sync: bool = setting(False, "Wait for the broker's acknowledgement of each message before the next.")
-    # The Go original spelled it `async` (its inverse); accepted for configs written for it.
-    async_: str = setting(
-        "",
-        "Go original's inverse of `sync`: `async: false` is the same as `sync: true`.",
-        choices=("true", "false"),
-        key="async",
-    )
-    requiredAcks: str = setting(
-        "WaitForLocal",
-        "Broker acknowledgement: NoResponse (0), WaitForLocal (1, leader only), WaitForAll (all in-sync replicas).",
-        choices=("noresponse", "waitforlocal", "waitforall", "0", "1", "-1", "all"),
-    )
-    labelEval: str = setting("", "Label expression; empty matches all.")
-    warnSize: int = setting(3 * 1024 * 1024, "Messages at least this big are logged as a warning.")
-    maxMessageBytes: int = setting(
-        DEFAULT_MAX_MESSAGE_BYTES,
-        "Largest Kafka message produced, key and record overhead included (the producer's max_request_size)."
-        " A captured write that does not fit is carried in several messages with the same key, which the"
-        " replay puts together again. Must not exceed what the broker and the topic accept (message.max.bytes,"
-        " max.message.bytes: 1048588 on a stock broker) (ours).",
-    )
-    version: str = setting("", "Kafka version.", compat=_VERSION_NOTE)
-    disabled: bool = setting(False, "Skip this entry.")
-    securityProtocol: str = setting("plaintext", _SECURITY_PROTOCOL_DOC, choices=_SECURITY_PROTOCOLS)
-    tls: KafkaTls = setting(KafkaTls(), _TLS_DOC)
-    sasl: KafkaSasl = setting(KafkaSasl(), _SASL_DOC)
-    connectTimeout: Duration = setting(Duration(30), _CONNECT_TIMEOUT_DOC)
-
-    @property
-    def synchronous(self) -> bool:
-        return self.sync or self.async_ == "false"
-
-    @property
-    def acks(self) -> int | str:
-        return {"noresponse": 0, "0": 0, "waitforall": "all", "-1": "all", "all": "all"}.get(self.requiredAcks, 1)
 
 
 @dataclass
@@ -333,7 +200,7 @@ class SpoolSettings:
         " letters, `deadletters.jsonl` (writes Kafka refused for good), whatever the `durability`.",
     )
     maxBytes: int = setting(
-        256 * 1024 * 1024, "Most bytes of captured writes waiting for Kafka; then `whenFull` applies."
+        256 * 1024 * 1024, "Most bytes of captured writes waiting for Kafka; then `whenFull` applies.", minimum=1
     )
     whenFull: str = setting(
         "block",
@@ -380,6 +247,8 @@ class AdminListener:
         0,
         "Port of a separate listener for `/_esproxy/health`, `/_esproxy/stats` and `/_esproxy/metrics`; "
         "0 = none. The proxy serves them on its own port(s) anyway; the replay role needs this to be scraped (ours).",
+        check=tcp_port_or_zero,
+        shown="0 or 1–65535",
     )
     host: str = setting("127.0.0.1", "Address the admin listener binds (ours).")
     header: dict[str, str] = setting({}, "Headers every request to the admin listener must carry; else 401 (ours).")
@@ -392,21 +261,29 @@ class HealthSettings:
         Duration(30),
         "`/_esproxy/health` answers 503 while a captured write has waited longer than this to be taken by Kafka"
         " (the oldest write in the spool or the `durability: none` queue); 0 = never (ours).",
+        minimum=0,
+        zero="never",
     )
     maxProduceFailing: Duration = setting(
         Duration(30),
         "503 while a topic's produce requests have failed, with no message taken since, for longer than this;"
         " 0 = never (ours).",
+        minimum=0,
+        zero="never",
     )
     maxReplayStall: Duration = setting(
         Duration(60),
         "503 while a replayed partition has records waiting and has applied none of them for longer than this"
         " (the target cluster down or refusing, a dead letter that cannot be written...); 0 = never (ours).",
+        minimum=0,
+        zero="never",
     )
     maxReplayLag: Duration = setting(
         Duration(600),
         "503 while the oldest record a partition has fetched and not yet applied is older than this (its Kafka"
         " timestamp: the replay is that far behind); 0 = never (ours).",
+        minimum=0,
+        zero="never",
     )
     maxUnassigned: Duration = setting(
         Duration(60),
@@ -414,12 +291,16 @@ class HealthSettings:
         " end offset), this replay does not hold them, and no replay of its group has committed on them for longer"
         " than this (a group that no longer hands out its partitions, every other member gone...); read every 5s,"
         " for the partitions this replay does not hold only; 0 = never (ours).",
+        minimum=0,
+        zero="never",
     )
     deadLetterWindow: Duration = setting(
         Duration(300),
         "503 while a dead letter was written within this long (by the replay, or by the proxy for a write the"
         " broker refuses for good); health is 200 again once the last one is older; 0 = dead letters never"
         " make health 503 (ours).",
+        minimum=0,
+        zero="never",
     )
 
 
@@ -491,7 +372,10 @@ class FollowSettings:
 @dataclass
 class Config:
     chanSize: int = setting(
-        0, "Capacity of the queue between request handlers and the Kafka producer; 0 = direct hand-off."
+        0,
+        "Capacity of the queue between request handlers and the Kafka producer; 0 = direct hand-off.",
+        minimum=0,
+        zero="direct hand-off",
     )
     logLevel: str = setting(
         "info",
@@ -505,6 +389,7 @@ class Config:
         "master: it keeps the spool, the Kafka producer, the replay role and the admin port, and every captured "
         "write is recorded through it before the client gets its answer, so order and durability are those of one "
         "process. Use up to the number of cores left to spare (ours).",
+        minimum=1,
     )
     maxInFlightBytes: ByteSize = setting(
         ByteSize(512 << 20),
@@ -513,6 +398,8 @@ class Config:
         " memory at its peak) until it is answered; one that would pass the budget is answered 429 with"
         " Retry-After (`circuit_breaking_exception`), not forwarded. At least twice the largest"
         " `maxContentLength`; 0 = no budget (ours).",
+        minimum=0,
+        zero="no budget",
     )
     stopTimeout: Duration = setting(
         Duration(25),
@@ -521,6 +408,7 @@ class Config:
         " supervisor waits before it kills: supervisord's `stopwaitsecs` (30 in ops/), Kubernetes'"
         " `terminationGracePeriodSeconds` (30 by default). At least 5s: a pre-fork master gives its workers all"
         " but 3s of it (ours).",
+        minimum=5,
     )
     admin: AdminListener = setting(AdminListener(), "Stats and metrics listener (ours).")
     source: Source = setting(Source(), "Where requests come from.")
@@ -571,46 +459,26 @@ def _check(cfg: Config) -> list[str]:
     groups = ("primaries", "followers", "rests")
     for kind, entries in ((g, getattr(cfg.destination, g)) for g in groups):
         for i, e in enumerate(entries):
-            _parse_label_eval(e.labelEval, f"destination.{kind}[{i}].labelEval")
-            if e.maxConns < 1:
-                raise ConfigError(f"destination.{kind}[{i}].maxConns", f"{e.maxConns} must be at least 1")
             if not e.disabled:
                 where = f"destination.{kind}[{i}]"
-                warnings.extend(_check_client_tls(e.tls, e.url, f"{where}.tls"))
+                warnings.extend(check_client_tls(e.tls, e.url, f"{where}.tls"))
                 warnings.extend(
-                    _check_client_tls(e.replayAdminTls, e.replayAdmin, f"{where}.replayAdminTls", "replayAdmin")
+                    check_client_tls(e.replayAdminTls, e.replayAdmin, f"{where}.replayAdminTls", "replayAdmin")
                 )
     for i, p in enumerate(cfg.source.proxies):
         if not p.disabled:
-            _check_server_tls(p.tls, f"source.proxies[{i}].tls")
+            check_server_tls(p.tls, f"source.proxies[{i}].tls")
     if cfg.admin.port:
-        _check_server_tls(cfg.admin.tls, "admin.tls")
+        check_server_tls(cfg.admin.tls, "admin.tls")
     for i, k in enumerate(cfg.destination.kafkas):
-        _parse_label_eval(k.labelEval, f"destination.kafkas[{i}].labelEval")
-        if k.maxMessageBytes < MIN_MAX_MESSAGE_BYTES:
-            least = f"{k.maxMessageBytes} must be at least {MIN_MAX_MESSAGE_BYTES}"
-            raise ConfigError(f"destination.kafkas[{i}].maxMessageBytes", least)
         if not k.disabled:
             warnings.extend(kafkasecurity.check(k, f"destination.kafkas[{i}]"))
-        if k.connectTimeout < 1:
-            raise ConfigError(f"destination.kafkas[{i}].connectTimeout", "must be at least 1s")
         module = _CODEC_MODULES.get(k.codec)
         if module and not k.disabled and importlib.util.find_spec(module[0]) is None:
             raise ConfigError(
                 f"destination.kafkas[{i}].codec",
                 f'"{k.codec}" needs the {module[1]} package (pip install "esproxy[codecs]")',
             )
-    if cfg.spool.maxBytes < 1:
-        raise ConfigError("spool.maxBytes", f"{cfg.spool.maxBytes} must be at least 1")
-    for name, value in vars(cfg.health).items():
-        if value < 0:
-            raise ConfigError(f"health.{name}", "must be 0 (never) or more")
-    if cfg.chanSize < 0:
-        raise ConfigError("chanSize", f"{cfg.chanSize} must be 0 or more")
-    if cfg.workers < 1:
-        raise ConfigError("workers", f"{cfg.workers} must be at least 1")
-    if cfg.maxInFlightBytes < 0:
-        raise ConfigError("maxInFlightBytes", "must be 0 (no budget) or more")
     if cfg.maxInFlightBytes and cfg.proxies():
         largest = max(p.maxContentLength for p in cfg.proxies())
         if cfg.maxInFlightBytes < 2 * largest:
@@ -619,22 +487,12 @@ def _check(cfg: Config) -> list[str]:
                 f"{format_size(cfg.maxInFlightBytes)} is less than twice the largest maxContentLength"
                 f" ({format_size(largest)}): a request of that size could never be taken",
             )
-    if cfg.stopTimeout < 5:
-        raise ConfigError("stopTimeout", "must be at least 5s")
     if cfg.workers > 1 and not cfg.proxies():
         warnings.append("workers: applies to the proxy role only; this config has no proxy, so it is ignored")
 
     ports: dict[int, str] = {}
     for i, p in enumerate(cfg.source.proxies):
         path = f"source.proxies[{i}]"
-        if not 0 < p.port < 65536:
-            raise ConfigError(f"{path}.port", f"{p.port} is not a TCP port")
-        for name in ("maxContentLength", "maxInitialLineLength", "maxHeaderSize", "maxHeaderCount"):
-            if getattr(p, name) < 1:
-                raise ConfigError(f"{path}.{name}", "must be at least 1")
-        for name in ("readTimeout", "idleTimeout", "maxConnections"):
-            if getattr(p, name) < 0:
-                raise ConfigError(f"{path}.{name}", "must be 0 (no limit) or more")
         if p.disabled:
             continue
         if p.port in ports:
@@ -651,18 +509,6 @@ def _check(cfg: Config) -> list[str]:
         if k.disabled:
             continue
         warnings.extend(kafkasecurity.check(k, path))
-        if k.concurrency < 1:
-            raise ConfigError(f"{path}.concurrency", f"{k.concurrency} must be at least 1")
-        if k.batchSize < 1 or k.batchBytes < 1:
-            raise ConfigError(f"{path}.batchSize", "batchSize and batchBytes must be at least 1")
-        if k.maxDocsPerSecond < 0 or k.maxBytesPerSecond < 0:
-            raise ConfigError(f"{path}.maxDocsPerSecond", "rate limits must be 0 (unbounded) or more")
-        if k.chunkTimeout <= 0:
-            raise ConfigError(f"{path}.chunkTimeout", "must be more than 0s")
-        if k.sessionTimeout < 1:
-            raise ConfigError(f"{path}.sessionTimeout", "must be at least 1s")
-        if k.connectTimeout < 1:
-            raise ConfigError(f"{path}.connectTimeout", "must be at least 1s")
         if not k.deadLetterFile:
             for topic in k.topics:
                 dlq = k.dead_letter_topic(topic)
@@ -673,12 +519,10 @@ def _check(cfg: Config) -> list[str]:
         if not _matching(cfg.primaries(), k.labels):
             raise ConfigError(path, "no destination.primaries[] entry to replay into (all disabled or none match)")
     if cfg.admin.port:
-        if not 0 < cfg.admin.port < 65536:
-            raise ConfigError("admin.port", f"{cfg.admin.port} is not a TCP port")
         if cfg.admin.port in ports:
             raise ConfigError("admin.port", f"{cfg.admin.port} is already used by {ports[cfg.admin.port]}")
     if cfg.follow.source.url:
-        warnings.extend(_check_client_tls(cfg.follow.source.tls, cfg.follow.source.url, "follow.source.tls"))
+        warnings.extend(check_client_tls(cfg.follow.source.tls, cfg.follow.source.url, "follow.source.tls"))
         if not cfg.kafka_sources():
             warnings.append("follow.source: applies to the replay role only; this config has no source.kafkas[]")
     elif cfg.follow.source.tls:
@@ -697,71 +541,6 @@ def _check(cfg: Config) -> list[str]:
     return warnings
 
 
-def fingerprint_hex(text: str) -> str:
-    """A SHA-256 fingerprint as lowercase hex without separators; ValueError if it is not one."""
-    digits = "".join(text.split()).replace(":", "").lower()
-    if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
-        raise ValueError(f'"{text}" is not a SHA-256 fingerprint (64 hex digits, colons optional)')
-    return digits
-
-
-def _check_client_tls(t: ClientTls, url: str, path: str, url_key: str = "url") -> list[str]:
-    """The files of a client TLS block (a cluster's ``tls``, ``replayAdminTls``) exist and can be read (their
-    contents: esproxy --check)."""
-    if not t:
-        return []
-    if urlsplit(url).scheme != "https":
-        return [f"{path}: the {url_key} is not https://, so TLS settings are not used"]
-    if t.fingerprint:
-        try:
-            fingerprint_hex(t.fingerprint)
-        except ValueError as err:
-            raise ConfigError(f"{path}.fingerprint", str(err)) from None
-        if t.ca:
-            raise ConfigError(f"{path}.fingerprint", "a pin replaces the CA check: set fingerprint or ca, not both")
-        if not t.verify:
-            raise ConfigError(f"{path}.verify", "false would ignore the pinned fingerprint: remove one of them")
-    _check_pair(t.cert, t.key, path)
-    if t.ca:
-        _readable(t.ca, f"{path}.ca", directory=True)
-    if not t.verify:
-        return [f"{path}.verify: false: the certificate of {redact_url(url)} is not checked (anyone can pose as it)"]
-    return []
-
-
-def _check_server_tls(t: ServerTls, path: str) -> None:
-    if not t.cert and (t.key or t.clientCa):
-        raise ConfigError(f"{path}.cert", "is required for TLS (key and clientCa need it)")
-    if t.cert:
-        _check_pair(t.cert, t.key, path)
-    if t.clientCa:
-        _readable(t.clientCa, f"{path}.clientCa", directory=True)
-
-
-def _check_pair(cert: str, key: str, path: str) -> None:
-    if key and not cert:
-        raise ConfigError(f"{path}.cert", "is required with key")
-    if cert:
-        _readable(cert, f"{path}.cert")
-    if key:
-        _readable(key, f"{path}.key")
-
-
-def _readable(name: str, path: str, directory: bool = False) -> None:
-    """A PEM file (or, if allowed, a directory) that this process can read."""
-    target = Path(name)
-    try:
-        if directory and target.is_dir():
-            list(target.iterdir())
-            return
-        with open(target, "rb") as f:
-            head = f.read(1 << 20)
-    except OSError as e:
-        raise ConfigError(path, f"cannot read {name}: {e.strerror or e}") from None
-    if b"-----BEGIN " not in head:
-        raise ConfigError(path, f"{name} is not a PEM file (no -----BEGIN line)")
-
-
 def _read_split_warnings(cfg: Config) -> list[str]:
     """What keeps read/write splitting (destination.followers) from doing what the config seems to ask."""
     warnings = []
@@ -769,8 +548,6 @@ def _read_split_warnings(cfg: Config) -> list[str]:
         path = f"destination.followers[{i}]"
         if f.disabled:
             continue
-        if f.maxLag < 0:
-            raise ConfigError(f"{path}.maxLag", "must be 0 (ignore the lag) or more")
         if f.maxLag > 0 and not f.replayAdmin:
             warnings.append(
                 f"{path}: no replayAdmin, so its lag is unknown and every read goes to the leader;"
@@ -779,8 +556,6 @@ def _read_split_warnings(cfg: Config) -> list[str]:
     if cfg.followers() and not cfg.proxies():
         warnings.append("destination.followers: applies to the proxy role only; this config has no proxy")
     for i, p in enumerate(cfg.proxies()):
-        if p.readYourWrites < 0:
-            raise ConfigError(f"source.proxies[{i}].readYourWrites", "must be 0 (off) or more")
         if p.readYourWrites > 0 and not cfg.followers():
             warnings.append(f"source.proxies[{i}].readYourWrites: no destination.followers, so it does nothing")
         elif p.readYourWrites > 0 and cfg.workers > 1:
@@ -789,13 +564,6 @@ def _read_split_warnings(cfg: Config) -> list[str]:
                 " it served only; a client's read on another connection may reach a follower"
             )
     return warnings
-
-
-def _parse_label_eval(expr: str, path: str) -> labels.Matcher:
-    try:
-        return labels.parse(expr)
-    except ValueError as e:
-        raise ConfigError(path, str(e)) from None
 
 
 def _matching(entries: list[ElasticDestination], source_labels: dict[str, str]) -> list[ElasticDestination]:

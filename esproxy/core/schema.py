@@ -113,10 +113,21 @@ def setting(
     choices: tuple[str, ...] = (),
     compat: str = "",
     key: str = "",
+    minimum: float | None = None,
+    above: float | None = None,
+    zero: str = "",
+    check: Callable[[Any], object] | None = None,
+    shown: str = "",
 ) -> Any:
     """A declared setting. ``compat`` marks a key of the Go original and says what esproxy does with it;
-    ``key`` is the YAML key where it cannot be the attribute name (``async``)."""
+    ``key`` is the YAML key where it cannot be the attribute name (``async``).
+
+    Its own bounds, checked by :func:`build` with the key path in the error: ``minimum`` (at least),
+    ``above`` (more than), ``zero`` (what 0 means, for the message of a ``minimum`` of 0), ``check`` (a
+    callable that raises ValueError with the reason for a bad value; ``shown``: the rule as the reference
+    states it). Rules across settings stay in esproxy.core.config._check."""
     meta = {"doc": doc, "required": required, "choices": choices, "compat": compat, "key": key}
+    meta.update(minimum=minimum, above=above, zero=zero, check=check, shown=shown)
     if default is dataclasses.MISSING:
         default = None  # only for required settings: build() refuses a config without them
     if isinstance(default, (list, dict)):
@@ -126,6 +137,55 @@ def setting(
         cls = type(default)
         return dataclasses.field(default_factory=cls, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def tcp_port(value: int) -> None:
+    """A setting's ``check``: a TCP port, 1 to 65535."""
+    if not 0 < value < 65536:
+        raise ValueError(f"{value} is not a TCP port")
+
+
+def tcp_port_or_zero(value: int) -> None:
+    """A setting's ``check``: 0 (off) or a TCP port."""
+    if value:
+        tcp_port(value)
+
+
+def _show(tp: Any, value: float) -> str:
+    """A number as the config writes it: durations and sizes in their units."""
+    if tp is Duration:
+        return "-" + format_duration(-value) if value < 0 else format_duration(value)
+    if tp is ByteSize:
+        return "-" + format_size(int(-value)) if value < 0 else format_size(int(value))
+    return str(value)
+
+
+def out_of_bounds(f: dataclasses.Field, tp: Any, value: Any) -> str:
+    """Why ``value`` breaks the bounds ``f`` declares; "" when it keeps them."""
+    minimum, above = f.metadata.get("minimum"), f.metadata.get("above")
+    if minimum is not None and value < minimum:
+        if minimum == 0:
+            zero = f" ({f.metadata['zero']})" if f.metadata.get("zero") else ""
+            return f"{_show(tp, value)} must be 0{zero} or more"
+        return f"{_show(tp, value)} must be at least {_show(tp, minimum)}"
+    if above is not None and not value > above:
+        return f"{_show(tp, value)} must be more than {_show(tp, above)}"
+    check = f.metadata.get("check")
+    if check is not None:
+        try:
+            check(value)
+        except ValueError as e:
+            return str(e)
+    return ""
+
+
+def bounds_text(f: dataclasses.Field, tp: Any) -> str:
+    """The bounds of a setting as the reference shows them: ``≥ 1``, ``> 0s``, ``1–65535``; "" for none."""
+    if f.metadata.get("minimum") is not None:
+        return f"≥ {_show(tp, f.metadata['minimum'])}" if f.metadata["minimum"] else "≥ 0"
+    if f.metadata.get("above") is not None:
+        return f"> {_show(tp, f.metadata['above'])}"
+    return f.metadata.get("shown") or ""
 
 
 def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
@@ -229,6 +289,9 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
         kwargs[f.name] = str(coerced).lower() if choices else coerced
         if not choices and _holds_text(tp):
             secretrefs.keep(value, key_path)  # what came from ${ENV} or file: is masked in every output from now on
+        broken = out_of_bounds(f, tp, coerced)
+        if broken:
+            raise ConfigError(key_path, broken)
     for f, _ in known.values():
         if f.metadata.get("required") and f.name not in kwargs:
             raise ConfigError(f"{path}.{key_of(f)}" if path else key_of(f), "is required")
@@ -299,5 +362,6 @@ def reference(cls: type, path: str = "") -> list[str]:
             doc += " One of: " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
         if f.metadata.get("compat"):
             doc += f" *Go original:* {f.metadata['compat']}"
-        rows.append(f"| `{key}` | {_type_name(tp)} | {default} | {doc} |")
+        bounds = bounds_text(f, tp)
+        rows.append(f"| `{key}` | {_type_name(tp)}{' ' + bounds if bounds else ''} | {default} | {doc} |")
     return rows
