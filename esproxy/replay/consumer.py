@@ -19,10 +19,6 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
@@ -43,35 +39,9 @@ from .followed import deletes_index, document_indices, follow_docs, follow_raw
 from .groupwatch import GroupWatch
 from .lanes import Lane
 from .ratelimit import RateLimit
+from .rebalance import ASSIGNORS, LEAVE_GROUP_TIMEOUT, Rebalances, finish_join
 
 log = logging.getLogger("esproxy.replay")
-
-ASSIGNORS = {
-    "range": RangePartitionAssignor,
-    "roundrobin": RoundRobinPartitionAssignor,
-    "rr": RoundRobinPartitionAssignor,
-    "sticky": StickyPartitionAssignor,
-}
-
-
-class _Rebalances(ConsumerRebalanceListener):
-    """Logs the rebalances, ends the lanes of revoked partitions, and tells whether a group join is under way:
-    kafka-python revokes (possibly nothing) when it starts a join and assigns (possibly nothing) when it is done."""
-
-    def __init__(self, group: str, revoked: Callable[[Any], None], joined: Callable[[bool], None]) -> None:
-        self.group = group
-        self.revoked = revoked
-        self.joined = joined
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.joined(False)
-        if revoked:
-            log.info("kafka consumer group %s revoked partitions %s", self.group, _names(revoked))
-            self.revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("kafka consumer group %s assigned partitions %s", self.group, _names(assigned))
-        self.joined(True)
 
 
 def _where(record: Any) -> str:
@@ -80,12 +50,6 @@ def _where(record: Any) -> str:
 
 # A partition a paused sync rule held this recently is waiting on purpose, not stalled (it is retried every second).
 PAUSE_HOLD_SECONDS = 5.0
-
-# A stop waits no longer than this for the group coordinator to take our leaving (seconds).
-LEAVE_GROUP_TIMEOUT = 3.0
-
-# A stop during a group join gives the join this long to complete before leaving (seconds); see _finish_join.
-JOIN_FINISH_TIMEOUT = 5.0
 
 # A commit waits no longer than this (seconds): a coordinator that answers does so in milliseconds. With
 # Kafka gone, kafka-python would look for one for its request_timeout_ms (30 s), holding up the replay loop
@@ -155,10 +119,6 @@ def _error_text(error: Any) -> str:
     return (error if isinstance(error, str) else json.dumps(error, ensure_ascii=False))[:1000]
 
 
-def _names(partitions: Any) -> str:
-    return "[" + ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(partitions)) + "]"
-
-
 class KafkaReplay:
     def __init__(
         self,
@@ -187,7 +147,7 @@ class KafkaReplay:
         self._progress = Event()  # a lane finished a replay
         self._rebalances = 0
         self._fetch_from: dict[TopicPartition, int] = {}  # next offset the consumer fetches, once known
-        self._joined = False  # the consumer is a member of its group with its partitions (no join under way)
+        self._rebalancing = Rebalances(cfg.group, self._revoked)  # knows whether a group join is under way
         # the partitions of its topics that have writes waiting and that no replay of the group applies (health)
         self.watch = GroupWatch(cfg, self._held) if watch_group else None
 
@@ -230,9 +190,6 @@ class KafkaReplay:
         its group has committed on since (``waiting_seconds``); empty without the watch (health.maxUnassigned: 0)."""
         return self.watch.rows() if self.watch is not None else []
 
-    def _set_joined(self, joined: bool) -> None:
-        self._joined = joined
-
     def _connect(self) -> bool:
         def subscribe() -> KafkaConsumer:
             # its constructor waits up to 30 s for a broker: a stop must not wait for it (nothing to commit yet)
@@ -241,8 +198,7 @@ class KafkaReplay:
                 lambda: self.stopping,
                 "stopping before Kafka was reachable",
             )
-            listener = _Rebalances(self.cfg.group, self._revoked, self._set_joined)
-            consumer.subscribe(self.cfg.topics, listener=listener)
+            consumer.subscribe(self.cfg.topics, listener=self._rebalancing)
             return consumer
 
         def unreachable(e: BaseException, attempts: int, delay: float) -> None:
@@ -343,7 +299,7 @@ class KafkaReplay:
             if lane is not None:
                 lane.close()
 
-    def _revoked(self, partitions: Any) -> None:
+    def _revoked(self, partitions: set[TopicPartition]) -> None:
         """Rebalance: the lanes of partitions taken away end their replay in flight before the group moves
         on, so the next owner never applies a message while we still do. What they applied since the last
         commit is not committed (a commit cannot be made from within the rebalance): the next owner
@@ -772,7 +728,7 @@ class KafkaReplay:
         if self.watch is not None:
             self.watch.stop()
         if self._consumer is not None:
-            self._finish_join(deadline)
+            finish_join(self._consumer, self._rebalancing, deadline)
             # Leaving the group waits for the coordinator: a few seconds at most (a coordinator that
             # answers does so in milliseconds; one that does not lets the group move on after sessionTimeout).
             leave = min(LEAVE_GROUP_TIMEOUT, max(0.1, deadline - time.monotonic()))
@@ -781,38 +737,3 @@ class KafkaReplay:
             except KafkaError as e:
                 log.warning("kafka consumer close: %s", e)
         self.dead_letters.close()
-
-    def _finish_join(self, deadline: float) -> None:
-        """A stop while a group join is under way (a restart right after a start or a deploy): let the join
-        complete, for up to JOIN_FINISH_TIMEOUT, before the consumer leaves the group.
-
-        Leaving between JoinGroup and SyncGroup is valid Kafka, and Apache Kafka rebalances without the member
-        at once; but a coordinator may mishandle it: Tansu (0.6, the demo's broker) keeps a leader that left
-        mid-join as the group's leader, so that no member ever gets partitions again. Once the join is complete
-        the leave is an ordinary one, which every coordinator handles; on Kafka it costs one SyncGroup, the
-        rebalance that follows the leave being the same. The records these polls bring are not replayed (the
-        lanes are closed) nor committed: the next owner reads them from the last commit."""
-        assert self._consumer is not None
-        if self._joined:
-            return
-        until = min(time.monotonic() + JOIN_FINISH_TIMEOUT, deadline - LEAVE_GROUP_TIMEOUT)
-        if until <= time.monotonic():
-            return
-        log.info(
-            "kafka consumer group %s: stopping during the group join; completing it first (up to %.0fs) so that"
-            " the group is left in order",
-            self.cfg.group,
-            until - time.monotonic(),
-        )
-        while not self._joined:
-            left = until - time.monotonic()
-            if left <= 0:
-                log.warning(
-                    "kafka consumer group %s: the join did not complete; leaving the group during it", self.cfg.group
-                )
-                return
-            try:
-                self._consumer.poll(timeout_ms=max(1, int(min(left, 0.5) * 1000)))
-            except KafkaError as e:
-                log.warning("kafka consumer group %s: completing the join before leaving: %s", self.cfg.group, e)
-                return
