@@ -26,6 +26,11 @@ REPLAY = {
     "esproxy.replay.lanes",
     "esproxy.replay.deadletters",
     "esproxy.replay.followcreate",
+    "esproxy.replay.record",
+    "esproxy.replay.steps",
+    "esproxy.replay.assembly",
+    "esproxy.replay.writes",
+    "esproxy.replay.rebalance",
 }
 # What both import: the message contract and the common modules, which import neither role.
 SHARED = {
@@ -81,5 +86,5 @@ def test_no_role_imports_the_other() -> None:
 
 def test_relative_imports_are_resolved() -> None:
     replay = _imports(ROOT / "replay" / "consumer.py")
-    assert {"esproxy.replay.lanes", "esproxy.core.bean", "esproxy.clients.elastic"} <= replay
+    assert {"esproxy.replay.lanes", "esproxy.core.config", "esproxy.clients.elastic"} <= replay
     assert "esproxy.proxy.httpheaders" in _imports(ROOT / "proxy" / "handler.py")

@@ -1,5 +1,6 @@
 """The replay's dead letters (format: esproxy/core/deadletters.py): a message it can never apply goes to a
-topic or a file, and counts as done only once it is durable there."""
+topic or a file, and counts as done only once it is durable there. ``DeadLetters.dead_letter`` is the one
+way the replay gives up a message: it logs why, counts the failure and writes the letter."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from esproxy.core.messages import DEFAULT_MAX_MESSAGE_BYTES, encode_value
 from esproxy.core.retry import retry
 from esproxy.core.stats import STATS
 
+from .record import Record
+
 log = logging.getLogger("esproxy.deadletter")
+replay_log = logging.getLogger("esproxy.replay")  # why the replay gives a message up (dead_letter)
 
 SEND_TIMEOUT = 30.0
 
@@ -37,9 +41,43 @@ class DeadLetters:
     def where(self, topic: str) -> str:
         return f"file {self.path}" if self.path else f"topic {self.cfg.dead_letter_topic(topic)}"
 
+    def dead_letter(
+        self,
+        record: Record,
+        reason: str,
+        stop: Callable[[], bool],
+        *,
+        index: str,
+        size: int,
+        says: str = "",
+        level: int = logging.ERROR,
+        target: str = "",
+        status: int = 0,
+        body: Optional[bytes] = None,
+        error: Any = None,
+    ) -> None:
+        """Give up ``record`` for good: log why, count a failed replay of ``index`` (``size`` bytes), write its
+        dead letter (``write``: returns once it is durable; Aborted if ``stop()`` turns true first).
+
+        ``says`` is the log line (at ``level``), by default ``replay <where>: <reason>; to the dead letters``.
+        ``target``, ``status``, ``body`` and ``error`` go into the letter: the cluster that refused it, its
+        HTTP status, the one `_bulk` action refused, and its Elasticsearch error.
+
+        Example: at writes-0@7 a document bean for ``logs`` (1234 bytes) whose actions the sync rules cannot
+        read: ``dead_letter(record, "sync rules: ...", stop, index="logs", size=1234)`` logs
+        ``replay writes-0@7: sync rules: ...; to the dead letters`` (ERROR), adds one to the failures of
+        ``logs`` (STATS.replayed ok=False), and writes the letter of writes-0@7 with that reason."""
+        replay_log.log(
+            level,
+            "%s",
+            says or f"replay {record.topic}-{record.partition}@{record.offset}: {reason}; to the dead letters",
+        )
+        STATS.replayed(index, size, ok=False)
+        self.write(record, reason, stop, target=target, status=status, body=body, error=error)
+
     def write(
         self,
-        record: Any,
+        record: Record,
         reason: str,
         stopping: Callable[[], bool],
         *,
@@ -93,7 +131,7 @@ class DeadLetters:
             reason[:1000],
         )
 
-    def _deliver(self, record: Any, data: bytes) -> None:
+    def _deliver(self, record: Record, data: bytes) -> None:
         if self._file is not None:
             self._file.append(data)
         else:

@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
+from kafka import TopicPartition
+
+from .record import Record
 
 # (records in offset order, stop) -> offset of the last record applied, None if none was
-Apply = Callable[[list[Any], Callable[[], bool]], Optional[int]]
+Apply = Callable[[list[Record], Callable[[], bool]], Optional[int]]
 
 
 class Lane:
     def __init__(
         self,
-        tp: Any,
+        tp: TopicPartition,
         apply: Apply,
         gate: Semaphore,
         progress: Event,
@@ -49,7 +52,7 @@ class Lane:
         self._stopping = stopping
         self._max_records = max_records
         self._max_bytes = max_bytes
-        self._queue: deque[Any] = deque()
+        self._queue: deque[Record] = deque()
         self._bytes = 0
         self._closed = False
         self._ready = Event()
@@ -58,7 +61,7 @@ class Lane:
     def full(self) -> bool:
         return len(self._queue) >= self._max_records or self._bytes >= self._max_bytes
 
-    def push(self, records: list[Any]) -> None:
+    def push(self, records: list[Record]) -> None:
         if self._closed or self.failed_at is not None:
             return  # fetched past a failure: fetched again from `failed_at` once the consumer seeks there
         if records and self.waiting is None:
@@ -111,7 +114,7 @@ class Lane:
             self._progress.set()
 
 
-def _mark(record: Any) -> tuple[int, float]:
+def _mark(record: Record) -> tuple[int, float]:
     """A record's offset and Kafka timestamp in seconds (now when it has none: a pre-0.10 message format)."""
     timestamp = getattr(record, "timestamp", -1)
     return record.offset, timestamp / 1000 if timestamp is not None and timestamp >= 0 else time.time()
