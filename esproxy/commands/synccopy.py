@@ -408,7 +408,7 @@ class RuleWatch:
     at most once a second, so that a copy run with ``-c`` sees a rule paused, stopped or deleted."""
 
     def __init__(self, conf: str, out: TextIO) -> None:
-        from esproxy.core.config import load
+        from esproxy.configfile import load
         from esproxy.replay.follow import Rules
 
         cfg = load(conf)
@@ -745,7 +745,7 @@ def from_rules(
 ) -> tuple[list[str], Callable[[str], Optional[str]], Callable[[str], tuple[SettingsChoice, bool]]]:
     """The replay config's rules that copy existing indices: their include patterns, A's name -> B's
     (None: no such rule follows it), and each index's settings choice and aliases."""
-    from esproxy.core.config import load
+    from esproxy.configfile import load
     from esproxy.replay.follow import Rules
 
     rules = Rules.from_config(load(conf).follow)

@@ -10,13 +10,10 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar, Iterable
 from urllib.parse import urlsplit
 
 import yaml
-
-from esproxy.clients import kafkasecurity
-from esproxy.replay.follow import Rules
 
 from . import labels, secretrefs
 from .logs import redact_url
@@ -590,8 +587,6 @@ def _check(cfg: Config) -> list[str]:
         if k.maxMessageBytes < MIN_MAX_MESSAGE_BYTES:
             least = f"{k.maxMessageBytes} must be at least {MIN_MAX_MESSAGE_BYTES}"
             raise ConfigError(f"destination.kafkas[{i}].maxMessageBytes", least)
-        if not k.disabled:
-            warnings.extend(kafkasecurity.check(k, f"destination.kafkas[{i}]"))
         if k.connectTimeout < 1:
             raise ConfigError(f"destination.kafkas[{i}].connectTimeout", "must be at least 1s")
         module = _CODEC_MODULES.get(k.codec)
@@ -650,7 +645,6 @@ def _check(cfg: Config) -> list[str]:
         path = f"source.kafkas[{i}]"
         if k.disabled:
             continue
-        warnings.extend(kafkasecurity.check(k, path))
         if k.concurrency < 1:
             raise ConfigError(f"{path}.concurrency", f"{k.concurrency} must be at least 1")
         if k.batchSize < 1 or k.batchBytes < 1:
@@ -684,7 +678,6 @@ def _check(cfg: Config) -> list[str]:
     elif cfg.follow.source.tls:
         warnings.append("follow.source.tls: follow.source.url is not set, so TLS settings are not used")
     if cfg.follow.rules:
-        Rules.from_config(cfg.follow)
         if not cfg.kafka_sources() and not cfg.followers() and not any(p.followerReadOnly for p in cfg.proxies()):
             warnings.append(
                 "follow: applies to the replay role and to proxies with followerReadOnly or followers;"
@@ -802,8 +795,14 @@ def _matching(entries: list[ElasticDestination], source_labels: dict[str, str]) 
     return [e for e in entries if labels.parse(e.labelEval)(source_labels)]
 
 
-def parse(text: str) -> Config:
-    """Build and check a Config from YAML text."""
+# A check of a section whose meaning lives above the core (the follow rules, a Kafka entry's TLS and SASL),
+# run on the built Config after the checks across settings: returns warnings, raises ConfigError naming
+# the key path. The settings declaration knows none of them; esproxy/configfile.py hands them over.
+SectionCheck = Callable[[Config], list[str]]
+
+
+def parse(text: str, checks: Iterable[SectionCheck] = ()) -> Config:
+    """Build and check a Config from YAML text, then run ``checks`` on it (esproxy.configfile.CHECKS)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -820,7 +819,10 @@ def parse(text: str) -> Config:
     secretrefs.too_short.clear()
     try:
         cfg = build(Config, data)
-        warnings = _check(cfg) + [
+        warnings = _check(cfg)
+        for check in checks:
+            warnings += check(cfg)
+        warnings += [
             f"{path}: its value from ${{...}} or file: is shorter than {secretrefs.MIN_MASKED} characters:"
             " too short to be masked in logs"
             for path in secretrefs.too_short
@@ -831,12 +833,12 @@ def parse(text: str) -> Config:
     return cfg
 
 
-def load(path: str | Path) -> Config:
+def load(path: str | Path, checks: Iterable[SectionCheck] = ()) -> Config:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError("", f"cannot read {path}: {e.strerror or e}") from None
-    return parse(text)
+    return parse(text, checks)
 
 
 def reference_markdown() -> str:
