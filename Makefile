@@ -63,6 +63,7 @@ lint: install
 	$(BIN)/ruff check esproxy tests bench ops/demo-server ops/update-config-reference
 	$(BIN)/ruff format --check esproxy tests bench
 	$(BIN)/python ops/update-config-reference --check
+	$(BIN)/lint-imports --no-cache  # the floors and the roles' faces: pyproject.toml, [tool.importlinter]
 
 docs: install          ## regenerate the tables declared in code: README's config reference, docs/operations.md's signals
 	$(BIN)/python ops/update-config-reference

@@ -99,7 +99,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     args = _run_parser().parse_args(argv)
 
-    from esproxy.core.config import ConfigError, load
+    from esproxy.configfile import load
+    from esproxy.core.config import ConfigError
 
     try:
         cfg = load(args.conf)

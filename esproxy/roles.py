@@ -73,6 +73,7 @@ class Roles:
             health=self.cfg.health,
             stopping=self.stop_event.is_set,
             queue=queue,
+            in_flight=lambda: (inflight.BUDGET.in_flight(), inflight.BUDGET.limit),
             unshipped=lambda: self.fanout.unshipped() if self.fanout is not None else 0,
             oldest_unshipped_age=lambda: self.fanout.oldest_unshipped_age() if self.fanout is not None else 0.0,
             elastics=lambda: self.elastics,

@@ -109,6 +109,17 @@ destination:
         "destination.kafkas[0].codec",
         None,
     ),
+    # Checked after loading by the modules that own them (esproxy/configfile.py), not by core/config.py.
+    "bad-follow-rule": (
+        GOOD_PROXY + "follow:\n  rules: [{name: ' ', indices: [logs]}]\n",
+        "follow.rules[0].name",
+        "is empty",
+    ),
+    "kafka-sasl-without-protocol": (
+        GOOD_PROXY.replace("codec: none", "codec: none\n      sasl: {mechanism: PLAIN}"),
+        "destination.kafkas[0].sasl",
+        "securityProtocol is PLAINTEXT",
+    ),
     "proxy-without-primary": (
         """\
 source:

@@ -15,8 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.fuzz import costly
 
+from esproxy.configfile import parse
 from esproxy.core import labels
-from esproxy.core.config import Config, ConfigError, parse
+from esproxy.core.config import Config, ConfigError
 from esproxy.core.schema import ByteSize, Duration, Url, build, key_of
 
 json_scalars = st.one_of(

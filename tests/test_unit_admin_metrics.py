@@ -93,6 +93,7 @@ def _admin(full: bool) -> Admin:
         unassigned=lambda: [dict(UNASSIGNED)],
         followers=lambda: [dict(FOLLOWER)],
         switchover=(lambda method, parts, body: (200, dict(SWITCHOVER))) if full else None,
+        in_flight=lambda: (2048, 1 << 29),
     )
     return Admin(view, stats)
 

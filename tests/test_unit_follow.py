@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from esproxy import configfile
 from esproxy.core.bean import Bean
 from esproxy.core.bulk import DocOp, split_actions
 from esproxy.core.config import ConfigError, FollowRule, FollowSettings, parse
@@ -196,6 +197,25 @@ follow:
     rule = Rules.from_config(cfg.follow).rules[0]
     assert rule.indices == ("logs-*",)
     assert rule.settings_exclude == ("index.refresh_interval",)
+
+
+def test_a_config_file_with_bad_rules_is_refused_naming_the_key():
+    """The settings declaration (core/config.py) does not know the rules; the config file as esproxy loads
+    it (esproxy/configfile.py) checks them here, in replay/follow.py."""
+    text = """
+source:
+  kafkas: [{brokers: [127.0.0.1:9092], topics: [t], group: g}]
+destination:
+  primaries: [{url: "http://127.0.0.1:9200"}]
+follow:
+  rules:
+    - {name: logs, indices: "logs-*"}
+    - {name: logs, indices: "users"}
+"""
+    assert len(parse(text).follow.rules) == 2  # the declaration alone: the shape is right
+    with pytest.raises(ConfigError) as e:
+        configfile.parse(text)
+    assert e.value.path == "follow.rules[1].name" and "already the name" in str(e.value)
 
 
 # --------------------------------------------------------------------------- settings filter

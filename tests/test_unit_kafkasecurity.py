@@ -10,7 +10,8 @@ from support.certs import make_pki
 from support.process import esproxy_cli
 
 from esproxy.clients import kafkasecurity
-from esproxy.core.config import ConfigError, KafkaDestination, KafkaSource, parse
+from esproxy.configfile import parse
+from esproxy.core.config import ConfigError, KafkaDestination, KafkaSource
 from esproxy.core.schema import build
 
 SECRET = "s3cr3t-kafka-password"

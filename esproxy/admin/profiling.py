@@ -35,12 +35,9 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 from esproxy.core.schema import format_duration, parse_duration
-
-if TYPE_CHECKING:  # pragma: no cover
-    from esproxy.proxy.prefork import WorkerPool
 
 log = logging.getLogger("esproxy.profile")
 
@@ -86,12 +83,29 @@ def _duration(text: str, what: str, default: float) -> Optional[float]:
     return seconds if seconds > 0 else None
 
 
+class Workers(Protocol):
+    """A pre-fork master's workers as the profiler drives them (esproxy.proxy.prefork.WorkerPool, handed over
+    by esproxy.roles): the admin floor names no proxy module, the proxy's pool merges with :func:`merge_profiles`."""
+
+    def command(self, op: str, *args: object) -> None:
+        """Send every worker ``cpu_start(seconds)``, ``cpu_stop()`` or ``mem(seconds)``."""
+        ...
+
+    def gather_cpu(self, own: Optional[Path]) -> None:
+        """Stop the workers' CPU profiles and merge them with ``own`` into cpu.profile."""
+        ...
+
+    def gather_mem(self, own: Optional[Path]) -> None:
+        """Append the workers' memory profiles to ``own``."""
+        ...
+
+
 class Profiler:
     def __init__(self, workdir: Optional[str] = None, out_name: str = CPU_OUT, mem_name: str = MEM_OUT) -> None:
         self.workdir = Path(workdir or os.getcwd())
         self.out_name = out_name
         self.mem_name = mem_name
-        self.workers: Optional[WorkerPool] = None  # a pre-fork master profiles its workers too
+        self.workers: Optional[Workers] = None  # a pre-fork master profiles its workers too
         self._cpu: Optional[cProfile.Profile] = None
         self._cpu_timer = None
         self._mem_busy = False

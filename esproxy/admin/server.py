@@ -28,7 +28,6 @@ from esproxy.core.logs import redact_url
 from esproxy.core.secretrefs import mask_bytes
 from esproxy.core.stats import LATENCY_BUCKETS, STATS, Stats
 from esproxy.core.wsgi import JSON_TYPE, Check, StartResponse, error_body, error_doc, header_check, unauthorized
-from esproxy.proxy import inflight
 
 from . import metrics
 from .health import Problem, problems
@@ -98,6 +97,7 @@ class AdminView:
     health: HealthSettings
     stopping: Callable[[], bool]
     queue: Callable[[], tuple[int, int]]  # captured writes in the in-memory queue, its capacity
+    in_flight: Callable[[], tuple[int, int]]  # request bytes in flight, their budget (0: none); esproxy.proxy.inflight
     unshipped: Callable[[], int]  # captured writes not yet taken by Kafka (esproxy.proxy.fanout.Fanout.unshipped)
     oldest_unshipped_age: Callable[[], float]  # seconds (esproxy.proxy.fanout.Fanout.oldest_unshipped_age)
     elastics: Callable[[], list[Elastic]]  # this process's clusters, their connection pools
@@ -250,6 +250,7 @@ class Admin:
         reports = workers.reports() if workers is not None else []
         s = self.stats.with_reports(reports) if workers is not None else self.stats
         depth, capacity = self.view.queue()
+        in_flight, in_flight_limit = self.view.in_flight()
         buckets = {}
         total = 0
         for bound, n in zip(list(LATENCY_BUCKETS) + ["+Inf"], s.latency_buckets):
@@ -264,9 +265,7 @@ class Admin:
             latency_seconds=Latency(count=s.latency_count, sum=round(s.latency_sum, 6), le=buckets),
             writes_captured=s.writes_captured,
             connections=s.connections,
-            in_flight=InFlight(
-                bytes=inflight.BUDGET.in_flight(), limit=inflight.BUDGET.limit, refused=s.inflight_refused
-            ),
+            in_flight=InFlight(bytes=in_flight, limit=in_flight_limit, refused=s.inflight_refused),
             workers=[WorkerRow.of(w) for w in workers.rows()] if workers is not None else None,
             reads=dict(sorted(s.reads.items())),
             read_fallbacks=dict(sorted(s.read_fallbacks.items())),

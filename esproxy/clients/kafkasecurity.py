@@ -6,8 +6,9 @@ dead-letter producer, ``esproxy dlq``) takes them from :func:`client_kwargs`, so
 drift apart. Those arguments hold the SASL password: hand them straight to the client, never log
 them or keep them in a dict that someone may print.
 
-This module must not import kafka: core/config.py imports it, and the config is loaded before gevent
-patches the standard library, which kafka-python must see patched (its selector, above all).
+This module must not import kafka: esproxy/configfile.py imports it to check a config, and the config is
+loaded before gevent patches the standard library, which kafka-python must see patched (its selector,
+above all).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import os
 import ssl
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
+from esproxy.core.config import KafkaTls
 from esproxy.core.schema import ConfigError
 
 if TYPE_CHECKING:
-    from esproxy.core.config import KafkaSasl, KafkaTls
+    from esproxy.core.config import Config, KafkaSasl
 
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
@@ -73,7 +75,8 @@ def ssl_context(tls: KafkaTls) -> ssl.SSLContext:
     """One context for all of a client's connections (kafka-python would otherwise build one per
     connection from ssl_cafile & co., and has no way to turn verification off). CAs are loaded as for
     the clusters' ``tls.ca`` (esproxy/clients/tls.py): a file, or every PEM file of a directory."""
-    from .tls import load_cas, load_system_cas  # here: clients/tls.py imports core/config.py, which imports this module
+    # here: clients/tls.py brings gevent's ssl and pywsgi, which loading a config without Kafka TLS does not need
+    from .tls import load_cas, load_system_cas
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -115,11 +118,20 @@ def _reason(e: BaseException) -> str:
     return str(e)
 
 
+def check_config(cfg: Config) -> list[str]:
+    """Check the security settings of every enabled Kafka entry, ``destination.kafkas[]`` then ``source.kafkas[]``
+    (esproxy.configfile runs this on every config it loads); return warnings, raise ConfigError naming the key."""
+    warnings: list[str] = []
+    for group, entries in (("destination", cfg.destination.kafkas), ("source", cfg.source.kafkas)):
+        for i, entry in enumerate(entries):
+            if not entry.disabled:
+                warnings.extend(check(entry, f"{group}.kafkas[{i}]"))
+    return warnings
+
+
 def check(entry: Secured, path: str) -> list[str]:
     """Check ``entry``'s security settings (``path`` is its key path, `destination.kafkas[0]`); return
     warnings, raise ConfigError for what cannot work. Files are loaded, as the clients will."""
-    from esproxy.core.config import KafkaTls
-
     warnings: list[str] = []
     proto, tls, sasl = protocol(entry), entry.tls, entry.sasl
     if not uses_tls(entry) and tls != KafkaTls():

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional, TextIO
 
 from esproxy.clients.elastic import Elastic, UpstreamError
-from esproxy.core.config import ConfigError, ElasticDestination, load
+from esproxy.configfile import load
+from esproxy.core.config import ConfigError, ElasticDestination
 from esproxy.core.schema import Duration, Url
-from esproxy.replay.follow import Rules, render
+from esproxy.replay import Rules, render
 
 SKIPPED = ("meta.elasticproxy",)  # each cluster's own id lives there: it differs by design
 

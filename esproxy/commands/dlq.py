@@ -144,7 +144,7 @@ def _places(args: argparse.Namespace) -> list[Place]:
         return [Place(brokers, topic=args.topic)]
     if args.file:
         return [Place(brokers, file=args.file)]
-    from esproxy.core.config import load
+    from esproxy.configfile import load
 
     cfg = load(args.conf)  # ConfigError: handled by the caller (exit 2)
     places = []

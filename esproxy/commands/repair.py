@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, TextIO
 from esproxy.clients.elastic import Elastic, UpstreamError
 from esproxy.core.bulk import DocOp, Item, UnparsableAnswer, parse_response
 from esproxy.core.config import ConfigError
-from esproxy.proxy.capture import doc_version
+from esproxy.proxy import doc_version
 
 from .compare import add_cluster_arguments, call, cluster, command_failed, digest, hits, indices, refresh
 

@@ -42,10 +42,11 @@ from kafka.errors import KafkaError
 from esproxy.clients import kafkasecurity
 from esproxy.clients.elastic import Elastic, UpstreamError
 from esproxy.clients.tls import admin_base, client_context
-from esproxy.core.config import AdminListener, Config, ConfigError, ElasticDestination, KafkaDestination, load
+from esproxy.configfile import load
+from esproxy.core.config import AdminListener, Config, ConfigError, ElasticDestination, KafkaDestination
 from esproxy.core.logs import redact_url
 from esproxy.core.schema import Duration, parse_duration
-from esproxy.proxy.leadership import same_url
+from esproxy.proxy import same_url
 
 from .compare import call, indices
 from .compare import run as compare_run

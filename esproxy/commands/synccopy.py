@@ -45,7 +45,7 @@ from esproxy.clients.indexcopy import Definition, SettingsChoice, create, defini
 from esproxy.clients.tls import admin_base
 from esproxy.core.config import ConfigError
 from esproxy.core.retry import Aborted
-from esproxy.replay.ratelimit import RateLimit
+from esproxy.replay import RateLimit
 
 from .compare import call, cluster, command_failed, compare_index, digest, indices, refresh
 from .repair import IndexResult, Planned, Progress, Repair, _duration, _positive, megabytes, versioned_write
@@ -408,8 +408,8 @@ class RuleWatch:
     at most once a second, so that a copy run with ``-c`` sees a rule paused, stopped or deleted."""
 
     def __init__(self, conf: str, out: TextIO) -> None:
-        from esproxy.core.config import load
-        from esproxy.replay.follow import Rules
+        from esproxy.configfile import load
+        from esproxy.replay import Rules
 
         cfg = load(conf)
         self.rules = Rules.from_config(cfg.follow)
@@ -745,8 +745,8 @@ def from_rules(
 ) -> tuple[list[str], Callable[[str], Optional[str]], Callable[[str], tuple[SettingsChoice, bool]]]:
     """The replay config's rules that copy existing indices: their include patterns, A's name -> B's
     (None: no such rule follows it), and each index's settings choice and aliases."""
-    from esproxy.core.config import load
-    from esproxy.replay.follow import Rules
+    from esproxy.configfile import load
+    from esproxy.replay import Rules
 
     rules = Rules.from_config(load(conf).follow)
     copying = [r for r in rules.rules if r.copy_existing]

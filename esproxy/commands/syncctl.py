@@ -13,7 +13,8 @@ import urllib.request
 from typing import Any, Optional
 
 from esproxy.clients.tls import admin_base
-from esproxy.core.config import ConfigError, load
+from esproxy.configfile import load
+from esproxy.core.config import ConfigError
 
 COMMANDS = {
     "list": "the rules and their state",

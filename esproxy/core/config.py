@@ -15,12 +15,9 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar, Iterable
 
 import yaml
-
-from esproxy.clients import kafkasecurity
-from esproxy.replay.follow import Rules
 
 from . import labels, secretrefs
 from .schema import (
@@ -471,8 +468,6 @@ def _check(cfg: Config) -> list[str]:
     if cfg.admin.port:
         check_server_tls(cfg.admin.tls, "admin.tls")
     for i, k in enumerate(cfg.destination.kafkas):
-        if not k.disabled:
-            warnings.extend(kafkasecurity.check(k, f"destination.kafkas[{i}]"))
         module = _CODEC_MODULES.get(k.codec)
         if module and not k.disabled and importlib.util.find_spec(module[0]) is None:
             raise ConfigError(
@@ -508,7 +503,6 @@ def _check(cfg: Config) -> list[str]:
         path = f"source.kafkas[{i}]"
         if k.disabled:
             continue
-        warnings.extend(kafkasecurity.check(k, path))
         if not k.deadLetterFile:
             for topic in k.topics:
                 dlq = k.dead_letter_topic(topic)
@@ -528,7 +522,6 @@ def _check(cfg: Config) -> list[str]:
     elif cfg.follow.source.tls:
         warnings.append("follow.source.tls: follow.source.url is not set, so TLS settings are not used")
     if cfg.follow.rules:
-        Rules.from_config(cfg.follow)
         if not cfg.kafka_sources() and not cfg.followers() and not any(p.followerReadOnly for p in cfg.proxies()):
             warnings.append(
                 "follow: applies to the replay role and to proxies with followerReadOnly or followers;"
@@ -570,8 +563,14 @@ def _matching(entries: list[ElasticDestination], source_labels: dict[str, str]) 
     return [e for e in entries if labels.parse(e.labelEval)(source_labels)]
 
 
-def parse(text: str) -> Config:
-    """Build and check a Config from YAML text."""
+# A check of a section whose meaning lives above the core (the follow rules, a Kafka entry's TLS and SASL),
+# run on the built Config after the checks across settings: returns warnings, raises ConfigError naming
+# the key path. The settings declaration knows none of them; esproxy/configfile.py hands them over.
+SectionCheck = Callable[[Config], list[str]]
+
+
+def parse(text: str, checks: Iterable[SectionCheck] = ()) -> Config:
+    """Build and check a Config from YAML text, then run ``checks`` on it (esproxy.configfile.CHECKS)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -588,7 +587,10 @@ def parse(text: str) -> Config:
     secretrefs.too_short.clear()
     try:
         cfg = build(Config, data)
-        warnings = _check(cfg) + [
+        warnings = _check(cfg)
+        for check in checks:
+            warnings += check(cfg)
+        warnings += [
             f"{path}: its value from ${{...}} or file: is shorter than {secretrefs.MIN_MASKED} characters:"
             " too short to be masked in logs"
             for path in secretrefs.too_short
@@ -599,12 +601,12 @@ def parse(text: str) -> Config:
     return cfg
 
 
-def load(path: str | Path) -> Config:
+def load(path: str | Path, checks: Iterable[SectionCheck] = ()) -> Config:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError("", f"cannot read {path}: {e.strerror or e}") from None
-    return parse(text)
+    return parse(text, checks)
 
 
 def reference_markdown() -> str:

@@ -34,7 +34,7 @@ from esproxy.core.logs import access_log
 from esproxy.core.retry import retry
 from esproxy.core.stats import STATS
 from esproxy.core.wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse, error_body, header_check, unauthorized
-from esproxy.replay.follow import Rules
+from esproxy.replay import Rules
 
 from . import readonly
 from .autoids import assign_ids

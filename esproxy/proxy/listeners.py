@@ -23,7 +23,7 @@ from esproxy.core.bean import Bean
 from esproxy.core.config import Config, ElasticDestination, ProxySource
 from esproxy.core.retry import Aborted, retry
 from esproxy.core.wsgi import AdminEndpoints
-from esproxy.replay.follow import Rules
+from esproxy.replay import Rules
 
 from . import inflight
 from .handler import ProxyApp, make_server

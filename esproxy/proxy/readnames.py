@@ -43,7 +43,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qsl, quote, unquote
 
 from esproxy.core import routing
-from esproxy.replay.follow import Rules, name_problem
+from esproxy.replay import Rules, name_problem
 
 _DOC_APIS = frozenset({"_doc", "_source"})
 _SEARCH_APIS = frozenset({"_search", "_count"})

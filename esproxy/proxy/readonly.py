@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from esproxy.core import routing
 from esproxy.core.bulk import BulkFormatError, parse_request
-from esproxy.replay.follow import Rules
+from esproxy.replay import Rules
 
 KIND = "esproxy_follower_index_read_only_exception"
 STATUS = 403

@@ -37,7 +37,7 @@ from esproxy.core.config import ClientTls, ElasticDestination
 from esproxy.core.logs import redact_url
 from esproxy.core.schema import Duration, Url
 from esproxy.core.stats import STATS
-from esproxy.replay.follow import Rules
+from esproxy.replay import Rules
 
 from .readnames import Rewritten, follower_request
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, NamedTuple, Optional
 
 from esproxy.core.schema import ConfigError
 
-if TYPE_CHECKING:  # core/config.py imports this module to check the section
-    from esproxy.core.config import FollowRule, FollowSettings
+if TYPE_CHECKING:
+    from esproxy.core.config import Config, FollowRule, FollowSettings
 
 PLACEHOLDER = "remote_index"
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
@@ -287,6 +287,14 @@ class Rules:
 
 
 _IDENTITY = Rule("(all)", ("*",), settings=True, replicas=True, aliases=True)
+
+
+def check_config(cfg: Config) -> list[str]:
+    """The config's ``follow.rules`` make valid rules (esproxy.configfile runs this on every config it loads);
+    raises ConfigError naming the key, warns nothing."""
+    if cfg.follow.rules:
+        Rules.from_config(cfg.follow)
+    return []
 
 
 def _unrender(rule: Rule, b_index: str) -> list[str]:
