@@ -31,9 +31,7 @@ import json
 import ssl
 import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
@@ -41,6 +39,7 @@ from kafka.errors import KafkaError
 
 from esproxy.clients import kafkasecurity
 from esproxy.clients.elastic import Elastic, UpstreamError
+from esproxy.clients.httpsession import HttpSession, Unreachable
 from esproxy.clients.tls import admin_base, client_context
 from esproxy.core.config import AdminListener, Config, ConfigError, ElasticDestination, KafkaDestination, load
 from esproxy.core.logs import redact_url
@@ -60,36 +59,36 @@ class Failed(Exception):
     """A check or a step failed: the switchover is aborted."""
 
 
-@dataclass
 class Endpoint:
-    """An admin base URL, the headers it wants and, for HTTPS, what to trust (None: the system's CAs)."""
+    """An admin base URL, the headers it wants and, for HTTPS, what to trust (None: the system's CAs);
+    asked through esproxy.clients.httpsession. ``url``: the base URL as messages show it (password masked)."""
 
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    tls: Optional[ssl.SSLContext] = None
+    def __init__(
+        self, url: str, headers: Optional[dict[str, str]] = None, tls: Optional[ssl.SSLContext] = None
+    ) -> None:
+        self.http = HttpSession(url, headers, tls)
+        self.url = self.http.shown
 
     def get(self, path: str, timeout: float = 10) -> dict[str, Any]:
         return self._call("GET", path, None, timeout)
 
     def post(self, path: str, body: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-        return self._call("POST", path, json.dumps(body).encode(), timeout)
+        return self._call("POST", path, body, timeout)
 
-    def _call(self, method: str, path: str, data: Optional[bytes], timeout: float) -> dict[str, Any]:
-        url = self.url + path
-        headers = {"Content-Type": "application/json", **self.headers}
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    def _call(self, method: str, path: str, body: Optional[dict[str, Any]], timeout: float) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(request, timeout=timeout, context=self.tls) as r:
-                return json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            text = e.read()
-            try:
-                reason = (json.loads(text).get("error") or {}).get("reason")
-            except (ValueError, AttributeError):
-                reason = None
-            raise Failed(f"{redact_url(url)}: HTTP {e.code}: {reason or text[:300]!r}") from None
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            raise Failed(f"{redact_url(url)}: {getattr(e, 'reason', e)}") from None
+            answer = self.http.request(method, path, body, timeout)
+            if answer.status < 400:
+                return answer.json()
+        except Unreachable as e:
+            raise Failed(str(e)) from None
+        except ValueError as e:
+            raise Failed(f"{answer.url}: {e}") from None
+        try:
+            reason = (json.loads(answer.body).get("error") or {}).get("reason")
+        except (ValueError, AttributeError):
+            reason = None
+        raise Failed(f"{answer.url}: HTTP {answer.status}: {reason or answer.body[:300]!r}")
 
 
 @dataclass
