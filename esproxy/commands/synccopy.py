@@ -29,11 +29,9 @@ import json
 import os
 import re
 import signal
-import ssl
 import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TextIO
 
 from esproxy.clients.elastic import Elastic, Response, UpstreamError
+from esproxy.clients.httpsession import HttpSession, Unreachable
 from esproxy.clients.indexcopy import Definition, SettingsChoice, create, definition, mapping_conflicts, matching
 from esproxy.clients.tls import admin_base
 from esproxy.core.config import ConfigError
@@ -403,6 +402,9 @@ class IndexOutcome:
     halted: str = ""  # the rule was stopped or deleted while copying: why this index's copy ended
 
 
+RULES_PATH = "/_esproxy/sync/rules"
+
+
 class RuleWatch:
     """The replay's rules as they are now (GET /_esproxy/sync/rules on the config's admin port), asked
     at most once a second, so that a copy run with ``-c`` sees a rule paused, stopped or deleted."""
@@ -414,15 +416,15 @@ class RuleWatch:
         cfg = load(conf)
         self.rules = Rules.from_config(cfg.follow)
         self.out, self.url = out, ""
-        self.headers = dict(cfg.admin.header)
+        self.http: Optional[HttpSession] = None
         self._states: Optional[dict[str, str]] = None  # None: never read
         self._asked = 0.0
         self._warned = False
         self._lock = threading.Lock()
-        self._tls: Optional[ssl.SSLContext] = None
         if cfg.admin.port:
-            base, self._tls = admin_base(cfg.admin)
-            self.url = f"{base}/_esproxy/sync/rules"
+            base, tls = admin_base(cfg.admin)
+            self.http = HttpSession(base, cfg.admin.header, tls, timeout=5)
+            self.url = f"{self.http.shown}{RULES_PATH}"
         else:
             self._warn(f"{conf}: admin.port is not set")
 
@@ -438,14 +440,17 @@ class RuleWatch:
     def state(self, rule: str) -> str:
         """following, paused, stopped or deleted (following while the replay cannot be asked)."""
         with self._lock:
-            if self.url and time.monotonic() - self._asked >= 1.0:
+            if self.http is not None and time.monotonic() - self._asked >= 1.0:
                 self._asked = time.monotonic()
                 try:
-                    request = urllib.request.Request(self.url, headers=self.headers)
-                    with urllib.request.urlopen(request, timeout=5, context=self._tls) as r:
-                        listed = json.loads(r.read())["rules"]
+                    answer = self.http.get(RULES_PATH)
+                    if answer.status >= 400:
+                        raise ValueError(f"HTTP Error {answer.status}")
+                    listed = json.loads(answer.body)["rules"]
                     self._states = {str(x["name"]): str(x["state"]) for x in listed}
-                except (OSError, ValueError, KeyError, TypeError) as e:
+                except Unreachable as e:
+                    self._warn(f"the replay's admin port ({self.url}) did not answer: {e.reason}")
+                except (ValueError, KeyError, TypeError) as e:
                     self._warn(f"the replay's admin port ({self.url}) did not answer: {e}")
             if self._states is None:
                 return "following"
