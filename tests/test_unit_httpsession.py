@@ -22,6 +22,10 @@ from esproxy.clients.httpsession import HttpSession, Unreachable
 from esproxy.clients.tls import admin_base, client_context
 from esproxy.core.config import AdminListener, ClientTls, ServerTls
 
+# urllib3 warns of a context that does not verify the chain (a pin, verify: false); httpsession silences it
+# for the commands, pytest shows warnings whatever a module's filters say
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+
 
 class _Echo(BaseHTTPRequestHandler):
     """Answers every request with its method, path and headers as JSON; /slow after 2 s; /missing 404."""
