@@ -37,17 +37,17 @@ from urllib.parse import urlsplit
 
 from kafka.errors import KafkaError
 
-from esproxy.clients import kafkasecurity
 from esproxy.clients.elastic import Elastic, UpstreamError
 from esproxy.clients.httpsession import HttpSession, Unreachable
 from esproxy.clients.tls import admin_base, client_context
-from esproxy.core.config import AdminListener, Config, ConfigError, ElasticDestination, KafkaDestination, load
+from esproxy.core.config import AdminListener, Config, ConfigError, ElasticDestination, load
 from esproxy.core.logs import redact_url
 from esproxy.core.schema import Duration, parse_duration
 from esproxy.proxy.leadership import same_url
 
 from .compare import call, indices
 from .compare import run as compare_run
+from .switchover_offsets import Offsets, behind
 
 EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_PAUSED = 0, 1, 2, 3
 POLL = 0.2  # seconds between two looks at a condition
@@ -183,64 +183,6 @@ def make_plan(cfg: Config, leader_url: str, to: str = "") -> Plan:
         list(kafkas[0].brokers),
         sorted({k.topic for k in kafkas}),
     )
-
-
-# ---------------------------------------------------------------------- Kafka: applied = committed >= end
-
-
-def behind(end: dict[tuple[str, int], int], committed: dict[tuple[str, int], Optional[int]]) -> dict[str, int]:
-    """Partitions (``topic-partition``) whose committed offset is below the end offset, and by how much.
-
-    A replay commits an offset only once everything before it is applied. On brokers whose high watermark
-    counts record batches (Tansu) the end offset is the last batch's base offset + 1, which the offset
-    committed after its last record still reaches: "committed >= end" means "all applied" on both.
-    """
-    out = {}
-    for (topic, partition), offset in sorted(end.items()):
-        done = committed.get((topic, partition))
-        if offset > (done or 0):
-            out[f"{topic}-{partition}"] = offset - (done or 0)
-    return out
-
-
-class Offsets:
-    """The topic's end offsets and consumer groups' committed offsets, read without joining any group
-    (one client per group, kept for the command's run)."""
-
-    def __init__(self, kafka: KafkaDestination) -> None:
-        self.kafka = kafka  # the proxy's topic entry: its brokers and security settings
-        self._clients: dict[Optional[str], Any] = {}
-
-    def _client(self, group: Optional[str]) -> Any:
-        from kafka import KafkaConsumer
-
-        if group not in self._clients:
-            self._clients[group] = KafkaConsumer(
-                bootstrap_servers=list(self.kafka.brokers),
-                group_id=group,
-                enable_auto_commit=False,
-                request_timeout_ms=15000,
-                **kafkasecurity.client_kwargs(self.kafka),
-            )
-        return self._clients[group]
-
-    def end(self, topics: list[str]) -> dict[tuple[str, int], int]:
-        from kafka import TopicPartition
-
-        c = self._client(None)
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or ())]
-        return {(tp.topic, tp.partition): n for tp, n in c.end_offsets(tps).items()} if tps else {}
-
-    def committed(self, group: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], Optional[int]]:
-        from kafka import TopicPartition
-
-        c = self._client(group)
-        return {(t, p): c.committed(TopicPartition(t, p), timeout_ms=10000) for t, p in partitions}
-
-    def close(self) -> None:
-        for c in self._clients.values():
-            c.close()
-        self._clients.clear()
 
 
 def replay_endpoint(cluster: ElasticDestination) -> Optional[Endpoint]:
