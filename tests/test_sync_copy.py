@@ -21,7 +21,10 @@ from support.elastic import bulk_load, compare_until_equal, es_doc
 from support.kafka import create_topic
 from support.load import Churn
 
-from esproxy.commands.synccopy import Reader, SettingsChoice, SyncCopy, main, mapping_conflicts
+from esproxy.clients.indexcopy import SettingsChoice, mapping_conflicts
+from esproxy.commands.synccopy import main
+from esproxy.commands.synccopy_copier import SyncCopy
+from esproxy.commands.synccopy_reader import Reader
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)
 
@@ -180,7 +183,8 @@ def test_the_target_refusing_writes_is_named_and_loses_nothing(es_a, es_b, names
 # Runs the copy with its point in time paged only in `_doc` order, shard by shard, as on an engine
 # without `_shard_doc` (OpenSearch before 3.3): the stand-in and Elasticsearch have `_shard_doc`.
 DOC_ORDER_ONLY = (
-    "import sys; from esproxy import synccopy; synccopy.Reader.ORDERS = ('doc',); sys.exit(synccopy.main(sys.argv[1:]))"
+    "import sys; from esproxy.commands import synccopy, synccopy_reader; synccopy_reader.Reader.ORDERS = ('doc',);"
+    " sys.exit(synccopy.main(sys.argv[1:]))"
 )
 
 

@@ -31,25 +31,24 @@ import json
 import ssl
 import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from kafka.errors import KafkaError
 
-from esproxy.clients import kafkasecurity
 from esproxy.clients.elastic import Elastic, UpstreamError
+from esproxy.clients.httpsession import HttpSession, Unreachable
 from esproxy.clients.tls import admin_base, client_context
 from esproxy.configfile import load
-from esproxy.core.config import AdminListener, Config, ConfigError, ElasticDestination, KafkaDestination
+from esproxy.core.config import AdminListener, Config, ConfigError, ElasticDestination
 from esproxy.core.logs import redact_url
 from esproxy.core.schema import Duration, parse_duration
 from esproxy.proxy import same_url
 
 from .compare import call, indices
 from .compare import run as compare_run
+from .switchover_offsets import Offsets, behind
 
 EXIT_OK, EXIT_ABORTED, EXIT_USAGE, EXIT_PAUSED = 0, 1, 2, 3
 POLL = 0.2  # seconds between two looks at a condition
@@ -61,36 +60,36 @@ class Failed(Exception):
     """A check or a step failed: the switchover is aborted."""
 
 
-@dataclass
 class Endpoint:
-    """An admin base URL, the headers it wants and, for HTTPS, what to trust (None: the system's CAs)."""
+    """An admin base URL, the headers it wants and, for HTTPS, what to trust (None: the system's CAs);
+    asked through esproxy.clients.httpsession. ``url``: the base URL as messages show it (password masked)."""
 
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    tls: Optional[ssl.SSLContext] = None
+    def __init__(
+        self, url: str, headers: Optional[dict[str, str]] = None, tls: Optional[ssl.SSLContext] = None
+    ) -> None:
+        self.http = HttpSession(url, headers, tls)
+        self.url = self.http.shown
 
     def get(self, path: str, timeout: float = 10) -> dict[str, Any]:
         return self._call("GET", path, None, timeout)
 
     def post(self, path: str, body: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
-        return self._call("POST", path, json.dumps(body).encode(), timeout)
+        return self._call("POST", path, body, timeout)
 
-    def _call(self, method: str, path: str, data: Optional[bytes], timeout: float) -> dict[str, Any]:
-        url = self.url + path
-        headers = {"Content-Type": "application/json", **self.headers}
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    def _call(self, method: str, path: str, body: Optional[dict[str, Any]], timeout: float) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(request, timeout=timeout, context=self.tls) as r:
-                return json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            text = e.read()
-            try:
-                reason = (json.loads(text).get("error") or {}).get("reason")
-            except (ValueError, AttributeError):
-                reason = None
-            raise Failed(f"{redact_url(url)}: HTTP {e.code}: {reason or text[:300]!r}") from None
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            raise Failed(f"{redact_url(url)}: {getattr(e, 'reason', e)}") from None
+            answer = self.http.request(method, path, body, timeout)
+            if answer.status < 400:
+                return answer.json()
+        except Unreachable as e:
+            raise Failed(str(e)) from None
+        except ValueError as e:
+            raise Failed(f"{answer.url}: {e}") from None
+        try:
+            reason = (json.loads(answer.body).get("error") or {}).get("reason")
+        except (ValueError, AttributeError):
+            reason = None
+        raise Failed(f"{answer.url}: HTTP {answer.status}: {reason or answer.body[:300]!r}")
 
 
 @dataclass
@@ -185,64 +184,6 @@ def make_plan(cfg: Config, leader_url: str, to: str = "") -> Plan:
         list(kafkas[0].brokers),
         sorted({k.topic for k in kafkas}),
     )
-
-
-# ---------------------------------------------------------------------- Kafka: applied = committed >= end
-
-
-def behind(end: dict[tuple[str, int], int], committed: dict[tuple[str, int], Optional[int]]) -> dict[str, int]:
-    """Partitions (``topic-partition``) whose committed offset is below the end offset, and by how much.
-
-    A replay commits an offset only once everything before it is applied. On brokers whose high watermark
-    counts record batches (Tansu) the end offset is the last batch's base offset + 1, which the offset
-    committed after its last record still reaches: "committed >= end" means "all applied" on both.
-    """
-    out = {}
-    for (topic, partition), offset in sorted(end.items()):
-        done = committed.get((topic, partition))
-        if offset > (done or 0):
-            out[f"{topic}-{partition}"] = offset - (done or 0)
-    return out
-
-
-class Offsets:
-    """The topic's end offsets and consumer groups' committed offsets, read without joining any group
-    (one client per group, kept for the command's run)."""
-
-    def __init__(self, kafka: KafkaDestination) -> None:
-        self.kafka = kafka  # the proxy's topic entry: its brokers and security settings
-        self._clients: dict[Optional[str], Any] = {}
-
-    def _client(self, group: Optional[str]) -> Any:
-        from kafka import KafkaConsumer
-
-        if group not in self._clients:
-            self._clients[group] = KafkaConsumer(
-                bootstrap_servers=list(self.kafka.brokers),
-                group_id=group,
-                enable_auto_commit=False,
-                request_timeout_ms=15000,
-                **kafkasecurity.client_kwargs(self.kafka),
-            )
-        return self._clients[group]
-
-    def end(self, topics: list[str]) -> dict[tuple[str, int], int]:
-        from kafka import TopicPartition
-
-        c = self._client(None)
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or ())]
-        return {(tp.topic, tp.partition): n for tp, n in c.end_offsets(tps).items()} if tps else {}
-
-    def committed(self, group: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], Optional[int]]:
-        from kafka import TopicPartition
-
-        c = self._client(group)
-        return {(t, p): c.committed(TopicPartition(t, p), timeout_ms=10000) for t, p in partitions}
-
-    def close(self) -> None:
-        for c in self._clients.values():
-            c.close()
-        self._clients.clear()
 
 
 def replay_endpoint(cluster: ElasticDestination) -> Optional[Endpoint]:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
 from typing import Any, Optional
 
+from esproxy.clients.httpsession import HttpSession
 from esproxy.clients.tls import admin_base
 from esproxy.configfile import load
 from esproxy.core.config import ConfigError
@@ -47,18 +46,14 @@ def _request(conf: str, method: str, path: str, body: Optional[dict] = None) -> 
     if not cfg.admin.port:
         raise ConfigError("admin.port", "is 0: the replay has no admin port to ask")
     base, tls = admin_base(cfg.admin)
-    url = f"{base}/_esproxy/sync/{path}"
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json", **cfg.admin.header}
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with HttpSession(base, cfg.admin.header, tls) as http:
+        answer = http.request(method, f"/_esproxy/sync/{path}", body)
     try:
-        with urllib.request.urlopen(request, timeout=10, context=tls) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        try:
-            return e.code, json.loads(e.read() or b"{}")
-        except ValueError:
-            return e.code, {"error": {"reason": f"HTTP {e.code}"}}
+        return answer.status, answer.json()
+    except ValueError:
+        if answer.status < 400:
+            raise  # an answer that is not the replay's: "cannot ask the replay"
+        return answer.status, {"error": {"reason": f"HTTP {answer.status}"}}
 
 
 def _table(rules: list[dict[str, Any]]) -> str:
