@@ -22,7 +22,8 @@ from support.mangled import MangledB
 
 from esproxy.commands import repair as repair_module
 from esproxy.commands.compare import cluster
-from esproxy.commands.repair import IndexResult, Planned, Progress, Repair, _current_version, delete_action
+from esproxy.commands.progress import Progress
+from esproxy.commands.repair import IndexResult, Planned, Repair, _current_version, delete_action
 from esproxy.core.bulk import DocOp
 
 pytestmark = pytest.mark.real  # the same tests run on the real engines (make test-real)

@@ -42,7 +42,7 @@ from esproxy.clients.indexcopy import SettingsChoice
 from esproxy.core.config import ConfigError
 
 from .compare import cluster, command_failed
-from .repair import Progress, _duration, _positive, megabytes
+from .progress import Progress, duration, megabytes, positive
 from .synccopy_copier import Checkpoint, IndexOutcome, Interrupted, RuleWatch, SyncCopy
 from .synccopy_plan import (
     TEMPLATE_VARIABLE,
@@ -85,7 +85,7 @@ def summary(outcomes: list[IndexOutcome], copy: SyncCopy, elapsed: float, out: T
     docs = sum(o.read - o.resumed_at for o in outcomes)
     verdict = "the target matches the source" if not bad else f"{bad} index(es) not equal"
     print(
-        f"copied {len(outcomes)} index(es): {docs} documents in {_duration(elapsed)}"
+        f"copied {len(outcomes)} index(es): {docs} documents in {duration(elapsed)}"
         f" ({docs / max(elapsed, 1e-6):.0f} docs/s),{f' paused {copy.paused:.1f}s,' if copy.paused else ''}"
         f" throttled {copy.throttle.throttled:.1f}s;"
         f" the live stream covers writes since {copy.checkpoint.data.get('stream_since')}: {verdict}",
@@ -156,10 +156,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rename", default=TEMPLATE_VARIABLE, help="B's name: a template with {{remote_index}} (default: same)"
     )
-    p.add_argument("--batch", type=_positive(int), default=500, help="documents per _bulk request (default 500)")
-    p.add_argument("--rate", type=_positive(float), help="at most N documents per second (default: unbounded)")
-    p.add_argument("--max-bytes-per-second", type=_positive(float), help="at most N bytes of _bulk per second")
-    p.add_argument("--concurrency", type=_positive(int), default=1, help="indices copied in parallel (default 1)")
+    p.add_argument("--batch", type=positive(int), default=500, help="documents per _bulk request (default 500)")
+    p.add_argument("--rate", type=positive(float), help="at most N documents per second (default: unbounded)")
+    p.add_argument("--max-bytes-per-second", type=positive(float), help="at most N bytes of _bulk per second")
+    p.add_argument("--concurrency", type=positive(int), default=1, help="indices copied in parallel (default 1)")
     p.add_argument("--settings-include", default="index.*", help="settings copied, flat key patterns (default index.*)")
     p.add_argument("--settings-exclude", default="", help="settings not copied, flat key patterns")
     p.add_argument("--replicas", action="store_true", help="copy index.number_of_replicas too")

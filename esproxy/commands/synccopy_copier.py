@@ -22,7 +22,8 @@ from esproxy.core.retry import Aborted
 from esproxy.replay import RateLimit
 
 from .compare import call, compare_index, digest, refresh
-from .repair import IndexResult, Planned, Progress, Repair, versioned_write
+from .progress import Progress
+from .repair import IndexResult, Planned, Repair, versioned_write
 from .synccopy_plan import CopyOptions, IndexPlan, UsageError
 from .synccopy_reader import Reader
 
