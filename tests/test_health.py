@@ -184,7 +184,9 @@ def _holding_consumer(kafka: str, topic: str, group: str):
         partition_assignment_strategy=[RoundRobinPartitionAssignor],
     )
     c.subscribe([topic])
-    wait_until(lambda: c.poll(timeout_ms=200) is not None and len(c.assignment()) == 2, timeout=20, msg="held")
+    # A new group's first join can take a while on a loaded machine (the broker's join delay, then a sync): a
+    # setup wait, not a figure.
+    wait_until(lambda: c.poll(timeout_ms=200) is not None and len(c.assignment()) == 2, timeout=60, msg="held")
     return c
 
 
