@@ -11,11 +11,9 @@ the client gets its answer.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import socket
 import time
-import zlib
 from http import HTTPStatus
 from typing import Any, Iterable, Optional
 
@@ -24,7 +22,6 @@ from gevent.pywsgi import WSGIServer
 
 from esproxy.clients.elastic import Elastic, Response, UpstreamError
 from esproxy.clients.tls import wsgi_server
-from esproxy.core import routing
 from esproxy.core.bean import Bean
 from esproxy.core.config import ProxySource
 from esproxy.core.logs import access_log
@@ -34,8 +31,8 @@ from esproxy.core.wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse,
 from esproxy.replay.follow import Rules
 
 from . import readonly
-from .autoids import assign_ids
-from .capture import capture, single_document
+from .autoids import assign
+from .capture import capture
 from .connection import RawPathHandler
 from .leadership import Leadership
 from .limits import (
@@ -47,6 +44,7 @@ from .limits import (
 )
 from .readroute import FORCE_ENVIRON, UPSTREAM_ENVIRON, Follower, ReadRouter
 from .recorder import NotRecorded, Recorder, Unavailable
+from .request import BadBody, Request, decompress
 from .settle import settle
 from .spool import SpoolFull, intent_record
 
@@ -82,10 +80,6 @@ LOCAL_PATHS = ("/_esproxy/", "/%")
 # Answers to requests that are not captured (reads) and are longer than this, or of unknown length,
 # are streamed to the client as they arrive instead of being held whole in memory.
 STREAM_OVER = 256 * 1024
-
-
-# The request's plain body, once decompressed (see _plain_body).
-_PLAIN_BODY = "esproxy.plain_body"
 
 
 class ErrorAnswer(Exception):
@@ -185,8 +179,12 @@ class ProxyApp:
             remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
             headers["X-Forwarded-For"] = environ["REMOTE_ADDR"] = remote
             primary = self.primary  # the leader this read goes to, even if a switchover swaps it meanwhile
+            followers = self.followers
             try:
-                r = self._forward(primary, environ, headers, method, uri, b"", False)
+                if followers:
+                    r = self.reads.forward(primary, followers, environ, Request(method, uri), headers, STREAM_OVER)
+                else:
+                    r = primary.request(method, uri, headers, b"", stream_over=STREAM_OVER)
             except UpstreamError as e:
                 answer = self._error(e, method, uri)
                 self._log_access(f"{remote}:{port}", primary, method, uri, started, answer.status, answer.body)
@@ -262,21 +260,22 @@ class ProxyApp:
             payload = error_body(400, "esproxy_bad_request_exception", f"the request body cannot be read: {e}")
             self._access(environ, method, uri, started, 400, payload)
             return self._reply(start_response, 400, [JSON_TYPE, ("Connection", "close")], payload)
+        # The request as the stages see it, from here on the only holder of its body: a copy no longer
+        # needed (a body rewritten with ids, a body recorded) is let go as soon as it can be.
+        request = Request(method, uri, body, environ.get("HTTP_CONTENT_ENCODING", "").lower())
+        del body
         if self.read_only is not None:
-            refused = _follower_refusal(self.read_only, environ, method, uri, body)
+            refused = readonly.refused(self.read_only, request)
             if refused is not None:
                 payload = error_body(readonly.STATUS, readonly.KIND, refused.reason)
                 self._access(environ, method, uri, started, readonly.STATUS, payload)
                 return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
-        writing = routing.is_write(method, uri)
-        gated = writing and self.leadership is not None
-        held = [body]  # the body in one place from here: a copy no longer needed is let go (_record)
-        del body
+        gated = request.writing and self.leadership is not None
         try:
             if gated:
                 self._admit()
             try:
-                r = self._write_or_read(environ, method, uri, held, writing, started)
+                r = self._write_or_read(environ, request, started)
             finally:
                 if gated:
                     assert self.leadership is not None
@@ -296,35 +295,33 @@ class ProxyApp:
             headers = [("Retry-After", str(retry_after))]
             raise ErrorAnswer(503, "esproxy_switchover_in_progress_exception", reason, headers=headers)
 
-    def _write_or_read(
-        self, environ: Environ, method: str, uri: str, held: list[bytes], writing: bool, started: float
-    ) -> Response:
-        """``held``: the request's body, the only reference to it (no local here keeps it: a large body
-        rewritten with ids, or captured, is let go as soon as its copy exists)."""
+    def _write_or_read(self, environ: Environ, request: Request, started: float) -> Response:
+        """The stages of a request, in order: ids assigned, intent recorded, forwarded (read routing),
+        then captured. ``request`` is the only holder of its body (no local here keeps it)."""
         primary = self.primary  # the leader this request goes to, even if a failover swaps it meanwhile
-        capturing = self.fanout is not None and writing
+        capturing = self.fanout is not None and request.writing
         recording = capturing and self.records_intents
         if capturing:
-            _plain_body(environ, held[0])  # a body that is not the compression it names: refused, not forwarded
+            _plain(request)  # a body that is not the compression it names: refused, not forwarded
         if recording and self.cfg.assignIds:
-            environ, uri, held[0] = with_assigned_ids(environ, method, uri, held[0])
-        intent = self._begin(environ, method, uri, held[0]) if recording else None
+            environ = with_assigned_ids(environ, request)
+        intent = self._begin(request) if recording else None
         try:
-            r = self._forward(primary, environ, self._upstream_headers(environ), method, uri, held[0], capturing)
+            r = self._forward(primary, environ, self._upstream_headers(environ), request, capturing)
         except UpstreamError as e:
-            raise self._unanswered(primary, e, environ, method, uri, held[0], started, intent) from None
+            raise self._unanswered(primary, e, environ, request, started, intent) from None
         if self.followers:
-            self.reads.answered(environ, method, uri, held[0], r.status)
+            self.reads.answered(environ, request, r.status)
         if capturing:
-            self._record(primary, environ, method, uri, held, r, intent)
+            self._record(primary, environ, request, r, intent)
         return r
 
-    def _begin(self, environ: Environ, method: str, uri: str, body: bytes) -> str:
+    def _begin(self, request: Request) -> str:
         """durability: spool — the write's intent, on disk before it is forwarded; its id."""
         assert self.fanout is not None
         try:
-            settling = b"" if single_document(method, uri) else _plain_body(environ, body)
-            return self.fanout.begin(method, uri, settling)
+            settling = b"" if request.kind not in ("", "bulk") else _plain(request)  # one document: no body
+            return self.fanout.begin(request.method, request.uri, settling)
         except SpoolFull as e:
             kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
             raise ErrorAnswer(503, kind, f"write refused, not forwarded: {e}") from None
@@ -338,31 +335,22 @@ class ProxyApp:
         return headers
 
     def _forward(
-        self,
-        primary: Elastic,
-        environ: Environ,
-        headers: dict[str, str],
-        method: str,
-        uri: str,
-        body: bytes,
-        capturing: bool,
+        self, primary: Elastic, environ: Environ, headers: dict[str, str], request: Request, capturing: bool
     ) -> Response:
         """The primary's (or a follower's) answer, a read's long answer streamed; UpstreamError when
         it gives none."""
         stream_over = None if capturing else STREAM_OVER
         followers = self.followers
         if followers:
-            return self.reads.forward(primary, followers, environ, method, uri, headers, body, stream_over)
-        return primary.request(method, uri, headers, body, stream_over=stream_over)
+            return self.reads.forward(primary, followers, environ, request, headers, stream_over)
+        return primary.request(request.method, request.uri, headers, request.body, stream_over=stream_over)
 
     def _unanswered(
         self,
         primary: Elastic,
         e: UpstreamError,
         environ: Environ,
-        method: str,
-        uri: str,
-        body: bytes,
+        request: Request,
         started: float,
         intent: Optional[str],
     ) -> ErrorAnswer:
@@ -373,9 +361,9 @@ class ProxyApp:
                 self.fanout.done(intent, [])
             else:  # A may have applied it: copy what A holds once it answers again
                 sent = time.time() - (time.perf_counter() - started)
-                record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
-                self.settle_later(record, self._bean(primary, environ, method, uri, body), primary)
-        return self._error(e, method, uri)
+                record = intent_record(intent, request.method, request.uri, b"", sent)  # the body: the request's
+                self.settle_later(record, self._bean(primary, environ, request), primary, request)
+        return self._error(e, request.method, request.uri)
 
     def _error(self, e: UpstreamError, method: str, uri: str) -> ErrorAnswer:
         """The answer to a request the primary gave no answer to."""
@@ -386,25 +374,17 @@ class ProxyApp:
         kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
         return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
 
-    def _record(
-        self,
-        primary: Elastic,
-        environ: Environ,
-        method: str,
-        uri: str,
-        held: list[bytes],
-        r: Response,
-        intent: Optional[str],
-    ) -> None:
+    def _record(self, primary: Elastic, environ: Environ, request: Request, r: Response, intent: Optional[str]) -> None:
         """A write the primary answered: its beans (if it succeeded) recorded before the client hears of it."""
         assert self.fanout is not None
         beans: list[Bean] = []
         if 200 <= r.status < 300:
-            beans = capture(self._bean(primary, environ, method, uri, held[0]), _decoded(r), primary.current_docs)
+            template = self._bean(primary, environ, request)
+            beans = capture(template, _decoded(r), primary.current_docs, request)
             STATS.writes_captured += 1
         # Sent and answered: what the beans need of the body they hold (a `_bulk`'s, a copy made by capture).
-        held[0] = b""
-        environ.pop(_PLAIN_BODY, None)
+        method, uri = request.method, request.uri
+        request.sent()
         try:
             if intent is not None:
                 self.fanout.done(intent, beans)  # on disk before the client hears of it
@@ -452,12 +432,19 @@ class ProxyApp:
             return headers
         return [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
 
-    def settle_later(self, intent: dict[str, Any], template: Bean, primary: Optional[Elastic] = None) -> None:
+    def settle_later(
+        self,
+        intent: dict[str, Any],
+        template: Bean,
+        primary: Optional[Elastic] = None,
+        request: Optional[Request] = None,
+    ) -> None:
         """Copy A's state for a write of unknown outcome once A answers, then close its intent; ``primary``:
-        the cluster the write went to (default: the leader now)."""
-        gevent.spawn(self._settle, intent, template, primary or self.primary)
+        the cluster the write went to (default: the leader now); ``request``: the write, if it is this
+        process's (none: an intent read back from the spool)."""
+        gevent.spawn(self._settle, intent, template, primary or self.primary, request)
 
-    def _settle(self, intent: dict[str, Any], template: Bean, primary: Elastic) -> None:
+    def _settle(self, intent: dict[str, Any], template: Bean, primary: Elastic, request: Optional[Request]) -> None:
         assert self.fanout is not None and self.fanout.records_intents
         # A keeps applying a write whose client (this proxy) is gone: read it back only once A has
         # answered it or given up, or B would copy a state the write then changes.
@@ -470,16 +457,18 @@ class ProxyApp:
             method, uri = intent["method"], intent["uri"]
             log.warning("settling %s %s waits for the primary (%s); retrying in %.0fs", method, uri, e, delay)
 
-        beans = retry(lambda: settle(intent, primary, template), (UpstreamError,), primary_down, base=1, cap=30)
+        beans = retry(
+            lambda: settle(intent, primary, template, request), (UpstreamError,), primary_down, base=1, cap=30
+        )
         self.fanout.done(intent["id"], beans)
 
-    def _bean(self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
-        body = _plain_body(environ, body)
+    def _bean(self, primary: Elastic, environ: Environ, request: Request) -> Bean:
+        """What capture turns into beans: the request as forwarded (ids assigned), its body plain."""
         content_type = environ.get("CONTENT_TYPE") or "application/json"
         return Bean(
-            method=method,
-            requestUri=uri,
-            body=body,
+            method=request.method,
+            requestUri=request.uri,
+            body=_plain(request),
             header={"Content-Type": [content_type]},
             host=environ.get("HTTP_HOST", ""),
             remoteAddr=_remote(environ),
@@ -509,30 +498,17 @@ class ProxyApp:
             access_log(remote, method, uri, upstream.target(uri), direction, seconds, status, body)
 
 
-def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
-    """The request with ids given to the documents it would let the primary name (proxy/autoids.py).
+def with_assigned_ids(environ: Environ, request: Request) -> Environ:
+    """The environ to forward ``request`` with, once given ids for the documents it would let the
+    primary name (proxy/autoids.py: ``request`` is changed in place).
 
     A rewritten compressed body is forwarded plain: the environ returned has no Content-Encoding
     (recompressing would cost the proxy CPU for bytes that mostly travel a LAN to the primary).
     """
-    plain = _plain_body(environ, body)
-    assigned = assign_ids(method, uri, plain)
-    if assigned is None:
-        return environ, uri, body
-    new_uri, new_body = assigned
-    if new_body == plain:  # only the path changed: the body goes as sent
-        return environ, new_uri, body
-    if "HTTP_CONTENT_ENCODING" in environ:  # (and the plain body kept for it: new_body replaces it)
-        environ = {k: v for k, v in environ.items() if k not in ("HTTP_CONTENT_ENCODING", _PLAIN_BODY)}
-    return environ, new_uri, new_body
-
-
-def _follower_refusal(rules: Rules, environ: Environ, method: str, uri: str, body: bytes) -> Optional[readonly.Refusal]:
-    try:
-        plain = _plain_body(environ, body) if routing.is_write(method, uri) else b""
-    except ErrorAnswer:
-        return readonly.Refusal("a compressed body that does not decompress: cannot tell what it writes")
-    return readonly.refusal(rules, method, uri, plain)
+    encoding = request.encoding
+    if not assign(request) or request.encoding == encoding:  # nothing changed, or only the path
+        return environ
+    return {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
 
 
 def _relayed_headers(r: Response, method: str) -> list[tuple[str, str]]:
@@ -547,23 +523,17 @@ def _relayed_headers(r: Response, method: str) -> list[tuple[str, str]]:
     return out
 
 
-def _plain_body(environ: Environ, body: bytes) -> bytes:
-    """The request's body decompressed (once: kept in the environ); ErrorAnswer 400 if it does not decode."""
-    encoding = environ.get("HTTP_CONTENT_ENCODING", "").lower()
-    if encoding not in ("gzip", "deflate"):
-        return body
-    plain = environ.get(_PLAIN_BODY)
-    if plain is None:
-        try:
-            plain = environ[_PLAIN_BODY] = _decompress(body, encoding)
-        except (OSError, EOFError, zlib.error) as e:
-            raise ErrorAnswer(400, "esproxy_bad_request_exception", f"the body is not {encoding}: {e}") from None
-    return plain
+def _plain(request: Request) -> bytes:
+    """The request's body decompressed (once: Request.plain); ErrorAnswer 400 if it does not decode."""
+    try:
+        return request.plain
+    except BadBody as e:
+        raise ErrorAnswer(400, "esproxy_bad_request_exception", str(e)) from None
 
 
 def _decoded(r: Response) -> bytes:
     encoding = next((v.lower() for k, v in r.headers if k.lower() == "content-encoding"), "")
-    return _decompress(r.body, encoding) if encoding in ("gzip", "deflate") else r.body
+    return decompress(r.body, encoding) if encoding in ("gzip", "deflate") else r.body
 
 
 def _streamed(r: Response) -> bytes:
@@ -583,11 +553,6 @@ def _content_length(environ: Environ) -> Optional[int]:
 
 def _has_body(environ: Environ) -> bool:
     return bool(environ.get("CONTENT_LENGTH")) or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-
-
-def _decompress(body: bytes, encoding: str) -> bytes:
-    # The bean carries the body plain for any replayer.
-    return gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
 
 
 def _phrase(status: int) -> str:
