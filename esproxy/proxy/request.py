@@ -21,7 +21,7 @@ from typing import Optional, Union
 from urllib.parse import unquote
 
 from esproxy.core.bulk import Action, BulkFormatError, parse_request
-from esproxy.core.routing import is_write
+from esproxy.core.routing import READ_METHODS, is_write
 
 
 class BadBody(ValueError):
@@ -39,7 +39,8 @@ class Request:
         self.uri = uri
         self.body = body
         self.encoding = encoding
-        self.writing = is_write(method, uri)  # a 2xx answer may have changed the cluster's data
+        # A 2xx answer may have changed the cluster's data (a GET's answer is known without a call).
+        self.writing = method not in READ_METHODS and is_write(method, uri)
         self._segments: Optional[list[str]] = None
         self._kind: Optional[str] = None
         self._plain: Optional[bytes] = None
