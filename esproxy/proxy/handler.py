@@ -7,6 +7,11 @@ One :class:`ProxyApp` (a WSGI app) per ``source.proxies[]`` entry, served by a g
 ``WSGIServer``. Responses go back as the primary sent them (status, headers but hop-by-hop ones,
 body bytes, compressed or not). A 2xx answer to a write becomes a bean on the fanout queue before
 the client gets its answer.
+
+Each request read becomes one :class:`~esproxy.proxy.request.Request`, handed through the stages in
+order (read-only guard, assigned ids, intent, read routing, forward, capture or settle); no stage
+classifies the request or reads its body on its own. The connection side (request line, limits,
+sending) is proxy/connection.py's.
 """
 
 from __future__ import annotations
