@@ -14,7 +14,7 @@ import io
 import json
 import sys
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import requests
@@ -82,7 +82,7 @@ def calls(monkeypatch) -> Counter:
 
 
 @pytest.fixture
-def app(own_server) -> ProxyApp:
+def app(own_server) -> Iterator[ProxyApp]:
     a, b = own_server("osmem"), own_server("osmem")
     cfg = ProxySource(port=0, durability="spool", assignIds=True, readYourWrites=Duration(30))
     primary = Elastic(ElasticDestination(url=Url(a.url)), "primary")
