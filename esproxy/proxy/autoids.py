@@ -122,8 +122,9 @@ def _bulk_with_ids(
     changed.
 
     The actions are the body's, read once (Request.actions): each says where its lines start. The new
-    body is made in one join of the unchanged stretches (views) and the ids, and its actions' sources
-    are views of it: a large body is in memory twice at most, and only while the new one is made."""
+    body is made in one join of the unchanged stretches (views) and the ids, and the actions are moved
+    onto it (their sources views of it): a large body is in memory twice at most, and only while the
+    new one is made."""
     view = memoryview(body)
     parts: list[Union[bytes, memoryview]] = []
     copied = 0  # body[:copied] is in parts
@@ -150,18 +151,13 @@ def _bulk_with_ids(
     del parts, view
     new_view = memoryview(new_body)
     shift = 0  # bytes inserted before the action at hand
-    out: list[Action] = []
-    for n, action in enumerate(actions):
-        at, head, meta = action.at + shift, action.head, action.meta
+    for n, action in enumerate(actions):  # each moved onto the new body, in place: no second list
+        action.at += shift
         if n in inserted:
             where, text, doc_id = inserted[n]
-            head, meta = head[:where] + text + head[where:], {"_id": doc_id, **meta}
+            action.head, action.meta = action.head[:where] + text + action.head[where:], {"_id": doc_id, **action.meta}
             shift += len(text)
-        source = action.source
-        if source is not None:
-            source_at = action.source_at + shift
-            source = new_view[source_at : source_at + len(source)]
-            out.append(Action(action.verb, meta, source, head, at, source_at))
-        else:
-            out.append(Action(action.verb, meta, None, head, at))
-    return new_body, out
+        if action.source is not None:
+            action.source_at += shift
+            action.source = new_view[action.source_at : action.source_at + len(action.source)]
+    return new_body, actions
