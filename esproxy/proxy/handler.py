@@ -384,10 +384,10 @@ class ProxyApp:
         assert self.fanout is not None
         beans: list[Bean] = []
         if 200 <= r.status < 300:
-            template = self._bean(primary, environ, request)
-            beans = capture(template, _decoded(r), primary.current_docs, request)
+            beans = capture(self._bean(primary, environ, request), _decoded(r), primary.current_docs, request)
             STATS.writes_captured += 1
         # Sent and answered: what the beans need of the body they hold (a `_bulk`'s, a copy made by capture).
+        # No local keeps the body (nor the bean made of it): it goes now, before the beans are recorded.
         method, uri = request.method, request.uri
         request.sent()
         try:
