@@ -12,8 +12,9 @@ from itertools import count
 import pytest
 
 from esproxy.core.bulk import parse_request
-from esproxy.proxy.autoids import IdGenerator, assign_ids
+from esproxy.proxy.autoids import IdGenerator, assign, assign_ids
 from esproxy.proxy.handler import with_assigned_ids
+from esproxy.proxy.request import Request
 
 ID_CHARS = re.compile(r"^[A-Za-z0-9_-]{20}$")
 
@@ -177,10 +178,12 @@ def test_bulk_bodies_that_stay_as_sent(body):
 def test_gzipped_bulk_is_forwarded_plain_with_its_encoding_dropped():
     plain = b'{"index":{"_index":"a"}}\n{"n":1}\n'
     environ = {"HTTP_CONTENT_ENCODING": "gzip", "CONTENT_TYPE": "application/x-ndjson", "HTTP_HOST": "h"}
-    out_env, uri, body = with_assigned_ids(environ, "POST", "/_bulk", gzip.compress(plain))
+    request = Request("POST", "/_bulk", gzip.compress(plain), "gzip")
+    out_env = with_assigned_ids(environ, request)
     assert "HTTP_CONTENT_ENCODING" not in out_env and out_env["CONTENT_TYPE"] == "application/x-ndjson"
     assert "HTTP_CONTENT_ENCODING" in environ  # the caller's environ is not modified
-    assert uri == "/_bulk"
+    uri, body = request.uri, request.body
+    assert uri == "/_bulk" and request.encoding == "" and request.plain is body
     meta = json.loads(body.split(b"\n")[0])["index"]
     assert ID_CHARS.match(meta["_id"]) and meta["_index"] == "a"
     assert body.split(b"\n")[1:] == [b'{"n":1}', b""]
@@ -189,6 +192,34 @@ def test_gzipped_bulk_is_forwarded_plain_with_its_encoding_dropped():
 def test_gzipped_single_document_keeps_its_compressed_body():
     sent = gzip.compress(b'{"n":1}')
     environ = {"HTTP_CONTENT_ENCODING": "gzip"}
-    out_env, uri, body = with_assigned_ids(environ, "POST", "/idx/_doc", sent)
-    assert out_env is environ and body == sent
+    request = Request("POST", "/idx/_doc", sent, "gzip")
+    out_env = with_assigned_ids(environ, request)
+    uri, body = request.uri, request.body
+    assert out_env is environ and body == sent and request.encoding == "gzip"
     assert re.match(r"^/idx/_doc/[A-Za-z0-9_-]{20}\?op_type=create$", uri)
+
+
+def test_a_bulk_given_ids_keeps_its_actions_read_once_and_true_to_the_new_body():
+    """The request's actions after the rewrite are what reading the new body would give: the stages
+    after autoids (capture) use them as they are, without reading the body again."""
+    body = (
+        b'\n{"index":{"_index":"a"}}\n{"n": 1}\n\n'
+        b'{"delete":{"_index":"a","_id":"d"}}\n'
+        b'{ "create" : { "_index" : "b", "routing" : "r" } }\r\n  {"n":2}\n'
+        b'{"update":{"_index":"a","_id":"u"}}\n{"doc":{"x":1}}\n'
+        b'{"index":{}}\n{"n":3}'
+    )
+    request = Request("POST", "/dflt/_bulk", body)
+    assert assign(request, fixed_ids())
+    fresh = parse_request(request.body, views=True)
+    assert request.actions == fresh  # verb, meta (with the new _id), source and head of each
+    for mine, theirs in zip(request.actions, fresh):
+        assert (mine.at, mine.source_at) == (theirs.at, theirs.source_at)
+        assert mine.source is None or mine.source.obj is request.body  # views of the body forwarded
+    assert [a.meta.get("_id") for a in request.actions] == [
+        "ID000000000000000000",
+        "d",
+        "ID000000000000000001",
+        "u",
+        "ID000000000000000002",
+    ]

@@ -87,4 +87,4 @@ def test_no_role_imports_the_other() -> None:
 def test_relative_imports_are_resolved() -> None:
     replay = _imports(ROOT / "replay" / "consumer.py")
     assert {"esproxy.replay.lanes", "esproxy.core.config", "esproxy.clients.elastic"} <= replay
-    assert "esproxy.proxy.httpheaders" in _imports(ROOT / "proxy" / "handler.py")
+    assert "esproxy.proxy.httpheaders" in _imports(ROOT / "proxy" / "connection.py")

@@ -25,6 +25,7 @@ from esproxy.proxy.readroute import (
     read_indices,
     written_indices,
 )
+from esproxy.proxy.request import Request
 from esproxy.replay.follow import Rules
 
 
@@ -172,25 +173,30 @@ def test_follower_state() -> None:
     assert ignoring.unusable() is None  # maxLag 0: the lag does not matter, known or not
 
 
+def _request(environ: dict, method: str, uri: str, body: bytes) -> Request:
+    """The request as ProxyApp hands it to the router (its Content-Encoding from the environ)."""
+    return Request(method, uri, body, environ.get("HTTP_CONTENT_ENCODING", "").lower())
+
+
 def test_router_choices() -> None:
     ok, lagging = _follower(max_lag=0), _follower()
     router = ReadRouter(read_your_writes=30)
     env = {"REMOTE_ADDR": "10.0.0.1"}
-    assert router.choose(env, "GET", "/x/_search", b"", [ok])[:2] == (ok, "")
-    assert router.choose(env, "GET", "/x/_search", b"", [lagging])[:2] == (None, "lag")
-    assert router.choose(env, "GET", "/x/_search", b"", [lagging, ok])[:2] == (ok, "")
+    assert router.choose(env, _request(env, "GET", "/x/_search", b""), [ok])[:2] == (ok, "")
+    assert router.choose(env, _request(env, "GET", "/x/_search", b""), [lagging])[:2] == (None, "lag")
+    assert router.choose(env, _request(env, "GET", "/x/_search", b""), [lagging, ok])[:2] == (ok, "")
     forced = {**env, "HTTP_X_ESPROXY_READ": "leader"}
-    assert router.choose(forced, "GET", "/x/_search", b"", [ok])[:2] == (None, "forced")
+    assert router.choose(forced, _request(forced, "GET", "/x/_search", b""), [ok])[:2] == (None, "forced")
     gz = {**env, "HTTP_CONTENT_ENCODING": "gzip"}
     pit = gzip.compress(json.dumps({"pit": {"id": "p"}}).encode())
-    assert router.choose(gz, "POST", "/_search", pit, [ok])[:2] == (None, "scroll")
-    router.answered(env, "PUT", "/x/_doc/1", b"{}", 201)
-    assert router.choose(env, "GET", "/x/_search", b"", [ok])[:2] == (None, "read_your_writes")
-    assert router.choose(env, "GET", "/y/_search", b"", [ok])[:2] == (ok, "")
+    assert router.choose(gz, _request(gz, "POST", "/_search", pit), [ok])[:2] == (None, "scroll")
+    router.answered(env, _request(env, "PUT", "/x/_doc/1", b"{}"), 201)
+    assert router.choose(env, _request(env, "GET", "/x/_search", b""), [ok])[:2] == (None, "read_your_writes")
+    assert router.choose(env, _request(env, "GET", "/y/_search", b""), [ok])[:2] == (ok, "")
     other = {"REMOTE_ADDR": "10.0.0.2"}
-    assert router.choose(other, "GET", "/x/_search", b"", [ok])[:2] == (ok, "")
-    router.answered(other, "PUT", "/y/_doc/1", b"{}", 400)  # a refused write opens no window
-    assert router.choose(other, "GET", "/y/_search", b"", [ok])[:2] == (ok, "")
+    assert router.choose(other, _request(other, "GET", "/x/_search", b""), [ok])[:2] == (ok, "")
+    router.answered(other, _request(other, "PUT", "/y/_doc/1", b"{}"), 400)  # a refused write opens no window
+    assert router.choose(other, _request(other, "GET", "/y/_search", b""), [ok])[:2] == (ok, "")
 
 
 def _conf(extra: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Union
 
 # A source line: bytes, or a memoryview of the body it was read from (parse_request(views=True)).
@@ -23,6 +23,9 @@ class Action:
     meta: dict[str, Any]
     source: Optional[Source] = None  # the raw line, exactly as the client sent it (parse_request(views=True): a view)
     head: bytes = b""  # the metadata line, exactly as the client sent it
+    # Where the metadata line and the source line start in the body parsed (proxy/autoids.py edits it in place).
+    at: int = field(default=0, compare=False, repr=False)
+    source_at: int = field(default=0, compare=False, repr=False)
 
     def lines(self) -> bytes:
         """The action as the client sent it: its metadata line and, but for delete, its source line."""
@@ -63,14 +66,14 @@ def parse_request(body: bytes, views: bool = False) -> list[Action]:
     large body read once and dropped, as the proxy's capture does: the body is then not in memory twice)."""
     view = memoryview(body) if views else None
     actions: list[Action] = []
-    pending: Optional[tuple[str, dict[str, Any], bytes, int]] = None  # an action waiting for its source line
+    pending: Optional[tuple[str, dict[str, Any], bytes, int, int]] = None  # an action waiting for its source line
     n = 0
     for start, end in lines(body):
         n += 1
         if pending is not None:
-            verb, meta, head, _ = pending
+            verb, meta, head, _, at = pending
             source: Source = view[start:end] if view is not None else body[start:end]
-            actions.append(Action(verb, meta, source, head))
+            actions.append(Action(verb, meta, source, head, at, start))
             pending = None
             continue
         line = body[start:end]
@@ -84,9 +87,9 @@ def parse_request(body: bytes, views: bool = False) -> list[Action]:
         if verb not in ACTIONS or not isinstance(meta, dict):
             raise BulkFormatError(f"line {n}: unknown action {verb!r}")
         if verb == "delete":
-            actions.append(Action(verb, meta, head=line))
+            actions.append(Action(verb, meta, head=line, at=start))
         else:
-            pending = (verb, meta, line, n)
+            pending = (verb, meta, line, n, start)
     if pending is not None:
         raise BulkFormatError(f"line {pending[3]}: {pending[0]} without a source line")
     return actions

@@ -14,17 +14,16 @@ action keeps its verb and gains an `_id`, so its response item has the key the c
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import threading
 import time
 from typing import Callable, Optional, Union
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
-from esproxy.core.bulk import ACTIONS, lines
+from esproxy.core.bulk import Action, BulkFormatError
 
-from .capture import write_kind
+from .request import Request
 
 
 class IdGenerator:
@@ -73,73 +72,92 @@ GENERATOR = IdGenerator()
 CONDITIONS = frozenset(("version", "version_type", "if_seq_no", "if_primary_term", "_version", "_version_type"))
 # The start of a bulk action line up to the inside of its metadata object: `{"index": {`.
 _ACTION_OPEN = re.compile(rb'\s*\{\s*"((?:[^"\\]|\\.)*)"\s*:\s*\{')
-_VERBS = frozenset(verb.encode() for verb in ACTIONS)
 
 
 def assign_ids(
     method: str, uri: str, body: bytes, new_id: Callable[[], str] = GENERATOR.next_id
 ) -> Optional[tuple[str, bytes]]:
-    """The (uri, body) to forward instead, or None when the write names all its documents already.
+    """The (uri, body) to forward instead, or None when the write names all its documents already
+    (:func:`assign` on a request made of these; ``body`` is the plain request body)."""
+    request = Request(method, uri, body)
+    return (request.uri, request.body) if assign(request, new_id) else None
 
-    ``body`` is the plain (decompressed) request body. Only what gets an id changes: the path of a
-    single document (plus `op_type=create` unless the client chose an op_type), or the metadata
-    line of a bulk action; every other byte, and the rest of the query string, stay as sent.
-    """
-    path, _, query = uri.partition("?")
-    segments = [unquote(s) for s in path.strip("/").split("/")]
-    kind = write_kind(method, segments)
+
+def assign(request: Request, new_id: Callable[[], str] = GENERATOR.next_id) -> bool:
+    """Give ids to the documents ``request`` would let the primary name; whether it changed.
+
+    Only what gets an id changes: the path of a single document (plus `op_type=create` unless the
+    client chose an op_type), or the metadata line of a bulk action; every other byte, and the rest of
+    the query string, stay as sent. A changed body is plain (Request.rewritten), with its actions."""
+    kind = request.kind
+    segments = request.segments
     if kind == "bulk":
         default_index = segments[0] if len(segments) >= 2 else None
-        rewritten = _bulk_with_ids(body, default_index, new_id)
-        return None if rewritten is None else (uri, rewritten)
+        try:
+            actions = request.actions
+        except BulkFormatError:
+            return False  # not a valid bulk body: the primary rejects it as sent, there is nothing to name
+        rewritten = _bulk_with_ids(request.plain, actions, default_index, new_id)
+        if rewritten is None:
+            return False
+        request.rewritten(*rewritten)
+        return True
     if kind == "index" and len(segments) == 2:  # POST /idx/_doc or /idx/type: the primary would choose
+        path, _, query = request.uri.partition("?")
         params = parse_qs(query, keep_blank_values=True)
         if CONDITIONS.intersection(params):
-            return None
+            return False
         if "op_type" not in params:
             query = f"{query}&op_type=create" if query else "op_type=create"
-        return f"{path.rstrip('/')}/{new_id()}?{query}", body
-    return None
+        doc_id = new_id()
+        request.named(f"{path.rstrip('/')}/{doc_id}?{query}", [*segments, doc_id])
+        return True
+    return False
 
 
-def _bulk_with_ids(body: bytes, default_index: Optional[str], new_id: Callable[[], str]) -> Optional[bytes]:
-    """The body with an `_id` in each index/create action that has none; None if none changed or
-    the body is not a valid bulk body (the primary rejects it as sent: nothing to name).
+def _bulk_with_ids(
+    body: bytes, actions: list[Action], default_index: Optional[str], new_id: Callable[[], str]
+) -> Optional[tuple[bytes, list[Action]]]:
+    """The body with an `_id` in each index/create action that has none, and its actions; None if none
+    changed.
 
-    The body is read in place (bulk.lines) and a new one made in one join of its unchanged stretches
-    (views) and the ids: a large body is in memory twice at most, and only when an id is added."""
+    The actions are the body's, read once (Request.actions): each says where its lines start. The new
+    body is made in one join of the unchanged stretches (views) and the ids, and the actions are moved
+    onto it (their sources views of it): a large body is in memory twice at most, and only while the
+    new one is made."""
     view = memoryview(body)
     parts: list[Union[bytes, memoryview]] = []
     copied = 0  # body[:copied] is in parts
-    expect_action = True
-    for start, end in lines(body):
-        if not expect_action:  # the source line of the action before
-            expect_action = True
-            continue
-        opening = _ACTION_OPEN.match(body, start, end)
-        if opening is None:
-            return None
-        if body.find(b'"_id"', start, end) >= 0 and opening.group(1) in _VERBS:  # names its document: no parse
-            expect_action = opening.group(1) == b"delete"
-            continue
-        try:
-            header = json.loads(body[start:end])
-        except ValueError:
-            return None
-        if not isinstance(header, dict) or len(header) != 1:
-            return None
-        verb, meta = next(iter(header.items()))
-        if verb not in ACTIONS or not isinstance(meta, dict):
-            return None
-        expect_action = verb == "delete"
-        if verb not in ("index", "create") or "_id" in meta or not (meta.get("_index") or default_index):
+    inserted: dict[int, tuple[int, bytes, str]] = {}  # action's position -> (where in its line, what, the id)
+    for n, action in enumerate(actions):
+        meta = action.meta
+        if action.verb not in ("index", "create") or "_id" in meta or not (meta.get("_index") or default_index):
             continue  # names its document, or fails on the primary anyway (no index)
         if CONDITIONS.intersection(meta):
             continue
-        at = opening.end()
-        parts += (view[copied:at], b'"_id":"' + new_id().encode("ascii") + (b'",' if meta else b'"'))
+        opening = _ACTION_OPEN.match(action.head)
+        if opening is None:  # not for a line that is a JSON object of one object
+            return None
+        doc_id = new_id()
+        text = b'"_id":"' + doc_id.encode("ascii") + (b'",' if meta else b'"')
+        at = action.at + opening.end()
+        parts += (view[copied:at], text)
         copied = at
+        inserted[n] = (opening.end(), text, doc_id)
     if not parts:
         return None
     parts.append(view[copied:])
-    return b"".join(parts)
+    new_body = b"".join(parts)
+    del parts, view
+    new_view = memoryview(new_body)
+    shift = 0  # bytes inserted before the action at hand
+    for n, action in enumerate(actions):  # each moved onto the new body, in place: no second list
+        action.at += shift
+        if n in inserted:
+            where, text, doc_id = inserted[n]
+            action.head, action.meta = action.head[:where] + text + action.head[where:], {"_id": doc_id, **action.meta}
+            shift += len(text)
+        if action.source is not None:
+            action.source_at += shift
+            action.source = new_view[action.source_at : action.source_at + len(action.source)]
+    return new_body, actions

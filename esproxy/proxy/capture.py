@@ -22,10 +22,12 @@ import dataclasses
 import json
 import logging
 from typing import Callable, Optional
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 from esproxy.core.bean import Bean, index_in_path
-from esproxy.core.bulk import Action, DocOp, Item, Source, parse_request, parse_response
+from esproxy.core.bulk import Action, DocOp, Item, Source, parse_response
+
+from .request import Request
 
 log = logging.getLogger("esproxy.capture")
 
@@ -33,15 +35,20 @@ log = logging.getLogger("esproxy.capture")
 Fetch = Callable[[list[tuple[str, str, Optional[str]]]], dict[tuple[str, str], Optional[tuple[bytes, int]]]]
 
 
-def capture(template: Bean, response: bytes, fetch: Fetch) -> list[Bean]:
-    """Beans for ``template`` (the request as the client sent it, body decoded) given A's 2xx answer."""
+def capture(template: Bean, response: bytes, fetch: Fetch, request: Optional[Request] = None) -> list[Bean]:
+    """Beans for ``template`` (the request as the client sent it, body decoded) given A's 2xx answer.
+
+    ``request``: the same request as the proxy's stages have it (what it is and, for a `_bulk`, its
+    actions, read once); none: one is made of the template."""
+    if request is None:
+        request = Request(template.method, template.requestUri, template.body)
     path, _, query = template.requestUri.partition("?")
     params = {k: v[-1] for k, v in parse_qs(query).items()}
-    segments = [unquote(s) for s in path.strip("/").split("/")]
+    segments = request.segments
     try:
-        kind = write_kind(template.method, segments)
+        kind = request.kind
         if kind == "bulk":
-            ops = _bulk_ops(template, segments, params, response, fetch)
+            ops = _bulk_ops(request.actions, segments, params, response, fetch)
         elif kind:
             ops = _single_op(kind, segments, params, template.body, response, fetch)
         else:
@@ -56,29 +63,7 @@ def capture(template: Bean, response: bytes, fetch: Fetch) -> list[Bean]:
 
 def single_document(method: str, uri: str) -> bool:
     """Whether a request writes one document it names or lets A name (not `_bulk`, not an index-level write)."""
-    kind = write_kind(method, [unquote(s) for s in uri.split("?", 1)[0].strip("/").split("/")])
-    return kind not in ("", "bulk")
-
-
-def write_kind(method: str, s: list[str]) -> str:
-    """'bulk', 'index', 'update', 'delete', or '' for a write that is not a document write (path segments ``s``)."""
-    if s[-1] == "_bulk" and len(s) <= 3:
-        return "bulk"
-    if not s or s[0].startswith("_"):
-        return ""
-    if len(s) == 2 and method == "POST" and (s[1] == "_doc" or not s[1].startswith("_")):
-        return "index"  # auto-generated id (`_doc`, or an Elasticsearch 6 type)
-    if len(s) == 3:
-        if s[1] in ("_doc", "_create") or not s[1].startswith("_"):
-            if method in ("PUT", "POST"):
-                return "index"
-            if method == "DELETE" and s[1] != "_create":
-                return "delete"
-        if s[1] == "_update" and method == "POST":
-            return "update"
-    if len(s) == 4 and (s[1] == "_doc" or not s[1].startswith("_")) and method in ("PUT", "POST"):
-        return {"_create": "index", "_update": "update"}.get(s[3], "")  # Elasticsearch 6 typed paths
-    return ""
+    return Request(method, uri).kind not in ("", "bulk")
 
 
 def doc_version(seq_no: int, version: Optional[int]) -> int:
@@ -115,9 +100,9 @@ def _single_op(
 
 
 def _bulk_ops(
-    template: Bean, s: list[str], params: dict[str, str], response: bytes, fetch: Fetch
+    actions: list[Action], s: list[str], params: dict[str, str], response: bytes, fetch: Fetch
 ) -> Optional[list[DocOp]]:
-    actions = parse_request(template.body, views=True)  # sources read in place: the body is not copied
+    """``actions``: the request's, their sources views of its body (not copies)."""
     items = parse_response(response)
     if len(actions) != len(items):
         raise ValueError(f"{len(actions)} actions but {len(items)} response items")

@@ -7,27 +7,26 @@ One :class:`ProxyApp` (a WSGI app) per ``source.proxies[]`` entry, served by a g
 ``WSGIServer``. Responses go back as the primary sent them (status, headers but hop-by-hop ones,
 body bytes, compressed or not). A 2xx answer to a write becomes a bean on the fanout queue before
 the client gets its answer.
+
+Each request read becomes one :class:`~esproxy.proxy.request.Request`, handed through the stages in
+order (read-only guard, assigned ids, intent, read routing, forward, capture or settle); no stage
+classifies the request or reads its body on its own. The connection side (request line, limits,
+sending) is proxy/connection.py's.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
-import re
 import socket
-import sys
 import time
-import zlib
 from http import HTTPStatus
 from typing import Any, Iterable, Optional
 
 import gevent
-from gevent.pywsgi import Input, WSGIHandler, WSGIServer, format_date_time
+from gevent.pywsgi import WSGIServer
 
 from esproxy.clients.elastic import Elastic, Response, UpstreamError
-from esproxy.clients.lean import send_all
 from esproxy.clients.tls import wsgi_server
-from esproxy.core import routing
 from esproxy.core.bean import Bean
 from esproxy.core.config import ProxySource
 from esproxy.core.logs import access_log
@@ -37,9 +36,9 @@ from esproxy.core.wsgi import JSON_TYPE, AdminEndpoints, Environ, StartResponse,
 from esproxy.replay import Rules
 
 from . import readonly
-from .autoids import assign_ids
-from .capture import capture, single_document
-from .httpheaders import HeadersTooLarge, read_headers
+from .autoids import assign
+from .capture import capture
+from .connection import RawPathHandler
 from .leadership import Leadership
 from .limits import (
     LimitedInput,
@@ -47,17 +46,10 @@ from .limits import (
     OverBudget,
     ProxyServer,
     Refused,
-    RequestTimeout,
-    TimedOut,
-    answer_and_close,
-    client_name,
-    content_too_long,
-    headers_too_large,
-    line_too_long,
-    wait_for_bytes,
 )
 from .readroute import FORCE_ENVIRON, UPSTREAM_ENVIRON, Follower, ReadRouter
 from .recorder import NotRecorded, Recorder, Unavailable
+from .request import BadBody, Request, decompress
 from .settle import settle
 from .spool import SpoolFull, intent_record
 
@@ -95,21 +87,6 @@ LOCAL_PATHS = ("/_esproxy/", "/%")
 STREAM_OVER = 256 * 1024
 
 
-# The request line as RFC 9112 has it: method SP request-target SP version, the method a token, the target
-# a path (origin form) without blanks or control characters; bytes of UTF-8 characters (index names sent
-# unescaped, as curl does) are kept. Not "//...": the upstream client refuses to send it (a protocol-relative
-# URL), which would leave a write of unknown outcome to settle.
-_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET = re.compile(r"/(?!/)[^\x00-\x20\x7f]*")
-_VERSIONS = ("HTTP/1.0", "HTTP/1.1")
-# The request's plain body, once decompressed (see _plain_body).
-_PLAIN_BODY = "esproxy.plain_body"
-
-
-class BadRequestLine(ValueError):
-    """pywsgi answers a ValueError from read_request with a 400 and closes the connection."""
-
-
 class ErrorAnswer(Exception):
     """An answer of the proxy's own instead of the primary's (an Elasticsearch-style error)."""
 
@@ -121,229 +98,6 @@ class ErrorAnswer(Exception):
         self.body = error_body(status, kind, reason)
         self.access_logged = access_logged
         self.headers = list(headers)
-
-
-_date = (-1, b"")  # (a second, its Date header line): formatted once a second
-
-
-def _date_header() -> bytes:
-    """``Date: ...\\r\\n`` as pywsgi writes it, for the current second."""
-    global _date
-    now = int(time.time())
-    if _date[0] != now:
-        _date = (now, b"Date: " + format_date_time(now) + b"\r\n")
-    return _date[1]
-
-
-class RawPathHandler(WSGIHandler):
-    """Keeps the request target as the client sent it: PATH_INFO is percent-decoded, which would
-    turn a document id like ``a%2Fb`` into a path. Sets TCP_NODELAY on each client connection,
-    sends an answer's head and body in one send, reads headers with httpheaders.read_headers, and
-    applies the listener's limits (esproxy.proxy.limits) while it reads a request."""
-
-    server: ProxyServer
-    served = 0  # requests read on this connection
-
-    def MessageClass(self, fp: Any, *args: Any) -> Any:
-        limits = self.server.limits
-        return read_headers(fp, *args, max_count=limits.max_header_count, max_bytes=limits.max_header_size)
-
-    def read_request(self, raw_requestline: str) -> bool:
-        """pywsgi's, on a request line checked first. pywsgi splits the line at any whitespace, and in
-        latin-1 that includes bytes of UTF-8 characters (\\x85, \\xa0): it is given the line with the target
-        as ``/``, and the target is put back after."""
-        parts = raw_requestline.rstrip("\r\n").split(" ")
-        if len(parts) != 3 or not _METHOD.fullmatch(parts[0]) or parts[2] not in _VERSIONS:
-            raise BadRequestLine(f"not an HTTP/1.x request line: {raw_requestline[:200]!r}")
-        method, target, version = parts
-        if not _TARGET.fullmatch(target):
-            raise BadRequestLine(f"not a path (no blanks or control characters): {target[:200]!r}")
-        ok = super().read_request(f"{method} / {version}")
-        self.path = target
-        self.requestline = raw_requestline.rstrip("\r\n")
-        return ok
-
-    passing = False  # this request takes ProxyApp.pass_read instead of the WSGI path
-
-    def get_environ(self) -> Environ:
-        self.passing = self.server.application.passes(self)
-        if self.passing:  # no environ to build (pywsgi's error logging reads one: an empty one)
-            self.wsgi_input = None  # no body: nothing to read or to finish
-            return {}
-        env = super().get_environ()
-        env["RAW_URI"] = self.path
-        if isinstance(self.wsgi_input, Input):  # not for a connection upgrade (not Elasticsearch's)
-            self.wsgi_input = env["wsgi.input"] = LimitedInput(
-                self.wsgi_input, self.server.limits, self.server.deadlines
-            )
-        return env
-
-    def handle_one_response(self) -> None:
-        if not self.passing:
-            super().handle_one_response()
-            return
-        self.status = None
-        self.response_length = 0
-        try:
-            self.server.application.pass_read(self)
-        except OSError as e:  # the client went away (as pywsgi's own path: close, say nothing)
-            self.close_connection = True
-            if e.args and e.args[0] not in self.ignored_socket_errors:
-                self.handle_error(*sys.exc_info())
-        except Exception:  # noqa: BLE001 - as pywsgi's own path: logged, a 500 if nothing was sent
-            self.handle_error(*sys.exc_info())
-
-    def send_answer(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        """What start_response + a one-piece body send through pywsgi, byte for byte: the head as
-        given, then Date (unless given) and Content-Length (unless given or a 204/304), in one send."""
-        code = status[:3]
-        head = ["HTTP/1.1 ", status, "\r\n"]
-        date = length = False
-        for name, value in headers:
-            head += (name, ": ", value, "\r\n")
-            lower = name.lower()
-            date = date or lower == "date"
-            length = length or lower == "content-length"
-        out = "".join(head).encode("latin-1")
-        if not date:
-            out += _date_header()
-        if not length and code not in ("204", "304"):
-            out += b"Content-Length: %d\r\n" % len(body)
-        out += b"\r\n"
-        self.status = status.encode("latin-1")
-        self.code = int(code)
-        if len(body) > 65536:
-            self._sendall(out)
-            self._sendall(body)
-        else:
-            self._send_small(out + body)
-
-    def _send_small(self, data: bytes) -> None:
-        """pywsgi's _sendall, through lean.send_all."""
-        try:
-            send_all(self.socket, data)
-        except OSError as ex:
-            self.status = f"socket error: {ex}"
-            if self.code > 0:
-                self.code = -self.code
-            raise
-        self.response_length += len(data)
-
-    def send_stream(self, status: str, headers: list[tuple[str, str]], length: Optional[int], chunks: Any) -> None:
-        """A streamed answer as pywsgi sends an iterable one: with its Content-Length, else chunked."""
-        self.status = status.encode("latin-1")
-        self.code = int(status[:3])
-        head = ["HTTP/1.1 ", status, "\r\n"] + [f"{name}: {value}\r\n" for name, value in headers]
-        out = "".join(head).encode("latin-1")
-        if not any(name.lower() == "date" for name, _ in headers):
-            out += _date_header()
-        chunked = length is None and self.code not in (204, 304)
-        out += b"Transfer-Encoding: chunked\r\n\r\n" if chunked else b"\r\n"
-        try:
-            self._sendall(out)
-            for chunk in chunks:
-                if chunk:
-                    self._sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-            if chunked:
-                self._sendall(b"0\r\n\r\n")
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-
-    def handle_one_request(self) -> Any:
-        """gevent's, with the limits: None closes the connection, True reads the next request."""
-        if self.rfile.closed:
-            return None
-        server = self.server
-        limits, deadlines = server.limits, server.deadlines
-        # While a request is awaited and its head read, the deadlines time the reads (not the socket's
-        # timeout: a gevent.Timeout for each wait); the socket's timeout is for the answer's sends.
-        self.socket.settimeout(None)
-        if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout, deadlines):
-            return None  # nothing came (idle, or a connection that never asked): closed without an answer
-        self.served += 1
-        started = time.perf_counter()
-        self.command = ""
-        try:
-            deadlines.arm(limits.read_timeout)
-            try:
-                if not self._read_head(limits):
-                    return None
-            except TimedOut:
-                raise RequestTimeout("the request line and headers", limits) from None
-            finally:
-                deadlines.disarm()
-                self.socket.settimeout(server.patience)  # for what is sent next: an answer, a refusal, a 400
-        except Refused as e:
-            self.server.refusals.note(e, client_name(self.client_address))
-            STATS.observe_request(self.command or "OTHER", e.status, time.perf_counter() - started)
-            answer_and_close(self.socket, e)
-            return None
-        except OSError:  # the client went away
-            return None
-        except Exception as e:  # malformed: gevent's 400
-            return self._handle_client_error(e)
-        self.environ = self.get_environ()
-        self.application = server.application
-        try:
-            self.handle_one_response()
-        finally:
-            if isinstance(self.wsgi_input, LimitedInput):  # answered (and its capture recorded): its bytes in flight go
-                self.wsgi_input.release()
-        if isinstance(self.wsgi_input, LimitedInput) and self.wsgi_input.unfinished:
-            self.close_connection = True  # the body's end was never read: the next request cannot be found
-        if self.close_connection or self.rfile.closed:
-            return None
-        return True
-
-    def _read_head(self, limits: Limits) -> bool:
-        """The request line and headers (False: the client closed); Refused over a limit."""
-        line = self.rfile.readline(limits.max_initial_line_length + 3)  # + CR LF, + 1 to tell it is longer
-        if not line:
-            return False
-        self.requestline = line.decode("latin-1")
-        if len(self.requestline.rstrip("\r\n")) > limits.max_initial_line_length:
-            raise line_too_long(limits)
-        self.response_length = 0
-        try:
-            if not self.read_request(self.requestline):
-                raise ValueError(f"bad request line {self.requestline!r}")
-        except HeadersTooLarge as e:
-            raise headers_too_large(str(e), e.too_many) from None
-        if self.content_length is not None and self.content_length > limits.max_content_length:
-            raise content_too_long(self.content_length, limits, known=True)
-        return True
-
-    def handle(self) -> None:
-        # pywsgi sends the status line + headers and the body in two writes; with Nagle on, the body
-        # waits for the client's delayed ACK: ~40 ms per answer on a kept-alive connection.
-        try:
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not TCP
-            pass
-        STATS.connections += 1
-        super().handle()
-
-    def log_request(self) -> None:
-        pass  # make_server passes log=None: pywsgi would format each request's line for nothing
-
-    def _write_with_headers(self, data: bytes) -> None:
-        # pywsgi's own sends the head and the body in two sends; one send costs less CPU (on
-        # loopback a send also does the receiver's TCP work). The bytes on the wire are the same.
-        data = data or b""  # pywsgi's own 400 (bad chunks) writes the body "", a str
-        self.headers_sent = True
-        self.finalize_headers()
-        head = [b"HTTP/1.1 ", self.status, b"\r\n"]
-        for header, value in self.response_headers:
-            head += (header, b": ", value, b"\r\n")
-        head.append(b"\r\n")
-        if self.response_use_chunked or len(data) > 65536:
-            self._sendall(b"".join(head))
-            self._write(data)
-        else:
-            head.append(data)
-            self._sendall(b"".join(head))
 
 
 class ProxyApp:
@@ -430,8 +184,12 @@ class ProxyApp:
             remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
             headers["X-Forwarded-For"] = environ["REMOTE_ADDR"] = remote
             primary = self.primary  # the leader this read goes to, even if a switchover swaps it meanwhile
+            followers = self.followers
             try:
-                r = self._forward(primary, environ, headers, method, uri, b"", False)
+                if followers:
+                    r = self.reads.forward(primary, followers, environ, Request(method, uri), headers, STREAM_OVER)
+                else:
+                    r = primary.request(method, uri, headers, b"", stream_over=STREAM_OVER)
             except UpstreamError as e:
                 answer = self._error(e, method, uri)
                 self._log_access(f"{remote}:{port}", primary, method, uri, started, answer.status, answer.body)
@@ -507,21 +265,22 @@ class ProxyApp:
             payload = error_body(400, "esproxy_bad_request_exception", f"the request body cannot be read: {e}")
             self._access(environ, method, uri, started, 400, payload)
             return self._reply(start_response, 400, [JSON_TYPE, ("Connection", "close")], payload)
+        # The request as the stages see it, from here on the only holder of its body: a copy no longer
+        # needed (a body rewritten with ids, a body recorded) is let go as soon as it can be.
+        request = Request(method, uri, body, environ.get("HTTP_CONTENT_ENCODING", "").lower())
+        del body
         if self.read_only is not None:
-            refused = _follower_refusal(self.read_only, environ, method, uri, body)
+            refused = readonly.refused(self.read_only, request)
             if refused is not None:
                 payload = error_body(readonly.STATUS, readonly.KIND, refused.reason)
                 self._access(environ, method, uri, started, readonly.STATUS, payload)
                 return self._reply(start_response, readonly.STATUS, [JSON_TYPE], payload)
-        writing = routing.is_write(method, uri)
-        gated = writing and self.leadership is not None
-        held = [body]  # the body in one place from here: a copy no longer needed is let go (_record)
-        del body
+        gated = request.writing and self.leadership is not None
         try:
             if gated:
                 self._admit()
             try:
-                r = self._write_or_read(environ, method, uri, held, writing, started)
+                r = self._write_or_read(environ, request, started)
             finally:
                 if gated:
                     assert self.leadership is not None
@@ -541,35 +300,33 @@ class ProxyApp:
             headers = [("Retry-After", str(retry_after))]
             raise ErrorAnswer(503, "esproxy_switchover_in_progress_exception", reason, headers=headers)
 
-    def _write_or_read(
-        self, environ: Environ, method: str, uri: str, held: list[bytes], writing: bool, started: float
-    ) -> Response:
-        """``held``: the request's body, the only reference to it (no local here keeps it: a large body
-        rewritten with ids, or captured, is let go as soon as its copy exists)."""
+    def _write_or_read(self, environ: Environ, request: Request, started: float) -> Response:
+        """The stages of a request, in order: ids assigned, intent recorded, forwarded (read routing),
+        then captured. ``request`` is the only holder of its body (no local here keeps it)."""
         primary = self.primary  # the leader this request goes to, even if a failover swaps it meanwhile
-        capturing = self.fanout is not None and writing
+        capturing = self.fanout is not None and request.writing
         recording = capturing and self.records_intents
         if capturing:
-            _plain_body(environ, held[0])  # a body that is not the compression it names: refused, not forwarded
+            _plain(request)  # a body that is not the compression it names: refused, not forwarded
         if recording and self.cfg.assignIds:
-            environ, uri, held[0] = with_assigned_ids(environ, method, uri, held[0])
-        intent = self._begin(environ, method, uri, held[0]) if recording else None
+            environ = with_assigned_ids(environ, request)
+        intent = self._begin(request) if recording else None
         try:
-            r = self._forward(primary, environ, self._upstream_headers(environ), method, uri, held[0], capturing)
+            r = self._forward(primary, environ, self._upstream_headers(environ), request, capturing)
         except UpstreamError as e:
-            raise self._unanswered(primary, e, environ, method, uri, held[0], started, intent) from None
+            raise self._unanswered(primary, e, environ, request, started, intent) from None
         if self.followers:
-            self.reads.answered(environ, method, uri, held[0], r.status)
+            self.reads.answered(environ, request, r.status)
         if capturing:
-            self._record(primary, environ, method, uri, held, r, intent)
+            self._record(primary, environ, request, r, intent)
         return r
 
-    def _begin(self, environ: Environ, method: str, uri: str, body: bytes) -> str:
+    def _begin(self, request: Request) -> str:
         """durability: spool — the write's intent, on disk before it is forwarded; its id."""
         assert self.fanout is not None
         try:
-            settling = b"" if single_document(method, uri) else _plain_body(environ, body)
-            return self.fanout.begin(method, uri, settling)
+            settling = b"" if request.kind not in ("", "bulk") else _plain(request)  # one document: no body
+            return self.fanout.begin(request.method, request.uri, settling)
         except SpoolFull as e:
             kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
             raise ErrorAnswer(503, kind, f"write refused, not forwarded: {e}") from None
@@ -583,31 +340,22 @@ class ProxyApp:
         return headers
 
     def _forward(
-        self,
-        primary: Elastic,
-        environ: Environ,
-        headers: dict[str, str],
-        method: str,
-        uri: str,
-        body: bytes,
-        capturing: bool,
+        self, primary: Elastic, environ: Environ, headers: dict[str, str], request: Request, capturing: bool
     ) -> Response:
         """The primary's (or a follower's) answer, a read's long answer streamed; UpstreamError when
         it gives none."""
         stream_over = None if capturing else STREAM_OVER
         followers = self.followers
         if followers:
-            return self.reads.forward(primary, followers, environ, method, uri, headers, body, stream_over)
-        return primary.request(method, uri, headers, body, stream_over=stream_over)
+            return self.reads.forward(primary, followers, environ, request, headers, stream_over)
+        return primary.request(request.method, request.uri, headers, request.body, stream_over=stream_over)
 
     def _unanswered(
         self,
         primary: Elastic,
         e: UpstreamError,
         environ: Environ,
-        method: str,
-        uri: str,
-        body: bytes,
+        request: Request,
         started: float,
         intent: Optional[str],
     ) -> ErrorAnswer:
@@ -618,9 +366,9 @@ class ProxyApp:
                 self.fanout.done(intent, [])
             else:  # A may have applied it: copy what A holds once it answers again
                 sent = time.time() - (time.perf_counter() - started)
-                record = intent_record(intent, method, uri, _plain_body(environ, body), sent)
-                self.settle_later(record, self._bean(primary, environ, method, uri, body), primary)
-        return self._error(e, method, uri)
+                record = intent_record(intent, request.method, request.uri, b"", sent)  # the body: the request's
+                self.settle_later(record, self._bean(primary, environ, request), primary, request)
+        return self._error(e, request.method, request.uri)
 
     def _error(self, e: UpstreamError, method: str, uri: str) -> ErrorAnswer:
         """The answer to a request the primary gave no answer to."""
@@ -631,25 +379,17 @@ class ProxyApp:
         kind = "esproxy_upstream_timeout_exception" if e.timeout else "esproxy_upstream_exception"
         return ErrorAnswer(504 if e.timeout else 502, kind, f"primary cluster did not answer: {e}")
 
-    def _record(
-        self,
-        primary: Elastic,
-        environ: Environ,
-        method: str,
-        uri: str,
-        held: list[bytes],
-        r: Response,
-        intent: Optional[str],
-    ) -> None:
+    def _record(self, primary: Elastic, environ: Environ, request: Request, r: Response, intent: Optional[str]) -> None:
         """A write the primary answered: its beans (if it succeeded) recorded before the client hears of it."""
         assert self.fanout is not None
         beans: list[Bean] = []
         if 200 <= r.status < 300:
-            beans = capture(self._bean(primary, environ, method, uri, held[0]), _decoded(r), primary.current_docs)
+            beans = capture(self._bean(primary, environ, request), _decoded(r), primary.current_docs, request)
             STATS.writes_captured += 1
         # Sent and answered: what the beans need of the body they hold (a `_bulk`'s, a copy made by capture).
-        held[0] = b""
-        environ.pop(_PLAIN_BODY, None)
+        # No local keeps the body (nor the bean made of it): it goes now, before the beans are recorded.
+        method, uri = request.method, request.uri
+        request.sent()
         try:
             if intent is not None:
                 self.fanout.done(intent, beans)  # on disk before the client hears of it
@@ -697,12 +437,19 @@ class ProxyApp:
             return headers
         return [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
 
-    def settle_later(self, intent: dict[str, Any], template: Bean, primary: Optional[Elastic] = None) -> None:
+    def settle_later(
+        self,
+        intent: dict[str, Any],
+        template: Bean,
+        primary: Optional[Elastic] = None,
+        request: Optional[Request] = None,
+    ) -> None:
         """Copy A's state for a write of unknown outcome once A answers, then close its intent; ``primary``:
-        the cluster the write went to (default: the leader now)."""
-        gevent.spawn(self._settle, intent, template, primary or self.primary)
+        the cluster the write went to (default: the leader now); ``request``: the write, if it is this
+        process's (none: an intent read back from the spool)."""
+        gevent.spawn(self._settle, intent, template, primary or self.primary, request)
 
-    def _settle(self, intent: dict[str, Any], template: Bean, primary: Elastic) -> None:
+    def _settle(self, intent: dict[str, Any], template: Bean, primary: Elastic, request: Optional[Request]) -> None:
         assert self.fanout is not None and self.fanout.records_intents
         # A keeps applying a write whose client (this proxy) is gone: read it back only once A has
         # answered it or given up, or B would copy a state the write then changes.
@@ -715,16 +462,18 @@ class ProxyApp:
             method, uri = intent["method"], intent["uri"]
             log.warning("settling %s %s waits for the primary (%s); retrying in %.0fs", method, uri, e, delay)
 
-        beans = retry(lambda: settle(intent, primary, template), (UpstreamError,), primary_down, base=1, cap=30)
+        beans = retry(
+            lambda: settle(intent, primary, template, request), (UpstreamError,), primary_down, base=1, cap=30
+        )
         self.fanout.done(intent["id"], beans)
 
-    def _bean(self, primary: Elastic, environ: Environ, method: str, uri: str, body: bytes) -> Bean:
-        body = _plain_body(environ, body)
+    def _bean(self, primary: Elastic, environ: Environ, request: Request) -> Bean:
+        """What capture turns into beans: the request as forwarded (ids assigned), its body plain."""
         content_type = environ.get("CONTENT_TYPE") or "application/json"
         return Bean(
-            method=method,
-            requestUri=uri,
-            body=body,
+            method=request.method,
+            requestUri=request.uri,
+            body=_plain(request),
             header={"Content-Type": [content_type]},
             host=environ.get("HTTP_HOST", ""),
             remoteAddr=_remote(environ),
@@ -754,30 +503,17 @@ class ProxyApp:
             access_log(remote, method, uri, upstream.target(uri), direction, seconds, status, body)
 
 
-def with_assigned_ids(environ: Environ, method: str, uri: str, body: bytes) -> tuple[Environ, str, bytes]:
-    """The request with ids given to the documents it would let the primary name (proxy/autoids.py).
+def with_assigned_ids(environ: Environ, request: Request) -> Environ:
+    """The environ to forward ``request`` with, once given ids for the documents it would let the
+    primary name (proxy/autoids.py: ``request`` is changed in place).
 
     A rewritten compressed body is forwarded plain: the environ returned has no Content-Encoding
     (recompressing would cost the proxy CPU for bytes that mostly travel a LAN to the primary).
     """
-    plain = _plain_body(environ, body)
-    assigned = assign_ids(method, uri, plain)
-    if assigned is None:
-        return environ, uri, body
-    new_uri, new_body = assigned
-    if new_body == plain:  # only the path changed: the body goes as sent
-        return environ, new_uri, body
-    if "HTTP_CONTENT_ENCODING" in environ:  # (and the plain body kept for it: new_body replaces it)
-        environ = {k: v for k, v in environ.items() if k not in ("HTTP_CONTENT_ENCODING", _PLAIN_BODY)}
-    return environ, new_uri, new_body
-
-
-def _follower_refusal(rules: Rules, environ: Environ, method: str, uri: str, body: bytes) -> Optional[readonly.Refusal]:
-    try:
-        plain = _plain_body(environ, body) if routing.is_write(method, uri) else b""
-    except ErrorAnswer:
-        return readonly.Refusal("a compressed body that does not decompress: cannot tell what it writes")
-    return readonly.refusal(rules, method, uri, plain)
+    encoding = request.encoding
+    if not assign(request) or request.encoding == encoding:  # nothing changed, or only the path
+        return environ
+    return {k: v for k, v in environ.items() if k != "HTTP_CONTENT_ENCODING"}
 
 
 def _relayed_headers(r: Response, method: str) -> list[tuple[str, str]]:
@@ -792,23 +528,17 @@ def _relayed_headers(r: Response, method: str) -> list[tuple[str, str]]:
     return out
 
 
-def _plain_body(environ: Environ, body: bytes) -> bytes:
-    """The request's body decompressed (once: kept in the environ); ErrorAnswer 400 if it does not decode."""
-    encoding = environ.get("HTTP_CONTENT_ENCODING", "").lower()
-    if encoding not in ("gzip", "deflate"):
-        return body
-    plain = environ.get(_PLAIN_BODY)
-    if plain is None:
-        try:
-            plain = environ[_PLAIN_BODY] = _decompress(body, encoding)
-        except (OSError, EOFError, zlib.error) as e:
-            raise ErrorAnswer(400, "esproxy_bad_request_exception", f"the body is not {encoding}: {e}") from None
-    return plain
+def _plain(request: Request) -> bytes:
+    """The request's body decompressed (once: Request.plain); ErrorAnswer 400 if it does not decode."""
+    try:
+        return request.plain
+    except BadBody as e:
+        raise ErrorAnswer(400, "esproxy_bad_request_exception", str(e)) from None
 
 
 def _decoded(r: Response) -> bytes:
     encoding = next((v.lower() for k, v in r.headers if k.lower() == "content-encoding"), "")
-    return _decompress(r.body, encoding) if encoding in ("gzip", "deflate") else r.body
+    return decompress(r.body, encoding) if encoding in ("gzip", "deflate") else r.body
 
 
 def _streamed(r: Response) -> bytes:
@@ -828,11 +558,6 @@ def _content_length(environ: Environ) -> Optional[int]:
 
 def _has_body(environ: Environ) -> bool:
     return bool(environ.get("CONTENT_LENGTH")) or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-
-
-def _decompress(body: bytes, encoding: str) -> bytes:
-    # The bean carries the body plain for any replayer.
-    return gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
 
 
 def _phrase(status: int) -> str:

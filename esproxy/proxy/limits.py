@@ -2,7 +2,7 @@
 ``maxInitialLineLength``, ``maxHeaderSize``, ``maxHeaderCount``, ``readTimeout``, ``idleTimeout``,
 ``maxConnections``), and the Elasticsearch-style answers that refuse a request over them.
 
-The proxy's handler (esproxy.proxy.handler.RawPathHandler) applies them while it reads a request;
+The proxy's handler (esproxy.proxy.connection.RawPathHandler) applies them while it reads a request;
 :class:`ProxyServer` bounds the connections. A refused request is never forwarded nor captured,
 and its connection is closed after the answer: what the client still sends is read and thrown
 away for at most :data:`LINGER` seconds first, so that a client busy sending a body it was refused

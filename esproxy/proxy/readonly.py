@@ -4,8 +4,8 @@ Pure logic, no I/O. A proxy with ``source.proxies[].followerReadOnly: true`` sta
 whose followed indices the replay writes (replay/follow.py; ``follow.rules[]`` of the same config, none:
 every index is followed under its own name). A client write to one of them would be overwritten by
 the replay, or would make B differ from A for good, so the proxy refuses it with 403 before it is
-forwarded (nothing is captured). What is a write is :func:`routing.is_write`, less the maintenance
-APIs that change no data (:data:`MAINTENANCE`).
+forwarded (nothing is captured). What is a write is :attr:`Request.writing` (:func:`routing.is_write`),
+less the maintenance APIs that change no data (:data:`MAINTENANCE`).
 
 Conservative: a write whose target may be a followed index but cannot be told for sure (a wildcard
 or date math that may match one, a rollover without a new index name, a body esproxy cannot read,
@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
-from urllib.parse import unquote
 
-from esproxy.core import routing
-from esproxy.core.bulk import BulkFormatError, parse_request
+from esproxy.core.bulk import BulkFormatError
 from esproxy.replay import Rules
+
+from .request import BadBody, Request
 
 KIND = "esproxy_follower_index_read_only_exception"
 STATUS = 403
@@ -52,27 +52,36 @@ def refusal(rules: Rules, method: str, uri: str, body: bytes) -> Optional[Refusa
 
     ``body`` is the plain (decompressed) request body.
     """
-    if not routing.is_write(method, uri):
+    return refused(rules, Request(method, uri, body))
+
+
+def refused(rules: Rules, request: Request) -> Optional[Refusal]:
+    """:func:`refusal` of the request as the proxy's stages have it (its body decompressed here, once)."""
+    if not request.writing:
         return None
-    path = uri.split("?", 1)[0]
-    segments = [unquote(s) for s in path.strip("/").split("/")]
     try:
-        for expression, what in _named(method, segments, body):
+        body = request.plain
+    except BadBody:
+        return Refusal("a compressed body that does not decompress: cannot tell what it writes")
+    try:
+        for expression, what in _named(request, body):
             _check(rules, expression, what)
     except _Refused as e:
         return Refusal(str(e))
     return None
 
 
-def _named(method: str, segments: list[str], body: bytes) -> Iterator[tuple[str, str]]:
-    """The index expressions a write names, each with how the request names it (for the reason)."""
+def _named(request: Request, body: bytes) -> Iterator[tuple[str, str]]:
+    """The index expressions a write names, each with how the request names it (for the reason);
+    ``body``: the request's plain body."""
+    segments = request.segments
     first, rest = segments[0], segments[1:]
     api = rest[0] if rest else ""
     if not first or (first.startswith("_") and first != "_all"):
         if first in MAINTENANCE:
             return
         if first == "_bulk":
-            yield from _bulk(None, body)
+            yield from _bulk(None, request)
         elif first == "_reindex":
             dest = _json(body, "_reindex").get("dest")
             if not isinstance(dest, dict) or not isinstance(dest.get("index"), str):
@@ -90,7 +99,7 @@ def _named(method: str, segments: list[str], body: bytes) -> Iterator[tuple[str,
     if api in MAINTENANCE:
         return
     if api == "_bulk" or (len(rest) == 2 and rest[1] == "_bulk"):  # /idx/_bulk, /idx/type/_bulk
-        yield from _bulk(first, body)
+        yield from _bulk(first, request)
         return
     yield first, "the path"
     if api in _RESIZE_APIS and len(rest) >= 2:
@@ -101,9 +110,9 @@ def _named(method: str, segments: list[str], body: bytes) -> Iterator[tuple[str,
         yield rest[1], "the _rollover target"
 
 
-def _bulk(default: Optional[str], body: bytes) -> Iterator[tuple[str, str]]:
+def _bulk(default: Optional[str], request: Request) -> Iterator[tuple[str, str]]:
     try:
-        actions = parse_request(body)
+        actions = request.actions
     except BulkFormatError as e:
         unreadable = f"a _bulk body esproxy cannot read ({e})"
         raise _Refused(f"{unreadable}: cannot tell whether it writes a followed index") from None

@@ -17,11 +17,9 @@ splitting).
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import logging
 import time
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -32,7 +30,7 @@ import gevent
 
 from esproxy.clients.elastic import Elastic, Response, UpstreamError
 from esproxy.core import routing
-from esproxy.core.bulk import BulkFormatError, parse_request
+from esproxy.core.bulk import BulkFormatError
 from esproxy.core.config import ClientTls, ElasticDestination
 from esproxy.core.logs import redact_url
 from esproxy.core.schema import Duration, Url
@@ -40,6 +38,7 @@ from esproxy.core.stats import STATS
 from esproxy.replay import Rules
 
 from .readnames import Rewritten, follower_request
+from .request import BadBody, Request
 
 log = logging.getLogger("esproxy.reads")
 
@@ -75,11 +74,16 @@ def leader_reason(method: str, uri: str, body: bytes) -> Optional[str]:
     """Why the leader must answer this request, whatever the followers' state; None when a follower may.
 
     ``body`` is the request body as the client sent it (decompressed when it was compressed)."""
-    if routing.is_write(method, uri):
+    return _leader_reason(Request(method, uri, body), body)
+
+
+def _leader_reason(request: Request, plain: bytes) -> Optional[str]:
+    """:func:`leader_reason` of the request as the proxy's stages have it (``plain``: its plain body)."""
+    if request.writing:
         return WRITE
-    path, _, query = uri.partition("?")
-    segments = [unquote(s) for s in path.strip("/").split("/")]
-    if _stateful(segments, query, body):
+    segments = request.segments
+    query = request.uri.partition("?")[2]
+    if _stateful(segments, query, plain):
         return "scroll"
     if not any(s in routing.READ_ONLY_APIS for s in segments) and not _index_read(segments):
         return CLUSTER  # `/`, `_cat`, `_cluster`, `_nodes`, index settings and stats...: the leader's own
@@ -117,13 +121,19 @@ def read_indices(uri: str) -> Optional[list[str]]:
 
 
 def written_indices(method: str, uri: str, body: bytes) -> list[str]:
-    """The indices a write changed, as named; ``*`` when that is not known from the request."""
+    """The indices a write changed, as named; ``*`` when that is not known from the request (``body``: plain)."""
+    return _written(Request(method, uri, body))
+
+
+def _written(request: Request) -> list[str]:
+    """:func:`written_indices` of the request as the proxy's stages have it (its actions read once)."""
+    uri = request.uri
     named = read_indices(uri) or []
     segments = uri.partition("?")[0].strip("/").split("/")
     if "_bulk" in segments:
         try:
-            actions = parse_request(body)
-        except BulkFormatError:
+            actions = request.actions
+        except (BulkFormatError, BadBody):
             return ["*"]
         found = {str(a.meta["_index"]) for a in actions if a.meta.get("_index")}
         if any(not a.meta.get("_index") for a in actions):
@@ -388,30 +398,30 @@ class ReadRouter:
         self._turn = 0
 
     def choose(
-        self, environ: dict[str, Any], method: str, uri: str, body: bytes, followers: Sequence[Follower]
-    ) -> tuple[Optional[Follower], str, View]:
-        """(follower, "", what to ask it), or (None, why the leader answers, the request as it is)."""
-        as_sent = View(uri, body)
-        if routing.is_write(method, uri):  # before decompressing: a write's body is not looked at
-            return None, WRITE, as_sent
-        plain = _plain(environ, body)
+        self, environ: dict[str, Any], request: Request, followers: Sequence[Follower]
+    ) -> tuple[Optional[Follower], str, Optional[View]]:
+        """(follower, "", what to ask it), or (None, why the leader answers, None: the request as it is)."""
+        if request.writing:  # before decompressing: a write's body is not looked at
+            return None, WRITE, None
+        plain = _plain(request)
         if plain is None:
-            return None, CLUSTER, as_sent  # a body that does not decode: the leader answers as it would
-        reason = leader_reason(method, uri, plain)
+            return None, CLUSTER, None  # a body that does not decode: the leader answers as it would
+        reason = _leader_reason(request, plain)
         if reason is not None:
-            return None, reason, as_sent
+            return None, reason, None
         if environ.get(FORCE_ENVIRON, "").strip().lower() == "leader":
-            return None, "forced", as_sent
+            return None, "forced", None
+        uri = request.uri
         if self.recent is not None and self.recent.recently_wrote(
             client_key(environ), read_indices(uri), time.monotonic()
         ):
-            return None, "read_your_writes", as_sent
-        view = follower_view(method, uri, body, plain, self.rules)
+            return None, "read_your_writes", None
+        view = follower_view(request.method, uri, request.body, plain, self.rules)
         if view is None:
-            return None, "renamed", as_sent
+            return None, "renamed", None
         usable = [f for f in followers if f.unusable() is None]
         if not usable:
-            return None, (followers[0].unusable() or "down") if followers else CLUSTER, as_sent
+            return None, (followers[0].unusable() or "down") if followers else CLUSTER, None
         self._turn = (self._turn + 1) % len(usable)
         return usable[self._turn], "", view
 
@@ -420,15 +430,14 @@ class ReadRouter:
         primary: Elastic,
         followers: Sequence[Follower],
         environ: dict[str, Any],
-        method: str,
-        uri: str,
+        request: Request,
         headers: dict[str, str],
-        body: bytes,
         stream_over: Optional[int],
     ) -> Response:
         """The answer of the follower chosen, else of the leader; UpstreamError when the leader gives none."""
-        follower, reason, view = self.choose(environ, method, uri, body, followers)
-        if follower is not None:
+        follower, reason, view = self.choose(environ, request, followers)
+        method = request.method
+        if follower is not None and view is not None:
             asked, over = headers, stream_over
             if view.names is not None:  # a plain body in B's names, a whole plain answer to rename
                 asked = {k: v for k, v in headers.items() if k.lower() not in ("content-encoding", "accept-encoding")}
@@ -450,28 +459,26 @@ class ReadRouter:
                     return r if answer is r.body else dataclasses.replace(r, body=answer)
         if reason in FALLBACK_REASONS:
             STATS.read_fallback(reason)
-        r = primary.request(method, uri, headers, body, stream_over=stream_over)
+        r = primary.request(method, request.uri, headers, request.body, stream_over=stream_over)
         if reason != WRITE:
             STATS.read_by(redact_url(primary.url))
         return r
 
-    def answered(self, environ: dict[str, Any], method: str, uri: str, body: bytes, status: int) -> None:
+    def answered(self, environ: dict[str, Any], request: Request, status: int) -> None:
         """A request the leader answered: a successful write opens the client's read-your-writes window."""
-        if self.recent is None or not 200 <= status < 300 or not routing.is_write(method, uri):
+        if self.recent is None or not 200 <= status < 300 or not request.writing:
             return
-        plain = _plain(environ, body)
-        names = written_indices(method, uri, plain) if plain is not None else ["*"]
+        names = _written(request) if _plain(request) is not None else ["*"]
         self.recent.wrote(client_key(environ), names, time.monotonic())
 
 
-def _plain(environ: dict[str, Any], body: bytes) -> Optional[bytes]:
-    """The body decompressed as its Content-Encoding says; None when it does not decode."""
-    encoding = environ.get("HTTP_CONTENT_ENCODING", "").lower()
-    if not body or encoding not in ("gzip", "deflate"):
-        return body
+def _plain(request: Request) -> Optional[bytes]:
+    """The body decompressed as its Content-Encoding says (an empty one as it is); None when it does not decode."""
+    if not request.body:
+        return request.body
     try:
-        return gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
-    except (OSError, zlib.error, EOFError):
+        return request.plain
+    except BadBody:
         return None
 
 

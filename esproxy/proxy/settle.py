@@ -18,30 +18,35 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Optional
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote
 
 from esproxy.clients.elastic import Elastic
 from esproxy.core.bean import Bean, index_in_path
-from esproxy.core.bulk import DocOp, parse_request
+from esproxy.core.bulk import DocOp
 
-from .capture import write_kind
+from .request import Request
 
 log = logging.getLogger("esproxy.settle")
 
 UNSETTLED = ("_update_by_query", "_delete_by_query", "_reindex")
 
 
-def settle(intent: dict[str, Any], primary: Elastic, template: Bean) -> list[Bean]:
-    """Beans that make B match A for one write of unknown outcome (``template`` gives labels, ids...)."""
+def settle(intent: dict[str, Any], primary: Elastic, template: Bean, request: Optional[Request] = None) -> list[Bean]:
+    """Beans that make B match A for one write of unknown outcome (``template`` gives labels, ids...).
+
+    ``request``: the intent's request as the proxy's stages have it (what it is, a `_bulk`'s actions,
+    read once); none (an intent read back from the spool): one is made of the intent."""
     method, uri = intent["method"], intent["uri"]
+    if request is None:
+        request = Request(method, uri, intent.get("body", "").encode())
     path, _, query = uri.partition("?")
     params = {k: v[-1] for k, v in parse_qs(query).items()}
-    segments = [unquote(s) for s in path.strip("/").split("/")]
-    kind = write_kind(method, segments)
+    segments = request.segments
+    kind = request.kind
     targets: list[tuple[str, str, Optional[str]]] = []
     if kind == "bulk":
         default_index = segments[0] if len(segments) >= 2 else None
-        for action in parse_request(intent.get("body", "").encode()):
+        for action in request.actions:
             index, doc_id = action.meta.get("_index", default_index), action.meta.get("_id")
             if index and doc_id is not None:
                 targets.append((index, str(doc_id), action.meta.get("routing", params.get("routing"))))
@@ -66,7 +71,7 @@ def settle(intent: dict[str, Any], primary: Elastic, template: Bean) -> list[Bea
             Bean(
                 method,
                 uri,
-                intent.get("body", "").encode(),
+                request.plain,
                 template.header,
                 template.host,
                 template.remoteAddr,
