@@ -212,3 +212,42 @@ def test_unconsumed_partitions_age_while_their_committed_offset_stands_still() -
     # a partition this replay now holds is no longer read (not in end): forgotten
     assert observe(second, 110.0, {("t", 2): 7}, {("t", 2): 3}) == {("t", 2): Unconsumed(3, 105.0, 4)}
     assert observe(second, 110.0, {("t", 2): 7}, {("t", 2): 7}) == {}
+
+
+def test_a_lane_whose_replay_lands_part_of_its_records_is_not_stalled() -> None:
+    """A rate-limited hand-off goes as several sends (replay/writes.py calls progressed after each): the lane's
+    progress_at follows each part, so a slow but moving replay never reads as stalled; one that lands nothing
+    keeps its old progress_at."""
+    import time
+    from collections import namedtuple
+
+    from gevent.event import Event
+    from gevent.lock import Semaphore
+
+    from esproxy.replay.lanes import Lane, progressed
+
+    Record = namedtuple("Record", "offset timestamp value")
+    seen: list[float] = []
+
+    def apply(records, stop):
+        for _ in range(3):  # three parts, each landing after a pause (the rate limit's wait)
+            gevent.sleep(0.05)
+            progressed(stop)
+            seen.append(lane.progress_at)
+        return records[-1].offset
+
+    lane = Lane("t-0", apply, Semaphore(1), Event(), lambda: False, max_records=100, max_bytes=10_000)
+    lane.push([Record(o, 1_000_000 + o, b"x") for o in range(4)])
+    started = lane.progress_at
+    gevent.sleep(0.2)
+    assert len(seen) == 3 and started < seen[0] < seen[1] < seen[2] <= time.monotonic()
+    assert lane.applied == 3
+    lane.close()
+
+    stuck = Lane("t-1", lambda records, stop: None, Semaphore(1), Event(), lambda: False, 100, 10_000)
+    stuck.push([Record(0, 1_000_000, b"x")])
+    before = stuck.progress_at
+    gevent.sleep(0.05)
+    assert stuck.progress_at == before and stuck.applied is None
+    progressed(lambda: False)  # a replay outside a lane (a plain callable): nothing to tell, no error
+    stuck.close()

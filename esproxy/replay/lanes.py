@@ -100,7 +100,7 @@ class Lane:
             records = list(self._queue)
             self._clear()
             with self._gate:
-                last = self._apply(records, self._stop)
+                last = self._apply(records, LaneStop(self))
             if last is not None:
                 self.applied = last
                 self.progress_at = time.monotonic()
@@ -112,6 +112,29 @@ class Lane:
             else:
                 self.waiting = _mark(self._queue[0]) if self._queue else None
             self._progress.set()
+
+
+class LaneStop:
+    """What a lane hands its replay as ``stop``: true once the replay must end; and ``progressed()``, which a
+    replay calls when part of its records landed (a rate-limited batch goes as several `_bulk` requests, each
+    paid for first: at 10 docs/s a hand-off of 2000 records takes 200 s, and the lane is not stalled meanwhile)."""
+
+    __slots__ = ("lane",)
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+
+    def __call__(self) -> bool:
+        return self.lane._stop()
+
+    def progressed(self) -> None:
+        self.lane.progress_at = time.monotonic()
+
+
+def progressed(stop: Callable[[], bool]) -> None:
+    """Tell the lane behind ``stop`` (if any: a replay run outside a lane has none) that a part landed."""
+    if isinstance(stop, LaneStop):
+        stop.progressed()
 
 
 def _mark(record: Record) -> tuple[int, float]:

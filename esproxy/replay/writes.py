@@ -24,6 +24,7 @@ from esproxy.core.stats import STATS
 from .deadletters import DeadLetters
 from .followcreate import IndexCreator
 from .followed import deletes_index
+from .lanes import progressed
 from .ratelimit import RateLimit
 from .record import Record, where
 
@@ -114,6 +115,7 @@ class Writes:
                 self.throttle(len(send), sum(map(len, send)), stop)
                 for chunk, item in replay_docs(primary, send, stop):
                     self._refused_action(batch.origin[id(chunk)], primary, chunk, item, stop)
+                progressed(stop)
             for bean in batch.beans:
                 STATS.replayed(bean.index, len(bean.body), ok=True)
         for target, source, rule, docs, nbytes, timestamp in batch.followed:
