@@ -38,8 +38,8 @@ $(REAL_STAMP): $(STAMP) pyproject.toml
 
 test-real: $(REAL_STAMP)
 	$(BIN)/python tests/engines resolve
-	$(BIN)/pytest -q --engines=real --real-pair=es-os
-	$(BIN)/pytest -q --engines=real --real-pair=os-es
+	$(BIN)/pytest -q --durations=10 --engines=real --real-pair=es-os
+	$(BIN)/pytest -q --durations=10 --engines=real --real-pair=os-es
 
 # The long fuzz campaign (docs/operations.md, Security, Fuzzing): the property-based tests (tests/test_fuzz_*.py) with hypothesis's
 # "long" profile, 20,000 examples per property, a tenth or a twentieth of that for the costly ones (the proxy's

@@ -56,9 +56,12 @@ def real_engines_wanted(config) -> bool:
 def pytest_collection_modifyitems(config, items):
     if not real_engines_wanted(config):
         return
-    keep = [item for item in items if item.get_closest_marker("real")]
-    config.hook.pytest_deselected(items=[item for item in items if not item.get_closest_marker("real")])
-    items[:] = keep
+
+    def wanted(item) -> bool:
+        return bool(item.get_closest_marker("real")) and not item.get_closest_marker("stand_in_only")
+
+    config.hook.pytest_deselected(items=[item for item in items if not wanted(item)])
+    items[:] = [item for item in items if wanted(item)]
 
 
 REAL_ENGINES = pytest.StashKey[str]()
@@ -71,6 +74,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "real: also runs on the real engines (`make test-real`, --engines=real)")
+    config.addinivalue_line(
+        "markers",
+        "stand_in_only: a variant of a `real` test that adds nothing on the real engines (logic the engines"
+        " do not touch): `make test` only",
+    )
     # kafka-python's protocol loader uses deprecated importlib.resources calls: not our concern.
     config.addinivalue_line("filterwarnings", "ignore:read_text is deprecated:DeprecationWarning")
     config.addinivalue_line("filterwarnings", "ignore:open_text is deprecated:DeprecationWarning")
