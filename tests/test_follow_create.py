@@ -13,10 +13,9 @@ import sys
 
 import gevent
 import pytest
-import requests
 from support.basics import free_port, wait_until
 from support.configs import proxy_config, replay_config
-from support.elastic import es_doc
+from support.elastic import es_doc, index_meta, put
 from support.kafka import create_topic
 
 from esproxy.clients.elastic import Elastic
@@ -27,18 +26,6 @@ from esproxy.replay.followcreate import IndexCreator
 # Explicit mappings a document's dynamic mapping would not give: `n` and `tag` as keyword (dynamic: long,
 # text + keyword), `at` as epoch_millis dates (dynamic: long).
 MAPPINGS = {"properties": {"n": {"type": "keyword"}, "tag": {"type": "keyword"}, "at": {"type": "date"}}}
-
-
-def put(base: str, path: str, body: dict, **params: str) -> dict:
-    r = requests.put(f"{base}/{path}", params=params, json=body, timeout=10)
-    assert r.status_code in (200, 201), r.text
-    return r.json()
-
-
-def index_meta(base: str, index: str) -> dict:
-    r = requests.get(f"{base}/{index}", timeout=10)
-    assert r.status_code == 200, r.text
-    return r.json()[index]
 
 
 def make_source_index(base: str, index: str, docs: int = 3) -> None:

@@ -22,7 +22,7 @@ from support.kafka import create_topic
 from support.servers import DemoServer
 
 CTL = REPO / "ops" / "ctl"
-PROGRAM = """\
+SUPERVISOR = """\
 [unix_http_server]
 file={var}/supervisor.sock
 
@@ -39,19 +39,26 @@ serverurl=unix://{var}/supervisor.sock
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
-[program:elasticproxy]
+"""
+
+# supervisord.conf's way to run a role ({name}: elasticproxy or kafka2elastic), under a supervisord of the test's own
+PROGRAM = (
+    SUPERVISOR
+    + """\
+[program:{name}]
 command={python} -m esproxy -c {conf}
-directory={var}/elasticproxy
+directory={var}/{name}
 autostart=true
 startsecs=1
 stopsignal=TERM
 stopwaitsecs=30
 environment=PYTHONUNBUFFERED="1"
 redirect_stderr=true
-stdout_logfile={var}/log/elasticproxy.log
+stdout_logfile={var}/log/{name}.log
 stdout_logfile_maxbytes=50MB
 stdout_logfile_backups=5
 """
+)
 
 
 @pytest.fixture
@@ -85,7 +92,7 @@ def test_ctl_status_prints_the_pid_and_the_health(cluster, broker, tmp_path):
         )
     )
     sup = tmp_path / "supervisord.conf"
-    sup.write_text(PROGRAM.format(var=var, python=sys.executable, conf=conf))
+    sup.write_text(PROGRAM.format(var=var, python=sys.executable, conf=conf, name="elasticproxy"))
     env = {
         **os.environ,
         "SUPERVISORD_CONF": str(sup),
@@ -134,36 +141,6 @@ def test_ctl_status_prints_the_pid_and_the_health(cluster, broker, tmp_path):
     assert "esproxy stopped" in (var / "log" / "elasticproxy.log").read_text()
 
 
-REPLAY_PROGRAM = """\
-[unix_http_server]
-file={var}/supervisor.sock
-
-[supervisord]
-logfile={var}/log/supervisord.log
-pidfile={var}/supervisord.pid
-childlogdir={var}/log
-directory={var}
-nodaemon=false
-
-[supervisorctl]
-serverurl=unix://{var}/supervisor.sock
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[program:kafka2elastic]
-command={python} -m esproxy -c {conf}
-directory={var}/kafka2elastic
-autostart=true
-startsecs=1
-stopsignal=TERM
-stopwaitsecs=30
-environment=PYTHONUNBUFFERED="1"
-redirect_stderr=true
-stdout_logfile={var}/log/kafka2elastic.log
-"""
-
-
 @pytest.mark.real
 def test_replay_restarted_twice_during_its_group_join_converges(
     esproxy, es_a, es_b, kafka, names, port, tmp_path, engine_kinds
@@ -189,7 +166,7 @@ def test_replay_restarted_twice_during_its_group_join_converges(
         )
     )
     sup = tmp_path / "supervisord.conf"
-    sup.write_text(REPLAY_PROGRAM.format(var=var, python=sys.executable, conf=conf))
+    sup.write_text(PROGRAM.format(var=var, python=sys.executable, conf=conf, name="kafka2elastic"))
     env = {
         **os.environ,
         "SUPERVISORD_CONF": str(sup),

@@ -17,7 +17,7 @@ import requests
 import yaml
 from support.basics import free_port, wait_until
 from support.configs import proxy_config, replay_config
-from support.elastic import bulk_load, compare_until_equal, es_doc
+from support.elastic import bulk_load, compare_until_equal, es_doc, index_meta, put
 from support.kafka import create_topic
 from support.load import Churn
 
@@ -41,18 +41,6 @@ def sync_copy(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Complet
         check=False,
         cwd=cwd,
     )
-
-
-def put(base: str, path: str, body: dict, **params: str) -> dict:
-    r = requests.put(f"{base}/{path}", params=params, json=body, timeout=10)
-    assert r.status_code in (200, 201), r.text
-    return r.json()
-
-
-def index_meta(base: str, index: str) -> dict:
-    r = requests.get(f"{base}/{index}", timeout=10)
-    assert r.status_code == 200, r.text
-    return r.json()[index]
 
 
 def make_source_index(base: str, index: str, docs: int = 3) -> None:

@@ -71,3 +71,17 @@ def bulk_load(base: str, index: str, count: int, chunk: int = 2000) -> None:
         )
         assert r.status_code == 200 and not r.json()["errors"], r.text[:500]
     requests.post(f"{base}/{index}/_refresh", timeout=60)
+
+
+def put(base: str, path: str, body: dict, **params: str) -> dict:
+    """PUT a JSON body; the answer, which must be 200 or 201."""
+    r = requests.put(f"{base}/{path}", params=params, json=body, timeout=10)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def index_meta(base: str, index: str) -> dict:
+    """GET /index: its mappings, settings and aliases."""
+    r = requests.get(f"{base}/{index}", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()[index]
