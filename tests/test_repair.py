@@ -84,6 +84,21 @@ def damaged_pair(a: str, b: str, index: str) -> None:
     put(b, index, "9", {"n": 9}, routing="r9")
 
 
+def test_compare_counts_an_index_the_target_lacks_even_empty(es_a, es_b, names):
+    only_a, only_b = names.index("onlya"), names.index("onlyb")
+    assert requests.put(f"{es_a}/{only_a}", timeout=10).status_code == 200
+    assert requests.put(f"{es_b}/{only_b}", timeout=10).status_code == 200
+    result = compare(es_a, es_b, f"{only_a},{only_b}")
+    assert result.returncode == 1, result.stdout
+    assert f"{only_a}: source 0 docs, target 0 docs: 0 missing, 0 extra, 0 different (no such index in the target)" in (
+        result.stdout
+    )
+    assert f"{only_b}: source 0 docs, target 0 docs: ok (no such index in the source)" in result.stdout
+    assert "compared 2 index(es): 1 difference(s)" in result.stdout
+    assert requests.put(f"{es_b}/{only_a}", timeout=10).status_code == 200
+    assert compare(es_a, es_b, f"{only_a},{only_b}").returncode == 0
+
+
 def test_missing_extra_and_different_documents_are_repaired_routing_kept(es_a, es_b, names):
     index, only_b = names.index(), names.index("onlyb")
     damaged_pair(es_a, es_b, index)

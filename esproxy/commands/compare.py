@@ -2,7 +2,8 @@
 
 Index by index: document counts, then every `_id` and a hash of its `_source`, read by scrolling
 both sides. Prints a summary and the first differences (missing in the target, extra in the
-target, different `_source`); exit status 1 when anything differs.
+target, different `_source`); an index of the source the target lacks is a difference too, even
+empty. Exit status 1 when anything differs.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ class IndexReport:
     missing: list[str] = field(default_factory=list)  # in the source, not in the target
     extra: list[str] = field(default_factory=list)  # in the target, not in the source
     different: list[str] = field(default_factory=list)
+    absent_from: str = ""  # "target" or "source" when the index itself exists on one side only
 
     @property
     def differences(self) -> int:
-        return len(self.missing) + len(self.extra) + len(self.different)
+        """An index the target lacks is a difference even when empty (the replica is missing it); one only
+        the target has counts by its documents (B may hold indices of its own)."""
+        return len(self.missing) + len(self.extra) + len(self.different) + (self.absent_from == "target")
 
 
 def command_failed(command: str, e: Exception) -> int:
@@ -133,6 +137,8 @@ def compare_index(
     report.source_count = call(source, "GET", f"/{index}/_count").get("count", 0)
     theirs = dict(documents(target, target_index or index)) if present_in_target else {}
     report.target_count = len(theirs)
+    if not present_in_target:
+        report.absent_from = "target"
     for doc_id, digest in documents(source, index):
         other = theirs.pop(doc_id, None)
         if other is None:
@@ -201,7 +207,7 @@ def run(
                 report.index = f"{index} -> {in_target}"
             reports.append(report)
         else:  # only in the target
-            report = IndexReport(index)
+            report = IndexReport(index, absent_from="source")
             report.extra = [doc_id for doc_id, _ in documents(target, index)]
             report.target_count = len(report.extra)
             reports.append(report)
@@ -214,6 +220,8 @@ def run(
             if not r.differences
             else (f"{len(r.missing)} missing, {len(r.extra)} extra, {len(r.different)} different")
         )
+        if r.absent_from:
+            state = f"{state} (no such index in the {r.absent_from})"
         print(f"{r.index}: source {r.source_count} docs, target {r.target_count} docs: {state}", file=out)
     shown = 0
     for r in reports:
