@@ -177,7 +177,7 @@ def peer_rows(res: dict[str, Any], cpu_us: Callable[[Any], Optional[float]]) -> 
         rows[-1].figure = "S2 accesslog: false, proxy CPU µs per request"
     peak = res.get("peak_rss") or {}
     if "peer" in peak:
-        figure = f"peak RSS MB (VmHWM, the process's whole life up to the end of {peak['after']})"
+        figure = f"peak RSS MB (VmHWM: the process's peak from its start to the end of {peak['after']})"
         rows.append(PeerRow(figure, peak["esproxy"], peak["peer"], "lower", digits=1))
     return rows
 

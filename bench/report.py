@@ -580,11 +580,29 @@ def _s5(s5: dict[str, Any], s1: Optional[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _ratio_panel(ax: Any, rows: list[Any]) -> None:
+    """esproxy / Go elasticproxy per figure, a bar from 1 to the ratio; green where esproxy is the better one."""
+    ys = list(range(len(rows)))[::-1]
+    colors = [
+        "tab:gray" if r.ratio == 1 else ("tab:green" if (r.ratio > 1) == (r.better == "higher") else "tab:red")
+        for r in rows
+    ]
+    ax.barh(ys, [r.ratio - 1 for r in rows], left=1, color=colors)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(ys, [r.figure.replace(", proxy CPU", " CPU").split(" (")[0] for r in rows], fontsize=7)
+    for y, r in zip(ys, rows):
+        ax.text(r.ratio, y, f" {r.ratio:.2f}", va="center", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_title("esproxy / Go elasticproxy (green: esproxy ahead)", fontsize=10)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+
+
 CHART_LABELS = {"peer": "Go elasticproxy", "peer_noaccesslog": "Go elasticproxy, no accesslog"}
 
 
 def chart(res: dict[str, Any], path: Path) -> Optional[str]:
-    """Latency by percentile for S1 and S2, one PNG; None when matplotlib is missing."""
+    """Latency by percentile for S1 and S2 (and S3), with a peer a panel of the ratios esproxy / peer; one PNG;
+    None when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -595,7 +613,10 @@ def chart(res: dict[str, Any], path: Path) -> Optional[str]:
     panels = [(name, res[name]) for name in ("S1", "S2", "S3") if name in res]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    ratios = [r for r in peer_rows(res, cpu_us) if r.ratio is not None]
+    fig, axes = plt.subplots(
+        1, len(panels) + bool(ratios), figsize=(6 * (len(panels) + bool(ratios)), 4.5), squeeze=False
+    )
     ticks = [50, 90, 99, 99.9, 99.99]
     for ax, (name, scen) in zip(axes[0], panels):
         for side in (
@@ -622,6 +643,8 @@ def chart(res: dict[str, Any], path: Path) -> Optional[str]:
         ax.set_title(f"{name}: latency by percentile")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+    if ratios:
+        _ratio_panel(axes[0][-1], ratios)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
