@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from .lag import LagResult, percentile
 from .load import LoadResult
-from .peer import PEER_HEADER, PEER_NAME, format_row, peer_rows
+from .peer import PEER_HEADER, PEER_NAME, PeerRow, format_row, peer_rows
 from .scenarios import Side
 
 PCTS = (50, 75, 90, 95, 99, 99.9, 99.99)
@@ -593,6 +593,11 @@ def _ratio_panel(ax: Any, rows: list[Any]) -> None:
     for y, r in zip(ys, rows):
         ax.text(r.ratio, y, f" {r.ratio:.2f}", va="center", fontsize=7)
     ax.set_xscale("log")
+    lo = math.floor(math.log2(min(r.ratio for r in rows + [PeerRow("", 1, 1, "")]) / 1.2))
+    hi = math.ceil(math.log2(max(r.ratio for r in rows + [PeerRow("", 1, 1, "")]) * 1.2))
+    ax.set_xlim(2.0**lo, 2.0**hi)
+    ax.set_xticks([2.0**k for k in range(lo, hi + 1)], [f"{2.0**k:g}" for k in range(lo, hi + 1)])
+    ax.set_xticks([], minor=True)
     ax.set_title("esproxy / Go elasticproxy (green: esproxy ahead)", fontsize=10)
     ax.grid(True, axis="x", which="both", alpha=0.3)
 
