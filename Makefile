@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run stop status test test-real fuzz lint docs clean bench test-copy-100k
+.PHONY: install run stop status test test-real fuzz lint docs clean bench bench-peer test-copy-100k
 
 install: $(STAMP)
 
@@ -56,8 +56,15 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 # Side-by-side benchmark (issue 6) on free loopback ports; BENCH_N=200000 is the seed's full run.
 # Installs wrk (Debian package) itself when missing. Report: bench/results/latest.md (+ a PNG chart).
 # BENCH_ENGINES=real: A = Elasticsearch 8, B = OpenSearch 2, Kafka 3.9 (tests/engines; needs java, javac, mvn).
+# BENCH_PEER=PATH: S1 and S2 also run through the Go elasticproxy binary at PATH (`--peer`; `make bench-peer`
+# builds one into var/peer/elasticproxy; docs/performance.md).
 bench: $(BENCH_STAMP)
-	BENCH_COMMAND="make bench$(if $(BENCH_N), BENCH_N=$(BENCH_N))$(if $(BENCH_ENGINES), BENCH_ENGINES=$(BENCH_ENGINES))" $(BIN)/python -m bench $(if $(BENCH_N),--n $(BENCH_N)) $(if $(BENCH_ENGINES),--engines $(BENCH_ENGINES)) $(BENCH_ARGS)
+	BENCH_COMMAND="make bench$(if $(BENCH_N), BENCH_N=$(BENCH_N))$(if $(BENCH_ENGINES), BENCH_ENGINES=$(BENCH_ENGINES))$(if $(BENCH_ARGS), BENCH_ARGS=\"$(BENCH_ARGS)\")$(if $(BENCH_PEER), BENCH_PEER=$(BENCH_PEER))" $(BIN)/python -m bench $(if $(BENCH_N),--n $(BENCH_N)) $(if $(BENCH_ENGINES),--engines $(BENCH_ENGINES)) $(if $(BENCH_PEER),--peer $(BENCH_PEER)) $(BENCH_ARGS)
+
+# The Go original for `make bench BENCH_PEER=var/peer/elasticproxy`: built with `go build` from PEER_SRC (a source
+# directory, or a git repository to clone; default github.com/bingoohuang/elasticproxy at ed4d43a), its go.mod as is.
+bench-peer:
+	ops/build-peer $(PEER_SRC)
 
 lint: install
 	$(BIN)/ruff check esproxy tests bench ops/demo-server ops/update-config-reference

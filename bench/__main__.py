@@ -1,7 +1,10 @@
 """``python -m bench`` (``make bench``): start the servers, run the scenarios, write the report.
 
     python -m bench [--n N] [--only S1,S4] [--s2-seconds 10] [--s3-requests 40] [--lag-n 20000]
-                    [--engines stand-in|real [--real-pair es-os|os-es]]
+                    [--engines stand-in|real [--real-pair es-os|os-es]] [--peer PATH]
+
+``--peer PATH``: S1 and S2 also run through the Go elasticproxy binary at PATH, beside esproxy
+(bench/peer.py; how to build it: docs/performance.md). Without it the bench runs without the peer.
 
 Everything runs on 127.0.0.1 on free ports; every process started is stopped at the end, on failure
 and on Ctrl-C / SIGTERM.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from . import report
 from .load import ensure_wrk
+from .peer import PeerError, check_binary
 from .scenarios import Bench, Options
 from .servers import REPO, Stack
 
@@ -46,6 +50,12 @@ def _args(argv: list[str]) -> argparse.Namespace:
         help="stand-in: osmem and Tansu; real: Elasticsearch, OpenSearch and Kafka JVMs (docs/real-engines.md)",
     )
     p.add_argument("--real-pair", choices=["es-os", "os-es"], default="es-os", help="with --engines real: A-B")
+    p.add_argument(
+        "--peer",
+        type=Path,
+        metavar="PATH",
+        help="the Go elasticproxy binary: S1 and S2 also run through it, beside esproxy (make bench-peer builds it)",
+    )
     return p.parse_args(argv)
 
 
@@ -89,7 +99,18 @@ def main(argv: list[str]) -> int:
         lag_n=args.lag_n,
         lag_rate=args.lag_rate,
         scenarios=tuple(s.strip().upper() for s in args.only.split(",") if s.strip()),
+        peer=args.peer.resolve() if args.peer else None,
     )
+    peer_about = ""
+    if opts.peer:
+        try:
+            peer_about = check_binary(opts.peer)
+        except PeerError as e:
+            print(f"bench: {e}", file=sys.stderr)
+            return 2
+        if not {"S1", "S2"} & set(opts.scenarios):
+            print(f"bench: --peer runs in S1 and S2 only, and --only {args.only} has neither", file=sys.stderr)
+            return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out
     workdir = out / f"run-{stamp}"
@@ -108,6 +129,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; stopping what it started", file=sys.stderr)
         return 130
+    except PeerError as e:
+        print(f"bench: {e}\n(logs in {workdir})", file=sys.stderr)
+        return 2
     except Exception as e:
         print(f"bench: failed: {e}\n(logs in {workdir})", file=sys.stderr)
         raise
@@ -123,6 +147,13 @@ def main(argv: list[str]) -> int:
             .replace("osmem A and B, Tansu", "the real engines below")
             .replace("on a second pair of clusters", "on the same clusters (an index")
             .replace("and a topic of their own", "and a topic of its own)")
+        )
+    if opts.peer:
+        dropped = bench.results.get("peer", {}).get("not_carried_over", [])
+        meta["peer"] = (
+            f"the Go elasticproxy {opts.peer} ({peer_about}) in S1 and S2: the same A and broker, conf1.yml's "
+            "settings in its config, a port and a topic of its own; not carried over (no equivalent): "
+            + (", ".join(f"`{k}`" for k in dropped) or "nothing")
         )
     meta["duration"] = f"{time.monotonic() - t0:.0f}s for the whole run; servers' logs and configs in {workdir.name}/"
     png = report.chart(bench.results, out / f"latency-{stamp}.png")

@@ -12,15 +12,24 @@ _TICK = os.sysconf("SC_CLK_TCK")
 _ESTABLISHED = "01"
 
 
-def rss_mb(pid: int) -> Optional[float]:
+def _status_mb(pid: int, key: str) -> Optional[float]:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+def rss_mb(pid: int) -> Optional[float]:
+    return _status_mb(pid, "VmRSS:")
+
+
+def peak_rss_mb(pid: int) -> Optional[float]:
+    """The process's peak resident memory so far (VmHWM), whatever the samples saw."""
+    return _status_mb(pid, "VmHWM:")
 
 
 def _stat(pid: int) -> Optional[list[str]]:

@@ -9,13 +9,16 @@ from typing import Any, Optional
 
 from .lag import LagResult, percentile
 from .load import LoadResult
+from .peer import PEER_HEADER, PEER_NAME, PeerRow, format_row, peer_rows
 from .scenarios import Side
 
 PCTS = (50, 75, 90, 95, 99, 99.9, 99.99)
 TARGETS = {"S1": 0.95, "S2": 0.85, "S4": 0.8, "RSS": 64.0, "workers": 1.6}
 # issue 16: reads at close to relay cost, workers without a tail
 READ_TARGETS = {"S2 nodelay": 0.7, "CPU per GET": 1.5, "workers p99": 1.5, "S1 bare": 0.97}
-SERVERS = ("esproxy", "esproxy (master + workers)", "bare WSGIServer", "bare forwarder")
+# issue 24: esproxy / the Go original, each in one process, in the same run
+PEER_TARGETS = {"S2 req/s": 0.5, "CPU per GET": 2.0, "CPU per write": 1.5, "S1 req/s": 1.0}
+SERVERS = ("esproxy", "esproxy (master + workers)", "bare WSGIServer", "bare forwarder", PEER_NAME)
 
 
 def cpu_us(side: Side) -> Optional[float]:
@@ -239,9 +242,37 @@ def summary_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             rows.append(
                 ("S2 p99 workers: 2 / workers: 1 flat out (each side as fast as it answers)", measured, "", note)
             )
+    rows += _peer_target_rows(res)
     if s4 and "skipped" not in s4:
         r = ratio(s4["replay_rate"], s4["bulk_rate"])
         rows.append(("S4 replay / direct _bulk docs/s", fmt_ratio(r), f"≥ {TARGETS['S4']}", _met(r, TARGETS["S4"])))
+    return rows
+
+
+def _peer_target_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Issue 24's targets against the Go original, where this run measured both sides."""
+    s1, s2 = res.get("S1") or {}, res.get("S2") or {}
+    rows = []
+
+    def both(figure: str, e: Optional[float], p: Optional[float], goal: float, higher: bool, unit: str = "") -> None:
+        r = ratio(e or 0.0, p or 0.0) if e is not None and p is not None else None
+        verdict = _met(r, goal) if higher else _at_most(r, goal)
+        measured = f"{fmt_us(e)} / {fmt_us(p)}{unit} = {fmt_ratio(r)}"
+        rows.append(
+            (f"{figure}: esproxy / Go elasticproxy (issue 24)", measured, f"{'≥' if higher else '≤'} {goal}×", verdict)
+        )
+
+    if "peer" in s2:
+        both("S2 req/s", s2["proxy"].load.rps, s2["peer"].load.rps, PEER_TARGETS["S2 req/s"], True)
+        both("S2 CPU µs per GET", cpu_us(s2["proxy"]), cpu_us(s2["peer"]), PEER_TARGETS["CPU per GET"], False)
+    if "peer_noaccesslog" in s2 and "proxy_noaccesslog" in s2:  # the Go tool's default: no access log
+        e, p = s2["proxy_noaccesslog"], s2["peer_noaccesslog"]
+        both("S2 req/s, accesslog: false on both", e.load.rps, p.load.rps, PEER_TARGETS["S2 req/s"], True)
+        both("S2 CPU µs per GET, accesslog: false on both", cpu_us(e), cpu_us(p), PEER_TARGETS["CPU per GET"], False)
+    if "peer" in s1:
+        both("S1 req/s", s1["proxy"].load.rps, s1["peer"].load.rps, PEER_TARGETS["S1 req/s"], True)
+        goal = PEER_TARGETS["CPU per write"]
+        both("S1 CPU µs per captured write", cpu_us(s1["proxy"]), cpu_us(s1["peer"]), goal, False)
     return rows
 
 
@@ -273,6 +304,18 @@ def markdown(res: dict[str, Any], meta: dict[str, str], chart: Optional[str]) ->
         "|---|---|---|---|",
     ]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(res)]
+    rows = peer_rows(res, cpu_us)
+    if rows:
+        out += [
+            "",
+            "## esproxy beside the Go original (elasticproxy, `--peer`)",
+            "",
+            "Each in one process, in this run, on the same cluster A and broker (the ratio is esproxy / Go; "
+            "CPU: user + system time of the proxy process during the run / answers wrk received):",
+            "",
+            PEER_HEADER,
+            *[format_row(r) for r in rows],
+        ]
     if "S1" in res:
         out += _s1(res["S1"], res)
     if "S4" in res:
@@ -303,6 +346,8 @@ def _s1(s1: dict[str, Any], res: dict[str, Any]) -> list[str]:
         _side_row("direct to A", s1["direct"]),
         _side_row("through the proxy (Kafka on)", s1["proxy"]),
     ]
+    if "peer" in s1:
+        out.append(_side_row("through the Go elasticproxy (peer, Kafka on)", s1["peer"]))
     if "bare" in s1:
         out.append(_side_row("through a bare forwarder (nothing captured)", s1["bare"]))
     if "lag" in s1:
@@ -315,6 +360,9 @@ def _s1(s1: dict[str, Any], res: dict[str, Any]) -> list[str]:
         _ratio_row("proxy", p, d),
     ]
     docs = f"direct index {s1['direct_docs_in_a']}, proxy index {s1['proxy_docs_in_a']}"
+    if "peer" in s1:
+        out.append(_ratio_row("Go elasticproxy (peer)", s1["peer"].load, d))
+        docs += f", peer index {s1['peer_docs_in_a']}"
     if "bare" in s1:
         out.append(_ratio_row("bare forwarder", s1["bare"].load, d))
         docs += f", bare forwarder index {s1['bare_docs_in_a']}"
@@ -332,6 +380,7 @@ def _s1(s1: dict[str, Any], res: dict[str, Any]) -> list[str]:
         "which the server may still apply)",
         f"- Kafka records produced: {s1['messages']} (sum of end offsets {s1['end_offsets']}; Tansu's end offset "
         "moves by one per record batch)",
+        *_s1_peer_lines(s1),
         f"- B's documents after the replay drained (S4): {b_docs}",
         f"- proxy RSS: idle after start {res.get('started', {}).get('proxy_rss_idle', 0):.1f} MB; S1 start "
         f"{s1['rss']['start']:.1f}, middle {s1['rss']['middle']:.1f}, end {s1['rss']['end']:.1f} MB",
@@ -339,11 +388,25 @@ def _s1(s1: dict[str, Any], res: dict[str, Any]) -> list[str]:
         "### direct", "", "```", seed_block(s1["direct"]), "```",
         "", "### through the proxy", "", "```", seed_block(s1["proxy"]), "```",
     ]  # fmt: skip
+    if "peer" in s1:
+        out += ["", "### through the Go elasticproxy (peer)", "", "```", seed_block(s1["peer"]), "```"]
     if "bare" in s1:
         out += ["", "### through the bare forwarder", "", "```", seed_block(s1["bare"]), "```"]
     if "lag" in s1:
         out += _s1_lag(s1["lag"])
     return out
+
+
+def _s1_peer_lines(s1: dict[str, Any]) -> list[str]:
+    if "peer" not in s1:
+        return []
+    up, rss = s1["peer_upstream"], s1["peer_rss"]
+    return [
+        f"- the Go elasticproxy (peer): Kafka records on its topic `{s1['peer_topic']}`: {s1['peer_messages']} "
+        f"(sum of end offsets {s1['peer_end_offsets']}) for {s1['peer_docs_in_a']} documents in its index; "
+        f"upstream connections to A min {up['min']}, median {up['median']:.0f}, max {up['max']}; "
+        f"RSS start {rss['start'] or 0:.1f}, middle {rss['middle'] or 0:.1f}, end {rss['end'] or 0:.1f} MB",
+    ]
 
 
 def _s1_lag(lag: dict[str, Any]) -> list[str]:
@@ -422,6 +485,8 @@ def _s2(s2: dict[str, Any]) -> list[str]:
         _side_row("direct to A (osmem)", s2["direct"]),
         _side_row("through the proxy", s2["proxy"]),
         *[_side_row("through the proxy, accesslog: false", s2[k]) for k in ("proxy_noaccesslog",) if k in s2],
+        *[_side_row("through the Go elasticproxy (peer)", s2[k]) for k in ("peer",) if k in s2],
+        *[_side_row("through the Go elasticproxy, accesslog: false", s2[k]) for k in ("peer_noaccesslog",) if k in s2],
         _side_row("bare gevent WSGIServer (same body)", s2["bare"]),
         _side_row("bare gevent WSGIServer + TCP_NODELAY", s2["bare_nodelay"]),
     ]
@@ -440,7 +505,7 @@ def _s2(s2: dict[str, Any]) -> list[str]:
         "TCP_NODELAY the body waits for the client's delayed ACK (~40 ms), so its req/s is 100 connections / "
         "~45 ms whatever the CPU; the TCP_NODELAY row is the server's real CPU ceiling on this machine",
         "- CPU (cores busy on average) — "
-        + "; ".join(_cpu(name, s2[name]) for name in ("direct", "proxy", "bare", "bare_nodelay")),
+        + "; ".join(_cpu(name, s2[name]) for name in ("direct", "proxy", "peer", "bare", "bare_nodelay") if name in s2),
         "- server CPU µs/answer: user + system CPU of the server under test (the proxy with its workers, "
         "or the bare server; not osmem A) during the run, divided by the answers wrk received",
     ]
@@ -515,8 +580,34 @@ def _s5(s5: dict[str, Any], s1: Optional[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _ratio_panel(ax: Any, rows: list[Any]) -> None:
+    """esproxy / Go elasticproxy per figure, a bar from 1 to the ratio; green where esproxy is the better one."""
+    ys = list(range(len(rows)))[::-1]
+    colors = [
+        "tab:gray" if r.ratio == 1 else ("tab:green" if (r.ratio > 1) == (r.better == "higher") else "tab:red")
+        for r in rows
+    ]
+    ax.barh(ys, [r.ratio - 1 for r in rows], left=1, color=colors)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(ys, [r.figure.replace(", proxy CPU", " CPU").split(" (")[0] for r in rows], fontsize=7)
+    for y, r in zip(ys, rows):
+        ax.text(r.ratio, y, f" {r.ratio:.2f}", va="center", fontsize=7)
+    ax.set_xscale("log")
+    lo = math.floor(math.log2(min(r.ratio for r in rows + [PeerRow("", 1, 1, "")]) / 1.2))
+    hi = math.ceil(math.log2(max(r.ratio for r in rows + [PeerRow("", 1, 1, "")]) * 1.2))
+    ax.set_xlim(2.0**lo, 2.0**hi)
+    ax.set_xticks([2.0**k for k in range(lo, hi + 1)], [f"{2.0**k:g}" for k in range(lo, hi + 1)])
+    ax.set_xticks([], minor=True)
+    ax.set_title("esproxy / Go elasticproxy (green: esproxy ahead)", fontsize=10)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+
+
+CHART_LABELS = {"peer": "Go elasticproxy", "peer_noaccesslog": "Go elasticproxy, no accesslog"}
+
+
 def chart(res: dict[str, Any], path: Path) -> Optional[str]:
-    """Latency by percentile for S1 and S2, one PNG; None when matplotlib is missing."""
+    """Latency by percentile for S1 and S2 (and S3), with a peer a panel of the ratios esproxy / peer; one PNG;
+    None when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -527,13 +618,18 @@ def chart(res: dict[str, Any], path: Path) -> Optional[str]:
     panels = [(name, res[name]) for name in ("S1", "S2", "S3") if name in res]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    ratios = [r for r in peer_rows(res, cpu_us) if r.ratio is not None]
+    fig, axes = plt.subplots(
+        1, len(panels) + bool(ratios), figsize=(6 * (len(panels) + bool(ratios)), 4.5), squeeze=False
+    )
     ticks = [50, 90, 99, 99.9, 99.99]
     for ax, (name, scen) in zip(axes[0], panels):
         for side in (
             "direct",
             "proxy",
             "proxy_noaccesslog",
+            "peer",
+            "peer_noaccesslog",
             "bare",
             "bare_nodelay",
             "proxy_2_workers",
@@ -544,13 +640,16 @@ def chart(res: dict[str, Any], path: Path) -> Optional[str]:
             r: LoadResult = scen[side].load
             pts = [(p, us) for p, us in r.percentiles_us if p < 100]
             xs = [-math.log10(1 - p / 100) for p, _ in pts]
-            ax.plot(xs, [us / 1000 for _, us in pts], label=f"{side} ({r.rps:.0f} req/s)")
+            label = CHART_LABELS.get(side, side)
+            ax.plot(xs, [us / 1000 for _, us in pts], label=f"{label} ({r.rps:.0f} req/s)")
         ax.set_xticks([-math.log10(1 - p / 100) for p in ticks], [f"P{p:g}" for p in ticks])
         ax.set_yscale("log")
         ax.set_ylabel("latency (ms)")
         ax.set_title(f"{name}: latency by percentile")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
+    if ratios:
+        _ratio_panel(axes[0][-1], ratios)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,10 +1,15 @@
 """The scenarios of issue 6, run in one go against one set of servers so the ratios are side by side.
 
-Order: S1 (writes: direct, through the proxy, then through a bare forwarder for reference; no
-replay running; then the lag run: the proxy again with the replay live, on a pair of clusters of
-its own, measuring replication lag per sampled write, see lag.py), S4 (the replay drains what S1
+Order: S1 (writes: direct, through the proxy, through the Go original when ``--peer`` names its
+binary, then through a bare forwarder for reference; no replay running; then the lag run: the proxy
+again with the replay live, on a pair of clusters of its own, measuring replication lag per sampled
+write, see lag.py), S4 (the replay drains what S1
 captured into B; then a direct ``_bulk`` of the same documents into B), S2 (GET capacity), S3
 (``_bulk`` through the proxy and direct), S5 (S1's proxy side per ``durability`` value).
+
+With a peer (bench/peer.py), S1 and S2 also run through the Go elasticproxy: on the same cluster A and
+broker, with conf1.yml's settings translated to its config, a port of its own and a topic of its own
+(S4 drains the esproxy topic and counts what S1 captured into it).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import yaml
 from . import data, probes
 from .lag import LagProbe, ReplayLagSampler
 from .load import LoadResult, run_wrk
-from .procstat import Sampler, cpu_seconds, rss_mb
+from .peer import PEER_NAME, PeerError, peer_config
+from .procstat import Sampler, cpu_seconds, peak_rss_mb, rss_mb
 from .servers import REPO, Proc, Stack, check_config, free_port
 
 DURABILITY_VALUES = ("none", "spool", "kafka")
@@ -40,6 +46,7 @@ class Options:
     scenarios: tuple[str, ...] = ("S1", "S2", "S3", "S4", "S5")
     lag_n: int = 20000  # writes of S1's lag run (capped at n; 0: no lag run)
     lag_rate: float = 25.0  # lag probe writes per second during it
+    peer: Optional[Path] = None  # the Go elasticproxy binary: S1 and S2 run through it too
 
 
 @dataclass
@@ -68,6 +75,10 @@ class Bench:
         self.topic = f"bench.s1.{self.run_id}"
         self.people = data.write_people(self.workdir / "people.txt", self.opts.n + self.opts.connections)
         self.proxy = self.start_proxy("proxy", self.topic)
+        self.peer: Optional[Proc] = None
+        self.peer_topic = f"bench.s1.peer.{self.run_id}"
+        if self.opts.peer and {"S1", "S2"} & set(self.opts.scenarios):
+            self.peer = self.start_peer("peer", self.peer_topic)
 
     def proxy_config(self, port: int, topic: str, upstream: Optional[Proc] = None, **extra: Any) -> dict:
         """conf1.yml as shipped, pointed at our servers (its chanSize, accesslog, Kafka settings):
@@ -106,6 +117,17 @@ class Bench:
         p.wait_for(lambda: "has id" in p.log() and "kafka producer for topic" in p.log(), "cluster id + producer")
         return p
 
+    def start_peer(self, name: str, topic: str, **extra: Any) -> Proc:
+        """The Go original with the config of ``start_proxy(name, topic, **extra)``, on a port of its own."""
+        assert self.opts.peer is not None
+        port = free_port()
+        conf, dropped = peer_config(self.proxy_config(port, topic, **extra), port)
+        self.results.setdefault("peer", {})["not_carried_over"] = dropped
+        try:
+            return self.stack.peer(name, self.opts.peer, conf, port)
+        except RuntimeError as e:
+            raise PeerError(f"the peer {self.opts.peer} did not start: {e}") from e
+
     def measured(self, label: str, procs: dict[str, Proc], **kw: Any) -> Side:
         before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
         load = run_wrk(label, kw.pop("base"), kw.pop("path"), self.workdir, **kw)
@@ -139,6 +161,7 @@ class Bench:
         in_a = probes.es_count(self.a.url, proxy_index)
         messages, end_offsets = self._messages(self.topic, in_a)
         upstream = sampler.upstream_during()
+        peer = self.s1_peer() if self.peer else {}
         forwarder = self.stack.bare_forwarder("bare-forwarder", self.a.url)
         bare_index = f"p1-bare-{self.run_id}"
         bare = self.write_run("s1-bare", forwarder.url, bare_index, {"bare forwarder": forwarder, "osmem A": self.a})
@@ -159,9 +182,35 @@ class Bench:
                 "end": sampler.samples[-1].rss_mb,
             },
             "proxy_index": proxy_index,
+            **peer,
         }
         if min(self.opts.n, self.opts.lag_n) > 0:
             self.results["S1"]["lag"] = self.s1_lag()
+
+    def s1_peer(self) -> dict[str, Any]:
+        """S1's proxy side through the Go original: the same writes, counted in A and on its topic."""
+        assert self.peer is not None
+        index = f"p1-peer-{self.run_id}"
+        sampler = Sampler(self.peer.pid, self.a.port)
+        sampler.start()
+        side = self.write_run("s1-peer", self.peer.url, index, {PEER_NAME: self.peer, "osmem A": self.a})
+        sampler.stop()
+        in_a = probes.es_count(self.a.url, index)
+        messages, end_offsets = self._messages(self.peer_topic, in_a)
+        upstream = sampler.upstream_during()
+        return {
+            "peer": side,
+            "peer_docs_in_a": in_a,
+            "peer_messages": messages,
+            "peer_end_offsets": end_offsets,
+            "peer_topic": self.peer_topic,
+            "peer_upstream": {"min": min(upstream), "median": statistics.median(upstream), "max": max(upstream)},
+            "peer_rss": {
+                "start": sampler.samples[0].rss_mb,
+                "middle": sampler.middle().rss_mb,
+                "end": sampler.samples[-1].rss_mb,
+            },
+        }
 
     def s1_lag(self) -> dict[str, Any]:
         """The proxy side again with the replay running, for replication lag per sampled write.
@@ -273,11 +322,20 @@ class Bench:
         out: dict[str, Any] = {"status": status, "body_bytes": len(body)}
         out["direct"] = self.measured("s2-direct", {"osmem A": self.a}, base=self.a.url, **kw)
         out["proxy"] = self.measured("s2-proxy", {"esproxy": self.proxy, "osmem A": self.a}, base=self.proxy.url, **kw)
+        if self.peer:
+            procs = {PEER_NAME: self.peer, "osmem A": self.a}
+            out["peer"] = self.measured("s2-peer", procs, base=self.peer.url, **kw)
         # conf1.yml logs every request (accesslog: true); the same proxy without it, for what the relay costs
         quiet = self.start_proxy("proxy-noaccesslog", self.topic, accesslog=False)
         procs = {"esproxy": quiet, "osmem A": self.a}
         out["proxy_noaccesslog"] = self.measured("s2-proxy-noaccesslog", procs, base=quiet.url, **kw)
         self.stack.stop(quiet)
+        if self.peer:
+            quiet = self.start_peer("peer-noaccesslog", self.peer_topic, accesslog=False)
+            out["peer_noaccesslog"] = self.measured(
+                "s2-peer-noaccesslog", {PEER_NAME: quiet, "osmem A": self.a}, base=quiet.url, **kw
+            )
+            self.stack.stop(quiet)
         for side, nodelay in (("bare", False), ("bare_nodelay", True)):
             bare = self.stack.bare(f"{side}-wsgi", body_file, nodelay=nodelay)
             out[side] = self.measured(f"s2-{side}", {"bare WSGIServer": bare}, base=bare.url, **kw)
@@ -345,6 +403,13 @@ class Bench:
             out[value] = {"proxy": side, "docs_in_a": in_a, "messages": self._messages(topic, in_a)[0]}
         self.results["S5"] = out
 
+    def _peak_rss(self, after: str) -> None:
+        """Peak RSS (VmHWM) of the proxy and of the peer, their whole life so far."""
+        peaks: dict[str, Any] = {"after": after, "esproxy": peak_rss_mb(self.proxy.pid)}
+        if self.peer:
+            peaks["peer"] = peak_rss_mb(self.peer.pid)
+        self.results["peak_rss"] = peaks
+
     def run(self) -> None:
         self.start_servers()
         self.results["started"] = {"proxy_rss_idle": rss_mb(self.proxy.pid)}
@@ -354,6 +419,8 @@ class Bench:
                 print(f"bench: {name} ...", flush=True)
                 getattr(self, name.lower())()
                 self.results.setdefault("timings", {})[name] = time.monotonic() - t0
+                if name in ("S1", "S2"):
+                    self._peak_rss(name)
                 print(f"bench: {name} done in {time.monotonic() - t0:.0f}s", flush=True)
 
 

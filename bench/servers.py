@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import yaml
 
@@ -53,11 +53,21 @@ def _tcp_open(port: int) -> bool:
 class Proc:
     """One started process (its own session, so the whole group can be signalled)."""
 
-    def __init__(self, name: str, argv: list[str], workdir: Path, port: int = 0, graceful: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        workdir: Path,
+        port: int = 0,
+        graceful: bool = False,
+        env: Optional[dict[str, str]] = None,
+        side_log: Optional[Path] = None,
+    ) -> None:
         self.name = name
         self.port = port
         self.graceful = graceful  # SIGTERM first (esproxy), else SIGKILL at once (demo servers)
         self.log_path = workdir / f"{name}.log"
+        self.side_log = side_log  # a log file the process writes itself (the Go peer's golog file)
         self._log = open(self.log_path, "wb")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -67,6 +77,7 @@ class Proc:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
 
     @property
@@ -81,7 +92,10 @@ class Proc:
         return self.proc.poll() is None
 
     def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        if self.side_log and self.side_log.exists():
+            text += self.side_log.read_text(encoding="utf-8", errors="replace")
+        return text
 
     def log_tail(self, n: int = 15) -> str:
         return "\n".join(self.log().splitlines()[-n:])
@@ -150,8 +164,8 @@ class Stack:
         a, b, kafka = self.real
         return f"A = {a.describe()}, B = {b.describe()}, Kafka = {kafka.describe()} (real engines, tests/engines)"
 
-    def _start(self, name: str, argv: list[str], port: int = 0, graceful: bool = False) -> Proc:
-        p = Proc(name, argv, self.workdir, port, graceful)
+    def _start(self, name: str, argv: list[str], port: int = 0, graceful: bool = False, **kw: Any) -> Proc:
+        p = Proc(name, argv, self.workdir, port, graceful, **kw)
         self.procs.append(p)
         return p
 
@@ -174,6 +188,17 @@ class Stack:
         conf.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
         p = self._start(name, [sys.executable, "-m", "esproxy", "-c", str(conf)], port, graceful=True)
         p.wait_for(lambda: p.log().count(ready) >= count, repr(ready))
+        return p
+
+    def peer(self, name: str, binary: Path, config: dict, port: int) -> Proc:
+        """The Go original, ``binary -c <name>.yml``, its golog file in the run's directory; ready once it
+        relays A's root (it listens after its Kafka producer is up)."""
+        conf = self.workdir / f"{name}.yml"
+        conf.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        golog = self.workdir / f"{name}.golog.log"
+        env = {**os.environ, "GOLOG_FILE": str(golog)}  # else golog writes into /var/log/<cwd's name>/
+        p = self._start(name, [str(binary), "-c", str(conf)], port, graceful=True, env=env, side_log=golog)
+        p.wait_for(lambda: _http_ok(p.url + "/"), "HTTP 200 on / (A's root, relayed)")
         return p
 
     def bare(self, name: str, body_file: Path, nodelay: bool = False) -> Proc:
