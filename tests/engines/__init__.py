@@ -47,9 +47,9 @@ def tools_present() -> bool:
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from support.basics import free_port  # tests/ is on sys.path wherever engines is imported
+
+    return free_port()
 
 
 def classpath(engine: str) -> str:

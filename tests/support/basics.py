@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import re
 import signal
 import socket
@@ -20,8 +21,36 @@ REPO = Path(__file__).resolve().parents[2]
 _counter = itertools.count(1)
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_handed_out: set[int] = set()
+_ports = random.Random(os.getpid() ^ time.monotonic_ns())
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port free now, for a server the test starts later. Drawn below the kernel's ephemeral range: a port
+    the kernel hands out (bind to 0) is also what it gives the next outgoing connection, which can take it
+    before the server binds ("Address already in use" seen in CI with many connections to the stand-ins)."""
+    low = max(1024, min(20000, _EPHEMERAL_LOW - 4096))
+    high = _EPHEMERAL_LOW - 1 if _EPHEMERAL_LOW - 1 > low else 65535
+    for _ in range(200):
+        port = _ports.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
