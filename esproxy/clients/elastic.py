@@ -227,7 +227,7 @@ class Elastic:
             if stream_over is not None and framing != "none" and (known is None or known > stream_over):
                 return Response(status, reason, items, b"", self._pieces(answer, framing, length, uri, keep), known)
             try:
-                data = b"".join(answer.pieces(framing, length))
+                data = answer.body(framing, length)
             except BaseException:
                 answer.finish(reusable=False)
                 raise

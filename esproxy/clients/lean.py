@@ -26,6 +26,8 @@ import re
 import socket
 from typing import Any, Iterator, Optional
 
+import httptools
+
 from esproxy.core.deadlines import Deadlines, TimedOut
 
 # geventhttpclient's own checks of what it sends (2.6; older versions checked less)
@@ -106,26 +108,72 @@ USER_AGENT = _user_agent()
 
 
 def parse_head(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
-    """(version, status, reason, headers) of a response head (without its blank line)."""
-    lines = head.split(b"\r\n")
-    status_line = lines[0].decode("latin-1")
+    """(version, status, reason, headers) of a response head (without its blank line).
+
+    The headers are read by llhttp (httptools) when it takes the head, else line by line here
+    (:func:`parse_head_lines`), to the same list: llhttp is stricter (it refuses what the lines'
+    reading takes, never the other way round), and gives each name and value as that reading does.
+    """
+    version, status, reason = _status_line(head)
+    if head.endswith(b"\r\n") or b"\r\n\r\n" in head:  # an empty line: llhttp would end the head there
+        return parse_head_lines(head)
+    reader = _HeadReader()
+    try:
+        httptools.HttpResponseParser(reader).feed_data(head + b"\r\n\r\n")
+    except Exception:  # noqa: BLE001 - httptools' errors (HttpParserUpgrade among them): read line by line
+        return parse_head_lines(head)
+    raw = reader.headers
+    headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+    if len(headers) > 1 and len({name.lower() for name, _ in raw}) < len(raw):
+        headers = _grouped(headers)  # a name more than once: its lines together, where the first stood
+    return version, status, reason, headers
+
+
+class _HeadReader:
+    """httptools' callback for the headers of one answer head."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+
+def _status_line(head: bytes) -> tuple[str, int, str]:
+    end = head.find(b"\r\n")
+    status_line = (head if end < 0 else head[:end]).decode("latin-1")
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
         raise Unparsable(f"bad status line {status_line[:100]!r}")
+    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else ""
+
+
+def _grouped(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Same-name lines together, where the first of them stood (names compared without case)."""
     grouped: dict[str, list[tuple[str, str]]] = {}
-    for raw in lines[1:]:
+    for name, value in headers:
+        key = name.lower()
+        if key in grouped:
+            grouped[key].append((name, value))
+        else:
+            grouped[key] = [(name, value)]
+    return [entry for entries in grouped.values() for entry in entries]
+
+
+def parse_head_lines(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
+    """:func:`parse_head` in Python, line by line: any name that is a token, the value as it follows
+    the colon and its blanks (anything but CR LF)."""
+    version, status, reason = _status_line(head)
+    headers = []
+    for raw in head.split(b"\r\n")[1:]:
         line = raw.decode("latin-1")
         name, sep, value = line.partition(":")
         if not sep or not name or not _TOKEN_RE.fullmatch(name):
             raise Unparsable(f"bad header line {line[:100]!r}")
-        key = name.lower()
-        entry = (name, value.lstrip(" \t"))
-        if key in grouped:
-            grouped[key].append(entry)
-        else:
-            grouped[key] = [entry]
-    headers = [entry for entries in grouped.values() for entry in entries]
-    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "", headers
+        headers.append((name, value.lstrip(" \t")))
+    return version, status, reason, _grouped(headers)
 
 
 class Answer:
@@ -178,7 +226,7 @@ class Answer:
             del self.buffer[: end + 4]
             if 100 <= status < 200 and status != 101:
                 continue
-            connection = ",".join(v for k, v in headers if k.lower() == "connection").lower()
+            connection = ",".join([v for k, v in headers if len(k) == 10 and k.lower() == "connection"]).lower()
             keep = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
             return status, reason, headers, keep
 
@@ -186,12 +234,13 @@ class Answer:
         """("none" | "length" | "chunked" | "close", Content-Length)."""
         if self.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             return "none", 0
-        encoding = ",".join(v for k, v in headers if k.lower() == "transfer-encoding").lower()
+        # (the lengths first: a name of another length is not one of these, and lower() costs)
+        encoding = ",".join([v for k, v in headers if len(k) == 17 and k.lower() == "transfer-encoding"]).lower()
         if encoding:
             if encoding.rsplit(",", 1)[-1].strip() != "chunked":
                 return "close", 0
             return "chunked", 0
-        lengths = {v for k, v in headers if k.lower() == "content-length"}
+        lengths = {v for k, v in headers if len(k) == 14 and k.lower() == "content-length"}
         if len(lengths) > 1:
             raise Unparsable(f"conflicting Content-Length values {sorted(lengths)}")
         if lengths:
@@ -200,6 +249,19 @@ class Answer:
                 raise Unparsable(f"bad Content-Length {value!r}")
             return "length", int(value)
         return "close", 0
+
+    def body(self, framing: str, length: int) -> bytes:
+        """The whole body: ``b"".join(self.pieces(framing, length))``, without the pieces when its
+        length is known."""
+        if framing != "length":
+            return b"".join(self.pieces(framing, length))
+        buffer = self.buffer
+        while len(buffer) < length:
+            if not self._fill():
+                raise Closed(f"connection closed with {length - len(buffer)} of {length} body bytes unread")
+        data = bytes(buffer[:length])
+        del buffer[:length]
+        return data
 
     def pieces(self, framing: str, length: int) -> Iterator[bytes]:
         """The body as it arrives (chunked framing removed), at most RECV bytes at a time."""
