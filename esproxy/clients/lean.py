@@ -129,6 +129,23 @@ def parse_head(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
     return version, status, reason, headers
 
 
+def parse_head_raw(head: bytes) -> Optional[tuple[str, int, str, list[tuple[bytes, bytes]]]]:
+    """:func:`parse_head`'s answer with the headers as sent (bytes: their latin-1 is parse_head's),
+    when llhttp takes the head and no name is there twice; else None (parse_head decides)."""
+    version, status, reason = _status_line(head)
+    if head.endswith(b"\r\n") or b"\r\n\r\n" in head:
+        return None
+    reader = _HeadReader()
+    try:
+        httptools.HttpResponseParser(reader).feed_data(head + b"\r\n\r\n")
+    except Exception:  # noqa: BLE001 - httptools' errors: parse_head decides
+        return None
+    raw = reader.headers
+    if len(raw) > 1 and len({name.lower() for name, _ in raw}) < len(raw):
+        return None
+    return version, status, reason, raw
+
+
 class _HeadReader:
     """httptools' callback for the headers of one answer head."""
 
@@ -229,6 +246,52 @@ class Answer:
             connection = ",".join([v for k, v in headers if len(k) == 10 and k.lower() == "connection"]).lower()
             keep = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
             return status, reason, headers, keep
+
+    def read_head_raw(self) -> Optional[tuple[int, str, list[tuple[bytes, bytes]], bool, str, int]]:
+        """(status, reason, headers as sent, keep-alive, framing, Content-Length) of a final answer
+        whose head :func:`parse_head_raw` takes, the head consumed; None (nothing consumed) for any
+        other: :meth:`read_head` reads it."""
+        end = self.buffer.find(b"\r\n\r\n")
+        while end < 0:
+            if len(self.buffer) > MAX_HEAD:
+                return None
+            if not self._fill():
+                raise Closed("connection closed before the answer's head")
+            end = self.buffer.find(b"\r\n\r\n")
+        parsed = parse_head_raw(bytes(self.buffer[:end]))
+        if parsed is None:
+            return None
+        version, status, reason, headers = parsed
+        if status < 200:  # a 1xx: read_head skips it
+            return None
+        connection: list[bytes] = []
+        encoding: list[bytes] = []
+        length = None
+        for name, value in headers:
+            size = len(name)
+            if size == 10 or size == 14 or size == 17:  # (lower() only for names of the lengths below)
+                key = name.lower()
+                if key == b"connection":
+                    connection.append(value)
+                elif key == b"transfer-encoding":
+                    encoding.append(value)
+                elif key == b"content-length":
+                    length = value  # once at most (no name twice)
+        joined = b",".join(connection).decode("latin-1").lower()
+        keep = "keep-alive" in joined if version == "HTTP/1.0" else "close" not in joined
+        if self.method == "HEAD" or status in (204, 304):
+            framing, size = "none", 0
+        elif encoding:
+            te = b",".join(encoding).decode("latin-1").lower()
+            framing, size = ("chunked" if te.rsplit(",", 1)[-1].strip() == "chunked" else "close"), 0
+        elif length is not None:
+            if not length.isdigit():
+                return None  # read_head and framing() refuse it
+            framing, size = "length", int(length)
+        else:
+            framing, size = "close", 0
+        del self.buffer[: end + 4]
+        return status, reason, headers, keep, framing, size
 
     def framing(self, status: int, headers: list[tuple[str, str]]) -> tuple[str, int]:
         """("none" | "length" | "chunked" | "close", Content-Length)."""

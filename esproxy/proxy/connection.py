@@ -162,15 +162,20 @@ class RawPathHandler(WSGIHandler):
     def send_answer(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
         """What start_response + a one-piece body send through pywsgi, byte for byte: the head as
         given, then Date (unless given) and Content-Length (unless given or a 204/304), in one send."""
-        code = status[:3]
-        head = ["HTTP/1.1 ", status, "\r\n"]
+        head = []
         date = length = False
         for name, value in headers:
             head += (name, ": ", value, "\r\n")
             lower = name.lower()
             date = date or lower == "date"
             length = length or lower == "content-length"
-        out = "".join(head).encode("latin-1")
+        self.send_lines(status, "".join(head).encode("latin-1"), date, length, body)
+
+    def send_lines(self, status: str, lines: bytes, date: bool, length: bool, body: bytes) -> None:
+        """:meth:`send_answer` of header lines already written (``Name: value\\r\\n`` each);
+        ``date``, ``length``: whether they hold a Date, a Content-Length."""
+        code = status[:3]
+        out = b"HTTP/1.1 " + status.encode("latin-1") + b"\r\n" + lines
         if not date:
             out += _date_header()
         if not length and code not in ("204", "304"):
