@@ -74,8 +74,10 @@ def build_head(method: str, uri: str, headers: dict[str, str], host: str, length
     """The request head geventhttpclient would send for ``method`` and a body of ``length`` bytes:
     its User-Agent, the given headers, then Host and Content-Length (each unless given; the length
     of an empty body only for the methods that carry one)."""
-    if not _TOKEN_RE.fullmatch(method):
-        raise ValueError(f"invalid HTTP method {method!r}")
+    if method not in _TOKENS:
+        if not _TOKEN_RE.fullmatch(method):
+            raise ValueError(f"invalid HTTP method {method!r}")
+        _known_token(method)
     if not _REQUEST_TARGET_RE.fullmatch(uri) or uri.startswith("//"):
         raise ValueError(f"invalid request URI {uri!r}")
     if not uri.startswith("/"):
@@ -88,14 +90,24 @@ def build_head(method: str, uri: str, headers: dict[str, str], host: str, length
     if "content-length" not in fields and (length or method in BODY_METHODS):
         fields["content-length"] = ("Content-Length", str(length))
     for name, value in fields.values():
-        if not _TOKEN_RE.fullmatch(name):
-            raise ValueError(f"invalid header field name {name!r}")
+        if name not in _TOKENS:
+            if not _TOKEN_RE.fullmatch(name):
+                raise ValueError(f"invalid header field name {name!r}")
+            _known_token(name)
         value = str(value)
         if not _FIELD_VALUE_RE.fullmatch(value):
             raise ValueError(f"invalid value for header field {name!r}: {value!r}")
         lines.append(f"{name}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1")
+
+
+_TOKENS: set[str] = set()  # methods and header names build_head found tokens (a bounded number of them)
+
+
+def _known_token(token: str) -> None:
+    if len(_TOKENS) < 1000:
+        _TOKENS.add(token)
 
 
 def _user_agent() -> str:
@@ -129,15 +141,14 @@ def parse_head(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
     return version, status, reason, headers
 
 
-def parse_head_raw(head: bytes) -> Optional[tuple[str, int, str, list[tuple[bytes, bytes]]]]:
-    """:func:`parse_head`'s answer with the headers as sent (bytes: their latin-1 is parse_head's),
-    when llhttp takes the head and no name is there twice; else None (parse_head decides)."""
-    version, status, reason = _status_line(head)
-    if head.endswith(b"\r\n") or b"\r\n\r\n" in head:
-        return None
+def parse_head_raw(block: bytes) -> Optional[tuple[str, int, str, list[tuple[bytes, bytes]]]]:
+    """:func:`parse_head`'s answer for an answer's head up to its first blank line (``block`` ends
+    with it), the headers as sent (bytes: their latin-1 is parse_head's), when llhttp takes the
+    head and no name is there twice; else None (parse_head decides)."""
+    version, status, reason = _status_line(block)
     reader = _HeadReader()
     try:
-        httptools.HttpResponseParser(reader).feed_data(head + b"\r\n\r\n")
+        httptools.HttpResponseParser(reader).feed_data(block)
     except Exception:  # noqa: BLE001 - httptools' errors: parse_head decides
         return None
     raw = reader.headers
@@ -258,7 +269,7 @@ class Answer:
             if not self._fill():
                 raise Closed("connection closed before the answer's head")
             end = self.buffer.find(b"\r\n\r\n")
-        parsed = parse_head_raw(bytes(self.buffer[:end]))
+        parsed = parse_head_raw(bytes(self.buffer[: end + 4]))
         if parsed is None:
             return None
         version, status, reason, headers = parsed

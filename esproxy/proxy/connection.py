@@ -295,7 +295,7 @@ class RawPathHandler(WSGIHandler):
         reader = _HeadReader()
         try:
             httptools.HttpRequestParser(reader).feed_data(head)
-        except httptools.HttpParserError:  # llhttp is stricter than read_headers: the ordinary way decides
+        except Exception:  # noqa: BLE001 - refused by llhttp (stricter than read_headers), an upgrade: the ordinary way decides
             return False
         url = reader.url
         method = b"GET" if data[0] == 71 else b"HEAD"  # "G"
