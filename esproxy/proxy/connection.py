@@ -130,6 +130,16 @@ class RawPathHandler(WSGIHandler):
         return ok
 
     passing = False  # this request takes ProxyApp.pass_read instead of the WSGI path
+    _peer: Optional[tuple[str, str]] = None
+
+    def peer(self) -> tuple[str, str]:
+        """(the client's address, ``address:port``) as the environ's REMOTE_ADDR and the access log
+        name it (once per connection)."""
+        if self._peer is None:
+            address = self.client_address
+            remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
+            self._peer = (remote, f"{remote}:{port}")
+        return self._peer
 
     def get_environ(self) -> Environ:
         self.passing = self.server.application.passes(self)

@@ -182,8 +182,7 @@ class ProxyApp:
             content_type = handler.headers.get("content-type")
             if content_type:
                 headers["Content-Type"] = content_type
-            address = handler.client_address
-            remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
+            remote, peer = handler.peer()
             headers["X-Forwarded-For"] = environ["REMOTE_ADDR"] = remote
             primary = self.primary  # the leader this read goes to, even if a switchover swaps it meanwhile
             followers = self.followers
@@ -194,7 +193,7 @@ class ProxyApp:
                     r = primary.request(method, uri, headers, b"", stream_over=STREAM_OVER, raw=True)
             except UpstreamError as e:
                 answer = self._error(e, method, uri)
-                self._log_access(f"{remote}:{port}", primary, method, uri, started, answer.status, answer.body)
+                self._log_access(peer, primary, method, uri, started, answer.status, answer.body)
                 STATS.observe_request(method, answer.status, time.perf_counter() - started)
                 status = f"{answer.status} {_phrase(answer.status)}"
                 handler.send_answer(status, [JSON_TYPE, *answer.headers], answer.body)
@@ -202,13 +201,13 @@ class ProxyApp:
             upstream = environ.get(UPSTREAM_ENVIRON, primary)  # a follower, if one answered
             status = f"{r.status} {r.reason or _phrase(r.status)}"
             if r.raw is not None:  # the answer's head lines relayed as they came, but the hop-by-hop ones
-                self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, r.body)
+                self._log_access(peer, upstream, method, uri, started, r.status, r.body)
                 STATS.observe_request(method, r.status, time.perf_counter() - started)
                 handler.send_lines(status, *_relayed_lines(r.raw, method), r.body)
                 return
             out = _relayed_headers(r, method)
             if r.stream is not None:
-                self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, _streamed(r))
+                self._log_access(peer, upstream, method, uri, started, r.status, _streamed(r))
                 STATS.observe_request(method, r.status, time.perf_counter() - started)
                 streaming = True
                 try:
@@ -216,7 +215,7 @@ class ProxyApp:
                 finally:
                     self.inflight -= 1
                 return
-            self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, r.body)
+            self._log_access(peer, upstream, method, uri, started, r.status, r.body)
             STATS.observe_request(method, r.status, time.perf_counter() - started)
             handler.send_answer(status, out, r.body)
         finally:
