@@ -9,6 +9,8 @@ import time
 
 import pytest
 from gevent import socket as gsocket
+from hypothesis import given
+from hypothesis import strategies as st
 
 from esproxy.clients import lean
 from esproxy.clients.elastic import Elastic, UpstreamError
@@ -199,3 +201,38 @@ def test_waits_are_timed_by_deadlines_and_the_socket_gets_its_timeout_back():
     deadlines.close()
     ours.close()
     theirs.close()
+
+
+_HEAD_PIECES = st.sampled_from(
+    [b"a", b"B", b"-", b":", b": ", b" ", b"\t", b"\r", b"\n", b"\r\n", b"x", b"\x01", b"\x7f", b"\xe9", b"(", b"1"]
+    + [b"Content-Length", b"Transfer-Encoding", b"chunked", b"Connection", b"close", b"A: ", b"a: ", b"Date: "]
+)
+
+
+@given(
+    st.sampled_from(
+        [b"HTTP/1.1 200 OK", b"HTTP/1.0 404 Not Found", b"HTTP/1.1 200  OK", b"HTTP/1.1 204", b"HTTP/2 200"]
+    ),
+    st.lists(st.lists(_HEAD_PIECES, max_size=8).map(b"".join), max_size=6),
+)
+def test_llhttp_reads_an_answer_head_as_the_lines_are_read_or_leaves_it_to_them(status, lines):
+    """parse_head (llhttp) and parse_head_lines (Python) give the same answer or the same refusal;
+    parse_head_raw, when it takes the head, gives the same headers as sent."""
+    head = b"\r\n".join([status, *lines])
+
+    def outcome(parse):
+        try:
+            return parse(head)
+        except lean.Unparsable as e:
+            return str(e)
+
+    assert outcome(lean.parse_head) == outcome(lean.parse_head_lines)
+    end = (head + b"\r\n\r\n").find(b"\r\n\r\n")
+    try:
+        raw = lean.parse_head_raw(head[:end] + b"\r\n\r\n")
+    except lean.Unparsable:
+        return
+    if raw is not None:
+        version, code, reason, headers = raw
+        decoded = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+        assert (version, code, reason, decoded) == lean.parse_head_lines(head[:end])

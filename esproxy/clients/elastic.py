@@ -76,6 +76,9 @@ class Response:
     # ``stream`` yields it and gives the connection back at the end; ``body`` stays empty.
     stream: Optional[Iterator[bytes]] = None
     length: Optional[int] = None  # the Content-Length of a streamed body, when the cluster sent one
+    # request(raw=True): the headers as the cluster sent them (no name twice), ``headers`` left empty;
+    # None when the answer was read the ordinary way (then ``headers`` has them).
+    raw: Optional[list[tuple[bytes, bytes]]] = None
 
     def json(self) -> dict:
         try:
@@ -137,15 +140,22 @@ class Elastic:
         return self._target + uri
 
     def request(
-        self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes], stream_over: Optional[int] = None
+        self,
+        method: str,
+        uri: str,
+        headers: dict[str, str],
+        body: Optional[bytes],
+        stream_over: Optional[int] = None,
+        raw: bool = False,
     ) -> Response:
         """Send one request; ``uri`` is the raw path and query. Raises UpstreamError, never 5xx-wraps.
 
         With ``stream_over``, an answer body longer than that (or of unknown length) is not read
         here: the Response's ``stream`` yields it (a large search or scroll page passes through
-        without being held in memory)."""
+        without being held in memory). With ``raw``, an answer read whole whose head llhttp takes
+        keeps its headers as sent (Response.raw), for a relay that writes them as they came."""
         try:
-            r = self._request(method, uri, headers, body, stream_over)
+            r = self._request(method, uri, headers, body, stream_over, raw)
         except UpstreamError as e:
             if e.untrusted and not self.untrusted:
                 log.error("%s cluster %s is not trusted, nothing is sent to it: %s", self.direction, self.url_text, e)
@@ -157,11 +167,17 @@ class Elastic:
         return r
 
     def _request(
-        self, method: str, uri: str, headers: dict[str, str], body: Optional[bytes], stream_over: Optional[int]
+        self,
+        method: str,
+        uri: str,
+        headers: dict[str, str],
+        body: Optional[bytes],
+        stream_over: Optional[int],
+        raw: bool = False,
     ) -> Response:
         merged = {**headers, **self.header} if self.header else headers
         if (body is None or type(body) is bytes) and lean.takes(merged):
-            return self._exchange(method.upper(), uri, merged, body or b"", stream_over)
+            return self._exchange(method.upper(), uri, merged, body or b"", stream_over, raw)
         try:
             r = self._client.request(method, self._prefix + uri, body=body or b"", headers=merged)
             length = r.get("content-length")
@@ -191,7 +207,7 @@ class Elastic:
         return UpstreamError(self.target(uri), str(e) or type(e).__name__, timeout=False)
 
     def _exchange(
-        self, method: str, uri: str, headers: dict[str, str], body: bytes, stream_over: Optional[int]
+        self, method: str, uri: str, headers: dict[str, str], body: bytes, stream_over: Optional[int], raw: bool = False
     ) -> Response:
         """A request through esproxy.clients.lean: what request() answered through geventhttpclient, for less CPU."""
         pool = self._client._connection_pool
@@ -213,7 +229,9 @@ class Elastic:
                     except (ConnectionResetError, BrokenPipeError):
                         pass  # the cluster may have answered before it closed (a 413 to a large body): read it
                     answer.time_waits(self._deadlines)
-                    status, reason, items, keep = answer.read_head()
+                    plain = answer.read_head_raw() if raw else None
+                    if plain is None:
+                        status, reason, items, keep = answer.read_head()
                     break
                 except (OSError, lean.Unparsable) as e:
                     answer.finish(reusable=False)
@@ -222,12 +240,24 @@ class Elastic:
                     stale = isinstance(e, (lean.Closed, ConnectionResetError, BrokenPipeError))
                     if attempt == 2 or not pooled or answer.got_bytes or not stale or method not in lean.IDEMPOTENT:
                         raise
-            framing, length = answer.framing(status, items)
+            if plain is not None:
+                status, reason, sent, keep, framing, length = plain
+                if framing == "none" or (framing == "length" and (stream_over is None or length <= stream_over)):
+                    try:
+                        data = answer.body(framing, length)
+                    except BaseException:
+                        answer.finish(reusable=False)
+                        raise
+                    answer.finish(reusable=keep)
+                    return Response(status, reason, [], data, raw=sent)
+                items = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in sent]
+            else:
+                framing, length = answer.framing(status, items)
             known = length if framing == "length" else None
             if stream_over is not None and framing != "none" and (known is None or known > stream_over):
                 return Response(status, reason, items, b"", self._pieces(answer, framing, length, uri, keep), known)
             try:
-                data = b"".join(answer.pieces(framing, length))
+                data = answer.body(framing, length)
             except BaseException:
                 answer.finish(reusable=False)
                 raise

@@ -26,6 +26,8 @@ import re
 import socket
 from typing import Any, Iterator, Optional
 
+import httptools
+
 from esproxy.core.deadlines import Deadlines, TimedOut
 
 # geventhttpclient's own checks of what it sends (2.6; older versions checked less)
@@ -72,8 +74,10 @@ def build_head(method: str, uri: str, headers: dict[str, str], host: str, length
     """The request head geventhttpclient would send for ``method`` and a body of ``length`` bytes:
     its User-Agent, the given headers, then Host and Content-Length (each unless given; the length
     of an empty body only for the methods that carry one)."""
-    if not _TOKEN_RE.fullmatch(method):
-        raise ValueError(f"invalid HTTP method {method!r}")
+    if method not in _TOKENS:
+        if not _TOKEN_RE.fullmatch(method):
+            raise ValueError(f"invalid HTTP method {method!r}")
+        _known_token(method)
     if not _REQUEST_TARGET_RE.fullmatch(uri) or uri.startswith("//"):
         raise ValueError(f"invalid request URI {uri!r}")
     if not uri.startswith("/"):
@@ -86,14 +90,24 @@ def build_head(method: str, uri: str, headers: dict[str, str], host: str, length
     if "content-length" not in fields and (length or method in BODY_METHODS):
         fields["content-length"] = ("Content-Length", str(length))
     for name, value in fields.values():
-        if not _TOKEN_RE.fullmatch(name):
-            raise ValueError(f"invalid header field name {name!r}")
+        if name not in _TOKENS:
+            if not _TOKEN_RE.fullmatch(name):
+                raise ValueError(f"invalid header field name {name!r}")
+            _known_token(name)
         value = str(value)
         if not _FIELD_VALUE_RE.fullmatch(value):
             raise ValueError(f"invalid value for header field {name!r}: {value!r}")
         lines.append(f"{name}: {value}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1")
+
+
+_TOKENS: set[str] = set()  # methods and header names build_head found tokens (a bounded number of them)
+
+
+def _known_token(token: str) -> None:
+    if len(_TOKENS) < 1000:
+        _TOKENS.add(token)
 
 
 def _user_agent() -> str:
@@ -106,26 +120,88 @@ USER_AGENT = _user_agent()
 
 
 def parse_head(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
-    """(version, status, reason, headers) of a response head (without its blank line)."""
-    lines = head.split(b"\r\n")
-    status_line = lines[0].decode("latin-1")
+    """(version, status, reason, headers) of a response head (without its blank line).
+
+    The headers are read by llhttp (httptools) when it takes the head, else line by line here
+    (:func:`parse_head_lines`), to the same list: llhttp is stricter (it refuses what the lines'
+    reading takes, never the other way round), and gives each name and value as that reading does.
+    """
+    version, status, reason = _status_line(head)
+    if head.endswith(b"\r\n") or b"\r\n\r\n" in head:  # an empty line: llhttp would end the head there
+        return parse_head_lines(head)
+    reader = _HeadReader()
+    try:
+        httptools.HttpResponseParser(reader).feed_data(head + b"\r\n\r\n")
+    except Exception:  # noqa: BLE001 - httptools' errors (HttpParserUpgrade among them): read line by line
+        return parse_head_lines(head)
+    raw = reader.headers
+    headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+    if len(headers) > 1 and len({name.lower() for name, _ in raw}) < len(raw):
+        headers = _grouped(headers)  # a name more than once: its lines together, where the first stood
+    return version, status, reason, headers
+
+
+def parse_head_raw(block: bytes) -> Optional[tuple[str, int, str, list[tuple[bytes, bytes]]]]:
+    """:func:`parse_head`'s answer for an answer's head up to its first blank line (``block`` ends
+    with it), the headers as sent (bytes: their latin-1 is parse_head's), when llhttp takes the
+    head and no name is there twice; else None (parse_head decides)."""
+    version, status, reason = _status_line(block)
+    reader = _HeadReader()
+    try:
+        httptools.HttpResponseParser(reader).feed_data(block)
+    except Exception:  # noqa: BLE001 - httptools' errors: parse_head decides
+        return None
+    raw = reader.headers
+    if len(raw) > 1 and len({name.lower() for name, _ in raw}) < len(raw):
+        return None
+    return version, status, reason, raw
+
+
+class _HeadReader:
+    """httptools' callback for the headers of one answer head."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+
+def _status_line(head: bytes) -> tuple[str, int, str]:
+    end = head.find(b"\r\n")
+    status_line = (head if end < 0 else head[:end]).decode("latin-1")
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
         raise Unparsable(f"bad status line {status_line[:100]!r}")
+    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else ""
+
+
+def _grouped(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Same-name lines together, where the first of them stood (names compared without case)."""
     grouped: dict[str, list[tuple[str, str]]] = {}
-    for raw in lines[1:]:
+    for name, value in headers:
+        key = name.lower()
+        if key in grouped:
+            grouped[key].append((name, value))
+        else:
+            grouped[key] = [(name, value)]
+    return [entry for entries in grouped.values() for entry in entries]
+
+
+def parse_head_lines(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
+    """:func:`parse_head` in Python, line by line: any name that is a token, the value as it follows
+    the colon and its blanks (anything but CR LF)."""
+    version, status, reason = _status_line(head)
+    headers = []
+    for raw in head.split(b"\r\n")[1:]:
         line = raw.decode("latin-1")
         name, sep, value = line.partition(":")
         if not sep or not name or not _TOKEN_RE.fullmatch(name):
             raise Unparsable(f"bad header line {line[:100]!r}")
-        key = name.lower()
-        entry = (name, value.lstrip(" \t"))
-        if key in grouped:
-            grouped[key].append(entry)
-        else:
-            grouped[key] = [entry]
-    headers = [entry for entries in grouped.values() for entry in entries]
-    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "", headers
+        headers.append((name, value.lstrip(" \t")))
+    return version, status, reason, _grouped(headers)
 
 
 class Answer:
@@ -178,20 +254,67 @@ class Answer:
             del self.buffer[: end + 4]
             if 100 <= status < 200 and status != 101:
                 continue
-            connection = ",".join(v for k, v in headers if k.lower() == "connection").lower()
+            connection = ",".join([v for k, v in headers if len(k) == 10 and k.lower() == "connection"]).lower()
             keep = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
             return status, reason, headers, keep
+
+    def read_head_raw(self) -> Optional[tuple[int, str, list[tuple[bytes, bytes]], bool, str, int]]:
+        """(status, reason, headers as sent, keep-alive, framing, Content-Length) of a final answer
+        whose head :func:`parse_head_raw` takes, the head consumed; None (nothing consumed) for any
+        other: :meth:`read_head` reads it."""
+        end = self.buffer.find(b"\r\n\r\n")
+        while end < 0:
+            if len(self.buffer) > MAX_HEAD:
+                return None
+            if not self._fill():
+                raise Closed("connection closed before the answer's head")
+            end = self.buffer.find(b"\r\n\r\n")
+        parsed = parse_head_raw(bytes(self.buffer[: end + 4]))
+        if parsed is None:
+            return None
+        version, status, reason, headers = parsed
+        if status < 200:  # a 1xx: read_head skips it
+            return None
+        connection: list[bytes] = []
+        encoding: list[bytes] = []
+        length = None
+        for name, value in headers:
+            size = len(name)
+            if size == 10 or size == 14 or size == 17:  # (lower() only for names of the lengths below)
+                key = name.lower()
+                if key == b"connection":
+                    connection.append(value)
+                elif key == b"transfer-encoding":
+                    encoding.append(value)
+                elif key == b"content-length":
+                    length = value  # once at most (no name twice)
+        joined = b",".join(connection).decode("latin-1").lower()
+        keep = "keep-alive" in joined if version == "HTTP/1.0" else "close" not in joined
+        if self.method == "HEAD" or status in (204, 304):
+            framing, size = "none", 0
+        elif encoding:
+            te = b",".join(encoding).decode("latin-1").lower()
+            framing, size = ("chunked" if te.rsplit(",", 1)[-1].strip() == "chunked" else "close"), 0
+        elif length is not None:
+            if not length.isdigit():
+                return None  # read_head and framing() refuse it
+            framing, size = "length", int(length)
+        else:
+            framing, size = "close", 0
+        del self.buffer[: end + 4]
+        return status, reason, headers, keep, framing, size
 
     def framing(self, status: int, headers: list[tuple[str, str]]) -> tuple[str, int]:
         """("none" | "length" | "chunked" | "close", Content-Length)."""
         if self.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             return "none", 0
-        encoding = ",".join(v for k, v in headers if k.lower() == "transfer-encoding").lower()
+        # (the lengths first: a name of another length is not one of these, and lower() costs)
+        encoding = ",".join([v for k, v in headers if len(k) == 17 and k.lower() == "transfer-encoding"]).lower()
         if encoding:
             if encoding.rsplit(",", 1)[-1].strip() != "chunked":
                 return "close", 0
             return "chunked", 0
-        lengths = {v for k, v in headers if k.lower() == "content-length"}
+        lengths = {v for k, v in headers if len(k) == 14 and k.lower() == "content-length"}
         if len(lengths) > 1:
             raise Unparsable(f"conflicting Content-Length values {sorted(lengths)}")
         if lengths:
@@ -200,6 +323,19 @@ class Answer:
                 raise Unparsable(f"bad Content-Length {value!r}")
             return "length", int(value)
         return "close", 0
+
+    def body(self, framing: str, length: int) -> bytes:
+        """The whole body: ``b"".join(self.pieces(framing, length))``, without the pieces when its
+        length is known."""
+        if framing != "length":
+            return b"".join(self.pieces(framing, length))
+        buffer = self.buffer
+        while len(buffer) < length:
+            if not self._fill():
+                raise Closed(f"connection closed with {length - len(buffer)} of {length} body bytes unread")
+        data = bytes(buffer[:length])
+        del buffer[:length]
+        return data
 
     def pieces(self, framing: str, length: int) -> Iterator[bytes]:
         """The body as it arrives (chunked framing removed), at most RECV bytes at a time."""

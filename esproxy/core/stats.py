@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+from bisect import bisect_left
 from collections import deque
 from typing import Any, Callable, Iterable
 
@@ -99,11 +100,7 @@ class Stats:
         self.requests[key] = self.requests.get(key, 0) + 1
         self.latency_sum += seconds
         self.latency_count += 1
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                self.latency_buckets[i] += 1
-                return
-        self.latency_buckets[-1] += 1
+        self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bound >= seconds, else +Inf
 
     def read_by(self, cluster: str) -> None:
         """A read (followers configured) answered by ``cluster``."""

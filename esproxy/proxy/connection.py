@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any, Optional
 
+import httptools
 from gevent.pywsgi import Input, WSGIHandler, format_date_time
 
 from esproxy.clients.lean import send_all
@@ -42,6 +43,46 @@ from .limits import (
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(r"/(?!/)[^\x00-\x20\x7f]*")
 _VERSIONS = ("HTTP/1.0", "HTTP/1.1")
+
+
+# Request heads the fast path reads (see RawPathHandler._plain_head): a GET or HEAD whose whole head is in
+# the connection's buffer; headers that give a request a body, or that pywsgi or ProxyApp.passes look at
+# beyond their value, send it the ordinary way.
+_PLAIN_STARTS = (b"GET /", b"HEAD /")
+_NOT_PLAIN = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+
+
+class _HeadReader:
+    """httptools' callbacks for one request head: its target and headers as sent."""
+
+    __slots__ = ("url", "headers")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+
+class PlainHeaders:
+    """A plain head's headers, with what the proxy reads of pywsgi's message object (``get``, the
+    ``_headers`` list of (name, value)), the values as the email parser stores them."""
+
+    __slots__ = ("_headers", "_first")
+
+    def __init__(self, headers: list[tuple[str, str]], first: dict[str, str]) -> None:
+        self._headers = headers
+        self._first = first  # lowercase name -> the first value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._first.get(name.lower(), default)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._headers)
 
 
 class BadRequestLine(ValueError):
@@ -89,6 +130,16 @@ class RawPathHandler(WSGIHandler):
         return ok
 
     passing = False  # this request takes ProxyApp.pass_read instead of the WSGI path
+    _peer: Optional[tuple[str, str]] = None
+
+    def peer(self) -> tuple[str, str]:
+        """(the client's address, ``address:port``) as the environ's REMOTE_ADDR and the access log
+        name it (once per connection)."""
+        if self._peer is None:
+            address = self.client_address
+            remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
+            self._peer = (remote, f"{remote}:{port}")
+        return self._peer
 
     def get_environ(self) -> Environ:
         self.passing = self.server.application.passes(self)
@@ -121,15 +172,20 @@ class RawPathHandler(WSGIHandler):
     def send_answer(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
         """What start_response + a one-piece body send through pywsgi, byte for byte: the head as
         given, then Date (unless given) and Content-Length (unless given or a 204/304), in one send."""
-        code = status[:3]
-        head = ["HTTP/1.1 ", status, "\r\n"]
+        head = []
         date = length = False
         for name, value in headers:
             head += (name, ": ", value, "\r\n")
             lower = name.lower()
             date = date or lower == "date"
             length = length or lower == "content-length"
-        out = "".join(head).encode("latin-1")
+        self.send_lines(status, "".join(head).encode("latin-1"), date, length, body)
+
+    def send_lines(self, status: str, lines: bytes, date: bool, length: bool, body: bytes) -> None:
+        """:meth:`send_answer` of header lines already written (``Name: value\\r\\n`` each);
+        ``date``, ``length``: whether they hold a Date, a Content-Length."""
+        code = status[:3]
+        out = b"HTTP/1.1 " + status.encode("latin-1") + b"\r\n" + lines
         if not date:
             out += _date_header()
         if not length and code not in ("204", "304"):
@@ -188,6 +244,16 @@ class RawPathHandler(WSGIHandler):
         if not wait_for_bytes(self.rfile, limits.idle_timeout if self.served else limits.read_timeout, deadlines):
             return None  # nothing came (idle, or a connection that never asked): closed without an answer
         self.served += 1
+        if self._plain_head(limits):
+            self.socket.settimeout(server.patience)  # for the answer's sends
+            self.passing = True
+            self.wsgi_input = None
+            self.environ = {}
+            self.application = server.application
+            self.handle_one_response()
+            if self.close_connection or self.rfile.closed:
+                return None
+            return True
         started = time.perf_counter()
         self.command = ""
         try:
@@ -220,6 +286,60 @@ class RawPathHandler(WSGIHandler):
             self.close_connection = True  # the body's end was never read: the next request cannot be found
         if self.close_connection or self.rfile.closed:
             return None
+        return True
+
+    def _plain_head(self, limits: Limits) -> bool:
+        """Whether the next request is a plain read, whose whole head is in the connection's buffer
+        already, read here (llhttp) and consumed: a GET or HEAD by HTTP/1.1, no body, nothing a
+        limit refuses, and that ProxyApp.passes gives to pass_read. Such a head is read as the
+        ordinary way (pywsgi, httpheaders.read_headers) reads it, to the same command, path,
+        headers and close_connection, with none of that way's Python; any other head (odd, refused,
+        partly arrived, to be answered through WSGI) is left unread here and goes that way."""
+        data = self.rfile.peek(1)
+        if not data.startswith(_PLAIN_STARTS):
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = data[: end + 4]
+        reader = _HeadReader()
+        try:
+            httptools.HttpRequestParser(reader).feed_data(head)
+        except Exception:  # noqa: BLE001 - refused by llhttp (stricter than read_headers), an upgrade: the ordinary way decides
+            return False
+        url = reader.url
+        method = b"GET" if data[0] == 71 else b"HEAD"  # "G"
+        line = b"%s %s HTTP/1.1\r\n" % (method, url)
+        if not head.startswith(line) or url.startswith(b"//") or len(line) - 2 > limits.max_initial_line_length:
+            return False  # not the one request line the checks accept, or one refused (414)
+        raw = reader.headers
+        if len(raw) > limits.max_header_count or len(head) - len(line) - 2 > limits.max_header_size:
+            return False  # refused (431)
+        headers = []
+        first: dict[str, str] = {}
+        for name, value in raw:
+            lower = name.lower()
+            if lower in _NOT_PLAIN:
+                return False
+            text = value.decode("latin-1")
+            key = lower.decode("latin-1")
+            if key not in first:
+                first[key] = text
+            headers.append((name.decode("latin-1"), text))
+        connection = first.get("connection", "").lower()
+        if connection == "upgrade":
+            return False
+        self.command = method.decode()
+        self.path = url.decode("latin-1")
+        self.request_version = "HTTP/1.1"
+        self.requestline = line[:-2].decode("latin-1")
+        self.headers = PlainHeaders(headers, first)
+        self.content_length = None
+        self.close_connection = connection == "close"
+        self.response_length = 0
+        if not self.server.application.passes(self):
+            return False
+        self.rfile.read(len(head))
         return True
 
     def _read_head(self, limits: Limits) -> bool:

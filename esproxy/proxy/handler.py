@@ -69,6 +69,7 @@ HOP_BY_HOP = frozenset(
         "content-length",  # recomputed by the server from the body we return
     }
 )
+HOP_BY_HOP_SENT = frozenset(name.encode() for name in HOP_BY_HOP)  # as Response.raw's names, lowered
 # Request headers forwarded as they are; more with `passHeaders`.
 FORWARDED = ("Content-Type", "Content-Encoding", "Accept", "Accept-Encoding", "Authorization", "X-Opaque-Id")
 
@@ -124,6 +125,7 @@ class ProxyApp:
             + [f"HTTP_{k.upper().replace('-', '_')}" for k in cfg.header]
         )
         self.header_keys = frozenset(key for key in read if key not in ignored)
+        self._environ_keys: dict[str, Optional[str]] = {}  # a header's name -> _environ_key's
         self.inflight = 0
         self.draining = False
         # Read/write splitting (readroute.py): reads may go to these; switchover may replace the list.
@@ -180,8 +182,7 @@ class ProxyApp:
             content_type = handler.headers.get("content-type")
             if content_type:
                 headers["Content-Type"] = content_type
-            address = handler.client_address
-            remote, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) else ("", "")
+            remote, peer = handler.peer()
             headers["X-Forwarded-For"] = environ["REMOTE_ADDR"] = remote
             primary = self.primary  # the leader this read goes to, even if a switchover swaps it meanwhile
             followers = self.followers
@@ -189,19 +190,24 @@ class ProxyApp:
                 if followers:
                     r = self.reads.forward(primary, followers, environ, Request(method, uri), headers, STREAM_OVER)
                 else:
-                    r = primary.request(method, uri, headers, b"", stream_over=STREAM_OVER)
+                    r = primary.request(method, uri, headers, b"", stream_over=STREAM_OVER, raw=True)
             except UpstreamError as e:
                 answer = self._error(e, method, uri)
-                self._log_access(f"{remote}:{port}", primary, method, uri, started, answer.status, answer.body)
+                self._log_access(peer, primary, method, uri, started, answer.status, answer.body)
                 STATS.observe_request(method, answer.status, time.perf_counter() - started)
                 status = f"{answer.status} {_phrase(answer.status)}"
                 handler.send_answer(status, [JSON_TYPE, *answer.headers], answer.body)
                 return
             upstream = environ.get(UPSTREAM_ENVIRON, primary)  # a follower, if one answered
             status = f"{r.status} {r.reason or _phrase(r.status)}"
+            if r.raw is not None:  # the answer's head lines relayed as they came, but the hop-by-hop ones
+                self._log_access(peer, upstream, method, uri, started, r.status, r.body)
+                STATS.observe_request(method, r.status, time.perf_counter() - started)
+                handler.send_lines(status, *_relayed_lines(r.raw, method), r.body)
+                return
             out = _relayed_headers(r, method)
             if r.stream is not None:
-                self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, _streamed(r))
+                self._log_access(peer, upstream, method, uri, started, r.status, _streamed(r))
                 STATS.observe_request(method, r.status, time.perf_counter() - started)
                 streaming = True
                 try:
@@ -209,7 +215,7 @@ class ProxyApp:
                 finally:
                     self.inflight -= 1
                 return
-            self._log_access(f"{remote}:{port}", upstream, method, uri, started, r.status, r.body)
+            self._log_access(peer, upstream, method, uri, started, r.status, r.body)
             STATS.observe_request(method, r.status, time.perf_counter() - started)
             handler.send_answer(status, out, r.body)
         finally:
@@ -219,17 +225,29 @@ class ProxyApp:
     def _header_environ(self, handler: RawPathHandler) -> Environ:
         """The environ entries of the request headers pass_read's choices read, as pywsgi would make them."""
         environ: Environ = {}
-        wanted = self.header_keys
+        keys = self._environ_keys
         for name, value in handler.headers._headers:
-            if "_" in name:  # pywsgi leaves such headers out of the environ
-                continue
-            key = "HTTP_" + name.replace("-", "_").upper()
-            if key in wanted:
+            key = keys.get(name, "")
+            if key == "":  # a name not seen yet
+                key = self._environ_key(name)
+            if key is not None:
                 value = value.strip()
                 if key in environ:  # repeated: joined as pywsgi joins them
                     value = environ[key] + ("; " if "COOKIE" in key else ",") + value
                 environ[key] = value
         return environ
+
+    def _environ_key(self, name: str) -> Optional[str]:
+        """The environ key pywsgi gives a header (None: none, or one pass_read does not read),
+        remembered for the next request (for a bounded number of names)."""
+        key: Optional[str] = None
+        if "_" not in name:  # pywsgi leaves such headers out of the environ
+            key = "HTTP_" + name.replace("-", "_").upper()
+            if key not in self.header_keys:
+                key = None
+        if len(self._environ_keys) < 1000:
+            self._environ_keys[name] = key
+        return key
 
     def _until_sent(self, chunks: Iterable[bytes]) -> Iterable[bytes]:
         """A streamed answer is in flight (a graceful stop waits for it) until its last chunk is sent."""
@@ -526,6 +544,26 @@ def _relayed_headers(r: Response, method: str) -> list[tuple[str, str]]:
     elif method == "HEAD":
         out += [(k, v) for k, v in r.headers if k.lower() == "content-length"]
     return out
+
+
+def _relayed_lines(raw: list[tuple[bytes, bytes]], method: str) -> tuple[bytes, bool, bool]:
+    """:func:`_relayed_headers` of an answer's headers as sent (Response.raw), as the lines
+    send_answer would write of them, and whether those hold a Date, a Content-Length."""
+    lines = []
+    date = False
+    length: Optional[tuple[bytes, bytes]] = None
+    for name, value in raw:
+        lower = name.lower()
+        if lower in HOP_BY_HOP_SENT:
+            if lower == b"content-length" and method == "HEAD":
+                length = (name, value)  # once at most: Response.raw has no name twice
+            continue
+        if lower == b"date":
+            date = True
+        lines += (name, b": ", value, b"\r\n")
+    if length is not None:
+        lines += (length[0], b": ", length[1], b"\r\n")
+    return b"".join(lines), date, length is not None
 
 
 def _plain(request: Request) -> bytes:
