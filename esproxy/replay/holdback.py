@@ -193,9 +193,9 @@ class RuleLane:
         return self.entries[0].low if self.entries else None
 
     def close(self) -> None:
-        """Drop what waits (the partition's next reader reads it again), end the apply in flight."""
+        """End the apply in flight and apply nothing more; what waits still holds the commit back (``low_water``)
+        until the lane is forgotten: the partition's next reader reads it again."""
         self._closed = True
-        self.entries.clear()
         self._ready.set()
         self._greenlet.join()
 
@@ -303,8 +303,9 @@ class Holdback:
         self.taken.pop((topic, partition), None)
 
     def close(self) -> None:
-        for _, topic, partition in list(self.lanes):
-            self.forget(topic, partition)
+        """The replay stops: every rule lane ends; what waits keeps holding the last commit back."""
+        for lane in self.lanes.values():
+            lane.close()
 
     def rows(self, now: Optional[float] = None, mono: Optional[float] = None) -> list[dict[str, Any]]:
         """Per rule lane with writes waiting: what waits, the delay, the lag beyond it, the hold."""
