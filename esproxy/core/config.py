@@ -339,7 +339,7 @@ class FollowRule:
     )
     guard: list[str] = setting(
         [],
-        "Destructive writes held for an operator instead of applied (`esproxy sync approve|reject RULE`): the"
+        "Destructive writes held for an operator instead of applied (`esproxy sync approve RULE` or `reject RULE`): the"
         " rule's lane stops at one, other rules go on. Kinds: `index_delete` (`DELETE /idx`, also through a"
         " list or wildcard that may name a followed index, `_aliases` `remove_index`), `delete_by_query`,"
         " `update_by_query`, `close` (see docs/operations.md, Undo window) (ours).",
