@@ -81,6 +81,7 @@ class Roles:
             lags=lambda: [row for replay in self.replays for row in replay.lag()],
             unassigned=lambda: [row for replay in self.replays for row in replay.unassigned()],
             rule_lanes=lambda: [row for replay in self.replays for row in replay.rule_lanes()],
+            undo_rules=self.follow.undo_rules if self.follow is not None else lambda: [],
             sync=self.follow.handle if self.follow is not None else None,
             unstarted=lambda: [(cluster, *since_why) for cluster, since_why in self.unstarted.items()],
             followers=self._follower_rows,

@@ -178,6 +178,7 @@ def test_the_stats_json_keeps_its_keys_in_their_order() -> None:
         "unassigned",
         "rule_lanes",
         "sync_decided",
+        "undo_rules",
     ]
     assert doc["proxy"]["requests"] == {"GET 200": 1} and doc["proxy"]["latency_seconds"]["le"]["+Inf"] == 1
     assert doc["proxy"]["kafka"]["failed"] == {"t": {"KafkaTimeoutError": 1}}

@@ -241,3 +241,29 @@ def test_skip_until_times(text, epoch):
 def test_skip_until_refuses_other_text():
     with pytest.raises(ValueError):
         parse_time("yesterday")
+
+
+DELAYED = [{"name": "orders", "indices": ["orders", "carts-*"], "exclude": ["carts-tmp"], "delay_seconds": 60.0}]
+
+
+@pytest.mark.parametrize(
+    "names,expected",
+    [
+        (["orders"], True),
+        (["logs", "orders"], True),
+        (["carts-1"], True),
+        (["carts-tmp"], False),  # excluded: not delayed
+        (["logs"], False),
+        (["ord*"], True),  # a wildcard that may match a delayed index
+        (["log*"], False),
+        (["_all"], True),
+        (None, True),  # all indices, or named in the body
+        (["logs", "-orders"], False),
+    ],
+)
+def test_reads_of_delayed_indices_go_to_the_leader(names, expected):
+    from esproxy.proxy.readroute import delayed_read
+
+    assert delayed_read(names, DELAYED) is expected
+    assert delayed_read(names, []) is False
+    assert delayed_read(names, [{**DELAYED[0], "delay_seconds": 0}]) is False  # a guard only: B is not behind

@@ -116,6 +116,9 @@ class AdminView:
     switchover: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
     # writes waiting in sync rules' own lanes, delayed or held: KafkaReplay.rule_lanes() (esproxy.replay.holdback)
     rule_lanes: Callable[[], list[dict[str, Any]]] = lambda: []
+    # the sync rules with a delay or a guard: name, indices, exclude, delay_seconds, guard (read by a proxy's
+    # read routing and by switchover: a delayed follower answers no read of those indices and is not promoted)
+    undo_rules: Callable[[], list[dict[str, Any]]] = lambda: []
 
 
 class Admin:
@@ -300,6 +303,7 @@ class Admin:
                 UnassignedPartition.of(x) for x in (self.view.unassigned() if unassigned is None else unassigned)
             ],
             rule_lanes=[RuleLaneRow.of(x) for x in self.view.rule_lanes()],
+            undo_rules=self.view.undo_rules(),
             sync_decided=s.sync_decided,
         )
         return Snapshot(

@@ -243,6 +243,7 @@ class ReplaySection:
     unassigned: list[UnassignedPartition]
     rule_lanes: list[RuleLaneRow] = field(default_factory=list)  # delayed and held writes (follow.rules[])
     sync_decided: int = 0  # writes an operator rejected or skipped (their dead letters are not failures)
+    undo_rules: list[dict[str, Any]] = field(default_factory=list)  # sync rules with a delay or a guard
 
 
 @dataclass(frozen=True)

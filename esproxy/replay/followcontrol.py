@@ -99,6 +99,20 @@ class FollowControl:
             out.append(row)
         return out
 
+    def undo_rules(self) -> list[dict[str, Any]]:
+        """The rules with a delay or a guard, as ``/_esproxy/stats`` shows them (``replay.undo_rules``)."""
+        return [
+            {
+                "name": rule.name,
+                "indices": list(rule.indices),
+                "exclude": list(rule.exclude),
+                "delay_seconds": rule.delay,
+                "guard": list(rule.guard),
+            }
+            for rule in self.rules.rules
+            if rule.delay > 0 or rule.guard
+        ]
+
     def status(self) -> list[dict[str, Any]]:
         """Per follower index the replay wrote: its rule's state and what was applied (esproxy.core.stats)."""
         now = time.time()
