@@ -1,4 +1,4 @@
-"""`esproxy sync list|status|add|delete|pause|resume|stop|approve|reject|skip`: the running replay's sync rules,
+"""`esproxy sync list|status|add|delete|pause|resume|stop|approve|reject|skip|waiting`: the running replay's sync rules,
 through its admin port.
 
 The replay applies each change at once and keeps it in its working directory (see replay/followcontrol.py).
@@ -28,6 +28,7 @@ COMMANDS = {
     "approve": "apply the oldest write the rule's guard holds, then go on",
     "reject": "do not apply the oldest write the rule's guard holds (a dead letter with --reason), then go on",
     "skip": "the rule's writes captured before --until TIME become dead letters (not applied)",
+    "waiting": "the rule's writes waiting in its lane (delayed or held): where, what, captured, due",
     "copy": "copy the indices that already exist in A into B (esproxy sync copy --help; commands/synccopy.py)",
 }
 
@@ -114,6 +115,24 @@ def _table(rules: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _waiting_table(doc: dict[str, Any]) -> str:
+    rows = [("WHERE", "CAPTURED", "DUE IN", "WRITE", "FROM")]
+    for w in doc["writes"]:
+        origin = w.get("from") or {}
+        due = "held" if w.get("guard") else f"{w['due_in_seconds']:.1f}s"
+        rows.append((w["where"], _iso_ms(w["captured"]), due, w["what"], origin.get("client") or "?"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    if doc["total"] > len(doc["writes"]):
+        lines.append(f"... {doc['total'] - len(doc['writes'])} more")
+    return "\n".join(lines)
+
+
+def _iso_ms(epoch: float) -> str:
+    when = datetime.fromtimestamp(epoch, timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
 def _duration(seconds: float) -> str:
     if not seconds:
         return "-"
@@ -178,6 +197,8 @@ def main(argv: list[str]) -> int:
                 )
                 return 2
             status, doc = _request(args.conf, "POST", f"rules/{args.name}/_skip", {"until": until})
+        elif command == "waiting":
+            status, doc = _request(args.conf, "GET", f"rules/{args.name}/_waiting")
         elif command == "approve":
             status, doc = _request(args.conf, "POST", f"rules/{args.name}/_approve", {})
         else:
@@ -201,6 +222,8 @@ def main(argv: list[str]) -> int:
     elif command in ("approve", "reject"):
         verb = "approved: applying" if command == "approve" else "rejected: a dead letter,"
         print(f"rule {args.name}: {verb} {doc['write']} ({doc['where']}); the rule goes on")
+    elif command == "waiting":
+        print(_waiting_table(doc))
     elif command == "skip":
         print(f"rule {args.name}: writes captured before {_iso(doc['skip_until'])} are skipped (dead letters)")
     else:

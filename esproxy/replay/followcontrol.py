@@ -132,6 +132,25 @@ class FollowControl:
             rows.append(row)
         return rows
 
+    def waiting(self, name: str, limit: int = 100) -> dict[str, Any]:
+        """The writes waiting in rule ``name``'s lanes (delayed or held), oldest capture first: where, what, when
+        captured, when due, from where; at most ``limit`` (``total`` counts them all)."""
+        now = time.time()
+        entries = [(lane, e) for lane in self.board.lanes_of(name) for e in lane.entries]
+        entries.sort(key=lambda pair: (pair[1].captured, pair[1].record.offset))
+        rows = [
+            {
+                "where": e.place,
+                "what": e.describe(),
+                "captured": round(e.captured, 3),
+                "due_in_seconds": round(max(0.0, e.due - now), 3),
+                "guard": e.guard,
+                "from": e.origin(),
+            }
+            for _, e in entries[:limit]
+        ]
+        return {"rule": name, "total": len(entries), "writes": rows}
+
     def decide(self, name: str, action: str, data: Any) -> dict[str, Any]:
         """approve / reject the oldest write held for rule ``name``; skip its writes captured before a time."""
         if not isinstance(data, dict):
@@ -208,6 +227,8 @@ class FollowControl:
             if len(parts) == 2 and parts[0] == "rules" and method == "DELETE":
                 self.delete(parts[1])
                 return 200, {"acknowledged": True}
+            if len(parts) == 3 and parts[0] == "rules" and parts[2] == "_waiting" and method == "GET":
+                return 200, self.waiting(parts[1])
             if len(parts) == 3 and parts[0] == "rules" and parts[2] in DECISIONS and method == "POST":
                 try:
                     data = json.loads(body or b"{}")

@@ -32,7 +32,8 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from esproxy.core.bean import Bean
+from esproxy.core.bean import DOCS_KIND, Bean
+from esproxy.core.bulk import BulkFormatError, parse_request
 
 from .record import Record, where
 from .undo import lag_beyond
@@ -60,6 +61,16 @@ class Entry:
         return where(self.record)
 
     def describe(self) -> str:
+        """``DELETE /orders``; a document bean by its first action: ``index products/7`` (``+2 more``)."""
+        if self.bean.kind == DOCS_KIND:
+            try:
+                actions = parse_request(self.bean.body)
+            except BulkFormatError:
+                actions = []
+            if actions:
+                first = actions[0]
+                more = f" (+{len(actions) - 1} more)" if len(actions) > 1 else ""
+                return f"{first.verb} {first.meta.get('_index', self.bean.index)}/{first.meta.get('_id', '?')}{more}"
         return f"{self.bean.method} {self.bean.requestUri.split('?', 1)[0]}"
 
     def origin(self) -> dict[str, Any]:
