@@ -225,7 +225,7 @@ def main(argv: list[str]) -> int:
     elif command == "waiting":
         print(_waiting_table(doc))
     elif command == "skip":
-        print(f"rule {args.name}: writes captured before {_iso(doc['skip_until'])} are skipped (dead letters)")
+        print(f"rule {args.name}: writes captured before {_iso_ms(doc['skip_until'])} are skipped (dead letters)")
     else:
         print(f"rule {args.name}: {doc.get('state', 'deleted')}")
     return 0
