@@ -194,7 +194,8 @@ class Steps:
         chunks, paused = self.followed_actions(record, bean, turn.stop)
         if paused:
             self.flush(turn)
-            self.pauses.hold(record, paused)
+            if not turn.held:  # a rule lane keeps its own pause (holdback.RuleLane.paused), not the partition's
+                self.pauses.hold(record, paused)
             return False
         if not chunks:  # nothing followed: done once what comes before is
             if complete is not None:
@@ -220,7 +221,8 @@ class Steps:
         self.flush(turn)
         paused = self.as_sent(record, bean, turn.stop) if bean is not None else ""
         if paused:
-            self.pauses.hold(record, paused)
+            if not turn.held:  # a rule lane keeps its own pause (holdback.RuleLane.paused), not the partition's
+                self.pauses.hold(record, paused)
             return False
         if complete is not None:
             turn.assembler.release(complete.id)
@@ -276,7 +278,7 @@ class Steps:
         """A rule lane's turn (holdback.Apply): apply ``entries`` (of one partition, in offset order) as the
         partition's lane would, or dead-letter what an operator rejected or skipped; how many are done."""
         turn = Turn(stop, Assembler(), Batch(self.primaries, Assembler()), held=True)
-        lane.paused = False
+        was_paused, lane.paused = lane.paused, False
         try:
             for entry in entries:
                 record, bean = entry.record, entry.bean
@@ -295,6 +297,8 @@ class Steps:
                     continue
                 go = self.batch if bean.kind == DOCS_KIND else self.barrier
                 if not go(turn, record, bean, None):
+                    if not was_paused:
+                        log.info("replay of %s (sync rule %s's lane) waits: it is paused", where(record), lane.rule)
                     lane.paused = True
                     break
             self.flush(turn)
