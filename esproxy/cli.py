@@ -23,7 +23,7 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Keep Elasticsearch cluster B in sync with cluster A through a proxy and Kafka.",
         epilog="Other commands: esproxy init [--role proxy|replay]; esproxy compare --source URL --target URL;"
         " esproxy repair --source URL --target URL [--dry-run];"
-        " esproxy sync list|status|add|delete|pause|resume|stop -c replay.yml;"
+        " esproxy sync list|status|add|delete|pause|resume|stop|approve|reject|skip|waiting -c replay.yml;"
         " esproxy sync copy --source URL --target URL --index PATTERN [--rename T] [--dry-run];"
         " esproxy switchover -c conf.yml [--dry-run]; esproxy failover -c conf.yml;"
         " esproxy dlq list|requeue (-c conf.yml | --brokers B --topic T | --file F);"

@@ -80,6 +80,8 @@ class Roles:
             workers=lambda: self.pool,
             lags=lambda: [row for replay in self.replays for row in replay.lag()],
             unassigned=lambda: [row for replay in self.replays for row in replay.unassigned()],
+            rule_lanes=lambda: [row for replay in self.replays for row in replay.rule_lanes()],
+            undo_rules=self.follow.undo_rules if self.follow is not None else lambda: [],
             sync=self.follow.handle if self.follow is not None else None,
             unstarted=lambda: [(cluster, *since_why) for cluster, since_why in self.unstarted.items()],
             followers=self._follower_rows,
@@ -226,7 +228,10 @@ class Roles:
                 source = Elastic(self.cfg.follow.source.destination(), "follow source")
                 self.replay_elastics.append(source)
             rules = self.follow.rules if self.follow is not None else None
-            replay = KafkaReplay(k, primaries, rules, source, watch_group=self.cfg.health.maxUnassigned > 0)
+            board = self.follow.board if self.follow is not None else None  # held writes, decisions, skips
+            replay = KafkaReplay(
+                k, primaries, rules, source, watch_group=self.cfg.health.maxUnassigned > 0, board=board
+            )
             replay.start()
             self.replays.append(replay)
 

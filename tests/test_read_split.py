@@ -261,3 +261,30 @@ def test_routed_reads_answer_the_same_bytes_without_the_environ(split, es_a, es_
     s = stats(port)
     # both_paths sends each request twice: 4 to B and 3 forced to A, each twice
     assert (s["proxy"]["reads"], s["proxy"]["read_fallbacks"]) == ({es_b: 8, es_a: 6}, {"forced": 6})
+
+
+@pytest.mark.real
+def test_a_delayed_rules_indices_are_read_from_the_leader(esproxy, es_a, es_b, kafka, names, port):
+    # issue 26: B holds a delayed rule's indices as they were a delay ago, the other rules' as they are now.
+    # The proxy has no sync rules of its own: it learns the delay from its follower's replay (its stats).
+    late, now = names.index("late"), names.index("now")
+    topic, group, admin = names.topic(), names.group(), free_port()
+    create_topic(kafka, topic)
+    replay_conf = replay_config(kafka, topic, group, es_b)
+    replay_conf["admin"] = {"port": admin}
+    replay_conf["follow"] = {
+        "rules": [{"name": "late", "indices": [late], "delay": "1h"}, {"name": "now", "indices": [now]}]
+    }
+    esproxy(replay_conf)
+    follower = {"url": es_b, "replayAdmin": f"http://127.0.0.1:{admin}", "maxLag": "30s", "timeout": "5s"}
+    esproxy(with_followers(proxy_config(port, es_a, kafka, topic), [follower]))
+    wait_until(lambda: follower_state(port, es_b) == "ok", timeout=20, msg="the follower to be usable")
+    base = f"http://127.0.0.1:{port}"
+    for index in (late, now):
+        put(es_a, index, "only-a", {"marker": "a"})
+        put(es_b, index, "only-b", {"marker": "b"})
+    assert "only-b" in hit_ids(base, now)  # the follower answers the rule without delay
+    ids = hit_ids(base, late)
+    assert "only-a" in ids and "only-b" not in ids  # the leader answers the delayed rule's index
+    assert "only-a" in hit_ids(base, f"{late[:-2]}*")  # a pattern that may match it too
+    assert stats(port)["proxy"]["read_fallbacks"]["delayed"] >= 2

@@ -11,7 +11,15 @@ import pytest
 
 from esproxy.admin import metrics
 from esproxy.admin.server import Admin, AdminView
-from esproxy.admin.snapshot import FollowerRow, PartitionLag, Row, Switchover, UnassignedPartition, as_json
+from esproxy.admin.snapshot import (
+    FollowerRow,
+    PartitionLag,
+    Row,
+    RuleLaneRow,
+    Switchover,
+    UnassignedPartition,
+    as_json,
+)
 from esproxy.core.config import HealthSettings
 from esproxy.core.stats import FollowedIndex, Stats
 
@@ -26,6 +34,21 @@ LAG = {
     "oldest_offset": 40,
 }
 UNASSIGNED = {"group": "g", "topic": "t", "partition": 4, "lag": 2, "committed": 9, "waiting_seconds": 3.0}
+RULE_LANE = {  # esproxy.replay.holdback.Holdback.rows
+    "group": "g",
+    "rule": "r1",
+    "topic": "t",
+    "partition": 3,
+    "waiting": 2,
+    "oldest_offset": 38,
+    "oldest_captured": 1800000000.0,
+    "delay_seconds": 30.0,
+    "due_in_seconds": 0.0,
+    "lag_beyond_delay_seconds": 0.0,
+    "stalled_seconds": 0.0,
+    "held": {"kind": "index_delete", "what": "DELETE /i", "where": "t-3@38", "since": 1800000001.0,
+             "held_seconds": 4.0, "captured": 1800000000.0, "from": {"client": "10.0.0.7:5123", "proxy": "p:2900"}},
+}  # fmt: skip
 FOLLOWER = {
     "cluster": "http://b:9200",
     "state": "ok",
@@ -80,6 +103,7 @@ def _admin(full: bool) -> Admin:
     stats.produce_failed("t", "KafkaTimeoutError")
     stats.replay_by_index, stats.replay_skipped, stats.replay_skipped_by_rules = {"i": [2, 20]}, {"i": 1}, {"j": 1}
     stats.followed = {"i-sync": FollowedIndex("i", "r1")}
+    stats.followed["i-sync"].delay_seconds = 30.0
     stats.dead_letters = 1
     view = AdminView(
         health=HealthSettings(),
@@ -94,6 +118,7 @@ def _admin(full: bool) -> Admin:
         followers=lambda: [dict(FOLLOWER)],
         switchover=(lambda method, parts, body: (200, dict(SWITCHOVER))) if full else None,
         in_flight=lambda: (2048, 1 << 29),
+        rule_lanes=lambda: [dict(RULE_LANE)],
     )
     return Admin(view, stats)
 
@@ -151,6 +176,9 @@ def test_the_stats_json_keeps_its_keys_in_their_order() -> None:
         "dead_letters",
         "consumer_lag",
         "unassigned",
+        "rule_lanes",
+        "sync_decided",
+        "undo_rules",
     ]
     assert doc["proxy"]["requests"] == {"GET 200": 1} and doc["proxy"]["latency_seconds"]["le"]["+Inf"] == 1
     assert doc["proxy"]["kafka"]["failed"] == {"t": {"KafkaTimeoutError": 1}}
@@ -164,8 +192,9 @@ def test_the_stats_json_keeps_its_keys_in_their_order() -> None:
         }
     ]
     assert doc["replay"]["by_index"] == {"i": {"writes": 2, "bytes": 20}}
-    assert doc["replay"]["followed"] == {"i-sync": FollowedIndex("i", "r1").as_dict()}
+    assert doc["replay"]["followed"] == {"i-sync": admin.stats.followed["i-sync"].as_dict()}
     assert list(doc["replay"]["followed"]["i-sync"]) == list(FollowedIndex("i", "r1").as_dict())
+    assert doc["replay"]["rule_lanes"] == [RULE_LANE]
     assert doc["switchover"] == SWITCHOVER and list(doc["switchover"]) == list(SWITCHOVER)
     assert doc["replay"]["consumer_lag"] == [LAG] and doc["replay"]["unassigned"] == [UNASSIGNED]
     assert doc["followers"] == [FOLLOWER] and doc["proxy"]["workers"] == FakeWorkers().rows()
@@ -185,7 +214,13 @@ def test_a_switchover_that_cannot_say_is_an_empty_object_and_no_sample() -> None
 
 @pytest.mark.parametrize(
     "cls,row",
-    [(PartitionLag, LAG), (UnassignedPartition, UNASSIGNED), (FollowerRow, FOLLOWER), (Switchover, SWITCHOVER)],
+    [
+        (PartitionLag, LAG),
+        (UnassignedPartition, UNASSIGNED),
+        (FollowerRow, FOLLOWER),
+        (Switchover, SWITCHOVER),
+        (RuleLaneRow, RULE_LANE),
+    ],
 )
 def test_a_row_reads_back_as_its_producer_wrote_it(cls: type[Row], row: dict[str, Any]) -> None:
     typed = cls.of({**row, "added_later": 1})

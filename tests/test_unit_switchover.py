@@ -175,3 +175,39 @@ def test_a_pause_nobody_resumes_ends_by_itself(tmp_path) -> None:
         while lead.pause is not None:
             gevent.sleep(0.02)
     assert lead.admit_write() is None
+
+
+class _Admin:
+    """A replay's admin endpoint as the switchover reads it (its stats)."""
+
+    url = "http://127.0.0.1:2901"
+
+    def __init__(self, replay: dict) -> None:
+        self.replay = replay
+
+    def get(self, path: str, timeout: float = 10) -> dict:
+        assert path == "/_esproxy/stats"
+        return {"replay": self.replay}
+
+
+def test_a_delayed_or_holding_follower_is_refused_unless_forced() -> None:
+    import argparse
+    import io
+
+    from esproxy.commands.switchover import Run, delayed_follower
+
+    plain = _Admin({"undo_rules": [{"name": "o", "delay_seconds": 0, "guard": ["close"]}], "rule_lanes": []})
+    delayed = _Admin({"undo_rules": [{"name": "p", "delay_seconds": 1800.0, "guard": []}], "rule_lanes": []})
+    held = _Admin({"rule_lanes": [{"rule": "o", "held": {"what": "DELETE /orders", "where": "t-0@3"}}]})
+    assert delayed_follower(plain) is None  # a guard alone, nothing held: B is the leader's equal
+    assert delayed_follower(delayed) == "sync rule p delays its writes by 1800s"
+    assert delayed_follower(held) == "sync rule o holds DELETE /orders (t-0@3)"
+    for force, refused in ((False, True), (True, False)):
+        out = io.StringIO()
+        run = Run(_config(B), argparse.Namespace(force=force, to="", timeout=60.0), "switchover", out)
+        try:
+            problem = run.delayed(delayed)  # type: ignore[arg-type]
+        finally:
+            run.offsets.close()
+        assert (problem is not None) is refused
+        assert refused or "--force, going on" in out.getvalue()

@@ -15,7 +15,14 @@ Each check compares one figure with its ``health.*`` setting (0 turns the check 
 - ``replay_unassigned``: partitions of a replay's topics that it does not hold have had writes waiting,
   with no replay of its group committing on them, for longer than ``maxUnassigned``
   (esproxy.replay.groupwatch);
-- ``dead_letters``: a dead letter was written within the last ``deadLetterWindow``.
+- ``dead_letters``: a dead letter was written within the last ``deadLetterWindow`` (an operator's reject or
+  skip, ``esproxy sync reject|skip``, is not counted);
+- a sync rule's own lane (``follow.rules[].delay``, ``guard``; esproxy.replay.holdback): ``replay_lag`` when
+  its oldest write is more than ``maxReplayLag`` past its due time (capture + the delay: the delay itself
+  never counts), ``replay_stalled`` when it is due and nothing was applied for ``maxReplayStall``.
+
+Not failures, but shown (``notices`` of the answer, 200 or 503): ``sync_held``, a rule's lane stopped at a
+write its guard holds, waiting for ``esproxy sync approve|reject``.
 
 Pure logic: :mod:`esproxy.admin.server` gathers the figures.
 """
@@ -48,9 +55,22 @@ def problems(
     dead_letter_times: Iterable[float],
     unstarted: Iterable[tuple[str, float, str]] = (),
     unassigned: Iterable[dict[str, Any]] = (),
+    rule_lanes: Iterable[dict[str, Any]] = (),
 ) -> list[Problem]:
     """What is wrong now; empty when healthy. ``now`` is time.monotonic(), as the times given."""
     out: list[Problem] = []
+    for row in rule_lanes:  # esproxy.replay.holdback.Holdback.rows
+        lane = f"sync rule {row['rule']}'s writes of {row['topic']}-{row['partition']} (group {row['group']})"
+        beyond, stalled, offset = row["lag_beyond_delay_seconds"], row["stalled_seconds"], row["oldest_offset"]
+        delay = f"delay {_secs(row['delay_seconds'])}"
+        for check, value, limit, setting, what in (
+            ("replay_stalled", stalled, settings.maxReplayStall, "maxReplayStall",
+             f"applied nothing for {_secs(stalled)} while offset {offset} is due"),
+            ("replay_lag", beyond, settings.maxReplayLag, "maxReplayLag",
+             f"are {_secs(beyond)} behind beyond their {delay}: the oldest waiting is offset {offset}"),
+        ):  # fmt: skip
+            if limit and value > limit:
+                out.append(Problem(check, f"{lane} {what} (health.{setting}: {_secs(limit)})"))
     limit = settings.maxShipDelay
     if limit and ship_age > limit:
         out.append(
@@ -117,6 +137,25 @@ def problems(
                     "dead_letters",
                     f"{len(recent)} dead letter(s) written in the last {_secs(limit)}, the latest"
                     f" {_secs(now - max(recent))} ago: see `esproxy dlq list` (health.deadLetterWindow)",
+                )
+            )
+    return out
+
+
+def notices(rule_lanes: Iterable[dict[str, Any]]) -> list[Problem]:
+    """What health shows without failing: the writes sync rules' guards hold (a decision for an operator)."""
+    out = []
+    for row in rule_lanes:
+        held = row.get("held")
+        if held:
+            origin = held.get("from") or {}
+            out.append(
+                Problem(
+                    "sync_held",
+                    f"sync rule {row['rule']} holds {held['what']} at {held['where']} (guard {held['kind']}) for"
+                    f" {_secs(held['held_seconds'])}, from client {origin.get('client') or '?'} through"
+                    f" {origin.get('proxy') or '?'}; {row['waiting'] - 1} later write(s) of the rule wait behind it:"
+                    f" esproxy sync approve|reject {row['rule']}",
                 )
             )
     return out

@@ -13,7 +13,16 @@ from typing import Any, Callable, Iterable, Optional
 from esproxy import __version__
 
 from .health import Problem
-from .snapshot import FollowedIndex, IndexWrites, PartitionLag, Snapshot, Switchover, Upstream, WorkerRow
+from .snapshot import (
+    FollowedIndex,
+    IndexWrites,
+    PartitionLag,
+    RuleLaneRow,
+    Snapshot,
+    Switchover,
+    Upstream,
+    WorkerRow,
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,14 @@ def _by_index(value: Callable[[IndexWrites], float]) -> Callable[[Reading], Iter
 def _followed(value: Callable[[FollowedIndex], float]) -> Callable[[Reading], Iterable[Sample]]:
     """Per follower index (B's name, at most 1000) and its sync rule."""
     return lambda r: [("", {"index": i, "rule": row.rule}, value(row)) for i, row in r.snap.replay.followed.items()]
+
+
+def _rule_lanes(value: Callable[[RuleLaneRow], float]) -> Callable[[Reading], Iterable[Sample]]:
+    """Per sync rule and partition with writes waiting in the rule's lane."""
+    return lambda r: [
+        ("", {"rule": x.rule, "group": x.group, "topic": x.topic, "partition": str(x.partition)}, value(x))
+        for x in r.snap.replay.rule_lanes
+    ]
 
 
 def _lags(value: Callable[[PartitionLag], Optional[float]]) -> Callable[[Reading], Iterable[Sample]]:
@@ -327,6 +344,49 @@ METRICS: tuple[Metric, ...] = (
         "gauge",
         "Capture on A (the Kafka timestamp) to application on B of the last write applied to each follower index.",
         _followed(lambda x: x.lag_seconds),
+    ),
+    Metric(
+        "esproxy_sync_lag_beyond_delay_seconds",
+        "gauge",
+        "esproxy_sync_lag_seconds less the rule's delay (follow.rules[].delay): how late the last write applied to"
+        " each follower index was.",
+        _followed(lambda x: x.lag_beyond_delay_seconds),
+    ),
+    Metric(
+        "esproxy_sync_delay_seconds",
+        "gauge",
+        "The delay of each sync rule that has one (follow.rules[].delay), per follower index it applied to.",
+        lambda r: [
+            ("", {"index": i, "rule": row.rule}, row.delay_seconds)
+            for i, row in r.snap.replay.followed.items()
+            if row.delay_seconds
+        ],
+    ),
+    Metric(
+        "esproxy_sync_waiting",
+        "gauge",
+        "Writes waiting in a sync rule's own lane (delayed or held), per rule and partition.",
+        _rule_lanes(lambda x: x.waiting),
+    ),
+    Metric(
+        "esproxy_sync_waiting_lag_beyond_delay_seconds",
+        "gauge",
+        "How far past its due time (capture + the rule's delay) the oldest write waiting in a rule's lane is;"
+        " 0 inside the delay and while held (health.maxReplayLag applies to it).",
+        _rule_lanes(lambda x: x.lag_beyond_delay_seconds),
+    ),
+    Metric(
+        "esproxy_sync_held",
+        "gauge",
+        "1 while a rule's lane is stopped at a write its guard holds (esproxy sync approve|reject), per rule and"
+        " partition.",
+        _rule_lanes(lambda x: 1 if x.held else 0),
+    ),
+    Metric(
+        "esproxy_sync_decided_total",
+        "counter",
+        "Writes an operator rejected or skipped (esproxy sync reject|skip): dead letters that are not failures.",
+        _one(lambda s: s.replay.sync_decided),
     ),
     Metric(
         "esproxy_sync_last_applied_timestamp_seconds",

@@ -30,7 +30,7 @@ from esproxy.core.stats import LATENCY_BUCKETS, STATS, Stats
 from esproxy.core.wsgi import JSON_TYPE, Check, StartResponse, error_body, error_doc, header_check, unauthorized
 
 from . import metrics
-from .health import Problem, problems
+from .health import Problem, notices, problems
 from .metrics import Reading
 from .snapshot import (
     FollowedIndex,
@@ -43,6 +43,7 @@ from .snapshot import (
     ProxySection,
     Queue,
     ReplaySection,
+    RuleLaneRow,
     Snapshot,
     Spool,
     Switchover,
@@ -113,6 +114,11 @@ class AdminView:
     followers: Callable[[], list[dict[str, Any]]] = lambda: []
     # /_esproxy/switchover[/...]: the same shape as sync; esproxy.proxy.leadership (the proxy role with followers)
     switchover: Optional[Callable[[str, list[str], bytes], tuple[int, Any]]] = None
+    # writes waiting in sync rules' own lanes, delayed or held: KafkaReplay.rule_lanes() (esproxy.replay.holdback)
+    rule_lanes: Callable[[], list[dict[str, Any]]] = lambda: []
+    # the sync rules with a delay or a guard: name, indices, exclude, delay_seconds, guard (read by a proxy's
+    # read routing and by switchover: a delayed follower answers no read of those indices and is not promoted)
+    undo_rules: Callable[[], list[dict[str, Any]]] = lambda: []
 
 
 class Admin:
@@ -196,6 +202,7 @@ class Admin:
             dead_letter_times=self.stats.dead_letter_times,
             unstarted=self.view.unstarted(),
             unassigned=self.view.unassigned() if unassigned is None else unassigned,
+            rule_lanes=self.view.rule_lanes(),
         )
 
     def health(self) -> tuple[str, dict[str, Any]]:
@@ -205,6 +212,9 @@ class Admin:
         (``[{"check", "reason"}]``, empty when ok).
         """
         common: dict[str, Any] = {"version": __version__, "pid": os.getpid()}
+        shown = notices(self.view.rule_lanes())
+        if shown:  # not failures: writes sync rules' guards hold, waiting for a decision
+            common["notices"] = [p.as_dict() for p in shown]
         if self.view.stopping():
             found = [Problem("stopping", "esproxy is stopping (graceful stop in progress)")]
             kind, verdict = "esproxy_stopping_exception", "stopping"
@@ -292,6 +302,9 @@ class Admin:
             unassigned=[
                 UnassignedPartition.of(x) for x in (self.view.unassigned() if unassigned is None else unassigned)
             ],
+            rule_lanes=[RuleLaneRow.of(x) for x in self.view.rule_lanes()],
+            undo_rules=self.view.undo_rules(),
+            sync_decided=s.sync_decided,
         )
         return Snapshot(
             version=__version__,

@@ -121,6 +121,8 @@ class FollowedIndex(Row):
     failures: int
     last_applied: float
     lag_seconds: float
+    delay_seconds: float = 0.0
+    lag_beyond_delay_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,25 @@ class PartitionLag(Row):
     stalled_seconds: float
     paused_by: str
     oldest_offset: Optional[int]
+
+
+@dataclass(frozen=True)
+class RuleLaneRow(Row):
+    """A sync rule's writes of one partition waiting in the rule's lane, delayed or held
+    (esproxy.replay.holdback.Holdback.rows)."""
+
+    group: str
+    rule: str
+    topic: str
+    partition: int
+    waiting: int
+    oldest_offset: int
+    oldest_captured: float
+    delay_seconds: float
+    due_in_seconds: float
+    lag_beyond_delay_seconds: float
+    stalled_seconds: float
+    held: Optional[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -220,6 +241,9 @@ class ReplaySection:
     dead_letters: int
     consumer_lag: list[PartitionLag]
     unassigned: list[UnassignedPartition]
+    rule_lanes: list[RuleLaneRow] = field(default_factory=list)  # delayed and held writes (follow.rules[])
+    sync_decided: int = 0  # writes an operator rejected or skipped (their dead letters are not failures)
+    undo_rules: list[dict[str, Any]] = field(default_factory=list)  # sync rules with a delay or a guard
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,17 @@ def lag_rows(admin: Endpoint, topics: list[str]) -> list[dict[str, Any]]:
     return [r for r in admin.get("/_esproxy/stats")["replay"]["consumer_lag"] if r["topic"] in topics]
 
 
+def delayed_follower(admin: Endpoint) -> Optional[str]:
+    """Why the cluster the replay at ``admin`` writes into is not the leader's equal: its sync rules delay writes
+    (``follow.rules[].delay``) or its lanes hold writes a guard stopped; None when neither (or it cannot say)."""
+    replay = admin.get("/_esproxy/stats").get("replay", {})
+    delayed = [r for r in replay.get("undo_rules") or [] if r.get("delay_seconds")]
+    held = [r for r in replay.get("rule_lanes") or [] if r.get("held")]
+    why = [f"sync rule {r['name']} delays its writes by {r['delay_seconds']:g}s" for r in delayed]
+    why += [f"sync rule {r['rule']} holds {r['held']['what']} ({r['held']['where']})" for r in held]
+    return "; ".join(why) or None
+
+
 def replay_groups(admin: Endpoint, topics: list[str]) -> list[str]:
     """The consumer groups of the replay at ``admin`` that read ``topics``."""
     return sorted({r["group"] for r in lag_rows(admin, topics)})
@@ -275,7 +286,27 @@ class Run:
                 problems.append(f"the replay {role} ({admin.url}) is assigned no partition of {','.join(plan.topics)}")
             else:
                 self.say(f"check: replay {role} runs: {admin.url}, group(s) {', '.join(groups)}")
+        if plan.into_new is not None:
+            problem = self.delayed(plan.into_new)
+            if problem:
+                problems.append(problem)
         return problems
+
+    def delayed(self, admin: Endpoint) -> Optional[str]:
+        """The refusal of a delayed follower (or one holding writes), None when it is not one or --force is given."""
+        try:
+            why = delayed_follower(admin)
+        except Failed:
+            return None  # said by the checks that ask the same endpoint
+        if why is None:
+            return None
+        if getattr(self.args, "force", False):
+            self.say(f"check: the new leader is a delayed follower ({why}): --force, going on")
+            return None
+        return (
+            f"the new leader is a delayed follower ({why}): it lacks what A applied within the delay;"
+            " --force to promote it anyway (the writes still waiting are applied to it as they come due)"
+        )
 
     def applied(self, plan: Plan, end: dict[tuple[str, int], int]) -> Optional[str]:
         """None once the replay into the new leader committed the end offsets and holds nothing unapplied."""
@@ -446,6 +477,10 @@ class Run:
                 " or --force to promote anyway"
             )
             return EXIT_ABORTED
+        refused = self.delayed(plan.into_new) if plan.into_new is not None else None
+        if refused:
+            self.say(f"refused: {refused}")
+            return EXIT_ABORTED
         try:
             state = proxy.post(
                 "/_esproxy/switchover/leader",
@@ -511,8 +546,15 @@ def _parser(kind: str) -> argparse.ArgumentParser:
         p.add_argument("--retry-after", type=int, default=1, help="Retry-After of a refused write, seconds")
         p.add_argument("--verify", choices=("counts", "full"), default="counts", help="how to compare the clusters")
         p.add_argument("--index", default="*", help="indices verified (default: all but hidden)")
+        p.add_argument(
+            "--force", action="store_true", help="switch even to a delayed follower (follow.rules[].delay, a hold)"
+        )
     else:
-        p.add_argument("--force", action="store_true", help="promote even though the leader answers")
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="promote even though the leader answers, or the follower is delayed (follow.rules[].delay, a hold)",
+        )
     return p
 
 

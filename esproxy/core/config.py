@@ -328,6 +328,22 @@ class FollowRule:
     copyExisting: bool = setting(
         False, "Copy the indices that already exist in A (the initial copy, `esproxy sync copy`)."
     )
+    delay: Duration = setting(
+        Duration(0),
+        "Delayed follower: a write to the rule's indices is applied to B no earlier than its capture on A plus"
+        " this (`30m`), in order, in the rule's own lane (other rules are not held back); reads of these"
+        " indices never go to B, and switchover/failover refuse B without `--force`. Offsets are committed no"
+        " further than the oldest write waiting, so a restart keeps the delay; 0 = off (ours).",
+        minimum=0,
+        zero="off",
+    )
+    guard: list[str] = setting(
+        [],
+        "Destructive writes held for an operator instead of applied (`esproxy sync approve RULE` or `reject RULE`): the"
+        " rule's lane stops at one, other rules go on. Kinds: `index_delete` (`DELETE /idx`, also through a"
+        " list or wildcard that may name a followed index, `_aliases` `remove_index`), `delete_by_query`,"
+        " `update_by_query`, `close` (see docs/operations.md, Undo window) (ours).",
+    )
 
 
 @dataclass

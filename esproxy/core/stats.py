@@ -32,13 +32,25 @@ SKIPPED_BY_RULES_INDICES = 1000  # indices counted by name in replay_skipped_by_
 class FollowedIndex:
     """What the replay applied to one follower index (B's name) under a sync rule."""
 
-    __slots__ = ("source", "rule", "docs", "bytes", "failures", "last_applied", "lag_seconds")
+    __slots__ = (
+        "source",
+        "rule",
+        "docs",
+        "bytes",
+        "failures",
+        "last_applied",
+        "lag_seconds",
+        "delay_seconds",
+        "lag_beyond_delay_seconds",
+    )
 
     def __init__(self, source: str, rule: str) -> None:
         self.source, self.rule = source, rule
         self.docs = self.bytes = self.failures = 0
         self.last_applied = 0.0  # time.time() of the last write applied
         self.lag_seconds = 0.0  # its Kafka timestamp (capture on A) to its application on B
+        self.delay_seconds = 0.0  # the rule's delay when it was applied (follow.rules[].delay)
+        self.lag_beyond_delay_seconds = 0.0  # lag_seconds less the delay: how late it was
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -72,6 +84,7 @@ class Stats:
         self.replay_skipped_by_rules: dict[str, int] = {}  # A's index -> writes no sync rule follows
         self.replay_throttled_seconds = 0.0  # time the replay waited for its rate limit
         self.followed: dict[str, FollowedIndex] = {}  # B's index name -> what the sync rules applied to it
+        self.sync_decided = 0  # writes an operator rejected or skipped (dead letters, not failures): replay/holdback.py
         self._dead_letters = 0
         self.dead_letter_times: deque[float] = deque(maxlen=DEAD_LETTER_TIMES)  # time.monotonic() of each
         self._rate: deque[list[int]] = deque(maxlen=RATE_WINDOW + 2)  # [second, messages]
@@ -159,14 +172,19 @@ class Stats:
         key = index if index in counts or len(counts) < SKIPPED_BY_RULES_INDICES else "(other)"
         counts[key] = counts.get(key, 0) + 1
 
-    def follow_applied(self, target: str, source: str, rule: str, docs: int, nbytes: int, timestamp_ms: int) -> None:
-        """``docs`` writes of A's ``source`` applied to B's ``target`` under ``rule``; ``timestamp_ms``: Kafka's."""
+    def follow_applied(
+        self, target: str, source: str, rule: str, docs: int, nbytes: int, timestamp_ms: int, delay: float = 0.0
+    ) -> None:
+        """``docs`` writes of A's ``source`` applied to B's ``target`` under ``rule``; ``timestamp_ms``: Kafka's;
+        ``delay``: the rule's (its lag counts it, ``lag_beyond_delay_seconds`` does not)."""
         entry = self._followed(target, source, rule)
         entry.docs += docs
         entry.bytes += nbytes
         entry.last_applied = time.time()
+        entry.delay_seconds = delay
         if timestamp_ms > 0:
             entry.lag_seconds = max(0.0, entry.last_applied - timestamp_ms / 1000)
+            entry.lag_beyond_delay_seconds = max(0.0, entry.lag_seconds - delay)
 
     def follow_failed(self, target: str) -> None:
         """A write into follower index ``target`` that B refused (to the dead letters)."""

@@ -35,7 +35,7 @@ from esproxy.core.config import ClientTls, ElasticDestination
 from esproxy.core.logs import redact_url
 from esproxy.core.schema import Duration, Url
 from esproxy.core.stats import STATS
-from esproxy.replay import Rules
+from esproxy.replay import Rules, intersect, matches
 
 from .readnames import Rewritten, follower_request
 from .request import BadBody, Request
@@ -53,7 +53,7 @@ RYW_CLIENTS = 10_000  # clients remembered for read-your-writes (least recently 
 RYW_INDICES = 64  # indices remembered per client; more, and all its reads go to the leader
 
 # Why a read went to the leader although followers are configured (esproxy_read_fallbacks_total).
-FALLBACK_REASONS = ("down", "timeout", "lag", "forced", "read_your_writes", "scroll", "renamed")
+FALLBACK_REASONS = ("down", "timeout", "lag", "forced", "read_your_writes", "scroll", "renamed", "delayed")
 # Not reads, or reads of the cluster rather than of indices: the leader's, not counted as fallbacks.
 WRITE, CLUSTER = "write", "cluster"
 
@@ -144,6 +144,30 @@ def _written(request: Request) -> list[str]:
     if "_reindex" in segments or not named:
         return ["*"]
     return named
+
+
+def delayed_read(names: Optional[list[str]], delayed: Sequence[dict[str, Any]]) -> bool:
+    """Whether a read naming ``names`` (A's names or patterns, :func:`read_indices`; None: all, or named in the
+    body) may read an index a delayed sync rule follows (``delayed``: the replay's ``undo_rules`` with a
+    delay): B holds those indices as they were a delay ago, so the leader answers. An alias is judged by
+    its own name: a rule that should keep its alias's reads off B names the alias among its indices."""
+    rules = [r for r in delayed if r.get("delay_seconds")]
+    if not rules:
+        return False
+    if names is None:
+        return True
+    for name in names:
+        if name.startswith("-"):
+            continue  # narrows a wildcard: decided with it
+        pattern = "*" if name == "_all" else name
+        for rule in rules:
+            includes, excludes = rule.get("indices") or [], rule.get("exclude") or []
+            if "*" in pattern:
+                if any(intersect(p, pattern) for p in includes):
+                    return True
+            elif any(matches(p, pattern) for p in includes) and not any(matches(e, pattern) for e in excludes):
+                return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -242,6 +266,7 @@ class Follower:
         self.hold_until = 0.0
         self.state = "starting"
         self.since = time.time()
+        self.delayed: list[dict[str, Any]] = []  # its replay's sync rules with a delay (replay.undo_rules)
         self._probe = Elastic(_short(self.cfg, self.cfg.url), "follower")
         cfg = self.cfg
         self._admin = (
@@ -323,7 +348,9 @@ class Follower:
             return None, f"replay admin: {e}{hint}"
         if r.status != 200:
             return None, f"replay admin answered {r.status}"
-        rows = r.json().get("replay", {}).get("consumer_lag")
+        replay = r.json().get("replay", {})
+        self.delayed = [x for x in replay.get("undo_rules") or [] if isinstance(x, dict) and x.get("delay_seconds")]
+        rows = replay.get("consumer_lag")
         if not isinstance(rows, list):
             return None, "replay admin: no replay.consumer_lag in its stats"
         seconds = [row.get("lag_seconds") for row in rows if isinstance(row, dict)]
@@ -420,6 +447,11 @@ class ReadRouter:
         if view is None:
             return None, "renamed", None
         usable = [f for f in followers if f.unusable() is None]
+        if usable and any(f.delayed for f in usable):  # a delayed follower answers no read of its delayed indices
+            names = read_indices(uri)
+            usable = [f for f in usable if not delayed_read(names, f.delayed)]
+            if not usable:
+                return None, "delayed", None
         if not usable:
             return None, (followers[0].unusable() or "down") if followers else CLUSTER, None
         self._turn = (self._turn + 1) % len(usable)

@@ -10,7 +10,7 @@ the initial copy shares with it. esproxy.roles, esproxy.cli and esproxy.configfi
 roles and check their config, use its modules.
 """
 
-from .follow import Rules, name_problem, render
+from .follow import Rules, intersect, matches, name_problem, render
 from .ratelimit import RateLimit
 
-__all__ = ["RateLimit", "Rules", "name_problem", "render"]
+__all__ = ["RateLimit", "Rules", "intersect", "matches", "name_problem", "render"]

@@ -37,6 +37,7 @@ from .deadletters import DeadLetters
 from .follow import Rules
 from .followcreate import IndexCreator
 from .groupwatch import GroupWatch
+from .holdback import Board, Holdback
 from .lanes import Lane
 from .ratelimit import RateLimit
 from .rebalance import ASSIGNORS, LEAVE_GROUP_TIMEOUT, Rebalances, finish_join
@@ -70,6 +71,7 @@ class KafkaReplay:
         rules: Optional[Rules] = None,
         source: Optional[Elastic] = None,
         watch_group: bool = False,
+        board: Optional[Board] = None,
     ) -> None:
         self.cfg = cfg
         self.primaries = primaries
@@ -80,11 +82,13 @@ class KafkaReplay:
         # follow.source (cluster A): a followed index B lacks is created from A before its first write
         writes = Writes(primaries, rate, IndexCreator(source, rules), self.dead_letters)
         self.assembly = Assembly(cfg, self.dead_letters)  # per partition: chunk sets read in part
-        self.steps = Steps(cfg, primaries, rules, writes, self.dead_letters, self.assembly)  # a lane's turn
+        self._gate = Semaphore(cfg.concurrency)
+        # the sync rules' own lanes: writes they delay or hold (holdback.py); the board: operators' decisions
+        self.holdback = Holdback(board if board is not None else Board(), cfg.group, self._gate, lambda: self.stopping)
+        self.steps = Steps(cfg, primaries, rules, writes, self.dead_letters, self.assembly, self.holdback)
         self._consumer: Optional[KafkaConsumer] = None
         self._greenlet: Optional[gevent.Greenlet] = None
         self._lanes: dict[TopicPartition, Lane] = {}
-        self._gate = Semaphore(cfg.concurrency)
         self._progress = Event()  # a lane finished a replay
         self._rebalances = 0
         self._fetch_from: dict[TopicPartition, int] = {}  # next offset the consumer fetches, once known
@@ -191,6 +195,7 @@ class KafkaReplay:
                         self._fetch_from[tp] = records[-1].offset + 1
         finally:
             self._close_lanes(list(self._lanes))
+            self.holdback.close()  # after the lanes: none hands it a write any more
             self._commit_applied()
 
     def _lane(self, tp: TopicPartition) -> Lane:
@@ -219,6 +224,9 @@ class KafkaReplay:
                 held = self.assembly.of(tp.topic, tp.partition).low_water()
                 if held is not None:
                     upto = min(upto, held)  # a chunk set is held: it is read again from its first chunk
+                waits = self.holdback.low_water(tp.topic, tp.partition)
+                if waits is not None:
+                    upto = min(upto, waits)  # a rule lane holds a write: it is read again from there
                 if upto - 1 > (-1 if lane.committed is None else lane.committed):
                     done[tp] = OffsetAndMetadata(upto, "", -1)
             if lane.failed_at is not None and not lane.held_until:
@@ -233,6 +241,7 @@ class KafkaReplay:
             for tp, meta in done.items():
                 if tp in self._lanes:
                     self._lanes[tp].committed = meta.offset - 1
+                self.holdback.committed(tp.topic, tp.partition, meta.offset)
 
     def _close_lanes(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -250,6 +259,7 @@ class KafkaReplay:
         for tp in partitions:
             self._lanes.pop(tp, None)
             self.assembly.forget(tp.topic, tp.partition)
+            self.holdback.forget(tp.topic, tp.partition)
             self._fetch_from.pop(tp, None)
 
     def lag(self) -> list[dict[str, Any]]:
@@ -294,6 +304,10 @@ class KafkaReplay:
                 }
             )
         return rows
+
+    def rule_lanes(self) -> list[dict[str, Any]]:
+        """Per sync rule and partition with writes waiting in the rule's lane (delayed or held): Holdback.rows."""
+        return self.holdback.rows()
 
     def _poll(self) -> dict[TopicPartition, list[Record]]:
         """One poll, topped up for up to `linger` while it holds fewer than batchSize records."""

@@ -55,6 +55,7 @@ class DeadLetters:
         status: int = 0,
         body: Optional[bytes] = None,
         error: Any = None,
+        decided: bool = False,
     ) -> None:
         """Give up ``record`` for good: log why, count a failed replay of ``index`` (``size`` bytes), write its
         dead letter (``write``: returns once it is durable; Aborted if ``stop()`` turns true first).
@@ -66,14 +67,20 @@ class DeadLetters:
         Example: at writes-0@7 a document bean for ``logs`` (1234 bytes) whose actions the sync rules cannot
         read: ``dead_letter(record, "sync rules: ...", stop, index="logs", size=1234)`` logs
         ``replay writes-0@7: sync rules: ...; to the dead letters`` (ERROR), adds one to the failures of
-        ``logs`` (STATS.replayed ok=False), and writes the letter of writes-0@7 with that reason."""
+        ``logs`` (STATS.replayed ok=False), and writes the letter of writes-0@7 with that reason.
+
+        ``decided``: an operator's decision (``esproxy sync reject|skip``, replay/holdback.py), not a failure:
+        counted in ``STATS.sync_decided``, not as a failed replay nor in health's ``dead_letters``."""
         replay_log.log(
             level,
             "%s",
             says or f"replay {record.topic}-{record.partition}@{record.offset}: {reason}; to the dead letters",
         )
-        STATS.replayed(index, size, ok=False)
-        self.write(record, reason, stop, target=target, status=status, body=body, error=error)
+        if decided:
+            STATS.sync_decided += 1
+        else:
+            STATS.replayed(index, size, ok=False)
+        self.write(record, reason, stop, target=target, status=status, body=body, error=error, counted=not decided)
 
     def write(
         self,
@@ -85,9 +92,11 @@ class DeadLetters:
         status: int = 0,
         body: Optional[bytes] = None,
         error: Any = None,
+        counted: bool = True,
     ) -> None:
         """Write the dead letter of Kafka ``record``; return once it is durable. Retries until then;
-        raises Aborted if ``stopping()`` turns true first (the message is then not done)."""
+        raises Aborted if ``stopping()`` turns true first (the message is then not done). ``counted``: in
+        ``STATS.dead_letters`` (health's ``dead_letters`` check); not for an operator's decision."""
         letter = make_record(
             record.value or b"",
             reason,
@@ -121,7 +130,8 @@ class DeadLetters:
             stopping=stopping,
             aborted="dead letter not written: stopping",
         )
-        STATS.dead_letters += 1
+        if counted:
+            STATS.dead_letters += 1
         log.warning(
             "dead letter %s-%d@%d -> %s: %s",
             record.topic,

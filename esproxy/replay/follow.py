@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, NamedTuple, Optional
 
 from esproxy.core.schema import ConfigError
 
+from .undo import guard_problem
+
 if TYPE_CHECKING:
     from esproxy.core.config import Config, FollowRule, FollowSettings
 
@@ -149,6 +151,8 @@ class Rule:
     replicas: bool = False
     aliases: bool = False
     copy_existing: bool = False
+    delay: float = 0.0  # seconds: writes applied no earlier than capture + delay (replay/holdback.py)
+    guard: tuple[str, ...] = ()  # kinds of destructive writes held for an operator (replay/undo.py)
 
     def follows(self, index: str) -> bool:
         return any(matches(p, index) for p in self.indices) and not any(matches(p, index) for p in self.exclude)
@@ -203,6 +207,7 @@ class Rules:
         self.states: dict[str, str] = {}  # rule name -> PAUSED or STOPPED; absent: FOLLOWING
         self._active = bool(rules) if active is None else active
         self._cache: dict[str, Optional[Target]] = {}
+        self.undo = _undo(self.rules)  # a rule delays or guards writes (replay/holdback.py)
 
     @property
     def active(self) -> bool:
@@ -214,6 +219,7 @@ class Rules:
         self.states = dict(states)
         self._active = True
         self._cache = {}
+        self.undo = _undo(self.rules)
 
     def state(self, name: str) -> str:
         return self.states.get(name, FOLLOWING)
@@ -263,11 +269,15 @@ class Rules:
 
     def may_follow(self, pattern: str) -> bool:
         """Whether some index ``pattern`` (with ``*``) matches could be followed."""
-        for rule in self.rules or [_IDENTITY]:
-            for p in rule.indices:
-                if intersect(p, pattern) and not any(covers(e, pattern) for e in rule.exclude):
-                    return True
-        return False
+        return bool(self.may_follow_rules(pattern))
+
+    def may_follow_rules(self, pattern: str) -> list[Rule]:
+        """The rules that could follow some index ``pattern`` (with ``*``) matches."""
+        return [
+            rule
+            for rule in self.rules or [_IDENTITY]
+            if any(intersect(p, pattern) and not any(covers(e, pattern) for e in rule.exclude) for p in rule.indices)
+        ]
 
     @classmethod
     def from_config(cls, settings: FollowSettings, path: str = "follow") -> Rules:
@@ -287,6 +297,10 @@ class Rules:
 
 
 _IDENTITY = Rule("(all)", ("*",), settings=True, replicas=True, aliases=True)
+
+
+def _undo(rules: list[Rule]) -> bool:
+    return any(rule.delay > 0 or rule.guard for rule in rules)
 
 
 def check_config(cfg: Config) -> list[str]:
@@ -342,6 +356,10 @@ def _rule(cfg: FollowRule, path: str) -> Rule:
         for k, pattern in enumerate(patterns):
             if not pattern or any(c in pattern for c in "?[]{}<>, "):
                 raise ConfigError(f"{path}.{key}[{k}]", f'"{pattern}" is not a setting key pattern (names and *)')
+    for k, kind in enumerate(cfg.guard):
+        problem = guard_problem(kind)
+        if problem:
+            raise ConfigError(f"{path}.guard[{k}]", problem)
     return Rule(
         name=cfg.name.strip(),
         indices=tuple(cfg.indices),
@@ -353,6 +371,8 @@ def _rule(cfg: FollowRule, path: str) -> Rule:
         replicas=cfg.replicas,
         aliases=cfg.aliases,
         copy_existing=cfg.copyExisting,
+        delay=float(cfg.delay),
+        guard=tuple(dict.fromkeys(cfg.guard)),
     )
 
 

@@ -10,7 +10,10 @@ base: the file records rules added, config rules deleted, and the state of each 
   from it once resumed); nothing is skipped;
 - stop: the B indices stay as they are and no longer follow (their writes are skipped and counted);
   a stopped rule is resumed by deleting and adding it again (and copying what it missed);
-- delete: the rule is gone; its indices are no longer followed.
+- delete: the rule is gone; its indices are no longer followed;
+- approve / reject: the oldest write the rule's guard holds is applied / written as a dead letter with the
+  operator's reason (replay/holdback.py); skip: the rule's writes captured before a time become dead letters.
+  Holds, decisions and skips are kept in the same file.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from esproxy.core.schema import ConfigError, build
 from esproxy.core.stats import STATS
 
 from .follow import FOLLOWING, PAUSED, STOPPED, Rules
+from .holdback import APPROVE, REJECT, Board
+
+HELD = "held"  # a rule's state while its lane is stopped at a guarded write (holdback.py)
+DECISIONS = ("_approve", "_reject", "_skip")
 
 log = logging.getLogger("esproxy.follow")
 
@@ -50,6 +57,9 @@ class FollowControl:
         self.added: list[FollowRule] = [build(FollowRule, r, "added") for r in state.get("added", [])]
         self.deleted: set[str] = set(state.get("deleted", []))
         self.states: dict[str, str] = dict(state.get("states", {}))
+        # held writes and operators' decisions, skips (holdback.py): kept in the same file
+        self.board = Board(state.get("holds"), state.get("skips"))
+        self.board.save = self._save_board
         self.rules = Rules([], active=bool(self.configured or self.added or self.deleted))
         try:
             self._apply(self._current(), self.states, save=False)
@@ -62,16 +72,45 @@ class FollowControl:
 
     def list(self) -> list[dict[str, Any]]:
         added = {r.name for r in self.added}
-        return [
-            {
+        lanes = self.board.rows()
+        out = []
+        for rule in self.rules.rules:
+            mine = [row for row in lanes if row["rule"] == rule.name]
+            held = [row["held"] for row in mine if row["held"]]
+            state = self.rules.state(rule.name)
+            row: dict[str, Any] = {
                 "name": rule.name,
-                "state": self.rules.state(rule.name),
+                "state": HELD if held and state == FOLLOWING else state,
                 "indices": list(rule.indices),
                 "exclude": list(rule.exclude),
                 "rename": rule.rename,
                 "from": "added" if rule.name in added else "config",
             }
+            if rule.delay or rule.guard or mine:
+                row.update(
+                    delay_seconds=rule.delay,
+                    guard=list(rule.guard),
+                    waiting=sum(r["waiting"] for r in mine),
+                    lag_beyond_delay_seconds=max((r["lag_beyond_delay_seconds"] for r in mine), default=0.0),
+                    held=sorted(held, key=lambda h: h["captured"]),
+                )
+            if rule.name in self.board.skips:
+                row["skip_until"] = self.board.skips[rule.name]
+            out.append(row)
+        return out
+
+    def undo_rules(self) -> list[dict[str, Any]]:
+        """The rules with a delay or a guard, as ``/_esproxy/stats`` shows them (``replay.undo_rules``)."""
+        return [
+            {
+                "name": rule.name,
+                "indices": list(rule.indices),
+                "exclude": list(rule.exclude),
+                "delay_seconds": rule.delay,
+                "guard": list(rule.guard),
+            }
             for rule in self.rules.rules
+            if rule.delay > 0 or rule.guard
         ]
 
     def status(self) -> list[dict[str, Any]]:
@@ -84,8 +123,52 @@ class FollowControl:
                 row["state"] = "deleted"
             row["last_applied_seconds_ago"] = round(now - entry.last_applied, 3) if entry.last_applied else None
             row["lag_seconds"] = round(entry.lag_seconds, 3)
+            row["lag_beyond_delay_seconds"] = round(entry.lag_beyond_delay_seconds, 3)
+            rule = next((r for r in self.rules.rules if r.name == entry.rule), None)
+            if rule is not None:
+                row["delay_seconds"] = rule.delay
+                if row["state"] == FOLLOWING and any(lane.held() for lane in self.board.lanes_of(rule.name)):
+                    row["state"] = HELD
             rows.append(row)
         return rows
+
+    def waiting(self, name: str, limit: int = 100) -> dict[str, Any]:
+        """The writes waiting in rule ``name``'s lanes (delayed or held), oldest capture first: where, what, when
+        captured, when due, from where; at most ``limit`` (``total`` counts them all)."""
+        now = time.time()
+        entries = [(lane, e) for lane in self.board.lanes_of(name) for e in lane.entries]
+        entries.sort(key=lambda pair: (pair[1].captured, pair[1].record.offset))
+        rows = [
+            {
+                "where": e.place,
+                "what": e.describe(),
+                "captured": round(e.captured, 3),
+                "due_in_seconds": round(max(0.0, e.due - now), 3),
+                "guard": e.guard,
+                "from": e.origin(),
+            }
+            for _, e in entries[:limit]
+        ]
+        return {"rule": name, "total": len(entries), "writes": rows}
+
+    def decide(self, name: str, action: str, data: Any) -> dict[str, Any]:
+        """approve / reject the oldest write held for rule ``name``; skip its writes captured before a time."""
+        if not isinstance(data, dict):
+            raise ControlError(400, "the body is not a JSON object")
+        if action == "skip":
+            until = data.get("until")
+            if not isinstance(until, (int, float)) or isinstance(until, bool) or until <= 0:
+                raise ControlError(400, 'give "until": a capture time, seconds since the epoch')
+            if not any(r.name == name for r in self.rules.rules) and not self.board.lanes_of(name):
+                raise ControlError(404, f'no rule named "{name}"')
+            self.board.skip(name, float(until))
+            return {"acknowledged": True, "skip_until": float(until)}
+        reason = str(data.get("reason") or "")
+        try:
+            entry = self.board.decide(name, APPROVE if action == "approve" else REJECT, reason)
+        except LookupError as e:
+            raise ControlError(409, str(e)) from None
+        return {"acknowledged": True, "decision": action, "write": entry.describe(), "where": entry.place}
 
     def add(self, data: Any) -> None:
         try:
@@ -144,10 +227,21 @@ class FollowControl:
             if len(parts) == 2 and parts[0] == "rules" and method == "DELETE":
                 self.delete(parts[1])
                 return 200, {"acknowledged": True}
+            if len(parts) == 3 and parts[0] == "rules" and parts[2] == "_waiting" and method == "GET":
+                return 200, self.waiting(parts[1])
+            if len(parts) == 3 and parts[0] == "rules" and parts[2] in DECISIONS and method == "POST":
+                try:
+                    data = json.loads(body or b"{}")
+                except ValueError:
+                    raise ControlError(400, "the body is not JSON") from None
+                return 200, self.decide(parts[1], parts[2][1:], data)
             if len(parts) == 3 and parts[0] == "rules" and parts[2].startswith("_") and method == "POST":
                 self.set_state(parts[1], parts[2][1:])
                 return 200, {"acknowledged": True, "state": self.rules.state(parts[1])}
-            raise ControlError(404, "try GET|POST rules, DELETE rules/NAME, POST rules/NAME/_pause|_resume|_stop")
+            raise ControlError(
+                404,
+                "try GET|POST rules, DELETE rules/NAME, POST rules/NAME/_pause|_resume|_stop|_approve|_reject|_skip",
+            )
         except ControlError as e:
             return e.status, {"error": {"type": "sync_rule_exception", "reason": e.reason}, "status": e.status}
 
@@ -178,10 +272,26 @@ class FollowControl:
         added = self.added if added is None else added
         deleted = self.deleted if deleted is None else deleted
         if save:
-            self._save({"added": [asdict(r) for r in added], "deleted": sorted(deleted), "states": states})
+            self._save(self._document(added, deleted, states))
         self.added, self.deleted, self.states = added, deleted, states
         if self.rules.active or rules:  # once rules exist, deleting the last one follows nothing
             self.rules.replace(checked.rules, states)
+
+    def _document(self, added: list[FollowRule], deleted: set[str], states: dict[str, str]) -> dict[str, Any]:
+        doc: dict[str, Any] = {"added": [asdict(r) for r in added], "deleted": sorted(deleted), "states": states}
+        if self.board.holds:
+            doc["holds"] = self.board.holds
+        if self.board.skips:
+            doc["skips"] = self.board.skips
+        return doc
+
+    def _save_board(self) -> None:
+        """A hold, a decision or a skip changed: written at once (a restart keeps them); a failure is logged (the
+        replay goes on: the hold is made again, the decision asked again, after a restart)."""
+        try:
+            self._save(self._document(self.added, self.deleted, self.states))
+        except ControlError as e:
+            log.error("%s", e.reason)
 
     def _load(self) -> dict[str, Any]:
         try:

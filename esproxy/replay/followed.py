@@ -48,6 +48,7 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)
     problem: str = ""
     paused: str = ""  # the paused rule a write names: it waits (the replay stops short before it)
+    rules: list[Rule] = field(default_factory=list)  # the rules whose indices it names or may match (a wildcard)
 
 
 class _Seen:
@@ -56,6 +57,14 @@ class _Seen:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self.targets: list[Target] = []
+        self.wild: list[Rule] = []  # rules a wildcard of the write may match
+
+    def touched(self) -> list[Rule]:
+        """The rules of the indices looked up and those a wildcard may match, each once, in that order."""
+        found = {t.rule.name: t.rule for t in self.targets}
+        for rule in self.wild:
+            found.setdefault(rule.name, rule)
+        return list(found.values())
 
     def target(self, index: str) -> Optional[Target]:
         found = self.rules.target(index)
@@ -64,7 +73,9 @@ class _Seen:
         return found
 
     def may_follow(self, pattern: str) -> bool:
-        return self.rules.may_follow(pattern)
+        found = self.rules.may_follow_rules(pattern)
+        self.wild += found
+        return bool(found)
 
     def paused(self) -> str:
         return next((t.rule.name for t in self.targets if self.rules.paused(t)), "")
@@ -102,8 +113,9 @@ def follow_raw(rules: Rules, bean: Bean) -> Outcome:
     try:
         outcome = _follow_raw(seen, bean)  # type: ignore[arg-type]  # duck-typed Rules
     except _Unfaithful as e:
-        return Outcome(problem=f"{bean.method} {bean.requestUri.split('?', 1)[0]}: {e}")
+        return Outcome(problem=f"{bean.method} {bean.requestUri.split('?', 1)[0]}: {e}", rules=seen.touched())
     outcome.paused = seen.paused()
+    outcome.rules = seen.touched()
     return outcome
 
 

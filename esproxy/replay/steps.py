@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from gevent.lock import Semaphore
+
 from esproxy.clients.elastic import Elastic
 from esproxy.core.bean import DOCS_KIND, Bean, BeanError
 from esproxy.core.bulk import split_actions
@@ -44,7 +46,9 @@ from .assembly import Assembly, Item
 from .deadletters import DeadLetters
 from .follow import Rules
 from .followed import document_indices, follow_docs, follow_raw
+from .holdback import REJECT, Board, Entry, Holdback, RuleLane
 from .record import Record, where
+from .undo import captured_at, due_at, write_kind
 from .writes import Batch, Writes
 
 log = logging.getLogger("esproxy.replay")
@@ -83,6 +87,7 @@ class Turn:
     assembler: Assembler  # the partition's chunk sets (assembly.py)
     batch: Batch  # document actions gathered and not sent yet
     last: Optional[int] = None  # offset of the last record done; None while none is
+    held: bool = False  # a rule lane's turn (holdback.py): its writes were routed there already
 
     def done(self, record: Record) -> None:
         """``record`` has nothing to apply: done now, or with the batch gathered before it (see the module)."""
@@ -103,6 +108,7 @@ class Steps:
         writes: Writes,
         letters: DeadLetters,
         assembly: Assembly,
+        holdback: Optional[Holdback] = None,
     ) -> None:
         self.cfg = cfg
         self.primaries = primaries
@@ -111,6 +117,10 @@ class Steps:
         self.letters = letters
         self.assembly = assembly
         self.pauses = Pauses()
+        # the rules' own lanes: delayed and held writes (holdback.py)
+        self.holdback = holdback if holdback is not None else Holdback(Board(), cfg.group, Semaphore(), lambda: False)
+        self.holdback.apply = self.apply_held
+        self.holdback.batch_size = cfg.batchSize
 
     def replay(self, records: list[Record], stop: Callable[[], bool]) -> Optional[int]:
         """A lane's turn (lanes.Apply): replay ``records``; the offset of the last one done (None if none).
@@ -138,6 +148,9 @@ class Steps:
             turn.done(record)
             return True
         record, bean, complete = assembled
+        if bean is not None and not turn.held and (self.rules.undo or self.holdback.lanes or self.holdback.board.skips):
+            if self.route(turn, record, bean, complete):
+                return True
         if bean is not None and bean.kind == DOCS_KIND:
             return self.batch(turn, record, bean, complete)
         return self.barrier(turn, record, bean, complete)
@@ -181,7 +194,8 @@ class Steps:
         chunks, paused = self.followed_actions(record, bean, turn.stop)
         if paused:
             self.flush(turn)
-            self.pauses.hold(record, paused)
+            if not turn.held:  # a rule lane keeps its own pause (holdback.RuleLane.paused), not the partition's
+                self.pauses.hold(record, paused)
             return False
         if not chunks:  # nothing followed: done once what comes before is
             if complete is not None:
@@ -207,12 +221,99 @@ class Steps:
         self.flush(turn)
         paused = self.as_sent(record, bean, turn.stop) if bean is not None else ""
         if paused:
-            self.pauses.hold(record, paused)
+            if not turn.held:  # a rule lane keeps its own pause (holdback.RuleLane.paused), not the partition's
+                self.pauses.hold(record, paused)
             return False
         if complete is not None:
             turn.assembler.release(complete.id)
         turn.last = record.offset
         return True
+
+    def route(self, turn: Turn, record: Record, bean: Bean, complete: Optional[ChunkSet]) -> bool:
+        """Hand a write to its rule's lane (holdback.py) when the rule delays it, its guard holds it, or the lane
+        already holds a write of the partition (the rule's order); a write captured before an operator's skip
+        becomes a dead letter. True when done here (the record is then done for this lane)."""
+        if self.holdback.seen(record):
+            turn.done(record)  # read again after a failure: its rule lane has it already
+            return True
+        if bean.kind == DOCS_KIND:
+            target = self.rules.target(bean.index_key())
+            touched = [target.rule] if target is not None else []
+        else:
+            touched = follow_raw(self.rules, bean).rules
+        if not touched:
+            return False
+        names = tuple(r.name for r in touched)
+        captured = captured_at(getattr(record, "timestamp", None))
+        skipper, until = self.holdback.board.skip_until(names)
+        if skipper and captured < until:
+            self.decided(record, bean, _skipped(skipper, until), turn.stop)
+            turn.done(record)
+            return True
+        kind = write_kind(bean)
+        guarded = [r for r in touched if kind and kind in r.guard]
+        delayed = max(touched, key=lambda r: r.delay)
+        waiting = [r for r in touched if self.holdback.waiting(r.name, record.topic, record.partition)]
+        lane = guarded[0] if guarded else (delayed if delayed.delay > 0 else (waiting[0] if waiting else None))
+        if lane is None:
+            return False
+        if any(f[2] in names for f in turn.batch.followed):
+            self.flush(turn)  # the rule's writes gathered before it are applied first
+        entry = Entry(
+            record,
+            bean,
+            complete.first_offset if complete is not None else record.offset,
+            captured,
+            due_at(captured, delayed.delay),
+            names,
+            kind if guarded else "",
+        )
+        if complete is not None:
+            turn.assembler.release(complete.id)  # the rule lane's low water keeps the commit before its first chunk
+        self.holdback.push(lane.name, entry)
+        turn.done(record)
+        return True
+
+    def apply_held(self, lane: RuleLane, entries: list[Entry], stop: Callable[[], bool]) -> int:
+        """A rule lane's turn (holdback.Apply): apply ``entries`` (of one partition, in offset order) as the
+        partition's lane would, or dead-letter what an operator rejected or skipped; how many are done."""
+        turn = Turn(stop, Assembler(), Batch(self.primaries, Assembler()), held=True)
+        was_paused, lane.paused = lane.paused, False
+        try:
+            for entry in entries:
+                record, bean = entry.record, entry.bean
+                skipper, until = self.holdback.board.skip_until(entry.rules)
+                decision = self.holdback.board.decision(entry) if entry.guard else None
+                if skipper and entry.captured < until:
+                    reason = _skipped(skipper, until)
+                elif decision is not None and decision[0] == REJECT:
+                    why = decision[1] or "no reason given"
+                    reason = f"rejected by the operator (sync rule {lane.rule}, guard {entry.guard}): {why}"
+                else:
+                    reason = ""
+                if reason:
+                    self.decided(record, bean, reason, stop)
+                    turn.done(record)
+                    continue
+                go = self.batch if bean.kind == DOCS_KIND else self.barrier
+                if not go(turn, record, bean, None):
+                    if not was_paused:
+                        log.info("replay of %s (sync rule %s's lane) waits: it is paused", where(record), lane.rule)
+                    lane.paused = True
+                    break
+            self.flush(turn)
+        except Aborted as e:
+            log.info("replay of rule %s's writes interrupted at %s: %s", lane.rule, where(entries[0].record), e)
+        except Exception:  # a bug: retried after a pause, never skipped silently
+            log.exception("replay of rule %s's writes %s.. failed", lane.rule, where(entries[0].record))
+        last = turn.last
+        return 0 if last is None else sum(1 for e in entries if e.record.offset <= last)
+
+    def decided(self, record: Record, bean: Bean, reason: str, stop: Callable[[], bool]) -> None:
+        """An operator's decision not to apply a write: its dead letter, not counted as a failure."""
+        self.letters.dead_letter(
+            record, reason, stop, index=bean.index_key(), size=len(bean.body), level=logging.WARNING, decided=True
+        )
 
     def flush(self, turn: Turn) -> None:
         """Apply the batch, if one is gathered: its records are then done (writes.py)."""
@@ -258,7 +359,9 @@ class Steps:
             target = self.rules.target(source) if "*" not in source and source[:1] not in ("_", "") else None
             if target is not None:
                 timestamp = getattr(record, "timestamp", 0) or 0
-                STATS.follow_applied(target.index, source, target.rule.name, 1, len(bean.body), timestamp)
+                STATS.follow_applied(
+                    target.index, source, target.rule.name, 1, len(bean.body), timestamp, target.rule.delay
+                )
         return ""
 
     def skipped(self, record: Record, indices: list[str]) -> None:
@@ -271,4 +374,12 @@ class Steps:
         target = self.rules.target(source)
         if target is not None and docs:
             timestamp = getattr(record, "timestamp", 0) or 0
-            batch.followed.append((target.index, source, target.rule.name, docs, nbytes, timestamp))
+            batch.followed.append((target.index, source, target.rule.name, docs, nbytes, timestamp, target.rule.delay))
+
+
+def _skipped(rule: str, until: float) -> str:
+    return f"skipped by the operator: sync rule {rule}, writes captured before {_iso(until)}"
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}Z"

@@ -49,7 +49,8 @@ class Batch:
         self.beans: list[Bean] = []
         self.chunks: dict[Elastic, list[bytes]] = {p: [] for p in self.primaries}
         self.origin: dict[int, Record] = {}  # id(chunk) -> the record it came from
-        self.followed: list[tuple[str, str, str, int, int, int]] = []  # target, source, rule, docs, bytes, ts
+        # target, source, rule, docs, bytes, Kafka timestamp, the rule's delay
+        self.followed: list[tuple[str, str, str, int, int, int, float]] = []
         self.actions = 0
         self.bytes = 0
 
@@ -118,8 +119,8 @@ class Writes:
                 progressed(stop)
             for bean in batch.beans:
                 STATS.replayed(bean.index, len(bean.body), ok=True)
-        for target, source, rule, docs, nbytes, timestamp in batch.followed:
-            STATS.follow_applied(target, source, rule, docs, nbytes, timestamp)
+        for target, source, rule, docs, nbytes, timestamp, delay in batch.followed:
+            STATS.follow_applied(target, source, rule, docs, nbytes, timestamp, delay)
         batch.applied()
         last = batch.records[-1].offset
         batch.clear()
