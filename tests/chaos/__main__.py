@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-pair", choices=("es-os", "os-es"), default="es-os", help="with --engines real: A-B")
     p.add_argument("--load", type=float, default=30.0, help="seconds of load and faults per schedule")
     p.add_argument("--clients", type=int, default=6)
-    p.add_argument("--max-ops", type=int, default=400, help="operations per client at most")
+    p.add_argument("--max-ops", type=int, default=1500, help="operations per client at most")
     p.add_argument("--converge", type=float, default=120.0, help="seconds B is given to catch up after the heal")
     p.add_argument("--workdir", type=Path, default=None, help="logs and spools (default: a new directory in /tmp)")
     p.add_argument("--table", type=Path, default=None, help="append the results' table (markdown) to this file")

@@ -27,7 +27,7 @@ TABLE_HEAD = (
 class Settings:
     load: float = 30.0  # seconds of load (and of faults) per schedule
     clients: int = 6
-    max_ops: int = 400  # per client
+    max_ops: int = 1500  # per client
     converge: float = 120.0  # seconds B is given to catch up after the heal
 
 
