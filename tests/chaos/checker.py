@@ -9,8 +9,8 @@ Rules (docs/reliability.md):
 4. no duplicate side effects: each acknowledged auto-id `_bulk` action's document exists exactly once on each
    side (once at most for an unknown one, never for a refused one); a scripted counter counts each
    acknowledged increment once (rule 1 checks it: the counter is part of the document);
-5. health is truthful: never 200 on both roles while replication could not progress, that is while an
-   acknowledged canary write has not reached B for longer than HEALTH_GRACE.
+5. health is truthful: not 200 on both roles for longer than HEALTH_GRACE while replication could not progress
+   (an acknowledged canary write had not reached B for more than STALL seconds).
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ import requests
 from .generator import Op
 from .monitor import Monitor
 
-# The longest health threshold (maxUnassigned 10 s, read every 5 s) and the monitor's own second, with room for a
-# busy machine: replication stalled for longer than this must have been reported by one of the roles.
-HEALTH_GRACE = 30.0
+# Replication does not progress when an acknowledged canary write has not reached B for STALL seconds (the
+# shortest threshold, maxReplayStall); health must not say 200 on both roles through such a stall for longer than
+# HEALTH_GRACE: the longest threshold (maxUnassigned 10 s, read every 5 s), the monitor's second, and room for a
+# busy machine.
+STALL = 5.0
+HEALTH_GRACE = 20.0
 IMPOSSIBLE = object()
 
 
@@ -170,29 +173,29 @@ def check(
     return v
 
 
-def health_lies(monitor: Monitor, grace: float = HEALTH_GRACE) -> list[str]:
-    """Runs of 2+ samples where an acknowledged canary write had not reached B for more than ``grace`` seconds
-    while both roles' health said 200 (times: seconds after the load started)."""
+def health_lies(monitor: Monitor, stall: float = STALL, grace: float = HEALTH_GRACE) -> list[str]:
+    """Spells longer than ``grace`` in which replication could not progress (an acknowledged canary write had not
+    reached B for more than ``stall`` seconds) and both roles' health said 200 at every sample (times: seconds
+    after the load started). A role that does not answer its health (stopped, restarting) is not 200."""
     lies, run, b_seen = [], [], 0
     t0 = monitor.t0
 
-    def lie(run: list) -> str:
-        return (
-            f"t={run[0][0] - t0:.0f}-{run[-1][0] - t0:.0f}s: health 200 on both roles while an acknowledged "
-            f"canary write had not reached B for {run[0][1]:.0f}-{run[-1][1]:.0f}s"
-        )
+    def close(run: list) -> None:
+        if run and run[-1][0] - run[0][0] > grace:
+            lies.append(
+                f"t={run[0][0] - t0:.0f}-{run[-1][0] - t0:.0f}s: health 200 on both roles while an acknowledged "
+                f"canary write had not reached B for {run[0][1]:.0f}-{run[-1][1]:.0f}s"
+            )
 
     for s in monitor.samples:
         if s.b_canary is not None:
             b_seen = max(b_seen, s.b_canary)
         waiting = [t for n, t in monitor.acked if n > b_seen and t <= s.t]
         stalled = s.t - min(waiting) if waiting else 0.0
-        if stalled > grace and s.proxy_health == 200 and s.replay_health == 200:
+        if stalled > stall and s.proxy_health == 200 and s.replay_health == 200:
             run.append((s.t, stalled))
-            continue
-        if len(run) >= 2:
-            lies.append(lie(run))
-        run = []
-    if len(run) >= 2:
-        lies.append(lie(run))
+        else:
+            close(run)
+            run = []
+    close(run)
     return lies
