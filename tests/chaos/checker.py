@@ -91,7 +91,7 @@ def apply(op: Op, state: Optional[dict]) -> Any:
     if op.kind == "incr":
         return {**state, "cnt": state.get("cnt", 0) + 1}
     if op.kind == "ubq":
-        return {**state, "ubq": op.value}
+        return state if op.value is None else {**state, "ubq": op.value}
     raise ValueError(op.kind)
 
 

@@ -79,11 +79,13 @@ class Result:
         return "\n".join(lines)
 
 
-def scripts_supported(a_url: str, index: str) -> bool:
-    """Whether A runs painless scripts (Elasticsearch, OpenSearch) or refuses them (osmem)."""
-    body = {"script": {"source": "ctx._source.cnt = 1", "lang": "painless"}}
-    r = requests.post(f"{a_url}/{index}/_update/probe", json=body, timeout=10)
-    return not (r.status_code == 400 and "not supported" in r.text)
+def painless(url: str, index: str) -> bool:
+    """Whether a cluster runs painless scripts (OpenSearch), or refuses them (osmem; Elasticsearch 8 as Maven
+    Central has it, without its lang-painless module)."""
+    requests.put(f"{url}/{index}/_doc/probe", json={"cnt": 0}, timeout=30)
+    r = requests.post(f"{url}/{index}/_update/probe", json={"script": {"source": "ctx._source.cnt = 1"}}, timeout=30)
+    requests.delete(f"{url}/{index}", timeout=30)
+    return r.status_code == 200
 
 
 def converge(world: World, timeout: float) -> tuple[Optional[float], Snapshot, Snapshot]:
@@ -110,7 +112,7 @@ def run_schedule(seed: int, engines: Engines, workdir: Path, settings: Settings)
     result = Result(seed, faults, verdict, workdir)
     try:
         world.start()
-        scripts = scripts_supported(engines.a_url, world.doc_indices[0])
+        scripts = (painless(engines.a_url, f"{tag}-probe"), painless(engines.b_url, f"{tag}-probe"))
         history = History()
         monitor = Monitor(world.proxy_url, world.replay_url, engines.b_url, world.canary_index)
         t0 = monitor.t0 = time.time()
