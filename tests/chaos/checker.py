@@ -131,6 +131,8 @@ class Verdict:
     duplicated: list = field(default_factory=list)
     health_lies: list = field(default_factory=list)
     converged_after: Optional[float] = None
+    samples: int = 0  # the monitor's
+    unhealthy: int = 0  # samples in which a role's health was not 200 (or did not answer)
 
     @property
     def ok(self) -> bool:
@@ -170,6 +172,8 @@ def check(
     v.divergent = differences(a, b)
     # rule 5
     v.health_lies = health_lies(monitor)
+    v.samples = len(monitor.samples)
+    v.unhealthy = sum(1 for s in monitor.samples if s.proxy_health != 200 or s.replay_health != 200)
     return v
 
 

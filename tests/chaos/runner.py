@@ -65,7 +65,7 @@ class Result:
         caught_up = "NEVER" if v.converged_after is None else f"after {v.converged_after:.0f} s"
         lines.append(
             f"  {v.operations} operations: {v.acknowledged} acknowledged, {v.refused} refused, {v.unknown} unknown;"
-            f" B equal to A {caught_up}"
+            f" B equal to A {caught_up}; health not 200 in {v.unhealthy} of {v.samples} samples"
         )
         if self.error:
             lines.append(f"  ERROR: {self.error}")
