@@ -24,10 +24,20 @@ import requests
 KEYS = 12  # documents per client at a time (over the two document indices)
 TIMEOUT = (3.0, 15.0)  # connect, read: a read timeout is an unknown outcome
 NOT_FORWARDED = ("esproxy_spool_full_exception", "esproxy_unavailable_exception", "esproxy_switchover_in_progress")
-# kind -> weight; incr needs painless on A (captured as the document it made), ubq's script on A and B (replayed as
-# sent); osmem and Elasticsearch 8 as Maven Central has it run no painless
+# kind -> weight; incr needs painless on A (captured as the document it made), ubq the API on A and B and its script
+# painless on both (replayed as sent): see Features
 WEIGHTS = {"index": 22, "create": 8, "update": 14, "cas": 10, "delete": 9, "kbulk": 8, "bulk": 12, "incr": 10, "ubq": 4}
 INCR = "ctx._source.cnt = (ctx._source.cnt == null ? 0 : ctx._source.cnt) + 1"
+
+
+@dataclass
+class Features:
+    """What the clusters run, probed at the start (runner.features): osmem runs no painless; Elasticsearch 8 as Maven
+    Central has it has neither painless (lang-painless) nor `_update_by_query` (the reindex module)."""
+
+    incr: bool = False  # A runs painless
+    ubq: bool = False  # A and B answer _update_by_query
+    ubq_script: bool = False  # ... and run painless
 
 
 @dataclass
@@ -89,14 +99,14 @@ class Client(threading.Thread):
         history: History,
         until: float,
         max_ops: int,
-        painless: tuple[bool, bool],
+        features: Features,
     ) -> None:
         super().__init__(daemon=True, name=f"client-{cid}")
         self.cid, self.proxy, self.doc_indices, self.auto_index = cid, proxy, doc_indices, auto_index
         self.rng = random.Random(f"{seed}/client/{cid}")
         self.history, self.until, self.max_ops = history, until, max_ops
-        self.incr, self.ubq_script = painless[0], all(painless)  # A runs painless; A and B do
-        self.kinds = [k for k in WEIGHTS if self.incr or k != "incr"]
+        self.ubq_script = features.ubq_script
+        self.kinds = [k for k in WEIGHTS if (k != "incr" or features.incr) and (k != "ubq" or features.ubq)]
         self.weights = [WEIGHTS[k] for k in self.kinds]
         self.generation = [0] * KEYS
         self.seq = 0

@@ -12,7 +12,7 @@ from typing import Optional
 import requests
 
 from .checker import Snapshot, Verdict, check, differences, snapshot
-from .generator import Client, History
+from .generator import Client, Features, History
 from .monitor import Monitor
 from .nemesis import Fault, Nemesis, draw
 from .world import Engines, RealEngines, StandIns, World
@@ -39,6 +39,7 @@ class Result:
     workdir: Path
     heal: list[str] = field(default_factory=list)
     error: str = ""
+    features: Features = field(default_factory=Features)
 
     @property
     def ok(self) -> bool:
@@ -62,6 +63,12 @@ class Result:
         lines += [f.line() for f in self.faults]
         if self.heal:
             lines.append(f"  heal: {', '.join(self.heal)}")
+        f = self.features
+        lines.append(
+            f"  scripted counters {'on' if f.incr else 'off'}, _update_by_query "
+            + ("with a script" if f.ubq_script else "without a script" if f.ubq else "off")
+            + " (what A and B run)"
+        )
         caught_up = "NEVER" if v.converged_after is None else f"after {v.converged_after:.0f} s"
         lines.append(
             f"  {v.operations} operations: {v.acknowledged} acknowledged, {v.refused} refused, {v.unknown} unknown;"
@@ -79,13 +86,18 @@ class Result:
         return "\n".join(lines)
 
 
-def painless(url: str, index: str) -> bool:
-    """Whether a cluster runs painless scripts (OpenSearch), or refuses them (osmem; Elasticsearch 8 as Maven
-    Central has it, without its lang-painless module)."""
-    requests.put(f"{url}/{index}/_doc/probe", json={"cnt": 0}, timeout=30)
-    r = requests.post(f"{url}/{index}/_update/probe", json={"script": {"source": "ctx._source.cnt = 1"}}, timeout=30)
-    requests.delete(f"{url}/{index}", timeout=30)
-    return r.status_code == 200
+def features(a_url: str, b_url: str, index: str) -> Features:
+    """What A and B run (on a probe index of their own): painless, `_update_by_query`."""
+    found = []
+    for url in (a_url, b_url):
+        requests.put(f"{url}/{index}/_doc/probe", json={"cnt": 0}, params={"refresh": "true"}, timeout=30)
+        script = {"script": {"source": "ctx._source.cnt = 1"}}
+        painless = requests.post(f"{url}/{index}/_update/probe", json=script, timeout=30).status_code == 200
+        ubq = requests.post(f"{url}/{index}/_update_by_query", json={}, timeout=30).status_code == 200
+        requests.delete(f"{url}/{index}", timeout=30)
+        found.append((painless, ubq))
+    (a_painless, a_ubq), (b_painless, b_ubq) = found
+    return Features(incr=a_painless, ubq=a_ubq and b_ubq, ubq_script=a_ubq and b_ubq and a_painless and b_painless)
 
 
 def converge(world: World, timeout: float) -> tuple[Optional[float], Snapshot, Snapshot]:
@@ -112,14 +124,22 @@ def run_schedule(seed: int, engines: Engines, workdir: Path, settings: Settings)
     result = Result(seed, faults, verdict, workdir)
     try:
         world.start()
-        scripts = (painless(engines.a_url, f"{tag}-probe"), painless(engines.b_url, f"{tag}-probe"))
+        result.features = features(engines.a_url, engines.b_url, f"{tag}-probe")
         history = History()
         monitor = Monitor(world.proxy_url, world.replay_url, engines.b_url, world.canary_index)
         t0 = monitor.t0 = time.time()
         until = t0 + settings.load
         clients = [
             Client(
-                c, seed, world.proxy_url, world.doc_indices, world.auto_index, history, until, settings.max_ops, scripts
+                c,
+                seed,
+                world.proxy_url,
+                world.doc_indices,
+                world.auto_index,
+                history,
+                until,
+                settings.max_ops,
+                result.features,
             )
             for c in range(settings.clients)
         ]
