@@ -43,7 +43,7 @@ test-real: $(REAL_STAMP)
 
 # Randomized fault schedules with a history checker (issue 25; docs/reliability.md): CHAOS_SCHEDULES schedules
 # (seeds CHAOS_SEED, +1, ...) on Apache Kafka + Elasticsearch (A) + OpenSearch (B) from tests/engines, each 30 s
-# of writes through the proxy under faults drawn from its seed, then checked. Not in CI (.ci/run): about 2 minutes
+# of writes through the proxy under faults drawn from its seed, then checked. Not in CI (.ci/run): about 45 s
 # per schedule. `make test` runs a short version (tests/test_chaos_short.py, 3 schedules on the stand-ins).
 # CHAOS_ARGS: more options of `python -m tests.chaos` (--engines stand-ins, --load 20, --real-pair os-es...).
 CHAOS_SEED ?= 1
