@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run stop status test test-real fuzz lint docs clean bench bench-peer test-copy-100k
+.PHONY: install run stop status test test-real chaos fuzz lint docs clean bench bench-peer test-copy-100k
 
 install: $(STAMP)
 
@@ -40,6 +40,17 @@ test-real: $(REAL_STAMP)
 	$(BIN)/python tests/engines resolve
 	$(BIN)/pytest -q --durations=10 --engines=real --real-pair=es-os
 	$(BIN)/pytest -q --durations=10 --engines=real --real-pair=os-es
+
+# Randomized fault schedules with a history checker (issue 25; docs/reliability.md): CHAOS_SCHEDULES schedules
+# (seeds CHAOS_SEED, +1, ...) on Apache Kafka + Elasticsearch (A) + OpenSearch (B) from tests/engines, each 30 s
+# of writes through the proxy under faults drawn from its seed, then checked. Not in CI (.ci/run): about 45 s
+# per schedule. `make test` runs a short version (tests/test_chaos_short.py, 3 schedules on the stand-ins).
+# CHAOS_ARGS: more options of `python -m tests.chaos` (--engines stand-ins, --load 20, --real-pair os-es...).
+CHAOS_SEED ?= 1
+CHAOS_SCHEDULES ?= 20
+chaos: $(REAL_STAMP)
+	$(BIN)/python tests/engines resolve
+	$(BIN)/python -m tests.chaos --engines real --seed $(CHAOS_SEED) --schedules $(CHAOS_SCHEDULES) $(CHAOS_ARGS)
 
 # The long fuzz campaign (docs/operations.md, Security, Fuzzing): the property-based tests (tests/test_fuzz_*.py) with hypothesis's
 # "long" profile, 20,000 examples per property, a tenth or a twentieth of that for the costly ones (the proxy's

@@ -138,3 +138,65 @@ def test_open_intents_keep_what_settling_needs(tmp_path: Path) -> None:
         ("POST", "/_bulk", '{"index":{"_index":"i","_id":"2"}}\n{"n":2}\n'),
     ]
     assert all(before - 1 <= i["time"] <= time.time() + 1 for i in intents)
+
+
+def test_an_append_the_disk_cut_short_leaves_no_torn_record_behind(tmp_path: Path, monkeypatch) -> None:
+    """A full disk (chaos seed 7, fill-spool): writev(2) wrote part of a group commit, then ENOSPC. That part is
+    cut off, so the records appended once the disk has room follow the last whole one and a restart reads them
+    (a torn record inside the segment would end its reading there, or cut the file after it)."""
+    import errno
+
+    from esproxy.proxy import spool as spool_module
+
+    spool = Spool(tmp_path, max_bytes=100_000)
+    spool.open()
+    spool.done(spool.intent("PUT", "/i/_doc/0", b""), [_bean(0)])
+    real_write_all = spool_module._write_all
+
+    def disk_full(fd: int, buffers: list[bytes]) -> None:
+        data = b"".join(buffers)
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module, "_write_all", disk_full)
+    try:
+        spool.intent("PUT", "/i/_doc/1", b"")
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    else:
+        raise AssertionError("the append did not fail")
+    monkeypatch.setattr(spool_module, "_write_all", real_write_all)
+    spool.done(spool.intent("PUT", "/i/_doc/2", b""), [_bean(2)])
+    assert [b.requestUri for _, b in spool.take(10, timeout=0)] == ["/i/_doc/0", "/i/_doc/2"]
+    # no close(): as after SIGKILL
+    again = Spool(tmp_path, max_bytes=100_000)
+    assert again.open() == []  # intent 1 never made it to disk whole; intent 2 is closed
+    assert [b.requestUri for _, b in again.take(10, timeout=0)] == ["/i/_doc/0", "/i/_doc/2"]
+    again.close()
+
+
+def test_a_position_the_disk_has_no_room_for_does_not_stop_the_shipping(tmp_path: Path, monkeypatch) -> None:
+    """A full disk (chaos seed 7): the shipped position cannot be written. Shipping goes on (it killed the
+    shipper: nothing reached Kafka until a restart) and the position is written once the disk has room."""
+    import errno
+    import json
+
+    spool = Spool(tmp_path, max_bytes=100_000)
+    spool.open()
+    for i in range(3):
+        spool.done(spool.intent("PUT", f"/i/_doc/{i}", b""), [_bean(i)])
+    real = Spool._write_position
+    monkeypatch.setattr(
+        Spool, "_write_position", lambda self, pos: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full"))
+    )
+    assert len(spool.take(1, timeout=0)) == 1
+    spool.ack(1)
+    assert spool.take(10, timeout=0) and spool.backlog() == 2  # no exception: the shipper goes on
+    spool.ack(2)
+    assert spool.take(10, timeout=0.01) == []  # flushes the position: fails again, quietly
+    monkeypatch.setattr(Spool, "_write_position", real)
+    spool.close()  # the disk has room again: the position is written
+    written = json.loads((tmp_path / "position").read_text())
+    again = Spool(tmp_path, max_bytes=100_000)
+    assert again.open() == [] and again.take(10, timeout=0) == [], written
+    again.close()

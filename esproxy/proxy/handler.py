@@ -348,6 +348,9 @@ class ProxyApp:
         except SpoolFull as e:
             kind = "esproxy_unavailable_exception" if isinstance(e, Unavailable) else "esproxy_spool_full_exception"
             raise ErrorAnswer(503, kind, f"write refused, not forwarded: {e}") from None
+        except OSError as e:  # the spool's disk is full or failing: the intent is not on disk
+            reason = f"write refused, not forwarded: the spool cannot record it: {e}"
+            raise ErrorAnswer(503, "esproxy_spool_full_exception", reason) from None
 
     def _upstream_headers(self, environ: Environ) -> dict[str, str]:
         """The request headers forwarded to the primary (pass_read makes the same ones without an environ)."""
@@ -425,7 +428,31 @@ class ProxyApp:
                 [b.to_json().decode() for b in beans],
             )
             reason = f"applied by the primary cluster but not recorded for replication: {e}"
+            if intent is not None and isinstance(e, OSError):
+                self._record_later(intent, beans)
+                reason += "; recorded as soon as the spool can be written"
             raise ErrorAnswer(503, "esproxy_not_recorded_exception", reason, access_logged=False) from None
+
+    def _record_later(self, intent: str, beans: list[Bean]) -> None:
+        """The beans of a write A applied that the spool could not take (its disk full or failing), tried again
+        until they are on disk: B gets the write without waiting for a restart to settle its open intent."""
+        gevent.spawn(self._done_when_written, intent, beans)
+
+    def _done_when_written(self, intent: str, beans: list[Bean]) -> None:
+        """Close an intent with its beans, waiting for a spool whose disk is full or failing (retried)."""
+        assert self.fanout is not None
+        fanout = self.fanout
+
+        waited = []
+
+        def waiting(e: BaseException, attempts: int, delay: float) -> None:
+            if not waited:
+                log.warning("recording %d bean(s) of intent %s waits for the spool (%s)", len(beans), intent, e)
+            waited.append(delay)
+
+        retry(lambda: fanout.done(intent, beans), (OSError,), waiting, base=0.5, cap=5)
+        if waited:
+            log.info("recorded %d bean(s) of intent %s after %.1fs", len(beans), intent, sum(waited))
 
     def _relay(
         self, start_response: StartResponse, environ: Environ, method: str, uri: str, started: float, r: Response
@@ -483,7 +510,7 @@ class ProxyApp:
         beans = retry(
             lambda: settle(intent, primary, template, request), (UpstreamError,), primary_down, base=1, cap=30
         )
-        self.fanout.done(intent["id"], beans)
+        self._done_when_written(intent["id"], beans)
 
     def _bean(self, primary: Elastic, environ: Environ, request: Request) -> Bean:
         """What capture turns into beans: the request as forwarded (ids assigned), its body plain."""

@@ -154,6 +154,7 @@ class Spool:
         self._pid = os.getpid()  # of the process that opened the spool: the one that writes it
         self._shipped: Optional[Position] = None  # acknowledged by Kafka, not yet in ``position``
         self._position_written = 0.0  # time.monotonic() of the last write of ``position``
+        self._position_failing = False  # its last write failed (logged once until one succeeds)
         self._oldest_segment = 0  # no segment file below this one
         self._last_take = 0.0
 
@@ -267,6 +268,7 @@ class Spool:
                     gevent.get_hub().threadpool.apply(os.fsync, (self._fd,))
             except OSError as e:
                 log.error("spool %s: write failed: %s", self.dir, e)
+                self._cut_torn()
                 for *_, result in batch:
                     if not result.ready():
                         result.set_exception(e)
@@ -279,6 +281,14 @@ class Spool:
                 os.close(self._fd)
                 self._segment += 1
                 self._open_segment()
+
+    def _cut_torn(self) -> None:
+        """After a failed append (a full disk): cut what part of it was written, so that the records appended
+        next follow the last whole one (a torn record inside a segment would end its reading at a restart)."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as e:
+            log.error("spool %s: cannot cut a failed append off its segment: %s", self.dir, e)
 
     def _committed(
         self, batch: list[tuple[int, Payload, Optional[Bean], AsyncResult]], positions: list[Position]
@@ -413,8 +423,17 @@ class Spool:
     def _flush_position(self) -> None:
         shipped, self._shipped = self._shipped, None
         if shipped is not None:
-            # Off the hub: its rename(2) waits for the journal, which the spool's fsyncs keep busy.
-            gevent.get_hub().threadpool.apply(self._write_position, (shipped,))
+            try:
+                # Off the hub: its rename(2) waits for the journal, which the spool's fsyncs keep busy.
+                gevent.get_hub().threadpool.apply(self._write_position, (shipped,))
+            except OSError as e:  # a full disk: written later; meanwhile a restart ships some beans again
+                if self._shipped is None:
+                    self._shipped = shipped
+                if not self._position_failing:
+                    log.error("spool %s: position not written (written again later): %s", self.dir, e)
+                self._position_failing = True
+            else:
+                self._position_failing = False
             self._position_written = time.monotonic()
 
     def _write_position(self, pos: Position) -> None:
