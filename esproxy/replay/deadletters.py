@@ -122,6 +122,7 @@ class DeadLetters:
             aborted="dead letter not written: stopping",
         )
         STATS.dead_letters += 1
+        STATS.dead_letter_reason(f"{record.topic}-{record.partition}@{record.offset}: {reason}")
         log.warning(
             "dead letter %s-%d@%d -> %s: %s",
             record.topic,
