@@ -116,7 +116,7 @@ def test_refused_the_page_asks_for_the_header_and_shows_no_figure() -> None:
     status, headers, body = _call("/_esproxy/ui")
     assert status == "401 Unauthorized" and headers["Content-Type"].startswith("text/html")
     assert b'<form id="login" autocomplete' in body and b'id="verdict"' not in body
-    status, headers, body = _call("/_esproxy/ui/panel")
+    status, headers, body = _call("/_esproxy/ui/refresh")
     assert status == "401 Unauthorized" and json.loads(body)["status"] == 401
     assert _call("/_esproxy/ui", HTTP_X_TOKEN="s")[0] == ""
 

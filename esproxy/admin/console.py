@@ -1,12 +1,13 @@
 """``/_esproxy/ui``: the console, a page to look at (esproxy/admin/ui/: index.html, console.css, console.js).
 
 The server renders the page with the current figures in it (health's verdict and reasons, the proxy's and
-the replay's tables), so that it reads without JavaScript; the script then fetches ``/_esproxy/ui/panel``
-(the same tables, as an HTML fragment) and ``/_esproxy/ui/series`` (the last hour's samples, JSON) every
-few seconds, draws the charts, and sends pause / resume / stop of a sync rule to ``/_esproxy/sync/``, the
-admin API ``esproxy sync`` calls. Every path needs what the other admin paths need (``admin.header``, or the
-proxy's ``source.proxies[].header`` on its own port); refused, the page itself answers 401 with a form that
-keeps the header in the tab's sessionStorage and sends it with the script's requests.
+the replay's tables), so that it reads without JavaScript; the script then fetches
+``/_esproxy/ui/refresh?after=T`` every few seconds (one request: the same tables as an HTML fragment, and the
+samples taken since its last), draws the charts, and sends pause / resume / stop of a sync rule to
+``/_esproxy/sync/``, the admin API ``esproxy sync`` calls. ``/_esproxy/ui/series[?after=T]``: the samples
+alone, JSON. Every path needs what the other admin paths need (``admin.header``, or the proxy's
+``source.proxies[].header`` on its own port); refused, the page itself answers 401 with a form that keeps
+the header in the tab's sessionStorage and sends it with the script's requests.
 
 :class:`Series`: the ring buffer the charts are drawn from, one sample every :data:`EVERY` seconds, at most
 :data:`BOUND` (an hour), each :data:`FIELDS` numbers.
@@ -60,13 +61,16 @@ class Series:
         a, b = self.points[-2][i], self.points[-1][i]
         return max(0.0, (b - a) / (t1 - t0)) if t1 > t0 else None
 
-    def as_json(self, after: float = 0.0) -> bytes:
+    def doc(self, after: float = 0.0) -> dict[str, Any]:
         """``{"every", "bound", "fields", "points"}``: the samples taken after ``after`` (a time.time())."""
+        points = [p for p in self.points if p[0] > after] if after > 0 else list(self.points)
+        return {"every": self.every, "bound": self.points.maxlen, "fields": FIELDS, "points": points}
+
+    def as_json(self, after: float = 0.0) -> bytes:
+        """:meth:`doc` as JSON (the whole series' kept until the next sample)."""
         if after <= 0 and self._json is not None:
             return self._json
-        points = [p for p in self.points if p[0] > after] if after > 0 else list(self.points)
-        doc = {"every": self.every, "bound": self.points.maxlen, "fields": FIELDS, "points": points}
-        data = json.dumps(doc, separators=(",", ":")).encode()
+        data = json.dumps(self.doc(after), separators=(",", ":")).encode()
         if after <= 0:
             self._json = data
         return data

@@ -191,6 +191,10 @@ class Admin:
         config took from ``${ENV}`` or ``file:`` shows in them."""
         if path == PREFIX + "ui/series" and method in ("GET", "HEAD"):  # numbers only: nothing to mask
             return "200 OK", [console.JSON_TYPE, ("Cache-Control", "no-store")], self.series.as_json(_after(query))
+        if path == PREFIX + "ui/refresh" and method in ("GET", "HEAD"):  # what the page's script polls
+            doc = {"panel": console.panel(self.console_data()), "series": self.series.doc(_after(query))}
+            body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+            return "200 OK", [JSON_TYPE, ("Cache-Control", "no-store")], mask_bytes(body)
         status, headers, body = self._render(path, method)
         return status, headers, mask_bytes(body)
 
@@ -214,12 +218,6 @@ class Admin:
             data = self.console_data()
             title = f"esproxy {' + '.join(data.roles) or 'admin'}: {data.verdict}"
             return "200 OK", console.page_headers(), console.page(console.panel(data), title)
-        if path == PREFIX + "ui/panel":
-            return (
-                "200 OK",
-                [console.HTML_TYPE, ("Cache-Control", "no-store")],
-                console.panel(self.console_data()).encode(),
-            )
         body = error_body(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats, metrics or ui")
         return "404 Not Found", json_type, body
 

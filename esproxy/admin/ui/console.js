@@ -1,5 +1,5 @@
-// esproxy console: refreshes the panel (/_esproxy/ui/panel, HTML the server renders) and the charts
-// (/_esproxy/ui/series, JSON) every few seconds; pause / resume / stop go to /_esproxy/sync/ as `esproxy sync`.
+// esproxy console: every few seconds one request, /_esproxy/ui/refresh?after=T, brings the panel (HTML the
+// server renders) and the samples taken since T (the charts'); pause / resume / stop go to /_esproxy/sync/ as `esproxy sync`.
 // The admin header, when the port requires one the browser cannot send by itself, is kept in sessionStorage.
 (function () {
   "use strict";
@@ -35,26 +35,22 @@
   function refresh() {
     clearTimeout(timer);
     timer = setTimeout(refresh, EVERY);
-    ask("GET", "/_esproxy/ui/panel").then(function (r) {
+    ask("GET", "/_esproxy/ui/refresh?after=" + lastT).then(function (r) {
       if (refused(r)) return;
       if (!r.ok) throw new Error("HTTP " + r.status);
-      return r.text().then(function (html) {
-        panel.innerHTML = html;
+      return r.json().then(function (d) {
+        panel.innerHTML = d.panel;
         login.hidden = true;
         var v = $("verdict");
         if (v) doc.title = "esproxy: " + v.textContent;
         updated.textContent = "updated " + new Date().toLocaleTimeString();
+        var s = d.series;
+        fields = s.fields;
+        s.points.forEach(function (p) { if (p[0] > lastT) { points.push(p); lastT = p[0]; } });
+        if (points.length > s.bound) points.splice(0, points.length - s.bound);
+        draw();
       });
     }).catch(function (e) { updated.textContent = "cannot reach esproxy (" + e.message + "); retrying"; });
-    ask("GET", "/_esproxy/ui/series?after=" + lastT).then(function (r) {
-      return r.ok ? r.json() : null;
-    }).then(function (s) {
-      if (!s) return;
-      fields = s.fields;
-      s.points.forEach(function (p) { if (p[0] > lastT) { points.push(p); lastT = p[0]; } });
-      if (points.length > s.bound) points.splice(0, points.length - s.bound);
-      draw();
-    }).catch(function () { /* said by the panel's request */ });
   }
 
   function column(name) { return fields.indexOf(name); }
@@ -84,7 +80,9 @@
     var w = Math.max(200, Math.round(svg.getBoundingClientRect().width) || 600), h = 160, pad = 18;
     svg.setAttribute("viewBox", "0 0 " + w + " " + h);
     while (svg.firstChild) svg.removeChild(svg.firstChild);
-    var end = points.length ? points[points.length - 1][0] : Date.now() / 1000, start = end - HOUR;
+    // the last hour, or since the first sample when the process is younger
+    var end = points.length ? points[points.length - 1][0] : Date.now() / 1000;
+    var start = Math.max(end - HOUR, points.length ? points[0][0] : end - HOUR), span = Math.max(end - start, 1);
     var top = 0;
     lines.forEach(function (l) { l.forEach(function (p) { if (p[0] >= start && p[1] > top) top = p[1]; }); });
     top = top > 0 ? top * 1.1 : 1;
@@ -93,11 +91,11 @@
       el("line", { x1: 0, x2: w, y1: y, y2: y, "class": "grid" }, svg);
     });
     el("text", { x: 4, y: 12 }, svg).textContent = fmt(top);
-    el("text", { x: 4, y: h - 4 }, svg).textContent = "-60 min";
+    el("text", { x: 4, y: h - 4 }, svg).textContent = "-" + (span >= 120 ? Math.round(span / 60) + " min" : Math.round(span) + " s");
     el("text", { x: w - 4, y: h - 4, "text-anchor": "end" }, svg).textContent = "now";
     lines.forEach(function (l, n) {
       var xy = l.filter(function (p) { return p[0] >= start; }).map(function (p) {
-        var x = (p[0] - start) / HOUR * w, y = h - pad - (h - 2 * pad) * p[1] / top;
+        var x = (p[0] - start) / span * w, y = h - pad - (h - 2 * pad) * p[1] / top;
         return x.toFixed(1) + "," + y.toFixed(1);
       });
       if (xy.length) el("polyline", { points: xy.join(" "), "class": "l" + n }, svg);
