@@ -237,18 +237,20 @@ class Admin:
             unassigned=self.view.unassigned() if unassigned is None else unassigned,
         )
 
-    def health(self) -> tuple[str, dict[str, Any]]:
+    def health(
+        self, lags: Optional[list[dict[str, Any]]] = None, unassigned: Optional[list[dict[str, Any]]] = None
+    ) -> tuple[str, dict[str, Any]]:
         """200 ``{"status": "ok", ...}``, or 503 in Elasticsearch's error shape with one root cause per problem.
 
         Both carry ``health`` (ok / unhealthy / stopping), ``version``, ``pid`` and ``reasons``
-        (``[{"check", "reason"}]``, empty when ok).
+        (``[{"check", "reason"}]``, empty when ok). ``lags``, ``unassigned``: the replays' rows if already read.
         """
         common: dict[str, Any] = {"version": __version__, "pid": os.getpid()}
         if self.view.stopping():
             found = [Problem("stopping", "esproxy is stopping (graceful stop in progress)")]
             kind, verdict = "esproxy_stopping_exception", "stopping"
         else:
-            found = self.problems()
+            found = self.problems(lags, unassigned)
             kind, verdict = "esproxy_unhealthy_exception", "unhealthy"
         if not found:
             return "200 OK", {"status": "ok", "health": "ok", **common, "reasons": []}
@@ -265,7 +267,7 @@ class Admin:
         """What the console's panel shows, read once."""
         lags, unassigned = self.view.lags(), self.view.unassigned()
         snap = self.snapshot(lags, unassigned)
-        status, doc = self.health()
+        _, doc = self.health(lags, unassigned)
         rules: Optional[list[dict[str, Any]]] = None
         indices: list[dict[str, Any]] = []
         if self.view.sync is not None:
