@@ -86,6 +86,7 @@ class Roles:
             unstarted=lambda: [(cluster, *since_why) for cluster, since_why in self.unstarted.items()],
             followers=self._follower_rows,
             switchover=self._switchover if self.cfg.followers() and self.cfg.proxies() else None,
+            roles=("proxy",) * bool(self.cfg.proxies()) + ("replay",) * bool(self.cfg.kafka_sources()),
         )
 
     def _switchover(self, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
@@ -133,6 +134,7 @@ class Roles:
         log.info("esproxy %s starting: %s", __version__, ", ".join(roles))
         for warning in self.cfg.warnings:
             log.warning("config: %s", warning)
+        self.admin.start_sampler()  # the console's charts (/_esproxy/ui)
         try:
             if self.cfg.admin.port:
                 admin = self.cfg.admin

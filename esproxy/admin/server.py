@@ -1,4 +1,5 @@
-"""``/_esproxy/health``, ``/_esproxy/stats`` (JSON) and ``/_esproxy/metrics`` (Prometheus text).
+"""``/_esproxy/health``, ``/_esproxy/stats`` (JSON), ``/_esproxy/metrics`` (Prometheus text) and the console,
+``/_esproxy/ui`` (esproxy.admin.console).
 
 The proxy role answers them on its own port(s) (they are never forwarded to Elasticsearch: index
 names cannot start with ``_``); any role answers them on ``admin.port`` when it is set, which is how
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol, Union
 
+import gevent
 from gevent.pywsgi import WSGIServer
 
 from esproxy import __version__
@@ -29,7 +31,7 @@ from esproxy.core.secretrefs import mask_bytes
 from esproxy.core.stats import LATENCY_BUCKETS, STATS, Stats
 from esproxy.core.wsgi import JSON_TYPE, Check, StartResponse, error_body, error_doc, header_check, unauthorized
 
-from . import metrics
+from . import console, metrics
 from .health import Problem, notices, problems
 from .metrics import Reading
 from .snapshot import (
@@ -69,12 +71,32 @@ def read_body(environ: dict[str, Any]) -> bytes:
 
 
 def refuse(environ: dict[str, Any], start_response: StartResponse, check: Optional[Check]) -> Optional[Iterable[bytes]]:
-    """The 401 answer when ``check`` refuses the request; None when it may pass."""
+    """The 401 answer when ``check`` refuses the request (for the console's page, the page that asks for the
+    header); the 403 answer to a change (POST, PUT, DELETE) a browser sends from a page of another origin
+    (the console's buttons, a form elsewhere: credentials a browser keeps must not be used by another site's
+    page); None when it may pass."""
+    method = environ.get("REQUEST_METHOD", "")
+    if method not in ("GET", "HEAD") and cross_origin(environ):
+        body = error_body(403, "security_exception", "a change to /_esproxy/ from a page of another origin")
+        return _reply(start_response, "403 Forbidden", [JSON_TYPE], body)
     challenge = check(environ) if check is not None else None
     if challenge is None:
         return None
+    if environ.get("PATH_INFO", "").rstrip("/") == PREFIX + "ui" and method in ("GET", "HEAD"):
+        headers = console.page_headers() + ([("WWW-Authenticate", challenge)] if challenge else [])
+        return _reply(start_response, "401 Unauthorized", headers, console.login_page())
     headers, body = unauthorized(challenge, "missing or wrong credentials for /_esproxy/")
     return _reply(start_response, "401 Unauthorized", headers, body)
+
+
+def cross_origin(environ: dict[str, Any]) -> bool:
+    """Whether a browser sent the request from a page of another origin than this listener's (its ``Origin``
+    header names another host and port than ``Host``); a client that is no browser sends no ``Origin``."""
+    origin = environ.get("HTTP_ORIGIN")
+    if origin is None:
+        return False
+    host = environ.get("HTTP_HOST", "")
+    return origin.split("://", 1)[-1].rstrip("/").lower() != host.lower()
 
 
 class Workers(Protocol):
@@ -119,6 +141,8 @@ class AdminView:
     # the sync rules with a delay or a guard: name, indices, exclude, delay_seconds, guard (read by a proxy's
     # read routing and by switchover: a delayed follower answers no read of those indices and is not promoted)
     undo_rules: Callable[[], list[dict[str, Any]]] = lambda: []
+    # the roles this process runs ("proxy", "replay"): which tables the console shows
+    roles: tuple[str, ...] = ()
 
 
 class Admin:
@@ -126,6 +150,8 @@ class Admin:
         self.view = view
         self.stats = stats
         self.server: Optional[WSGIServer] = None
+        self.series = console.Series()  # the console's charts: the last hour, sampled by start_sampler
+        self._sampler: Optional[gevent.Greenlet] = None
 
     # ------------------------------------------------------------------ HTTP
 
@@ -137,7 +163,8 @@ class Admin:
             return refused
         path = environ.get("PATH_INFO", "")
         body = read_body(environ) if self._control_of(path) is not None else b""
-        status, headers, data = self.answer(path, environ.get("REQUEST_METHOD", ""), body)
+        query = environ.get("QUERY_STRING", "")
+        status, headers, data = self.answer(path, environ.get("REQUEST_METHOD", ""), body, query)
         return _reply(start_response, status, headers, data)
 
     def _control_of(self, path: str) -> Optional[tuple[str, Callable[[str, list[str], bytes], tuple[int, Any]]]]:
@@ -150,11 +177,13 @@ class Admin:
             return "switchover", self.view.switchover
         return None
 
-    def answer(self, path: str, method: str, body: bytes = b"") -> tuple[str, list[tuple[str, str]], bytes]:
-        """Status line, headers and body for an admin path (also asked for by pre-fork workers)."""
+    def answer(
+        self, path: str, method: str, body: bytes = b"", query: str = ""
+    ) -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body for an admin path (also asked for by pre-fork workers, with no query)."""
         control = self._control_of(path)
         if control is None:
-            return self.render(path, method)
+            return self.render(path, method, query)
         prefix, handle = control
         parts = [p for p in path[len(PREFIX + prefix) :].split("/") if p]
         code, doc = handle(method, parts, body)
@@ -163,9 +192,15 @@ class Admin:
         )
         return f"{code} {reason}", [JSON_TYPE], mask_bytes(json.dumps(doc, ensure_ascii=False).encode() + b"\n")
 
-    def render(self, path: str, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
-        """Status line, headers and body for a GET of health, stats or metrics; no value the config took
-        from ``${ENV}`` or ``file:`` shows in them."""
+    def render(self, path: str, method: str, query: str = "") -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body for a GET of health, stats, metrics or the console; no value the
+        config took from ``${ENV}`` or ``file:`` shows in them."""
+        if path == PREFIX + "ui/series" and method in ("GET", "HEAD"):  # numbers only: nothing to mask
+            return "200 OK", [console.JSON_TYPE, ("Cache-Control", "no-store")], self.series.as_json(_after(query))
+        if path == PREFIX + "ui/refresh" and method in ("GET", "HEAD"):  # what the page's script polls
+            doc = {"panel": console.panel(self.console_data()), "series": self.series.doc(_after(query))}
+            body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+            return "200 OK", [JSON_TYPE, ("Cache-Control", "no-store")], mask_bytes(body)
         status, headers, body = self._render(path, method)
         return status, headers, mask_bytes(body)
 
@@ -185,7 +220,11 @@ class Admin:
         if path == PREFIX + "health":
             status, doc = self.health()
             return status, json_type, json.dumps(doc, ensure_ascii=False).encode() + b"\n"
-        body = error_body(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats or metrics")
+        if path.rstrip("/") == PREFIX + "ui":
+            data = self.console_data()
+            title = f"esproxy {' + '.join(data.roles) or 'admin'}: {data.verdict}"
+            return "200 OK", console.page_headers(), console.page(console.panel(data), title)
+        body = error_body(404, "resource_not_found_exception", f"no {path}; try {PREFIX}health, stats, metrics or ui")
         return "404 Not Found", json_type, body
 
     def problems(
@@ -205,11 +244,13 @@ class Admin:
             rule_lanes=self.view.rule_lanes(),
         )
 
-    def health(self) -> tuple[str, dict[str, Any]]:
+    def health(
+        self, lags: Optional[list[dict[str, Any]]] = None, unassigned: Optional[list[dict[str, Any]]] = None
+    ) -> tuple[str, dict[str, Any]]:
         """200 ``{"status": "ok", ...}``, or 503 in Elasticsearch's error shape with one root cause per problem.
 
         Both carry ``health`` (ok / unhealthy / stopping), ``version``, ``pid`` and ``reasons``
-        (``[{"check", "reason"}]``, empty when ok).
+        (``[{"check", "reason"}]``, empty when ok). ``lags``, ``unassigned``: the replays' rows if already read.
         """
         common: dict[str, Any] = {"version": __version__, "pid": os.getpid()}
         shown = notices(self.view.rule_lanes())
@@ -219,7 +260,7 @@ class Admin:
             found = [Problem("stopping", "esproxy is stopping (graceful stop in progress)")]
             kind, verdict = "esproxy_stopping_exception", "stopping"
         else:
-            found = self.problems()
+            found = self.problems(lags, unassigned)
             kind, verdict = "esproxy_unhealthy_exception", "unhealthy"
         if not found:
             return "200 OK", {"status": "ok", "health": "ok", **common, "reasons": []}
@@ -232,6 +273,46 @@ class Admin:
             "reasons": [p.as_dict() for p in found],
         }
 
+    def console_data(self) -> console.PanelData:
+        """What the console's panel shows, read once."""
+        lags, unassigned = self.view.lags(), self.view.unassigned()
+        snap = self.snapshot(lags, unassigned)
+        _, doc = self.health(lags, unassigned)
+        rules: Optional[list[dict[str, Any]]] = None
+        indices: list[dict[str, Any]] = []
+        if self.view.sync is not None:
+            code, answer = self.view.sync("GET", ["rules"], b"")
+            rules = answer.get("rules", []) if code == 200 else []
+            code, answer = self.view.sync("GET", ["status"], b"")
+            indices = answer.get("indices", []) if code == 200 else []
+        return console.PanelData(
+            verdict=doc["health"],
+            reasons=doc["reasons"],
+            roles=self.view.roles,
+            snap=snap,
+            series=self.series,
+            rules=rules,
+            indices=indices,
+            dead_letters=list(self.stats.dead_letter_reasons),
+        )
+
+    def sample(self) -> None:
+        """Add one sample of the figures to the console's series."""
+        self.series.add(console.sample(self.snapshot(), time.time()))
+
+    def start_sampler(self, every: float = console.EVERY) -> None:
+        """Sample every ``every`` seconds (the first at once) until stop()."""
+
+        def loop() -> None:
+            while True:
+                try:
+                    self.sample()
+                except Exception:  # a figure that cannot be read now: the next sample will tell
+                    log.exception("console: cannot sample the figures")
+                gevent.sleep(every)
+
+        self._sampler = gevent.spawn(loop)
+
     def start_listener(self, host: str, port: int, required: dict[str, str], tls: Optional[ServerTls] = None) -> None:
         """The separate admin listener (``admin.port``); HTTPS with ``admin.tls``."""
         check = header_check(required) if required else None
@@ -243,9 +324,11 @@ class Admin:
         self.server = wsgi_server((host, port), app, tls, "admin.tls", log=None, error_log=error_log)
         self.server.start()
         scheme = "https" if tls else "http"
-        log.info("admin listening on %s:%d (%s; %shealth, stats, metrics)", host, port, scheme, PREFIX)
+        log.info("admin listening on %s:%d (%s; %shealth, stats, metrics, ui)", host, port, scheme, PREFIX)
 
     def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.kill(block=False)
         if self.server is not None:
             self.server.stop(timeout=0.5)
 
@@ -370,6 +453,18 @@ def merge_upstreams(parts: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
             m["connections_idle"] += row["connections_idle"]
             m["cluster_id"] = m["cluster_id"] or row["cluster_id"]
     return list(merged.values())
+
+
+def _after(query: str) -> float:
+    """``after=`` of the series' query: a time.time(); 0 (everything) when absent or not a number."""
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "after":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 def _reply(start_response: StartResponse, status: str, headers: list[tuple[str, str]], body: bytes) -> Iterable[bytes]:

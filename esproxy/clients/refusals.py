@@ -69,6 +69,7 @@ class ProxyDeadLetters:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file.append(json.dumps(letter, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         STATS.dead_letters += 1
+        STATS.dead_letter_reason(f"proxy -> {topic}: {why}")
         log.error(
             "kafka refused a captured write for good: topic=%s index=%s size=%d reason=%s; dead letter in %s",
             topic,

@@ -242,8 +242,9 @@ class Destination:
 class AdminListener:
     port: int = setting(
         0,
-        "Port of a separate listener for `/_esproxy/health`, `/_esproxy/stats` and `/_esproxy/metrics`; "
-        "0 = none. The proxy serves them on its own port(s) anyway; the replay role needs this to be scraped (ours).",
+        "Port of a separate listener for `/_esproxy/health`, `/_esproxy/stats`, `/_esproxy/metrics` and the console"
+        " `/_esproxy/ui`; 0 = none. The proxy serves them on its own port(s) anyway; the replay role needs this to be"
+        " scraped (ours).",
         check=tcp_port_or_zero,
         shown="0 or 1–65535",
     )

@@ -25,6 +25,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 RATE_WINDOW = 10  # seconds over which replay_messages_per_second is averaged
 DEAD_LETTER_TIMES = 10000  # the times of the last this many dead letters are kept (health's window)
+DEAD_LETTER_REASONS = 5  # the latest dead letters' reasons kept for the console (esproxy.admin.console)
 FOLLOWED_INDICES = 1000  # follower indices counted by name in `followed`; the rest as "(other)"
 SKIPPED_BY_RULES_INDICES = 1000  # indices counted by name in replay_skipped_by_rules; the rest as "(other)"
 
@@ -87,6 +88,7 @@ class Stats:
         self.sync_decided = 0  # writes an operator rejected or skipped (dead letters, not failures): replay/holdback.py
         self._dead_letters = 0
         self.dead_letter_times: deque[float] = deque(maxlen=DEAD_LETTER_TIMES)  # time.monotonic() of each
+        self.dead_letter_reasons: deque[tuple[float, str]] = deque(maxlen=DEAD_LETTER_REASONS)  # (time.time(), why)
         self._rate: deque[list[int]] = deque(maxlen=RATE_WINDOW + 2)  # [second, messages]
 
     # ------------------------------------------------------------------ hooks (hot path: cheap)
@@ -133,6 +135,10 @@ class Stats:
         now = time.monotonic()
         self.dead_letter_times.extend(now for _ in range(value - self._dead_letters))
         self._dead_letters = value
+
+    def dead_letter_reason(self, reason: str) -> None:
+        """Why the dead letter just counted was written (the latest few are kept: the console shows them)."""
+        self.dead_letter_reasons.append((time.time(), reason[:500]))
 
     def produced(self, topic: str) -> None:
         self.kafka_produced[topic] = self.kafka_produced.get(topic, 0) + 1

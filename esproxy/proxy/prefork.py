@@ -69,7 +69,7 @@ class WorkerPool:
         conf_path: str,
         listeners: list[list[socket.socket]],  # per proxy entry, a listening socket per worker slot
         fanout: Optional[Fanout],
-        render_admin: Callable[[str, str, bytes], tuple[str, list, bytes]],
+        render_admin: Callable[[str, str, bytes, str], tuple[str, list, bytes]],  # path, method, body, query
         settle: Callable[[list[dict[str, Any]]], None],
         leadership: Optional[Callable[[], Optional[dict[str, Any]]]] = None,
         inflight: Optional[Shared] = None,

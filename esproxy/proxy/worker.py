@@ -77,7 +77,8 @@ class MasterAdmin:
         method = environ["REQUEST_METHOD"]
         sent = read_body(environ) if method not in ("GET", "HEAD") else b""  # a control's (switchover)
         try:
-            status, headers, body = self.client.call("admin", environ.get("PATH_INFO", ""), method, sent)
+            path, query = environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")  # query: the console's
+            status, headers, body = self.client.call("admin", path, method, sent, query)
         except MasterGone as e:
             status, headers, body = "503 Service Unavailable", [JSON_TYPE], str(e).encode()
         start_response(status, headers)

@@ -132,6 +132,7 @@ class DeadLetters:
         )
         if counted:
             STATS.dead_letters += 1
+        STATS.dead_letter_reason(f"{record.topic}-{record.partition}@{record.offset}: {reason}")
         log.warning(
             "dead letter %s-%d@%d -> %s: %s",
             record.topic,
