@@ -44,6 +44,20 @@ class Problem:
         return {"check": self.check, "reason": self.reason}
 
 
+def _stalled_or_behind(
+    settings: HealthSettings, subject: str, stalled: float, stalled_what: str, lag: float, lag_what: str
+) -> list[Problem]:
+    """``replay_stalled`` and ``replay_lag`` of one partition, or of one sync rule's lane of it."""
+    found = []
+    for check, value, limit, setting, what in (
+        ("replay_stalled", stalled, settings.maxReplayStall, "maxReplayStall", stalled_what),
+        ("replay_lag", lag, settings.maxReplayLag, "maxReplayLag", lag_what),
+    ):
+        if limit and value > limit:
+            found.append(Problem(check, f"{subject} {what} (health.{setting}: {_secs(limit)})"))
+    return found
+
+
 def problems(
     settings: HealthSettings,
     *,
@@ -63,14 +77,11 @@ def problems(
         lane = f"sync rule {row['rule']}'s writes of {row['topic']}-{row['partition']} (group {row['group']})"
         beyond, stalled, offset = row["lag_beyond_delay_seconds"], row["stalled_seconds"], row["oldest_offset"]
         delay = f"delay {_secs(row['delay_seconds'])}"
-        for check, value, limit, setting, what in (
-            ("replay_stalled", stalled, settings.maxReplayStall, "maxReplayStall",
-             f"applied nothing for {_secs(stalled)} while offset {offset} is due"),
-            ("replay_lag", beyond, settings.maxReplayLag, "maxReplayLag",
-             f"are {_secs(beyond)} behind beyond their {delay}: the oldest waiting is offset {offset}"),
-        ):  # fmt: skip
-            if limit and value > limit:
-                out.append(Problem(check, f"{lane} {what} (health.{setting}: {_secs(limit)})"))
+        out += _stalled_or_behind(
+            settings, lane,
+            stalled, f"applied nothing for {_secs(stalled)} while offset {offset} is due",
+            beyond, f"are {_secs(beyond)} behind beyond their {delay}: the oldest waiting is offset {offset}",
+        )  # fmt: skip
     limit = settings.maxShipDelay
     if limit and ship_age > limit:
         out.append(
@@ -94,14 +105,11 @@ def problems(
     for row in lags:
         replay = f"replay of {row['topic']}-{row['partition']} (group {row['group']})"
         stalled, lag, offset = row["stalled_seconds"], row["lag_seconds"], row["oldest_offset"]
-        for check, value, limit, setting, what in (
-            ("replay_stalled", stalled, settings.maxReplayStall, "maxReplayStall",
-             f"applied nothing for {_secs(stalled)} while records wait from offset {offset}"),
-            ("replay_lag", lag, settings.maxReplayLag, "maxReplayLag",
-             f"is {_secs(lag)} behind: the oldest record not applied is offset {offset}"),
-        ):  # fmt: skip
-            if limit and value > limit:
-                out.append(Problem(check, f"{replay} {what} (health.{setting}: {_secs(limit)})"))
+        out += _stalled_or_behind(
+            settings, replay,
+            stalled, f"applied nothing for {_secs(stalled)} while records wait from offset {offset}",
+            lag, f"is {_secs(lag)} behind: the oldest record not applied is offset {offset}",
+        )  # fmt: skip
     limit = settings.maxReplayStall
     for cluster, since, reason in unstarted:  # (cluster, waiting since, why)
         if limit and now - since > limit:
